@@ -1,0 +1,76 @@
+"""lllm: language-model agents whose code runs in a real sandbox.
+
+`import lllm` stays light: the public names below load their modules on first use, and litellm, docker
+and playwright load only when something needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # agent core
+    "Agent": "lllm.core.agent",
+    "Prompt": "lllm.core.prompt",
+    "Function": "lllm.core.prompt",
+    "FunctionCall": "lllm.core.prompt",
+    "ToolResult": "lllm.core.prompt",
+    "tool": "lllm.core.prompt",
+    "DefaultTagParser": "lllm.core.prompt",
+    "DefaultSimpleHandler": "lllm.core.prompt",
+    "AgentCallSession": "lllm.core.prompt",
+    "Dialog": "lllm.core.dialog",
+    "Message": "lllm.core.dialog",
+    "Roles": "lllm.core.const",
+    "InvokeCost": "lllm.core.const",
+    # orchestration
+    "Tactic": "lllm.core.tactic",
+    "TacticCallSession": "lllm.core.tactic",
+    "Runtime": "lllm.core.runtime",
+    "get_default_runtime": "lllm.core.runtime",
+    "load_runtime": "lllm.core.runtime",
+    "load_package": "lllm.core.runtime",
+    "load_prompt": "lllm.core.runtime",
+    "load_config": "lllm.core.config",
+    "resolve_config": "lllm.core.runtime",
+    "parse_agent_configs": "lllm.core.config",
+    "build_tactic": "lllm.core.runtime",
+    "register_tactic_class": "lllm.core.runtime",
+    "LogStore": "lllm.logging",
+    "sqlite_store": "lllm.logging",
+    # proxies
+    "BaseProxy": "lllm.proxies",
+    "ProxyManager": "lllm.proxies",
+    "ProxyRegistrator": "lllm.proxies",
+    # errors
+    "LLLMError": "lllm.errors",
+    "ConfigError": "lllm.errors",
+    "UsageError": "lllm.errors",
+    "ParseError": "lllm.errors",
+    "AgentException": "lllm.errors",
+    "InvokerError": "lllm.errors",
+    "ModelAPIError": "lllm.errors",
+    "ScriptError": "lllm.errors",
+    "SandboxError": "lllm.errors",
+    "ProxyError": "lllm.errors",
+    "BrowserError": "lllm.errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lllm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

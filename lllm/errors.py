@@ -1,0 +1,172 @@
+"""The one error tree of lllm: every error lllm raises on purpose is an `LLLMError`.
+
+```
+LLLMError
+├── ConfigError                 a config, prompt path or lllm.toml is wrong (names the file and key)
+├── UsageError                  the API was misused (a wrong argument, a closed dialog, ...)
+├── ParseError                  a model's answer broke the prompt's format (the handler retries it)
+├── AgentException              an agent gave up after its retries (carries the retry transcript)
+├── InvokerError                anything between lllm and a model provider
+│   ├── ModelAPIError           the provider answered with an error (status_code, model)
+│   │   ├── RateLimitError
+│   │   └── ModelTimeoutError
+│   ├── ModelRequestsDisabled   a real provider call while LLLM_ALLOW_MODEL_REQUESTS=0
+│   └── ScriptError             the scripted model was asked for a step it does not have, or has steps left
+├── SandboxError                anything about a sandbox
+│   ├── SandboxStartError       the container or kernel did not come up
+│   ├── SandboxClosed           the sandbox was used after close()
+│   ├── CellTimeout             a cell ran past its timeout
+│   ├── KernelDied              the kernel process died (os._exit, segfault)
+│   ├── SandboxOOM              the kernel was killed for memory
+│   └── SandboxFileError        upload/download refused (path escapes the workspace, missing file)
+├── ProxyError                  anything about API proxies and the CALL_API gateway
+│   ├── GatewayAuthError        a bad or foreign session token
+│   ├── ProxyNotActivated       the proxy is not in this session's activate_proxies
+│   ├── EndpointNotFound        no such endpoint (lists the real ones)
+│   ├── RateLimited             the session called too fast
+│   └── PayloadTooLarge         a request or response over the size limit
+└── BrowserError                anything about the computer-use browser
+    ├── BlockedNavigation       a URL outside the allowlist
+    ├── StaleRef                an element ref from an old snapshot
+    └── ActionTimeout           a browser action ran past its timeout
+```
+
+Rules: a message says what happened, shows the bad value with `!r` and says what to do next. Facts go in
+attributes; errors stay picklable (every constructor argument is kept in `self.args`); constructors never log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LLLMError(Exception):
+    """The root of every error lllm raises on purpose."""
+
+    def __init__(self, message: str = "", **facts: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.facts = facts
+        for key, value in facts.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.facts))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[LLLMError], message: str, facts: dict[str, Any]) -> LLLMError:
+    return cls(message, **facts)
+
+
+class ConfigError(LLLMError):
+    """A config, a prompt path or an lllm.toml is wrong; the message names the file and the key."""
+
+
+class UsageError(LLLMError):
+    """The developer misused the API."""
+
+
+class ParseError(LLLMError):
+    """A model's answer broke the prompt's format; the prompt's handler asks the model to try again."""
+
+
+class AgentException(LLLMError):
+    """An agent gave up after `max_exception_retry` retries; `retries` holds the transcript."""
+
+
+class InvokerError(LLLMError):
+    """Anything between lllm and a model provider."""
+
+
+class ModelAPIError(InvokerError):
+    """The provider answered with an error; `status_code` and `model` say which and where."""
+
+
+class RateLimitError(ModelAPIError):
+    """The provider refused for rate limits (retried with backoff, a bounded number of times)."""
+
+
+class ModelTimeoutError(ModelAPIError):
+    """The provider did not answer in time."""
+
+
+class ModelRequestsDisabled(InvokerError):
+    """A call would have reached a real provider while LLLM_ALLOW_MODEL_REQUESTS=0."""
+
+
+class ScriptError(InvokerError):
+    """The scripted model was asked for a step it does not have, or was closed with steps left."""
+
+
+class SandboxError(LLLMError):
+    """Anything about a sandbox."""
+
+
+class SandboxStartError(SandboxError):
+    """The container or its kernel did not come up."""
+
+
+class SandboxClosed(SandboxError):
+    """The sandbox was used after close()."""
+
+
+class CellTimeout(SandboxError):
+    """A cell ran past its timeout."""
+
+
+class KernelDied(SandboxError):
+    """The kernel process died."""
+
+
+class SandboxOOM(SandboxError):
+    """The kernel was killed for using more memory than its limit."""
+
+
+class SandboxFileError(SandboxError):
+    """An upload or download was refused or failed."""
+
+
+class ProxyError(LLLMError):
+    """Anything about API proxies and the CALL_API gateway."""
+
+
+class GatewayAuthError(ProxyError):
+    """A CALL_API request carried a bad or foreign session token."""
+
+
+class ProxyNotActivated(ProxyError):
+    """The proxy is not activated for this session."""
+
+
+class EndpointNotFound(ProxyError):
+    """No such endpoint; the message lists the real ones."""
+
+
+class RateLimited(ProxyError):
+    """The session called the gateway faster than its rate limit."""
+
+
+class PayloadTooLarge(ProxyError):
+    """A CALL_API request or response is over the size limit."""
+
+
+class BrowserError(LLLMError):
+    """Anything about the computer-use browser."""
+
+
+class BlockedNavigation(BrowserError):
+    """A navigation or request to a URL outside the allowlist."""
+
+
+class StaleRef(BrowserError):
+    """An element ref that the current page no longer has."""
+
+
+class ActionTimeout(BrowserError):
+    """A browser action ran past its timeout."""
+
+
+__all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, LLLMError)]
