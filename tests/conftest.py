@@ -1,0 +1,70 @@
+"""Shared test set-up: no real model provider, and Docker/Chromium tests that fail (not skip) when required."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+# No test may reach a real model provider; the invokers check this before every litellm call.
+os.environ["LLLM_ALLOW_MODEL_REQUESTS"] = "0"
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def _required(var: str) -> bool:
+    return os.environ.get(var) == "1" or os.environ.get("CI") == "true"
+
+
+def _docker_answers() -> str | None:
+    """None when a Docker engine answers, else the reason it does not."""
+    if shutil.which("docker") is None:
+        return "no docker client on PATH"
+    try:
+        out = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "`docker info` timed out"
+    if out.returncode != 0:
+        return f"no Docker engine answers: {out.stderr.strip()[:300]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def require_docker() -> None:
+    """Tests that need Docker take this fixture; with LLLM_REQUIRE_DOCKER=1 (the test command) or CI=true a
+    missing engine fails the test with the reason, it never skips."""
+    reason = _docker_answers()
+    if reason is None:
+        return
+    message = f"{reason}. Start the engine (README: the test command does it: scripts/setup.sh)."
+    if _required("LLLM_REQUIRE_DOCKER"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def require_browser() -> str:
+    """The Chromium executable; fails (never skips) under LLLM_REQUIRE_BROWSER=1 or CI=true when missing."""
+    path = os.environ.get("LLLM_CHROMIUM", "/usr/bin/chromium")
+    if os.path.exists(path):
+        try:
+            import playwright  # noqa: F401
+        except ImportError:
+            reason = 'playwright is not installed: pip install -e ".[browser]"'
+        else:
+            return path
+    else:
+        reason = f"no Chromium at {path!r}: apt-get install -y chromium (scripts/setup.sh does it)"
+    if _required("LLLM_REQUIRE_BROWSER"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Marked tests get their requirement fixture automatically, so a marker alone is enough.
+    for item in items:
+        if item.get_closest_marker("docker") and "require_docker" not in getattr(item, "fixturenames", []):
+            item.fixturenames.insert(0, "require_docker")
+        if item.get_closest_marker("browser") and "require_browser" not in getattr(item, "fixturenames", []):
+            item.fixturenames.insert(0, "require_browser")
