@@ -28,7 +28,8 @@ LLLMError
 └── BrowserError                anything about the computer-use browser
     ├── BlockedNavigation       a URL outside the allowlist
     ├── StaleRef                an element ref from an old snapshot
-    └── ActionTimeout           a browser action ran past its timeout
+    ├── ActionTimeout           a browser action ran past its timeout
+    └── ActionRefused           the confirmation hook refused a consequential action
 ```
 
 Rules: a message says what happened, shows the bad value with `!r` and says what to do next. Facts go in
@@ -167,6 +168,10 @@ class StaleRef(BrowserError):
 
 class ActionTimeout(BrowserError):
     """A browser action ran past its timeout."""
+
+
+class ActionRefused(BrowserError):
+    """The confirmation hook refused a consequential action (submit, upload, download, leaving the allowlist)."""
 
 
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, LLLMError)]
