@@ -1,0 +1,29 @@
+"""The log store: a SQLite record of tactic call sessions, their traces, dialogs and costs.
+
+>>> from lllm.logging import sqlite_store
+>>> store = sqlite_store(":memory:")
+>>> store.cost_summary(group_by="tactic")
+[]
+"""
+
+from __future__ import annotations
+
+import os
+
+from lllm.logging.models import CostRow, DialogRow, SessionDetail, SessionRow
+from lllm.logging.store import KIND_TABLES, LogStore
+
+__all__ = ["KIND_TABLES", "CostRow", "DialogRow", "LogStore", "SessionDetail", "SessionRow", "sqlite_store"]
+
+
+def sqlite_store(path: str | os.PathLike[str] = ":memory:", *, busy_timeout: float = 30.0) -> LogStore:
+    """Open (or create) a SQLite log store.
+
+    Args:
+        path: the database file (its folder is created); `":memory:"` for a throwaway in-memory store.
+        busy_timeout: seconds a write waits while another process holds the database.
+
+    Returns:
+        The `LogStore`; pass it to a tactic: `MyTactic(config, log_store=store)`.
+    """
+    return LogStore(path, busy_timeout=busy_timeout)

@@ -1,0 +1,131 @@
+"""The rows the LogStore gives back: sessions, the full trace of one session, its dialogs, cost summaries.
+
+These are pydantic models so that whatever reads the log (the `lllm logs` CLI, a notebook, a dashboard)
+gets validated, typed objects; the SQLite tables themselves stay plain enough to query by hand.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SessionState = Literal["running", "ok", "error"]
+
+
+class SessionRow(BaseModel):
+    """One tactic call session, as the `sessions` table holds it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    """The session id (also the `session_id` of every trace record of this call)."""
+    tactic: str
+    """The tactic's registered name."""
+    state: SessionState
+    """`running` while the call runs (or forever, if the process died), then `ok` or `error`."""
+    started_at: float
+    """Unix time the call started."""
+    updated_at: float | None = None
+    """Unix time of the last event written for this session."""
+    ended_at: float | None = None
+    """Unix time the call ended (None while running or after a crash)."""
+    duration_s: float | None = None
+    cost: float = 0.0
+    """USD spent by every model call of this session, sub-tactic calls included."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model_calls: int = 0
+    agent_calls: int = 0
+    tags: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    task: str | None = None
+    """A text rendering of the task (cut at 10,000 characters)."""
+    task_hash: str | None = None
+    """A fingerprint of the task, used by `bcall(resume=...)` to check it resumes the same tasks."""
+    result: Any = None
+    """The result, stored as JSON where it can be (`{"type": ..., "value": ...}`)."""
+    error: str | None = None
+    """`ExceptionType: message` when the call failed."""
+    traceback: str | None = None
+    last_event: str | None = None
+    """What the session did last: where a crashed call stopped."""
+    batch_id: str | None = None
+    task_index: int | None = None
+    parent_id: str | None = None
+    """The session of the tactic call this one ran inside (sub-tactic calls)."""
+    pid: int | None = None
+    """The process that ran the call."""
+
+    @property
+    def started(self) -> datetime:
+        """`started_at` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.started_at, tz=timezone.utc)
+
+
+class DialogRow(BaseModel):
+    """One dialog of one agent at the end of a session, as `Dialog.to_dict()` gave it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: str
+    agent: str
+    alias: str
+    """The name the agent gave the dialog (`agent.open(alias)`)."""
+    parent: str | None = None
+    """The alias of the dialog it was forked from, when the dialog dict says so."""
+    messages: int = 0
+    """How many messages the dialog holds."""
+    data: dict[str, Any] = Field(default_factory=dict)
+    """The full `Dialog.to_dict()`; `to_dialog()` rebuilds the Dialog."""
+
+    def to_dialog(self) -> Any:
+        """Rebuild the `lllm.core.dialog.Dialog` with `Dialog.from_dict`."""
+        from lllm.core.dialog import Dialog
+
+        return Dialog.from_dict(self.data)
+
+
+class SessionDetail(BaseModel):
+    """A session with its whole trace (every record, in order), its dialogs and its sub-tactic sessions."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    session: SessionRow
+    records: list[Any] = Field(default_factory=list)
+    """Every trace record (`lllm.core.trace` models) of this session, in the order they happened."""
+    dialogs: list[DialogRow] = Field(default_factory=list)
+    children: list[SessionRow] = Field(default_factory=list)
+    """Sessions of sub-tactic calls made inside this one."""
+
+    def of_kind(self, kind: str) -> list[Any]:
+        """The records of one kind: `"model_call"`, `"agent_call"`, `"cell"`, `"api_call"`, ..."""
+        return [r for r in self.records if getattr(r, "kind", None) == kind]
+
+    @property
+    def model_calls(self) -> list[Any]:
+        return self.of_kind("model_call")
+
+    @property
+    def agent_calls(self) -> list[Any]:
+        return self.of_kind("agent_call")
+
+    def dialog_tree(self) -> dict[str, dict[str, DialogRow]]:
+        """`{agent: {alias: DialogRow}}`."""
+        tree: dict[str, dict[str, DialogRow]] = {}
+        for row in self.dialogs:
+            tree.setdefault(row.agent, {})[row.alias] = row
+        return tree
+
+
+class CostRow(BaseModel):
+    """One line of `LogStore.cost_summary()`."""
+
+    group: str | None
+    """The value grouped on (a tag's value, a tactic name, a model); None where it is unset."""
+    sessions: int = 0
+    errors: int = 0
+    cost: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0

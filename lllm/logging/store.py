@@ -1,0 +1,566 @@
+"""The LogStore: every tactic call session and its trace in SQLite (through sqlite-utils), safe under threads.
+
+Tables (plain enough to query with `sqlite3 runs.db`):
+
+- `sessions`: one row per tactic call, written when the call starts (`state='running'`), updated with every
+  event (cost, tokens, counts, `last_event`, `updated_at`) and closed with `ok` or `error` (+ traceback).
+  A process that dies mid-call leaves its row `running`, with `last_event` saying where it stopped.
+- one table per trace record kind of `lllm.core.trace`: `model_calls`, `agent_calls`, `cells`, `api_calls`,
+  `browser_actions`; their columns are the record's fields (dicts and lists as JSON). A record of a kind this
+  version does not know goes to `events` as JSON, so nothing is dropped.
+- `dialogs`: the dialog tree of every agent at the end of its session (`Dialog.to_dict()` as JSON).
+
+Concurrency: one connection, one lock, one short `BEGIN IMMEDIATE` transaction per write, WAL journal and a
+busy timeout, so 50 threads of one process (and several processes on one file) never lose a row or see
+"database is locked". Every write is committed before `record()` returns: a crash loses nothing written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import UnionType
+from typing import Any, Iterable, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+from lllm.errors import UsageError
+from lllm.logging.models import CostRow, DialogRow, SessionDetail, SessionRow
+
+KIND_TABLES: dict[str, str] = {
+    "model_call": "model_calls",
+    "agent_call": "agent_calls",
+    "cell": "cells",
+    "api_call": "api_calls",
+    "browser_action": "browser_actions",
+}
+"""Trace record kind -> the table that holds it."""
+
+_SESSION_COLUMNS: dict[str, type] = {
+    "id": str, "tactic": str, "state": str, "started_at": float, "updated_at": float, "ended_at": float,
+    "duration_s": float, "cost": float, "prompt_tokens": int, "completion_tokens": int, "model_calls": int,
+    "agent_calls": int, "tags": str, "metadata": str, "task": str, "task_hash": str, "result": str,
+    "error": str, "traceback": str, "last_event": str, "batch_id": str, "task_index": int, "parent_id": str,
+    "pid": int,
+}
+_SESSION_JSON = ("tags", "metadata", "result")
+_TASK_TEXT_LIMIT = 10_000
+_NOT_RESTORABLE = object()
+
+
+def _sql_type(annotation: Any) -> type:
+    """The SQLite column type for a pydantic field annotation (anything structured is stored as JSON text)."""
+    if get_origin(annotation) in (Union, UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else Any
+    if get_origin(annotation) is Literal:
+        return str
+    if annotation is bool or annotation is int:
+        return int
+    if annotation is float:
+        return float
+    return str
+
+
+def _record_columns(cls: type[BaseModel]) -> dict[str, type]:
+    return {name: _sql_type(field.annotation) for name, field in cls.model_fields.items()}
+
+
+def _to_sql(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float)):
+        return int(value) if isinstance(value, bool) else value
+    return json.dumps(value, default=repr, ensure_ascii=False)
+
+
+def task_text(task: Any) -> str:
+    """A text rendering of a task for the `sessions.task` column."""
+    if isinstance(task, str):
+        text = task
+    elif isinstance(task, BaseModel):
+        text = task.model_dump_json()
+    else:
+        try:
+            text = json.dumps(task, ensure_ascii=False, sort_keys=True)
+        except (TypeError, ValueError):
+            text = repr(task)
+    return text[:_TASK_TEXT_LIMIT]
+
+
+def task_fingerprint(task: Any) -> str:
+    """A stable fingerprint of a task (sha256 of its type and full text rendering)."""
+    if isinstance(task, str):
+        text = task
+    elif isinstance(task, BaseModel):
+        text = task.model_dump_json()
+    else:
+        try:
+            text = json.dumps(task, sort_keys=True, default=repr)
+        except (TypeError, ValueError):
+            text = repr(task)
+    return hashlib.sha256(f"{type(task).__name__}\0{text}".encode()).hexdigest()[:32]
+
+
+def encode_result(value: Any) -> str:
+    """Encode a tactic result as JSON: `{"type": "none"|"str"|"json"|"pydantic"|"repr", "value": ...}`."""
+    if value is None:
+        return json.dumps({"type": "none"})
+    if isinstance(value, str):
+        return json.dumps({"type": "str", "value": value}, ensure_ascii=False)
+    if isinstance(value, BaseModel):
+        cls = type(value)
+        return json.dumps({"type": "pydantic", "class": f"{cls.__module__}:{cls.__qualname__}",
+                           "value": value.model_dump(mode="json")}, ensure_ascii=False)
+    try:
+        return json.dumps({"type": "json", "value": value}, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return json.dumps({"type": "repr", "value": repr(value)[:_TASK_TEXT_LIMIT]}, ensure_ascii=False)
+
+
+def decode_result(text: str | None, *, strict: bool = False) -> Any:
+    """Decode what `encode_result` wrote. With `strict`, a result that cannot be rebuilt exactly (a repr, a
+    pydantic class that no longer imports) gives a private sentinel instead of an approximation."""
+    if text is None:
+        return None
+    data = json.loads(text)
+    kind = data.get("type")
+    if kind == "none":
+        return None
+    if kind in ("str", "json"):
+        return data["value"]
+    if kind == "pydantic":
+        module, _, qualname = data["class"].partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            return obj.model_validate(data["value"])
+        except Exception:  # noqa: BLE001 - the class moved or changed: fall back to its data
+            return _NOT_RESTORABLE if strict else data["value"]
+    return _NOT_RESTORABLE if strict else data.get("value")
+
+
+def parse_since(since: float | datetime | timedelta | str | None) -> float | None:
+    """A point in time as unix seconds: a unix time, a datetime, a timedelta or "30m"/"2h"/"7d" ago, or ISO."""
+    if since is None:
+        return None
+    if isinstance(since, (int, float)):
+        return float(since)
+    if isinstance(since, datetime):
+        return since.timestamp()
+    if isinstance(since, timedelta):
+        return time.time() - since.total_seconds()
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", since)
+    if match:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
+        return time.time() - float(match.group(1)) * unit
+    try:
+        return datetime.fromisoformat(since).timestamp()
+    except ValueError:
+        raise UsageError(f"`since` must be a unix time, a datetime, a timedelta, '30m'/'2h'/'7d' or an ISO "
+                         f"date; got {since!r}", value=since) from None
+
+
+def _last_event(record: Any) -> str:
+    parts = [record.kind]
+    agent = getattr(record, "agent", None)
+    if agent:
+        dialog = getattr(record, "dialog", None)
+        parts.append(f"{agent}/{dialog}" if dialog else str(agent))
+    for attr in ("endpoint", "action", "sandbox_id"):
+        value = getattr(record, attr, None)
+        if value:
+            parts.append(str(value))
+            break
+    status = getattr(record, "status", None)
+    if status:
+        parts.append(str(status))
+    return " ".join(parts)
+
+
+class LogStore:
+    """A SQLite log of tactic call sessions and their traces.
+
+    Args:
+        path: the database file, created with its folder if missing; `":memory:"` keeps it in memory.
+        busy_timeout: seconds a write waits for another process holding the database.
+
+    Example:
+        >>> store = LogStore(":memory:")
+        >>> store.list_sessions(state="error")
+        []
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, busy_timeout: float = 30.0) -> None:
+        import sqlite_utils
+
+        self.path = str(path)
+        self._memory = self.path == ":memory:"
+        if not self._memory:
+            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.path = str(Path(self.path).expanduser())
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                     timeout=busy_timeout)
+        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        self.db = sqlite_utils.Database(self._conn)
+        """The sqlite-utils `Database` (for ad-hoc queries: `store.db.query("select ...")`)."""
+        if not self._memory:
+            self.db.enable_wal()
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._parents: dict[str, str | None] = {}
+        self._columns: dict[str, set[str]] = {}
+        self._closed = False
+        self._ensure_schema()
+
+    # -- schema ---------------------------------------------------------------------------------------
+
+    def _ensure_schema(self) -> None:
+        from lllm.core import trace
+
+        with self._lock, self._transaction():
+            sessions = self.db["sessions"]
+            sessions.create(_SESSION_COLUMNS, pk="id", if_not_exists=True)  # type: ignore[union-attr]
+            for cols in (["state"], ["started_at"], ["batch_id", "task_index"], ["parent_id"], ["tactic"]):
+                sessions.create_index(cols, if_not_exists=True)  # type: ignore[union-attr]
+            for cls in (trace.ModelCallRecord, trace.AgentCallRecord, trace.CellRecord, trace.ApiCallRecord,
+                        trace.BrowserActionRecord):
+                self._ensure_record_table(cls)
+            self.db["events"].create({"seq": int, "session_id": str, "kind": str, "started_at": float,  # type: ignore[union-attr]
+                                      "data": str}, pk="seq", if_not_exists=True)
+            self.db["dialogs"].create({"session_id": str, "agent": str, "alias": str, "parent": str,  # type: ignore[union-attr]
+                                       "messages": int, "data": str}, pk=("session_id", "agent", "alias"),
+                                      if_not_exists=True)
+
+    def _ensure_record_table(self, cls: type[BaseModel]) -> None:
+        kind = cls.model_fields["kind"].default
+        table_name = KIND_TABLES.get(kind, f"{kind}s")
+        table = self.db[table_name]
+        columns = _record_columns(cls)
+        if not table.exists():
+            table.create({"seq": int, **columns}, pk="seq")  # type: ignore[union-attr]
+            table.create_index(["session_id"], if_not_exists=True)  # type: ignore[union-attr]
+        existing = set(table.columns_dict)
+        for name, col_type in columns.items():  # a later version of trace.py added a field
+            if name not in existing:
+                table.add_column(name, col_type)  # type: ignore[union-attr]
+        self._columns[table_name] = set(columns)
+        KIND_TABLES.setdefault(kind, table_name)
+
+    # -- writing --------------------------------------------------------------------------------------
+
+    def _transaction(self) -> Any:
+        store = self
+
+        class _Tx:
+            def __enter__(self) -> None:
+                store._check_open()
+                store._conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+                store._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+        return _Tx()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError(f"the LogStore {self.path!r} is closed; open a new one with sqlite_store(path)")
+
+    def start_session(self, session_id: str, *, tactic: str, tags: dict[str, Any] | None = None,
+                      metadata: dict[str, Any] | None = None, task: Any = None, task_hash: str | None = None,
+                      batch_id: str | None = None, task_index: int | None = None,
+                      parent_id: str | None = None, started_at: float | None = None) -> None:
+        """Write a session's row in state `running` (committed before this returns)."""
+        now = started_at if started_at is not None else time.time()
+        row = {
+            "id": session_id, "tactic": tactic, "state": "running", "started_at": now, "updated_at": now,
+            "cost": 0.0, "prompt_tokens": 0, "completion_tokens": 0, "model_calls": 0, "agent_calls": 0,
+            "tags": _to_sql(tags or {}), "metadata": _to_sql(metadata or {}),
+            "task": None if task is None else task_text(task), "task_hash": task_hash, "last_event": "started",
+            "batch_id": batch_id, "task_index": task_index, "parent_id": parent_id, "pid": os.getpid(),
+        }
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._lock:
+            self._parents[session_id] = parent_id
+            with self._transaction():
+                self._conn.execute(f"INSERT OR REPLACE INTO sessions ({cols}) VALUES ({marks})", list(row.values()))
+
+    def _chain(self, session_id: str) -> list[str]:
+        chain = [session_id]
+        parent = self._parents.get(session_id)
+        while parent is not None and parent not in chain:
+            chain.append(parent)
+            parent = self._parents.get(parent)
+        return chain
+
+    def record(self, record: Any) -> None:
+        """Write one trace record (a `lllm.core.trace` model, or its dict) and update its session's row.
+
+        A model call adds its cost and tokens to its session and to every session it runs inside.
+        """
+        from lllm.core.trace import TraceRecordAdapter
+
+        if isinstance(record, dict):
+            record = TraceRecordAdapter.validate_python(record)
+        kind = getattr(record, "kind", None)
+        data = record.model_dump()
+        table = KIND_TABLES.get(kind) if kind else None
+        now = time.time()
+        with self._lock:
+            if table is not None and table not in self._columns:
+                with self._transaction():
+                    self._ensure_record_table(type(record))
+            with self._transaction():
+                if table is not None:
+                    known = self._columns[table]
+                    if not known.issuperset(data):
+                        self._ensure_record_table(type(record))
+                    names = list(data)
+                    self._conn.execute(
+                        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+                        [_to_sql(data[n]) for n in names])
+                else:
+                    self._conn.execute("INSERT INTO events (session_id, kind, started_at, data) VALUES (?, ?, ?, ?)",
+                                       [data.get("session_id"), kind, data.get("started_at"), _to_sql(data)])
+                sid = data.get("session_id")
+                if sid:
+                    self._update_for_record(sid, record, now)
+
+    def _update_for_record(self, sid: str, record: Any, now: float) -> None:
+        chain = self._chain(sid)
+        marks = ", ".join("?" for _ in chain)
+        if record.kind == "model_call":
+            self._conn.execute(
+                "UPDATE sessions SET cost = cost + ?, prompt_tokens = prompt_tokens + ?, "
+                f"completion_tokens = completion_tokens + ?, model_calls = model_calls + 1, updated_at = ? "
+                f"WHERE id IN ({marks})",
+                [record.cost, record.prompt_tokens, record.completion_tokens, now, *chain])
+        elif record.kind == "agent_call":
+            self._conn.execute(f"UPDATE sessions SET agent_calls = agent_calls + 1, updated_at = ? "
+                               f"WHERE id IN ({marks})", [now, *chain])
+        self._conn.execute("UPDATE sessions SET last_event = ?, updated_at = ? WHERE id = ?",
+                           [_last_event(record), now, sid])
+
+    def end_session(self, session_id: str, *, state: Literal["ok", "error"], ended_at: float | None = None,
+                    cost: float | None = None, prompt_tokens: int | None = None,
+                    completion_tokens: int | None = None, result: Any = None, store_result: bool = True,
+                    error: str | None = None, traceback: str | None = None,
+                    dialogs: Iterable[tuple[str, str, dict[str, Any]]] = (),
+                    metadata: dict[str, Any] | None = None) -> None:
+        """Close a session: its final state, totals, result or error, and its agents' dialogs, in one commit.
+
+        Args:
+            dialogs: `(agent, alias, Dialog.to_dict())` for every dialog of every agent.
+        """
+        now = ended_at if ended_at is not None else time.time()
+        sets: dict[str, Any] = {"state": state, "ended_at": now, "updated_at": now,
+                                "last_event": "ended " + state, "error": error, "traceback": traceback}
+        if cost is not None:
+            sets.update(cost=cost, prompt_tokens=prompt_tokens or 0, completion_tokens=completion_tokens or 0)
+        if store_result and state == "ok":
+            sets["result"] = encode_result(result)
+        if metadata is not None:
+            sets["metadata"] = _to_sql(metadata)
+        assignments = ", ".join(f"{k} = ?" for k in sets)
+        rows = [(session_id, agent, alias, d.get("parent") if isinstance(d.get("parent"), str) else None,
+                 len(d.get("messages") or ()), _to_sql(d)) for agent, alias, d in dialogs]
+        with self._lock, self._transaction():
+            self._conn.execute(f"UPDATE sessions SET {assignments}, duration_s = ? - started_at WHERE id = ?",
+                               [*(_to_sql(v) for v in sets.values()), now, session_id])
+            if rows:
+                self._conn.executemany("INSERT OR REPLACE INTO dialogs (session_id, agent, alias, parent, messages, "
+                                       "data) VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._parents.pop(session_id, None)
+
+    # -- reading --------------------------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            self._check_open()
+            return list(self.db.query(sql, list(params)))
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        """Run any read-only SQL on the log and get dicts back."""
+        return self._rows(sql, params)
+
+    @staticmethod
+    def _session(row: dict[str, Any]) -> SessionRow:
+        row = dict(row)
+        for key in ("tags", "metadata"):
+            row[key] = json.loads(row[key]) if row.get(key) else {}
+        row["result"] = decode_result(row.get("result"))
+        return SessionRow.model_validate(row)
+
+    def list_sessions(self, *, tags: dict[str, Any] | None = None, state: str | None = None,
+                      since: float | datetime | timedelta | str | None = None, tactic: str | None = None,
+                      batch_id: str | None = None, include_children: bool = False,
+                      limit: int | None = 100) -> list[SessionRow]:
+        """Sessions, newest first.
+
+        Args:
+            tags: only sessions carrying every one of these tag values.
+            state: `running`, `ok` or `error`.
+            since: only sessions started after this (unix time, datetime, timedelta, "30m"/"2h"/"7d").
+            tactic: only this tactic.
+            batch_id: only the sessions of this `bcall`.
+            include_children: also list sub-tactic sessions (by default only top-level calls).
+            limit: at most this many (None: all).
+        """
+        where, params = self._filters(tags=tags, state=state, since=since, tactic=tactic, batch_id=batch_id,
+                                      include_children=include_children)
+        sql = f"SELECT * FROM sessions {where} ORDER BY started_at DESC, rowid DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [self._session(r) for r in self._rows(sql, params)]
+
+    def _filters(self, *, tags: dict[str, Any] | None = None, state: str | None = None, since: Any = None,
+                 tactic: str | None = None, batch_id: str | None = None,
+                 include_children: bool = False) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if state is not None:
+            if state not in ("running", "ok", "error"):
+                raise UsageError(f"`state` must be 'running', 'ok' or 'error'; got {state!r}", value=state)
+            clauses.append("state = ?")
+            params.append(state)
+        for key, value in (tags or {}).items():
+            clauses.append("json_extract(tags, ?) = ?")
+            params += [f'$."{key}"', value if isinstance(value, (int, float, str)) else json.dumps(value)]
+        start = parse_since(since)
+        if start is not None:
+            clauses.append("started_at >= ?")
+            params.append(start)
+        if tactic is not None:
+            clauses.append("tactic = ?")
+            params.append(tactic)
+        if batch_id is not None:
+            clauses.append("batch_id = ?")
+            params.append(batch_id)
+        if not include_children:
+            clauses.append("parent_id IS NULL")
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def get_session(self, session_id: str) -> SessionRow:
+        """One session's row; `session_id` may be a unique prefix of the id."""
+        rows = self._rows("SELECT * FROM sessions WHERE id = ?", [session_id])
+        if not rows:
+            rows = self._rows("SELECT * FROM sessions WHERE id LIKE ? LIMIT 3", [session_id + "%"])
+            if len(rows) > 1:
+                raise UsageError(f"session id prefix {session_id!r} is ambiguous: it matches "
+                                 f"{[r['id'] for r in rows]!r}...; give more characters", session_id=session_id)
+        if not rows:
+            raise UsageError(f"no session {session_id!r} in the log {self.path!r}; `lllm logs ls` lists them",
+                             session_id=session_id)
+        return self._session(rows[0])
+
+    def load_session(self, session_id: str) -> SessionDetail:
+        """A session with its full trace (records of every kind, in order), its dialogs and child sessions."""
+        from lllm.core.trace import TraceRecordAdapter
+
+        session = self.get_session(session_id)
+        sid = session.id
+        records: list[tuple[float, int, Any]] = []
+        for kind, table in list(KIND_TABLES.items()):
+            if table not in self._columns:
+                continue
+            for row in self._rows(f"SELECT * FROM {table} WHERE session_id = ? ORDER BY seq", [sid]):
+                seq = row.pop("seq")
+                for key, value in list(row.items()):
+                    if value is None:
+                        row.pop(key)
+                    elif key == "detail" or (isinstance(value, str) and value[:1] in "{[" and key != "code"):
+                        try:
+                            row[key] = json.loads(value)
+                        except ValueError:
+                            pass
+                row["kind"] = kind
+                records.append((row.get("started_at") or 0.0, seq, TraceRecordAdapter.validate_python(row)))
+        for row in self._rows("SELECT * FROM events WHERE session_id = ? ORDER BY seq", [sid]):
+            records.append((row["started_at"] or 0.0, row["seq"], json.loads(row["data"])))
+        records.sort(key=lambda item: (item[0], item[1]))
+        dialogs = [DialogRow.model_validate({**row, "data": json.loads(row["data"])})
+                   for row in self._rows("SELECT * FROM dialogs WHERE session_id = ? ORDER BY rowid", [sid])]
+        children = [self._session(r) for r in
+                    self._rows("SELECT * FROM sessions WHERE parent_id = ? ORDER BY started_at", [sid])]
+        return SessionDetail(session=session, records=[r for _, _, r in records], dialogs=dialogs,
+                             children=children)
+
+    def cost_summary(self, *, group_by: str = "tactic", since: Any = None,
+                     tags: dict[str, Any] | None = None) -> list[CostRow]:
+        """Cost and tokens of top-level sessions grouped by `"tactic"`, `"tag:<key>"`, `"batch"`, `"state"`
+        or `"model"` (the last one from the model calls themselves), biggest cost first."""
+        where, params = self._filters(tags=tags, since=since)
+        if group_by == "model":
+            start = parse_since(since)
+            sql = ("SELECT model AS grp, COUNT(DISTINCT session_id) AS sessions, "
+                   "SUM(status = 'error') AS errors, SUM(cost) AS cost, SUM(prompt_tokens) AS prompt_tokens, "
+                   "SUM(completion_tokens) AS completion_tokens FROM model_calls "
+                   + ("WHERE started_at >= ? " if start is not None else "") + "GROUP BY grp ORDER BY cost DESC")
+            rows = self._rows(sql, [start] if start is not None else [])
+        else:
+            if group_by == "tactic":
+                expr, extra = "tactic", []
+            elif group_by == "batch":
+                expr, extra = "batch_id", []
+            elif group_by == "state":
+                expr, extra = "state", []
+            elif group_by.startswith("tag:") and len(group_by) > 4:
+                expr, extra = "json_extract(tags, ?)", [f'$."{group_by[4:]}"']
+            else:
+                raise UsageError(f"`group_by` must be 'tactic', 'tag:<key>', 'batch', 'state' or 'model'; "
+                                 f"got {group_by!r}", value=group_by)
+            sql = (f"SELECT {expr} AS grp, COUNT(*) AS sessions, SUM(state = 'error') AS errors, SUM(cost) AS cost, "
+                   "SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens "
+                   f"FROM sessions {where} GROUP BY grp ORDER BY cost DESC")
+            rows = self._rows(sql, [*extra, *params])
+        return [CostRow(group=None if r["grp"] is None else str(r["grp"]), sessions=r["sessions"] or 0,
+                        errors=r["errors"] or 0, cost=r["cost"] or 0.0, prompt_tokens=r["prompt_tokens"] or 0,
+                        completion_tokens=r["completion_tokens"] or 0) for r in rows]
+
+    def completed_tasks(self, batch_id: str) -> dict[int, tuple[str | None, Any]]:
+        """The tasks of a batch that succeeded and whose result can be given back exactly:
+        `{task_index: (task_hash, result)}` (what `bcall(resume=batch_id)` skips)."""
+        out: dict[int, tuple[str | None, Any]] = {}
+        rows = self._rows("SELECT task_index, task_hash, result FROM sessions WHERE batch_id = ? AND state = 'ok' "
+                          "AND parent_id IS NULL AND task_index IS NOT NULL", [batch_id])
+        for row in rows:
+            value = decode_result(row["result"], strict=True)
+            if value is not _NOT_RESTORABLE:
+                out[int(row["task_index"])] = (row["task_hash"], value)
+        return out
+
+    def batch_exists(self, batch_id: str) -> bool:
+        """Whether any session was written under this batch id."""
+        return bool(self._rows("SELECT 1 FROM sessions WHERE batch_id = ? LIMIT 1", [batch_id]))
+
+    def count(self, table: str = "sessions") -> int:
+        """Rows in a table."""
+        if not re.fullmatch(r"[a-z_]+", table):
+            raise UsageError(f"not a table name: {table!r}", value=table)
+        return int(self._rows(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (idempotent); further use raises `UsageError`."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> LogStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LogStore({self.path!r})"
