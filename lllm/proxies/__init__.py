@@ -1,0 +1,40 @@
+"""API proxies and the CALL_API gateway: what sandboxed code may call, and how it reaches it.
+
+- `BaseProxy`, `@BaseProxy.endpoint(...)`, `ProxyRegistrator(path=, name=, description=)`: declare a proxy.
+- `ProxyManager(activate_proxies=[...])`: one session's proxies; `call(path, params)`, `directory()`,
+  `api_doc(name)`.
+- `Gateway` / `get_gateway()` (`lllm.proxies.gateway`): the host-side unix-socket server the sandbox's
+  `CALL_API` talks to.
+- `lllm.proxies.agent_tools.attach`: the `proxy:` agent config block (run_python, query_api_doc).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from lllm.proxies.base import PROXY_REGISTRY, BaseProxy, EndpointSpec, ParamSpec, ProxyRegistrator, register_proxy
+from lllm.proxies.manager import BUILTIN_PROXY_MODULES, ProxyManager
+
+_LAZY = {
+    "Gateway": "lllm.proxies.gateway",
+    "GatewayLimits": "lllm.proxies.gateway",
+    "GatewaySession": "lllm.proxies.gateway",
+    "get_gateway": "lllm.proxies.gateway",
+    "ProxyConfig": "lllm.proxies.agent_tools",
+    "attach": "lllm.proxies.agent_tools",
+}
+
+__all__ = sorted([
+    "BUILTIN_PROXY_MODULES", "PROXY_REGISTRY", "BaseProxy", "EndpointSpec", "ParamSpec", "ProxyManager",
+    "ProxyRegistrator", "register_proxy", *_LAZY,
+])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lllm.proxies' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,245 @@
+"""ProxyManager: the activated proxies of one session, dispatch by `<proxy>/<endpoint>`, the directory and docs.
+
+`ProxyManager(activate_proxies=["fmp", "fred"])` instantiates the registered proxies named there (importing the
+built-in ones from the top-level `proxies` package on first use) and nothing else: a path that names any other
+proxy is refused with `ProxyNotActivated`, which is also how the gateway enforces a session's allowlist.
+
+`source` picks the implementation: "live" (the real APIs, keys from the host's environment), "offline" (data
+shipped in the repo, same endpoint names) or "auto" (live where the proxy's key is set, offline otherwise).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import textwrap
+from typing import Any, Iterable, Literal
+
+from lllm.errors import ConfigError, LLLMError, ProxyError, ProxyNotActivated, UsageError
+from lllm.proxies.base import PROXY_REGISTRY, BaseProxy
+
+__all__ = ["BUILTIN_PROXY_MODULES", "ProxyManager", "Source"]
+
+Source = Literal["live", "offline", "auto"]
+
+BUILTIN_PROXY_MODULES: dict[str, dict[str, str]] = {
+    "live": {"fmp": "proxies.fmp", "fred": "proxies.fred", "exa": "proxies.exa"},
+    "offline": {"fmp": "proxies.offline", "fred": "proxies.offline", "exa": "proxies.offline"},
+}
+"""Where the built-in proxies live, imported the first time a session activates one of them."""
+
+
+def _lookup(path: str, variant: str) -> type[BaseProxy] | None:
+    cls = PROXY_REGISTRY[variant].get(path)
+    if cls is None:
+        module = BUILTIN_PROXY_MODULES[variant].get(path)
+        if module is not None:
+            importlib.import_module(module)
+            cls = PROXY_REGISTRY[variant].get(path)
+    return cls
+
+
+class ProxyManager:
+    """The proxies one session may call, and the one place calls are dispatched.
+
+    Args:
+        activate_proxies: proxy paths to load ("fmp", "fred", ...). None loads every registered live proxy.
+        source: "live", "offline" or "auto" (see the module docstring).
+        proxies: ready instances by path, added to (and overriding) the activated ones; for tests and
+            for proxies that need constructor arguments.
+        cutoff_date, deploy_mode, use_cache: passed to each proxy's constructor (lllm-core 0.1 options).
+
+    Raises:
+        ConfigError: a name in `activate_proxies` is not registered (the message lists the known ones).
+    """
+
+    def __init__(self, activate_proxies: Iterable[str] | None = None, *, source: Source = "live",
+                 proxies: dict[str, BaseProxy] | None = None, cutoff_date: Any = None, deploy_mode: bool = False,
+                 use_cache: bool = True, runtime: Any = None) -> None:
+        if source not in ("live", "offline", "auto"):
+            raise ConfigError(f"proxy source must be 'live', 'offline' or 'auto', got {source!r}.")
+        if isinstance(activate_proxies, str):
+            activate_proxies = [activate_proxies]
+        self.source: Source = source
+        self.cutoff_date = cutoff_date
+        self.deploy_mode = deploy_mode
+        self.proxies: dict[str, BaseProxy] = {}
+        names = list(activate_proxies) if activate_proxies is not None else sorted(PROXY_REGISTRY["live"])
+        self.activate_proxies = names
+        for name in names:
+            if proxies and name in proxies:
+                continue
+            cls = self._resolve_class(name, runtime)
+            self.proxies[name] = self._instantiate(cls, names, cutoff_date, deploy_mode, use_cache)
+        for name, instance in (proxies or {}).items():
+            if not isinstance(instance, BaseProxy):
+                raise UsageError(f"proxies[{name!r}] must be a BaseProxy instance, got {type(instance).__name__}.")
+            self.proxies[name] = instance
+            if name not in self.activate_proxies:
+                self.activate_proxies.append(name)
+        # longest path first, so "acme/prices" wins over "acme" when both are activated
+        self._by_length = sorted(self.proxies, key=len, reverse=True)
+
+    def _resolve_class(self, name: str, runtime: Any) -> type[BaseProxy]:
+        if self.source == "live":
+            order = ["live"]
+        elif self.source == "offline":
+            order = ["offline"]
+        else:
+            live = _lookup(name, "live")
+            key = getattr(live, "api_key_env", None) if live is not None else None
+            order = ["live", "offline"] if live is not None and (key is None or os.environ.get(key)) else [
+                "offline", "live"]
+        for variant in order:
+            cls = _lookup(name, variant)
+            if cls is not None:
+                return cls
+        if runtime is not None and hasattr(runtime, "iter_items"):
+            for key, node in runtime.iter_items("proxy"):
+                value = getattr(node, "value", node)
+                if name in (key, getattr(node, "key", None), getattr(value, "_proxy_path", None)):
+                    return value
+        known = sorted(set(PROXY_REGISTRY[order[0]]) | set(BUILTIN_PROXY_MODULES[order[0]]))
+        raise ConfigError(
+            f"activate_proxies names {name!r}, but no {order[0]} proxy is registered under that path; known: "
+            f"{known!r}. Register one with @ProxyRegistrator(path={name!r}, ...) in a module your lllm.toml "
+            "discovers, or fix the name.")
+
+    @staticmethod
+    def _instantiate(cls: type[BaseProxy], names: list[str], cutoff_date: Any, deploy_mode: bool,
+                     use_cache: bool) -> BaseProxy:
+        try:
+            return cls(activate_proxies=names, cutoff_date=cutoff_date, deploy_mode=deploy_mode,
+                       use_cache=use_cache)
+        except TypeError:
+            return cls()
+
+    # ------------------------------------------------------------------ lookup
+    def available(self) -> list[str]:
+        """The activated proxy paths, sorted."""
+        return sorted(self.proxies)
+
+    def resolve(self, path: str) -> tuple[BaseProxy, str, str]:
+        """Split `"<proxy>/<endpoint>"` into (proxy instance, proxy path, endpoint name).
+
+        Raises:
+            ProxyError: `path` is not of the form "<proxy>/<endpoint>".
+            ProxyNotActivated: the proxy is not activated in this session.
+        """
+        if not isinstance(path, str) or "/" not in path:
+            raise ProxyError(
+                f"CALL_API path must be '<proxy>/<endpoint>', e.g. 'fmp/price', got {path!r}. "
+                f"Activated proxies: {self.available()!r}.", path=path)
+        for name in self._by_length:
+            if path.startswith(name + "/"):
+                return self.proxies[name], name, path[len(name) + 1:]
+        proxy = path.rsplit("/", 1)[0]
+        raise ProxyNotActivated(
+            f"proxy {proxy!r} is not activated for this session; activated: {self.available()!r}. "
+            "Add it to the agent's proxy.activate_proxies to use it.", proxy=proxy, path=path)
+
+    def get(self, name: str) -> BaseProxy:
+        """The activated proxy `name`, or ProxyNotActivated."""
+        proxy = self.proxies.get(name)
+        if proxy is None:
+            raise ProxyNotActivated(
+                f"proxy {name!r} is not activated for this session; activated: {self.available()!r}.",
+                proxy=name)
+        return proxy
+
+    # ------------------------------------------------------------------ dispatch
+    def call(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """Dispatch `CALL_API(path, params)` to its proxy, in this process.
+
+        Raises:
+            ProxyNotActivated, EndpointNotFound, ProxyError: what went wrong, with the next step.
+        """
+        proxy, name, endpoint = self.resolve(path)
+        try:
+            return proxy.call(endpoint, params)
+        except LLLMError:
+            raise
+        except Exception as exc:  # a proxy bug or an API library error: one line for the model
+            raise ProxyError(f"{path!r} failed: {type(exc).__name__}: {exc}", proxy=name,
+                             endpoint=endpoint) from exc
+
+    __call__ = call
+
+    # ------------------------------------------------------------------ docs
+    def directory(self) -> str:
+        """The compact directory for a system prompt: one line per proxy with its endpoint names."""
+        lines = []
+        for name in self.available():
+            proxy = self.proxies[name]
+            desc = (getattr(proxy, "_proxy_description", "") or "").strip().split("\n")[0]
+            first = desc.split(". ")[0].rstrip(".")
+            if len(first) > 90:
+                first = first[:87] + "..."
+            title = getattr(proxy, "_proxy_name", type(proxy).__name__)
+            endpoints = ", ".join(proxy.endpoint_specs())
+            lines.append(f"- {name}: {title}" + (f" — {first}" if first else "") + f". Endpoints: {endpoints}")
+        return "\n".join(lines)
+
+    def api_catalog(self) -> dict[str, dict[str, Any]]:
+        """The structured directory of every activated proxy."""
+        return {name: proxy.api_directory() for name, proxy in self.proxies.items()}
+
+    def api_doc(self, name: str) -> str:
+        """The full docs of one activated proxy: each endpoint's description, parameters (type, required,
+        example), and response shape with an example.
+
+        Raises:
+            ProxyNotActivated: `name` is not an activated proxy (the message lists the activated ones).
+        """
+        name = name.strip().rstrip("/") if isinstance(name, str) else name
+        proxy = self.get(name)
+        meta = proxy.api_directory()
+        out = [f"# {meta['display_name']} ({name})"]
+        if meta["description"]:
+            out.append(textwrap.fill(meta["description"].strip(), 110))
+        out.append(f'Call: CALL_API("{name}/<endpoint>", {{param: value, ...}}) -> parsed JSON.')
+        category = None
+        for ep in meta["endpoints"]:
+            if ep["category"] != category:
+                category = ep["category"]
+                out.append(f"\n## {category}")
+            out.append(f"\n### {name}/{ep['endpoint']}" + (f"  ({ep['name']})" if ep.get("name") else ""))
+            out.append(textwrap.fill(ep["description"].strip(), 110))
+            if ep["params"]:
+                out.append("Parameters:")
+                for p in ep["params"]:
+                    bits = [p["type"], "required" if p["required"] else "optional"]
+                    if "default" in p:
+                        bits.append(f"default {p['default']!r}")
+                    line = f"  - {p['name']} ({', '.join(bits)})"
+                    if p.get("description"):
+                        line += f": {p['description']}"
+                    if "enum" in p:
+                        line += f"; one of {p['enum']!r}"
+                    if "example" in p:
+                        line += f"; e.g. {p['example']!r}"
+                    out.append(line)
+            else:
+                out.append("Parameters: none")
+            out.append(f"Returns: {ep['response_shape']}")
+            if "response_example" in ep:
+                example = _compact(ep["response_example"])
+                out.append(f"Example response: {example}")
+            example_params = {p["name"]: p["example"] for p in ep["params"] if p["required"] and "example" in p}
+            out.append(f'Example: CALL_API("{name}/{ep["endpoint"]}", {example_params!r})')
+        return "\n".join(out)
+
+    retrieve_api_docs = api_doc
+    """lllm-core 0.1 name of `api_doc`."""
+
+    def endpoint_names(self, name: str) -> list[str]:
+        """The endpoint names of one activated proxy."""
+        return list(self.get(name).endpoint_specs())
+
+
+def _compact(value: Any, limit: int = 400) -> str:
+    import json
+
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
