@@ -1,0 +1,437 @@
+"""The scripted model: `ScriptedInvoker` replays ordered steps, `FunctionInvoker` answers from a function.
+
+It is the model of tests and of the offline demo, so it lives in the package (like pydantic-ai's
+`TestModel`/`FunctionModel`). A step is one of:
+
+- a string: the assistant's text;
+- a dict `{"content": str | None, "tool_calls": [{"name": ..., "arguments": {...} or a raw JSON string}],
+  "usage": {"prompt_tokens": int, "completion_tokens": int, "cost": float (optional)}}`; a raw string
+  `arguments` reaches the agent unchanged, so malformed JSON can be tested;
+- a dict `{"error": "rate_limit" | "timeout" | "api_error", "message": ..., "status_code": int (optional)}`:
+  raised as the same lllm error the litellm path raises (`RateLimitError` 429, `ModelTimeoutError` 408,
+  `ModelAPIError` 500 unless `status_code` says otherwise) and retried by the same bounded retry loop.
+
+Each request takes the next step. A request past the last step raises `ScriptError` naming the step count,
+the agent and dialog, and the request's last message; `assert_complete()` raises when steps are left.
+`.calls` records every request (messages, tools, model, context). The invoker is thread-safe.
+
+Usage is the step's own, or estimated at about 4 characters a token; cost is priced per million tokens at
+`input_price`/`output_price`, by default gpt-4o's list prices (2.50 / 10.00 USD), so that demos show a
+realistic figure. Pass 0 for both to report no cost.
+
+By default a step is answered in-process through the same normalisation code litellm's answers go
+through (about 20 µs a call). With `through_litellm=True` every step is sent through `litellm.completion`
+with `mock_response` by the real `LiteLLMInvoker` code (litellm's response objects, streaming wrapper,
+cost table and exception classes, and our translation of them), at about 1.5 ms of CPU a call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lllm.core.const import InvokeCost
+from lllm.errors import ConfigError, ModelAPIError, ModelTimeoutError, RateLimitError, ScriptError
+from lllm.invokers._normalize import StreamAssembler, Usage, estimate_prompt_tokens, estimate_text_tokens, normalize_response
+from lllm.invokers.base import BaseInvoker, InvokeContext, InvokeRequest, InvokeResult, RetryPolicy, resolve_dotted
+
+__all__ = ["FunctionInvoker", "ScriptedCall", "ScriptedInvoker"]
+
+GPT_4O_INPUT_PRICE = 2.50
+"""USD per million prompt tokens: gpt-4o's list price, the scripted model's default."""
+GPT_4O_OUTPUT_PRICE = 10.00
+"""USD per million completion tokens: gpt-4o's list price, the scripted model's default."""
+
+
+# ---- step specs (validated once, when the script is built) ----------------------------------------------
+
+
+class _ToolCallSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    arguments: Union[dict[str, Any], str] = Field(default_factory=dict)
+    id: str | None = None
+
+
+class _UsageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    cost: float | None = Field(default=None, ge=0)
+
+
+class _ReplySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: str | None = None
+    tool_calls: list[_ToolCallSpec] = Field(default_factory=list)
+    usage: _UsageSpec | None = None
+
+
+class _ErrorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    error: Literal["rate_limit", "timeout", "api_error"]
+    message: str = "scripted provider error"
+    status_code: int | None = Field(default=None, ge=100, le=599)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    content: str | None
+    tool_calls: tuple[tuple[str, str, str], ...]  # (id, name, raw arguments)
+    usage: _UsageSpec | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    kind: str
+    message: str
+    status_code: int
+
+
+_DEFAULT_STATUS = {"rate_limit": 429, "timeout": 408, "api_error": 500}
+
+
+def _parse_step(step: Any, index: int | str) -> _Reply | _Failure:
+    """Validate one step; a bad step is a ConfigError naming its index and what is wrong."""
+    if isinstance(step, str):
+        return _Reply(step, (), None)
+    if not isinstance(step, dict):
+        raise ConfigError(
+            f"scripted step {index} is {step!r} ({type(step).__name__}); a step is a string, "
+            "{'content': ..., 'tool_calls': [...]} or {'error': 'rate_limit'|'timeout'|'api_error', 'message': ...}",
+            key=f"steps[{index}]",
+        )
+    try:
+        if "error" in step:
+            err = _ErrorSpec.model_validate(step)
+            return _Failure(err.error, err.message, err.status_code or _DEFAULT_STATUS[err.error])
+        spec = _ReplySpec.model_validate(step)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'step'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"scripted step {index} {step!r} is invalid: {problems}", key=f"steps[{index}]") from exc
+    calls = tuple(
+        (
+            tc.id or f"call_{index}_{j}",
+            tc.name,
+            tc.arguments if isinstance(tc.arguments, str) else json.dumps(tc.arguments),
+        )
+        for j, tc in enumerate(spec.tool_calls)
+    )
+    return _Reply(spec.content, calls, spec.usage)
+
+
+@dataclass(slots=True)
+class ScriptedCall:
+    """One request the scripted model saw (also readable as a dict: `call["messages"]`)."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    model: str
+    context: InvokeContext | None
+    model_args: dict[str, Any] | None = None
+    response_format: Any = None
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def _describe_last(messages: list[dict[str, Any]]) -> str:
+    if not messages:
+        return "no messages"
+    last = messages[-1]
+    content = last.get("content")
+    if isinstance(content, list):
+        content = " ".join(str(p.get("text", f"<{p.get('type')}>")) for p in content if isinstance(p, dict))
+    text = str(content) if content is not None else ""
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{last.get('role', '?')}: {text!r}"
+
+
+class ScriptedInvoker(BaseInvoker):
+    """A model that replays a script of steps (see the module docstring), or answers from a `responder`.
+
+    Args:
+        steps: The ordered steps; mutually exclusive with `responder`.
+        responder: `f(messages) -> step` or `f(messages, call: ScriptedCall) -> step`, called once per request
+            (possibly from many threads at once); a dotted path 'pkg.mod:func' works in YAML.
+        through_litellm: Send every step through `litellm.completion(mock_response=...)` and the real
+            `LiteLLMInvoker` code instead of answering in-process.
+        stream_chunk_chars: With a stream handler, text arrives in pieces of this many characters.
+        input_price: USD per million prompt tokens (default: gpt-4o's 2.50).
+        output_price: USD per million completion tokens (default: gpt-4o's 10.00).
+        retry: The retry policy; the default waits 1 ms then 2 ms ... so scripted rate limits stay fast.
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+    name = "scripted"
+
+    def __init__(
+        self,
+        steps: list[Any] | None = None,
+        *,
+        responder: Callable[..., Any] | str | None = None,
+        through_litellm: bool = False,
+        stream_chunk_chars: int = 4,
+        input_price: float = GPT_4O_INPUT_PRICE,
+        output_price: float = GPT_4O_OUTPUT_PRICE,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(retry=retry)
+        if steps is not None and responder is not None:
+            raise ConfigError("give the scripted invoker either `steps` or `responder`, not both", key="responder")
+        if steps is None and responder is None:
+            steps = []
+        if steps is not None and not isinstance(steps, (list, tuple)):
+            raise ConfigError(f"scripted `steps` must be a list, got {type(steps).__name__}: {steps!r}", key="steps")
+        if isinstance(responder, str):
+            responder = resolve_dotted(responder, what="responder")
+        if responder is not None and not callable(responder):
+            raise ConfigError(f"scripted `responder` must be callable, got {responder!r}", key="responder")
+        if not isinstance(stream_chunk_chars, int) or stream_chunk_chars < 1:
+            raise ConfigError(f"stream_chunk_chars must be an int >= 1, got {stream_chunk_chars!r}", key="stream_chunk_chars")
+        for key, price in (("input_price", input_price), ("output_price", output_price)):
+            if not isinstance(price, (int, float)) or price < 0:
+                raise ConfigError(f"{key} must be USD per million tokens >= 0, got {price!r}", key=key)
+        self._steps: list[_Reply | _Failure] = [_parse_step(s, i) for i, s in enumerate(steps or ())]
+        self._responder = responder
+        self._responder_takes_call = responder is not None and _takes_two_args(responder)
+        self.through_litellm = bool(through_litellm)
+        self.stream_chunk_chars = stream_chunk_chars
+        self.input_price = float(input_price)
+        self.output_price = float(output_price)
+        self.calls: list[ScriptedCall] = []
+        """Every request seen, in arrival order."""
+        self._next = 0
+        self._lock = threading.Lock()
+        self._litellm: Any = None
+
+    @classmethod
+    def default_retry(cls, **overrides: Any) -> RetryPolicy:
+        """Fast backoff (1 ms, doubling, at most 50 ms) unless the config says otherwise."""
+        return RetryPolicy(**{"backoff": 0.001, "backoff_max": 0.05, **overrides})
+
+    # ---- the script ------------------------------------------------------------------------------------
+
+    @property
+    def steps_total(self) -> int:
+        """How many steps the script has."""
+        return len(self._steps)
+
+    @property
+    def steps_remaining(self) -> int:
+        """Steps not yet requested (0 for a responder)."""
+        with self._lock:
+            return len(self._steps) - self._next
+
+    def add_steps(self, *steps: Any) -> None:
+        """Append steps to the script (validated like the constructor's)."""
+        with self._lock:
+            start = len(self._steps)
+            self._steps.extend(_parse_step(s, start + i) for i, s in enumerate(steps))
+
+    def assert_complete(self) -> None:
+        """Raise `ScriptError` when scripted steps were never requested."""
+        with self._lock:
+            left = len(self._steps) - self._next
+            if left <= 0:
+                return
+            nxt = self._steps[self._next]
+        raise ScriptError(
+            f"{left} of {len(self._steps)} scripted steps were never requested (the next one: {_show(nxt)}); "
+            f"the run made {len(self.calls)} request(s). Remove the extra steps, or find out why the agent "
+            "stopped early.",
+            steps_total=len(self._steps),
+            steps_left=left,
+        )
+
+    def __enter__(self) -> ScriptedInvoker:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.assert_complete()
+
+    # ---- one attempt -----------------------------------------------------------------------------------
+
+    def _call_once(self, request: InvokeRequest) -> InvokeResult:
+        call = ScriptedCall(
+            list(request.messages), request.tools, request.model, request.context, request.model_args, request.response_format
+        )
+        with self._lock:
+            self.calls.append(call)
+            if self._responder is None:
+                if self._next >= len(self._steps):
+                    raise self._exhausted(request)
+                step = self._steps[self._next]
+                self._next += 1
+            else:
+                step = None
+        if step is None:
+            answer = self._responder(call.messages, call) if self._responder_takes_call else self._responder(call.messages)
+            step = _parse_step(answer, f"(responder answer to request {len(self.calls)})")
+        if self.through_litellm:
+            return self._via_litellm(step, request)
+        if isinstance(step, _Failure):
+            raise _failure_error(step, request.model)
+        return self._answer(step, request)
+
+    def _exhausted(self, request: InvokeRequest) -> ScriptError:
+        ctx = request.context or InvokeContext()
+        n = len(self._steps)
+        return ScriptError(
+            f"the scripted model has no step {n + 1}: all {n} steps were used. Request {len(self.calls)} came from "
+            f"agent {ctx.agent!r}, dialog {ctx.dialog!r}; its last message was {_describe_last(request.messages)}. "
+            "Add a step to the script, or find out why the agent asked again.",
+            steps_total=n,
+            agent=ctx.agent,
+            dialog=ctx.dialog,
+        )
+
+    def _answer(self, step: _Reply, request: InvokeRequest) -> InvokeResult:
+        """Answer in-process as an OpenAI-format response (or chunk stream), through the shared normaliser."""
+        tool_calls = [
+            {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+            for cid, name, args in step.tool_calls
+        ]
+        if step.usage is not None:
+            usage = Usage(step.usage.prompt_tokens, step.usage.completion_tokens)
+        else:
+            completion = estimate_text_tokens(step.content or "")
+            completion += sum(estimate_text_tokens(n + a) for _, n, a in step.tool_calls)
+            usage = Usage(estimate_prompt_tokens(request.messages, request.tools), max(completion, 1))
+        finish = "tool_calls" if tool_calls else "stop"
+        if request.stream_handler is None:
+            response = {
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": step.content, "tool_calls": tool_calls or None}, "finish_reason": finish}],
+                "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens},
+            }
+            content, calls, finish_reason, got = normalize_response(response)
+        else:
+            assembler = StreamAssembler(request.stream_handler)
+            for chunk in self._chunks(step, tool_calls, finish, usage):
+                assembler.feed(chunk)
+            content, calls, finish_reason, got = assembler.content, assembler.tool_calls(), assembler.finish_reason, assembler.usage
+            if step.content == "" and content is None:
+                content = ""
+        got = got or usage
+        if step.usage is not None and step.usage.cost is not None:
+            cost = step.usage.cost
+        else:
+            cost = (got.prompt_tokens * self.input_price + got.completion_tokens * self.output_price) / 1_000_000
+        cost_model = InvokeCost.model_construct(
+            prompt_tokens=got.prompt_tokens, completion_tokens=got.completion_tokens, total_tokens=got.total_tokens, cost=cost
+        )
+        return InvokeResult(content=content, tool_calls=calls, model=request.model, usage=cost_model, raw=step, finish_reason=finish_reason)
+
+    def _chunks(self, step: _Reply, tool_calls: list[dict[str, Any]], finish: str, usage: Usage) -> list[dict[str, Any]]:
+        """The OpenAI-format chunk stream a provider would send for this step."""
+        size = self.stream_chunk_chars
+        text = step.content or ""
+        chunks: list[dict[str, Any]] = [
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": text[i : i + size]}}]}
+            for i in range(0, len(text), size)
+        ]
+        for j, tc in enumerate(tool_calls):
+            fn = tc["function"]
+            head = {"index": j, "id": tc["id"], "type": "function", "function": {"name": fn["name"], "arguments": ""}}
+            chunks.append({"choices": [{"index": 0, "delta": {"tool_calls": [head]}}]})
+            args = fn["arguments"]
+            for i in range(0, len(args), 2 * size):
+                piece = {"index": j, "function": {"arguments": args[i : i + 2 * size]}}
+                chunks.append({"choices": [{"index": 0, "delta": {"tool_calls": [piece]}}]})
+        chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        chunks.append({"choices": [], "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}})
+        return chunks
+
+    # ---- through litellm -------------------------------------------------------------------------------
+
+    def _via_litellm(self, step: _Reply | _Failure, request: InvokeRequest) -> InvokeResult:
+        """Answer through `litellm.completion(mock_response=...)` and the real LiteLLMInvoker attempt."""
+        from lllm.invokers.litellm import LiteLLMInvoker, mock_kwargs_for
+
+        if self._litellm is None:
+            self._litellm = LiteLLMInvoker(retry=RetryPolicy(max_retries=0))
+        if isinstance(step, _Reply) and step.usage is None:
+            usage = None
+        elif isinstance(step, _Reply):
+            usage = (step.usage.prompt_tokens, step.usage.completion_tokens)
+        else:
+            usage = None
+        extra = mock_kwargs_for(
+            step if isinstance(step, _Failure) else None,
+            content=step.content if isinstance(step, _Reply) else None,
+            tool_calls=step.tool_calls if isinstance(step, _Reply) else (),
+            usage=usage,
+            model=request.model,
+            stream=request.stream_handler is not None,
+        )
+        result = self._litellm.attempt(request, extra)
+        result.raw = step if result.raw is None else result.raw
+        return result
+
+
+class FunctionInvoker(ScriptedInvoker):
+    """A scripted model that answers every request from `responder(messages[, call]) -> step`.
+
+    Use it where the order of requests is not fixed (batches) or the answer depends on what was sent.
+    Config: `{"invoker": "scripted", "responder": callable}` or `{"invoker": "function", "responder": "pkg.mod:f"}`.
+    """
+
+    __test__ = False
+    name = "function"
+
+    def __init__(
+        self,
+        responder: Callable[..., Any] | str,
+        *,
+        through_litellm: bool = False,
+        stream_chunk_chars: int = 4,
+        input_price: float = GPT_4O_INPUT_PRICE,
+        output_price: float = GPT_4O_OUTPUT_PRICE,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(
+            responder=responder,
+            through_litellm=through_litellm,
+            stream_chunk_chars=stream_chunk_chars,
+            input_price=input_price,
+            output_price=output_price,
+            retry=retry,
+        )
+
+
+def _failure_error(step: _Failure, model: str) -> ModelAPIError:
+    """The lllm error a provider failure of this kind becomes (the same classes the litellm path raises)."""
+    text = f"scripted {step.kind} from model {model!r} (status {step.status_code}): {step.message}"
+    if step.kind == "rate_limit":
+        return RateLimitError(text, status_code=step.status_code, model=model)
+    if step.kind == "timeout":
+        return ModelTimeoutError(text, status_code=step.status_code, model=model)
+    return ModelAPIError(text, status_code=step.status_code, model=model)
+
+
+def _show(step: _Reply | _Failure) -> str:
+    if isinstance(step, _Failure):
+        return f"error {step.kind!r}: {step.message!r}"
+    parts = []
+    if step.content is not None:
+        parts.append(repr(step.content[:80]))
+    if step.tool_calls:
+        parts.append("tool calls " + ", ".join(name for _, name, _ in step.tool_calls))
+    return " + ".join(parts) or "an empty answer"
+
+
+def _takes_two_args(fn: Callable[..., Any]) -> bool:
+    """True when `fn` accepts (messages, call); False when it takes (messages) only."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return any(p.kind is p.VAR_POSITIONAL for p in params) or len(positional) >= 2
