@@ -171,13 +171,12 @@ class ProxyManager:
         lines = []
         for name in self.available():
             proxy = self.proxies[name]
-            desc = (getattr(proxy, "_proxy_description", "") or "").strip().split("\n")[0]
-            first = desc.split(". ")[0].rstrip(".")
-            if len(first) > 90:
-                first = first[:87] + "..."
             title = getattr(proxy, "_proxy_name", type(proxy).__name__)
+            desc = " ".join((getattr(proxy, "_proxy_description", "") or "").split())
+            if len(desc) > 80:
+                desc = desc[:80].rsplit(" ", 1)[0].rstrip(",.;:") + "..."
             endpoints = ", ".join(proxy.endpoint_specs())
-            lines.append(f"- {name}: {title}" + (f" — {first}" if first else "") + f". Endpoints: {endpoints}")
+            lines.append(f"- {name} ({title}): {endpoints}" + (f" -- {desc}" if desc else ""))
         return "\n".join(lines)
 
     def api_catalog(self) -> dict[str, dict[str, Any]]:
