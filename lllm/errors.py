@@ -4,6 +4,7 @@
 LLLMError
 ├── ConfigError                 a config, prompt path or lllm.toml is wrong (names the file and key)
 ├── UsageError                  the API was misused (a wrong argument, a closed dialog, ...)
+├── BudgetExceeded              a batch stopped starting tasks at its max_cost (carries what it finished)
 ├── ParseError                  a model's answer broke the prompt's format (the handler retries it)
 ├── AgentException              an agent gave up after its retries (carries the retry transcript)
 ├── InvokerError                anything between lllm and a model provider
@@ -68,6 +69,11 @@ class ConfigError(LLLMError):
 
 class UsageError(LLLMError):
     """The developer misused the API."""
+
+
+class BudgetExceeded(LLLMError):
+    """A batch reached its `max_cost` and started no more tasks; `batch_id`, `spent`, `max_cost` and
+    `not_started` (task indices) say where it stopped, and `bcall(..., resume=batch_id)` goes on."""
 
 
 class ParseError(LLLMError):
