@@ -1,0 +1,386 @@
+"""The CALL_API gateway over real unix sockets, with the guest client (sandbox/lllm_guest.py) in a subprocess.
+
+Covers the hostile cases of issue 5: bad and foreign tokens, a proxy not activated, forged and malformed
+frames, oversize params and responses, 10,000 calls in a tight loop (rate-limited, gateway healthy, another
+session unaffected), raising and hanging proxies, an unknown endpoint, and the records each call leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lllm.core.trace import ApiCallRecord
+from lllm.proxies import BaseProxy, ProxyManager
+from lllm.proxies.gateway import Gateway, GatewayLimits
+
+GUEST_DIR = Path(__file__).resolve().parents[2] / "sandbox"
+
+
+class Toy(BaseProxy):
+    _proxy_name = "Toy"
+    _proxy_description = "Endpoints for gateway tests."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    @BaseProxy.endpoint(category="t", endpoint="echo", description="Echo.", params={"x": (int, 1), "pad": (str, "")})
+    def echo(self, x: int = 0, pad: str = "") -> dict:
+        return {"x": x, "pad_len": len(pad)}
+
+    @BaseProxy.endpoint(category="t", endpoint="big", description="A large answer.", params={"n*": (int, 10)})
+    def big(self, n: int) -> str:
+        return "y" * n
+
+    @BaseProxy.endpoint(category="t", endpoint="raise", description="Raises.")
+    def raise_(self) -> None:
+        raise KeyError("no such row")
+
+    @BaseProxy.endpoint(category="t", endpoint="hang", description="Hangs until released.")
+    def hang(self) -> str:
+        self.release.wait(30)
+        return "late"
+
+
+def guest(run_dir: Path | str, code: str, timeout: float = 120) -> dict:
+    """Run `code` with CALL_API installed in a fresh Python process; it fills the dict `out`."""
+    script = "import json, time, lllm_guest\nns = {}\nlllm_guest.install(ns)\nglobals().update(ns)\nout = {}\n"
+    script += textwrap.dedent(code) + "\nprint(json.dumps(out))\n"
+    env = {**os.environ, "PYTHONPATH": str(GUEST_DIR), "LLLM_RUN_DIR": str(run_dir)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def raw_call(path: Path, payload: bytes, *, header: bytes | None = None) -> dict | None:
+    """Send one raw frame; return the decoded reply, or None when the gateway closed the connection."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(path / "gateway.sock"))
+        s.sendall((header if header is not None else struct.pack(">I", len(payload))) + payload)
+        head = b""
+        while len(head) < 4:
+            chunk = s.recv(4 - len(head))
+            if not chunk:
+                return None
+            head += chunk
+        (n,) = struct.unpack(">I", head)
+        body = b""
+        while len(body) < n:
+            body += s.recv(n - len(body))
+        return json.loads(body)
+
+
+@pytest.fixture
+def gateway():
+    with Gateway(limits=GatewayLimits(call_timeout=1.0, max_request_bytes=4096, max_response_bytes=10_000)) as gw:
+        yield gw
+
+
+@pytest.fixture
+def toy() -> Toy:
+    return Toy()
+
+
+@pytest.fixture
+def session(gateway: Gateway, toy: Toy, tmp_path: Path):
+    records: list = []
+    s = gateway.open_session(tmp_path, ProxyManager(proxies={"toy": toy}), session_id="s-main", tracer=records.append)
+    s.records = records
+    yield s
+    toy.release.set()
+    s.close()
+
+
+def test_call_api_round_trip_and_records(session, tmp_path: Path) -> None:
+    out = guest(tmp_path, """
+        out["echo"] = CALL_API("toy/echo", {"x": 7})
+        out["doc"] = query_api_doc("toy")
+        out["doc_repr"] = repr(query_api_doc("toy"))[:5]
+    """)
+    assert out["echo"] == {"x": 7, "pad_len": 0}
+    assert "### toy/echo" in out["doc"] and out["doc_repr"] == "# Toy"
+    session.flush()
+    ok = [r for r in session.records if r.status == "ok"]
+    assert len(ok) == 3
+    first = ok[0]
+    assert isinstance(first, ApiCallRecord)
+    assert (first.session_id, first.proxy, first.endpoint) == ("s-main", "toy", "echo")
+    assert first.request_bytes > 0 and first.response_bytes > 0 and 0 < first.latency_s < 1
+
+
+def test_files_modes_and_owner(session, tmp_path: Path) -> None:
+    sock, tok = tmp_path / "gateway.sock", tmp_path / "gateway.token"
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o666
+    assert stat.S_IMODE(tok.stat().st_mode) == 0o400 and tok.stat().st_uid == os.geteuid()
+    assert tok.read_text() == session.token and len(session.token) >= 40
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to uid 1000 needs root")
+def test_token_owned_by_the_sandbox_user(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
+    with gateway.open_session(tmp_path, ProxyManager(proxies={"toy": toy}), token_owner=1000):
+        assert (tmp_path / "gateway.token").stat().st_uid == 1000
+
+
+def test_closing_removes_files_and_the_guest_says_no_gateway(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
+    s = gateway.open_session(tmp_path, ProxyManager(proxies={"toy": toy}))
+    assert guest(tmp_path, 'out["x"] = CALL_API("toy/echo", {"x": 1})["x"]') == {"x": 1}
+    s.close()
+    assert not (tmp_path / "gateway.sock").exists() and not (tmp_path / "gateway.token").exists()
+    out = guest(tmp_path, """
+        try:
+            CALL_API("toy/echo")
+        except CallAPIError as e:
+            out["type"], out["msg"] = e.type, str(e)
+    """)
+    assert out["type"] == "NoGateway" and "no gateway is attached" in out["msg"]
+
+
+def test_refusals_reach_the_kernel_as_call_api_errors(session, tmp_path: Path) -> None:
+    out = guest(tmp_path, """
+        for key, path, params in [("inactive", "fmp/price", {"symbol": "AAPL"}), ("unknown", "toy/ech0", {}),
+                                  ("badparam", "toy/echo", {"x": "seven"}), ("raises", "toy/raise", None),
+                                  ("nodoc", "_meta/api_doc", {"name": "fred"}), ("badpath", "toy", None)]:
+            try:
+                CALL_API(path, params)
+                out[key] = "no error"
+            except CallAPIError as e:
+                out[key] = [e.type, e.message]
+        out["after"] = CALL_API("toy/echo", {"x": 2})["x"]
+    """)
+    assert out["inactive"][0] == "ProxyNotActivated" and "['toy']" in out["inactive"][1]
+    assert out["unknown"][0] == "EndpointNotFound"
+    assert "'echo', 'big', 'raise', 'hang'" in out["unknown"][1]
+    assert out["badparam"][0] == "ProxyError" and "must be int" in out["badparam"][1]
+    assert out["raises"][0] == "ProxyError" and "KeyError" in out["raises"][1]
+    assert out["nodoc"][0] == "ProxyNotActivated"
+    assert out["badpath"][0] == "ProxyError"
+    assert out["after"] == 2
+    session.flush()
+    statuses = [r.status for r in session.records]
+    assert statuses.count("denied") == 2 and statuses.count("not_found") == 1 and statuses[-1] == "ok"
+
+
+def test_bad_and_foreign_tokens(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    rec_a: list = []
+    a = gateway.open_session(a_dir, ProxyManager(proxies={"toy": toy}), session_id="A", tracer=rec_a.append)
+    b = gateway.open_session(b_dir, ProxyManager(proxies={"toy": toy}), session_id="B")
+    try:
+        bad = raw_call(a_dir, json.dumps({"token": "x" * 43, "path": "toy/echo", "id": 1}).encode())
+        assert bad["ok"] is False and bad["error"]["type"] == "GatewayAuthError" and bad["id"] == 1
+        assert "bad gateway token" in bad["error"]["message"]
+        foreign = raw_call(a_dir, json.dumps({"token": b.token, "path": "toy/echo", "id": 2}).encode())
+        assert foreign["error"]["type"] == "GatewayAuthError" and "another session" in foreign["error"]["message"]
+        # the guest in session B, pointed at A's directory with B's token, is refused the same way
+        b_token = (b_dir / "gateway.token").read_text()
+        os.chmod(a_dir / "gateway.token", 0o600)
+        (a_dir / "gateway.token").write_text(b_token)
+        out = guest(a_dir, """
+            try:
+                CALL_API("toy/echo")
+            except CallAPIError as e:
+                out["type"] = e.type
+        """)
+        assert out["type"] == "GatewayAuthError"
+        ok = raw_call(a_dir, json.dumps({"token": a.token, "path": "toy/echo", "id": 3}).encode())
+        assert ok == {"id": 3, "ok": True, "data": {"x": 0, "pad_len": 0}}
+        a.flush()
+        assert [r.status for r in rec_a] == ["denied", "denied", "denied", "ok"]
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("payload", [
+    b"", b"not json", b"\xff\xfe\xfd", b"[1, 2, 3]", b'"token"', b"{}", b'{"token": "t"}',
+    b'{"token": 5, "path": "toy/echo"}', b'{"token": "t", "path": "toy/echo", "params": [1]}',
+    b'{"token": "t", "path": "toy/echo", "extra": true}', b'{"token": "t", "path": "", "id": 1}',
+    b'{"token": "t", "path": "toy/echo", "id": {"a": 1}}', b'{"token": "t", "path": "toy/echo", "id": 1.5}',
+    b"{" * 3000,
+])
+def test_malformed_frames_get_an_error_and_the_gateway_stays_up(session, tmp_path: Path, payload: bytes) -> None:
+    reply = raw_call(tmp_path, payload)
+    assert reply is not None and reply["ok"] is False and reply["error"]["type"] == "BadRequest"
+    ok = raw_call(tmp_path, json.dumps({"token": session.token, "path": "toy/echo", "id": 9}).encode())
+    assert ok["ok"] is True
+
+
+def test_forged_lengths_and_half_frames(session, tmp_path: Path) -> None:
+    # a declared length over the limit: an error, then the connection is closed (the stream cannot be trusted)
+    reply = raw_call(tmp_path, b"", header=struct.pack(">I", 2**31))
+    assert reply["error"]["type"] == "PayloadTooLarge"
+    # a frame cut short, then EOF; and a connection that sends half a header and closes
+    for junk in (struct.pack(">I", 100) + b"{", b"\x00\x00"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(tmp_path / "gateway.sock"))
+            s.sendall(junk)
+    assert guest(tmp_path, 'out["x"] = CALL_API("toy/echo", {"x": 5})["x"]') == {"x": 5}
+
+
+def test_a_stalled_frame_times_out_without_blocking_others(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
+    limits = GatewayLimits(frame_timeout=0.3)
+    s = gateway.open_session(tmp_path, ProxyManager(proxies={"toy": toy}), limits=limits)
+    try:
+        stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stalled.connect(str(tmp_path / "gateway.sock"))
+        stalled.sendall(struct.pack(">I", 50) + b"{")
+        assert guest(tmp_path, 'out["x"] = CALL_API("toy/echo", {"x": 1})["x"]') == {"x": 1}
+        stalled.settimeout(5)
+        assert stalled.recv(10) == b""  # dropped after frame_timeout
+        stalled.close()
+    finally:
+        s.close()
+
+
+def test_oversize_params_and_response(session, tmp_path: Path) -> None:
+    out = guest(tmp_path, """
+        for key, path, params in [("params", "toy/echo", {"pad": "p" * 10_000}), ("response", "toy/big", {"n": 20_000})]:
+            try:
+                CALL_API(path, params)
+            except CallAPIError as e:
+                out[key] = [e.type, e.message]
+        out["after"] = CALL_API("toy/big", {"n": 100})
+    """)
+    assert out["params"][0] == "PayloadTooLarge" and "4096" in out["params"][1]
+    assert out["response"][0] == "PayloadTooLarge" and "10000" in out["response"][1]
+    assert out["after"] == "y" * 100
+    session.flush()
+    assert [r.status for r in session.records].count("too_large") == 2
+
+
+def test_raising_and_hanging_proxies_leave_the_session_usable(session, toy: Toy, tmp_path: Path) -> None:
+    out = guest(tmp_path, """
+        t0 = time.monotonic()
+        try:
+            CALL_API("toy/hang")
+        except CallAPIError as e:
+            out["hang"] = [e.type, e.message, time.monotonic() - t0]
+        out["after"] = CALL_API("toy/echo", {"x": 3})["x"]
+    """)
+    kind, message, waited = out["hang"]
+    assert kind == "ProxyTimeout" and "1s" in message and 0.9 < waited < 5
+    assert out["after"] == 3
+    session.flush()
+    assert [r.status for r in session.records] == ["timeout", "ok"]
+
+
+def test_hung_calls_are_capped_per_session(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
+    limits = GatewayLimits(call_timeout=0.2, max_inflight=2)
+    s = gateway.open_session(tmp_path, ProxyManager(proxies={"toy": toy}), limits=limits)
+    try:
+        out = guest(tmp_path, """
+            out["types"] = []
+            for _ in range(3):
+                try:
+                    CALL_API("toy/hang")
+                except CallAPIError as e:
+                    out["types"].append(e.type)
+            out["doc"] = len(query_api_doc("toy")) > 0
+        """)
+        assert out["types"] == ["ProxyTimeout", "ProxyTimeout", "ProxyError"]
+        assert out["doc"] is True  # docs need no worker
+        toy.release.set()
+        time.sleep(0.2)
+        assert guest(tmp_path, 'out["x"] = CALL_API("toy/echo", {"x": 4})["x"]') == {"x": 4}
+    finally:
+        s.close()
+
+
+def test_ten_thousand_calls_are_rate_limited_and_other_sessions_unaffected(gateway: Gateway, tmp_path: Path) -> None:
+    loud_dir, quiet_dir = tmp_path / "loud", tmp_path / "quiet"
+    loud_dir.mkdir()
+    quiet_dir.mkdir()
+    loud = gateway.open_session(loud_dir, ProxyManager(proxies={"toy": Toy()}), session_id="loud",
+                                limits=GatewayLimits(rate=200, burst=50))
+    quiet = gateway.open_session(quiet_dir, ProxyManager(proxies={"toy": Toy()}), session_id="quiet",
+                                 limits=GatewayLimits(rate=200, burst=50))
+    results: dict = {}
+
+    def run_loud() -> None:
+        results["loud"] = guest(loud_dir, """
+            ok = limited = 0
+            t0 = time.monotonic()
+            for i in range(10_000):
+                try:
+                    CALL_API("toy/echo", {"x": i})
+                    ok += 1
+                except CallAPIError as e:
+                    assert e.type == "RateLimited", e
+                    limited += 1
+            out.update(ok=ok, limited=limited, elapsed=time.monotonic() - t0)
+        """)
+
+    thread = threading.Thread(target=run_loud)
+    thread.start()
+    time.sleep(0.3)
+    quiet_out = guest(quiet_dir, """
+        out["xs"] = []
+        for i in range(40):
+            out["xs"].append(CALL_API("toy/echo", {"x": i})["x"])
+            time.sleep(0.01)
+    """)
+    thread.join(120)
+    loud_out = results["loud"]
+    assert quiet_out["xs"] == list(range(40))  # never limited while the loud session hammers
+    assert loud_out["ok"] + loud_out["limited"] == 10_000
+    allowed = 50 + 200 * loud_out["elapsed"]
+    assert loud_out["limited"] > 5_000 and loud_out["ok"] <= allowed * 1.1 + 5
+    assert guest(loud_dir, 'time.sleep(0.3); out["x"] = CALL_API("toy/echo", {"x": 1})["x"]') == {"x": 1}
+    assert loud.calls >= 10_001 and quiet.calls == 40
+    loud.close()
+    quiet.close()
+
+
+def test_a_broken_tracer_does_not_break_calls(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
+    def tracer(record: object) -> None:
+        raise RuntimeError("log store down")
+
+    with gateway.open_session(tmp_path, ProxyManager(proxies={"toy": toy}), tracer=tracer) as s:
+        assert guest(tmp_path, 'out["x"] = [CALL_API("toy/echo", {"x": i})["x"] for i in range(3)]') == {"x": [0, 1, 2]}
+        s.flush()
+    assert gateway.tracer_errors == 3
+
+
+def test_long_session_dirs_beyond_the_unix_path_limit(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    assert len(str(deep / "gateway.sock")) > 108
+    with gateway.open_session(deep, ProxyManager(proxies={"toy": toy})):
+        assert guest(deep, 'out["x"] = CALL_API("toy/echo", {"x": 8})["x"]') == {"x": 8}
+
+
+def test_guest_side_argument_errors(session, tmp_path: Path) -> None:
+    out = guest(tmp_path, """
+        for key, args in [("params", ("toy/echo", [1])), ("json", ("toy/echo", {"x": object()})), ("path", (3,))]:
+            try:
+                CALL_API(*args)
+            except CallAPIError as e:
+                out[key] = e.type
+        import datetime
+        out["dates"] = CALL_API("toy/echo", {"pad": datetime.date(2025, 1, 2)})["pad_len"]
+    """)
+    assert out == {"params": "BadRequest", "json": "BadRequest", "path": "BadRequest", "dates": 10}
+
+
+def test_open_session_needs_a_directory_and_an_open_gateway(tmp_path: Path, toy: Toy) -> None:
+    gw = Gateway()
+    with pytest.raises(Exception, match="not a directory"):
+        gw.open_session(tmp_path / "missing", ProxyManager(proxies={"toy": toy}))
+    gw.close()
+    with pytest.raises(Exception, match="closed"):
+        gw.open_session(tmp_path, ProxyManager(proxies={"toy": toy}))
