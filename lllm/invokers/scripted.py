@@ -299,12 +299,7 @@ class ScriptedInvoker(BaseInvoker):
             {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
             for cid, name, args in step.tool_calls
         ]
-        if step.usage is not None:
-            usage = Usage(step.usage.prompt_tokens, step.usage.completion_tokens)
-        else:
-            completion = estimate_text_tokens(step.content or "")
-            completion += sum(estimate_text_tokens(n + a) for _, n, a in step.tool_calls)
-            usage = Usage(estimate_prompt_tokens(request.messages, request.tools), max(completion, 1))
+        usage = self._usage(step, request)
         finish = "tool_calls" if tool_calls else "stop"
         if request.stream_handler is None:
             response = {
@@ -328,6 +323,15 @@ class ScriptedInvoker(BaseInvoker):
             prompt_tokens=got.prompt_tokens, completion_tokens=got.completion_tokens, total_tokens=got.total_tokens, cost=cost
         )
         return InvokeResult(content=content, tool_calls=calls, model=request.model, usage=cost_model, raw=step, finish_reason=finish_reason)
+
+    @staticmethod
+    def _usage(step: _Reply, request: InvokeRequest) -> Usage:
+        """The step's own usage, or an estimate at about 4 characters a token."""
+        if step.usage is not None:
+            return Usage(step.usage.prompt_tokens, step.usage.completion_tokens)
+        completion = estimate_text_tokens(step.content or "")
+        completion += sum(estimate_text_tokens(n + a) for _, n, a in step.tool_calls)
+        return Usage(estimate_prompt_tokens(request.messages, request.tools), max(completion, 1))
 
     def _chunks(self, step: _Reply, tool_calls: list[dict[str, Any]], finish: str, usage: Usage) -> list[dict[str, Any]]:
         """The OpenAI-format chunk stream a provider would send for this step."""
@@ -357,22 +361,22 @@ class ScriptedInvoker(BaseInvoker):
 
         if self._litellm is None:
             self._litellm = LiteLLMInvoker(retry=RetryPolicy(max_retries=0))
-        if isinstance(step, _Reply) and step.usage is None:
-            usage = None
-        elif isinstance(step, _Reply):
-            usage = (step.usage.prompt_tokens, step.usage.completion_tokens)
+        if isinstance(step, _Failure):
+            extra = mock_kwargs_for(step, content=None, usage=(0, 0), model=request.model)
         else:
-            usage = None
-        extra = mock_kwargs_for(
-            step if isinstance(step, _Failure) else None,
-            content=step.content if isinstance(step, _Reply) else None,
-            tool_calls=step.tool_calls if isinstance(step, _Reply) else (),
-            usage=usage,
-            model=request.model,
-            stream=request.stream_handler is not None,
-        )
+            usage = self._usage(step, request)
+            extra = mock_kwargs_for(
+                None,
+                content=step.content,
+                tool_calls=step.tool_calls,
+                usage=(usage.prompt_tokens, usage.completion_tokens),
+                usage_given=step.usage is not None,
+                model=request.model,
+                stream=request.stream_handler is not None,
+            )
         result = self._litellm.attempt(request, extra)
-        result.raw = step if result.raw is None else result.raw
+        if isinstance(step, _Reply) and step.usage is not None and step.usage.cost is not None:
+            result.usage = result.usage.model_copy(update={"cost": step.usage.cost})
         return result
 
 

@@ -1,0 +1,339 @@
+"""The litellm invoker: one code path to every provider (tools, images, structured output, streaming, cost).
+
+This is the only module in lllm that imports litellm, and it does so lazily, on the first call (the import
+costs about 3.5 s of CPU). Before importing it sets `LITELLM_LOCAL_MODEL_COST_MAP=True` unless the
+environment says otherwise, so litellm uses its bundled price table instead of downloading one.
+
+litellm's exceptions are translated at one boundary (`_provider_errors`) into `RateLimitError`,
+`ModelTimeoutError` and `ModelAPIError` (with `status_code` and `model`), `raise ... from exc`. Rate limits,
+timeouts, 5xx answers and lost connections are retried by `BaseInvoker.call` with bounded exponential
+backoff; litellm's own retries are turned off so that there is exactly one retry loop.
+
+Every call that would reach a provider first checks the guard (`LLLM_ALLOW_MODEL_REQUESTS`); a call with
+litellm's `mock_response` does not reach one and is allowed, which is how the tests and
+`ScriptedInvoker(through_litellm=True)` run this code offline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from lllm.core.const import InvokeCost
+from lllm.errors import ModelAPIError, ModelTimeoutError, RateLimitError
+from lllm.invokers._normalize import StreamAssembler, Usage, normalize_response
+from lllm.invokers.base import BaseInvoker, InvokeRequest, InvokeResult, RetryPolicy, check_model_requests_allowed
+
+__all__ = ["LiteLLMInvoker", "load_litellm", "mock_kwargs_for"]
+
+_LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)+")
+_import_lock = threading.Lock()
+_litellm: Any = None
+
+
+def load_litellm() -> Any:
+    """Import litellm once (offline price table, no debug banners) and return the module."""
+    global _litellm
+    if _litellm is not None:
+        return _litellm
+    with _import_lock:
+        if _litellm is None:
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            with warnings.catch_warnings():
+                # litellm's types warn once (pydantic: "... is using the `ReadOnly` qualifier") when they are
+                # first built; build them here, quietly, so that `-W error` runs (our tests) do not trip on it.
+                warnings.simplefilter("ignore")
+                import litellm
+                from litellm.types.utils import ModelResponse, ModelResponseStream
+
+                ModelResponse()
+                ModelResponseStream()
+            litellm.suppress_debug_info = True  # no "Provider List: ..." banners on stdout
+            _litellm = litellm
+    return _litellm
+
+
+def _short(text: object, limit: int = 400) -> str:
+    s = _LITELLM_PREFIX.sub("", " ".join(str(text).split()))
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    try:
+        value = headers.get("retry-after")
+        return float(value) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    """True when the request never got an answer (litellm reports some of these as a 500)."""
+    import httpx
+
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, httpx.TransportError) or type(current).__name__ == "APIConnectionError":
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return "Connection error" in str(exc)
+
+
+def translate_error(exc: BaseException, model: str) -> ModelAPIError:
+    """The lllm error for an exception raised inside litellm (the single translation boundary)."""
+    litellm = load_litellm()
+    provider = getattr(exc, "llm_provider", None) or "the provider"
+    detail = _short(getattr(exc, "message", None) or exc)
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) else None
+    if isinstance(exc, litellm.RateLimitError):
+        return RateLimitError(
+            f"rate limit from {provider} for model {model!r}: {detail}",
+            status_code=status or 429,
+            model=model,
+            retry_after=_retry_after(exc),
+        )
+    if isinstance(exc, litellm.Timeout):
+        return ModelTimeoutError(
+            f"model {model!r} did not answer in time ({provider}): {detail}. Raise the invoker's `timeout` "
+            "if long answers are expected.",
+            status_code=status or 408,
+            model=model,
+        )
+    if isinstance(exc, litellm.APIConnectionError) or _is_connection_failure(exc):
+        return ModelAPIError(
+            f"could not reach {provider} for model {model!r}: {detail}",
+            status_code=status,
+            model=model,
+            retryable=True,
+        )
+    hint = ""
+    if isinstance(exc, litellm.AuthenticationError):
+        hint = " Check the provider's API key in the environment (e.g. OPENAI_API_KEY, ANTHROPIC_API_KEY)."
+    elif isinstance(exc, litellm.ContextWindowExceededError):
+        hint = " The dialog is longer than the model's context window: fork a shorter dialog or use a larger model."
+    elif "LLM Provider NOT provided" in detail:
+        hint = f" litellm does not know model {model!r}: write it as 'provider/model', e.g. 'openai/gpt-4o'."
+    elif isinstance(exc, litellm.NotFoundError):
+        hint = f" Check the model name {model!r} and that your account can use it."
+    return ModelAPIError(
+        f"{provider} answered model {model!r} with an error (status {status}): {detail}.{hint}",
+        status_code=status,
+        model=model,
+        retryable=status is not None and status >= 500,
+    )
+
+
+@contextmanager
+def _provider_errors(model: str) -> Iterator[None]:
+    """Translate whatever litellm (or the provider SDK under it) raises into the lllm error tree."""
+    try:
+        yield
+    except ModelAPIError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the boundary: anything litellm raises becomes an lllm error
+        raise translate_error(exc, model) from exc
+
+
+class LiteLLMInvoker(BaseInvoker):
+    """Calls any provider through `litellm.completion`.
+
+    Args:
+        timeout: Seconds one request may take.
+        api_key: Passed to litellm (otherwise it reads the provider's usual environment variable).
+        api_base: A custom endpoint (a proxy, a local server).
+        extra_args: Default keyword arguments for every `litellm.completion` call (a call's `model_args`
+            override them), e.g. `{"temperature": 0, "drop_params": True}`.
+        retry: The retry policy (default: 3 retries, 1 s doubling, at most 30 s, with jitter).
+    """
+
+    name = "litellm"
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 300.0,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        extra_args: dict[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(retry=retry)
+        self.timeout = timeout
+        self.api_key = api_key
+        self.api_base = api_base
+        self.extra_args = dict(extra_args or {})
+
+    def __repr__(self) -> str:
+        return f"LiteLLMInvoker(timeout={self.timeout!r}, api_base={self.api_base!r}, retry={self.retry!r})"
+
+    def _call_once(self, request: InvokeRequest) -> InvokeResult:
+        return self.attempt(request, {})
+
+    def attempt(self, request: InvokeRequest, extra: dict[str, Any]) -> InvokeResult:
+        """One request through litellm; `extra` adds keyword arguments (the scripted model's mock_response).
+
+        Raises:
+            ModelRequestsDisabled: The call would reach a provider while LLLM_ALLOW_MODEL_REQUESTS=0.
+            RateLimitError, ModelTimeoutError, ModelAPIError: Translated litellm errors.
+        """
+        kwargs: dict[str, Any] = {"timeout": self.timeout, "max_retries": 0, **self.extra_args, **(request.model_args or {}), **extra}
+        if self.api_key is not None:
+            kwargs.setdefault("api_key", self.api_key)
+        if self.api_base is not None:
+            kwargs.setdefault("api_base", self.api_base)
+        if request.tools:
+            kwargs["tools"] = request.tools
+            # litellm 1.106 imports its MCP gateway (and the optional `mcp` package, which we do not install)
+            # for any call with tools; we never route tools through litellm's MCP gateway, so skip it.
+            kwargs.setdefault("_skip_mcp_handler", True)
+        if request.response_format is not None:
+            kwargs["response_format"] = request.response_format
+        # litellm answers from mock_response only when one of these is truthy; otherwise it calls the provider
+        if not (kwargs.get("mock_response") or kwargs.get("mock_tool_calls") or kwargs.get("mock_timeout")):
+            check_model_requests_allowed(request.model, agent=request.context.agent if request.context else None)
+        litellm = load_litellm()
+        model = request.model
+        if request.stream_handler is not None:
+            kwargs["stream"] = True
+            kwargs["stream_options"] = {**kwargs.get("stream_options", {}), "include_usage": True}
+            assembler = StreamAssembler(request.stream_handler)
+            with _provider_errors(model):
+                for chunk in litellm.completion(model=model, messages=request.messages, **kwargs):
+                    assembler.feed(chunk)
+            content, calls, finish = assembler.content, assembler.tool_calls(), assembler.finish_reason
+            usage, raw = assembler.usage, None
+            if usage is None:  # the provider ignored include_usage: count ourselves
+                usage = self._count(request, content, calls)
+            cost, note = self._price(model, usage, None)
+        else:
+            with _provider_errors(model):
+                raw = litellm.completion(model=model, messages=request.messages, **kwargs)
+            content, calls, finish, usage = normalize_response(raw)
+            if usage is None:
+                usage = self._count(request, content, calls)
+            cost, note = self._price(model, usage, raw)
+        return InvokeResult(
+            content=content,
+            tool_calls=calls,
+            model=getattr(raw, "model", None) or model,
+            usage=InvokeCost.model_construct(
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+                cost=cost,
+            ),
+            raw=raw,
+            cost_note=note,
+            finish_reason=finish,
+        )
+
+    @staticmethod
+    def _count(request: InvokeRequest, content: str | None, calls: list[Any]) -> Usage:
+        litellm = load_litellm()
+        try:
+            prompt = litellm.token_counter(model=request.model, messages=request.messages)
+            text = (content or "") + "".join(c.name + c.arguments for c in calls)
+            completion = litellm.token_counter(model=request.model, text=text) if text else 0
+        except Exception:  # noqa: BLE001 - counting is best effort; zero is honest when litellm cannot count
+            return Usage(0, 0)
+        return Usage(int(prompt), int(completion))
+
+    @staticmethod
+    def _price(model: str, usage: Usage, raw: Any) -> tuple[float, str | None]:
+        """USD for this usage; (0.0, why) when litellm has no price for the model."""
+        litellm = load_litellm()
+        try:
+            if raw is not None:
+                return float(litellm.completion_cost(completion_response=raw, model=model)), None
+            prompt_cost, completion_cost = litellm.cost_per_token(
+                model=model, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens
+            )
+            return float(prompt_cost + completion_cost), None
+        except Exception as exc:  # noqa: BLE001 - an unknown price must never fail a call
+            return 0.0, f"litellm has no price for model {model!r}; cost reported as 0 ({_short(exc, 160)})"
+
+
+def mock_kwargs_for(
+    failure: Any,
+    *,
+    content: str | None,
+    tool_calls: tuple[tuple[str, str, str], ...] = (),
+    usage: tuple[int, int],
+    usage_given: bool = False,
+    model: str,
+    stream: bool = False,
+) -> dict[str, Any]:
+    """litellm keyword arguments that make `litellm.completion` answer one scripted step offline.
+
+    A streamed plain-text answer without scripted usage is given to litellm as a string: litellm then
+    chunks it and counts its tokens itself. Every other answer is a `ModelResponse` carrying `usage`
+    (litellm streams that as one chunk).
+
+    Args:
+        failure: A scripted error step (`kind`, `message`, `status_code`), or None for an answer.
+        content: The answer's text.
+        tool_calls: (id, name, raw arguments) triples.
+        usage: (prompt_tokens, completion_tokens) to report.
+        usage_given: True when the script set the usage (it is then reported as is, also when streaming).
+        model: The requested model (one litellm cannot place is sent as an OpenAI-compatible model).
+        stream: Whether the call streams.
+
+    Returns:
+        `mock_response` (a string, a `ModelResponse` or a litellm exception), plus `custom_llm_provider`
+        when litellm cannot tell the model's provider.
+    """
+    litellm = load_litellm()
+    extra: dict[str, Any] = {}
+    try:
+        litellm.get_llm_provider(model=model)
+        provider = "openai"
+    except Exception:  # noqa: BLE001 - litellm does not know the model: treat it as an OpenAI-compatible one
+        provider = "openai"
+        extra["custom_llm_provider"] = provider
+    if failure is not None:
+        args = {"message": failure.message, "llm_provider": provider, "model": model}
+        if failure.kind == "rate_limit":
+            exc: Exception = litellm.RateLimitError(**args)
+        elif failure.kind == "timeout":
+            exc = litellm.Timeout(**args)
+        elif failure.status_code == 500:
+            exc = litellm.InternalServerError(**args)
+        elif failure.status_code == 503:
+            exc = litellm.ServiceUnavailableError(**args)
+        else:
+            exc = litellm.APIError(status_code=failure.status_code, **args)
+        extra["mock_response"] = exc
+        return extra
+    if stream and content and not tool_calls and not usage_given:
+        extra["mock_response"] = content
+        return extra
+    from litellm.types.utils import ChatCompletionMessageToolCall, Choices, Message, ModelResponse
+    from litellm.types.utils import Usage as LiteLLMUsage
+
+    calls = [
+        ChatCompletionMessageToolCall(id=cid, type="function", function={"name": name, "arguments": args})
+        for cid, name, args in tool_calls
+    ]
+    prompt, completion = usage
+    extra["mock_response"] = ModelResponse(
+        model=model,
+        choices=[
+            Choices(
+                index=0,
+                message=Message(content=content, role="assistant", tool_calls=calls or None),
+                finish_reason="tool_calls" if calls else "stop",
+            )
+        ],
+        usage=LiteLLMUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
+    )
+    return extra
