@@ -1,0 +1,266 @@
+"""The one batch engine behind `Tactic.bcall` and `Tactic.ccall`: workers, fail-fast, cost cap, resume, progress.
+
+`BatchRun` runs tasks on `max_workers` threads and yields `(index, result_or_exception)` as they finish.
+Workers take the next task from a shared cursor and check, before starting each one, that the batch was not
+stopped (a failure under `fail_fast`, the cost cap, or the consumer walking away), so "no new task starts"
+is exact. `bcall` collects the stream in input order; `ccall` hands it out as it comes (sync or async).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import queue
+import sys
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Sequence
+
+from lllm.errors import BudgetExceeded, UsageError
+
+if TYPE_CHECKING:
+    from lllm.core.tactic import Tactic
+
+__all__ = ["BatchResult", "BatchRun", "BatchStream"]
+
+_DONE = object()
+
+
+class BatchResult(list):  # type: ignore[type-arg]
+    """The results of a `bcall`, in input order (a plain list), with the batch's facts as attributes."""
+
+    batch_id: str
+    """Pass it as `bcall(..., resume=batch_id)` to run again only what did not succeed."""
+    spent: float
+    """USD spent by this batch (including earlier runs when resumed)."""
+    skipped: int
+    """Tasks not run because they had already succeeded under this batch id."""
+
+    @property
+    def errors(self) -> dict[int, BaseException]:
+        """The failed tasks: `{index: exception}`."""
+        return {i: r for i, r in enumerate(self) if isinstance(r, BaseException)}
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only on a terminal): done, failed, cost so far, rate."""
+
+    def __init__(self, total: int, *, enabled: bool | None, label: str) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.total, self.label = total, label
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def update(self, done: int, failed: int, cost: float, *, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not final and now - self.last < 0.1:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        width = 24
+        filled = int(width * done / self.total) if self.total else width
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {done}/{self.total} done, {failed} failed, ${cost:.4f}, "
+                         f"{rate:.1f} tasks/s ")
+        if final:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+class BatchRun:
+    """One batch of tasks on one tactic; iterate it for `(index, result_or_exception)` as tasks finish.
+
+    Args:
+        tactic: the tactic whose calls run the tasks.
+        tasks: the tasks, in order (indices refer to this order).
+        max_workers: threads running tasks at once.
+        fail_fast: on the first failure start no new task, let running ones finish, then raise it;
+            otherwise a failed task's exception is yielded in place of its result.
+        tags: stored on every task's session.
+        resume: an earlier batch id: tasks that succeeded under it are not run again (their stored results
+            are yielded) and this run records under the same id.
+        max_cost: USD; once the batch (with its earlier runs) has spent this much, no new task starts. The
+            tasks left get a `BudgetExceeded` (raised under `fail_fast`, yielded otherwise).
+        progress: show a progress bar; None: only when stderr is a terminal.
+        call_kwargs: passed to `tactic.call` for every task.
+    """
+
+    def __init__(self, tactic: Tactic, tasks: Sequence[Any], *, max_workers: int, fail_fast: bool,
+                 tags: dict[str, Any] | None, resume: str | None, max_cost: float | None,
+                 progress: bool | None, metadata: dict[str, Any] | None = None,
+                 call_kwargs: dict[str, Any] | None = None) -> None:
+        if not isinstance(max_workers, int) or max_workers < 1:
+            raise UsageError(f"max_workers must be an int >= 1, got {max_workers!r}", value=max_workers)
+        if max_cost is not None and (not isinstance(max_cost, (int, float)) or max_cost < 0):
+            raise UsageError(f"max_cost must be a number of USD >= 0, got {max_cost!r}", value=max_cost)
+        if resume is not None and tactic.log_store is None:
+            raise UsageError(f"bcall(resume={resume!r}) needs a log store to know what already succeeded; build "
+                             "the tactic with log_store=sqlite_store(path)", batch_id=resume)
+        self.tactic = tactic
+        self.tasks = list(tasks)
+        self.max_workers, self.fail_fast, self.max_cost = max_workers, fail_fast, max_cost
+        self.tags, self.metadata, self.call_kwargs = dict(tags or {}), metadata, dict(call_kwargs or {})
+        self.batch_id = resume or uuid.uuid4().hex[:16]
+        self.resume = resume
+        self.progress = _Progress(len(self.tasks), enabled=progress, label=f"{tactic.name} {self.batch_id[:8]}")
+        self.spent = 0.0
+        self.skipped = 0
+        self.done = self.failed = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._budget_hit = False
+        self._started: set[int] = set()
+
+    # -- the stream ----------------------------------------------------------------------------------
+
+    def _previous(self) -> dict[int, Any]:
+        """Results of tasks that already succeeded under the resumed batch id (checked against the tasks)."""
+        if self.resume is None:
+            return {}
+        from lllm.logging.store import task_fingerprint
+
+        store = self.tactic.log_store
+        if not store.batch_exists(self.resume):
+            raise UsageError(f"resume={self.resume!r}: the log store {store.path!r} has no batch with that id; "
+                             "use the batch_id of an earlier bcall (BatchResult.batch_id)", batch_id=self.resume)
+        done = store.completed_tasks(self.resume)
+        rows = store.query("SELECT COALESCE(SUM(cost), 0) AS c FROM sessions WHERE batch_id = ? AND parent_id IS NULL",
+                           [self.resume])
+        self.spent = float(rows[0]["c"])
+        out: dict[int, Any] = {}
+        for index, (fingerprint, value) in done.items():
+            if index >= len(self.tasks) or task_fingerprint(self.tasks[index]) != fingerprint:
+                raise UsageError(f"resume={self.resume!r}: task {index} recorded under that batch differs from task "
+                                 f"{index} of this call; resume with the same task list, in the same order",
+                                 batch_id=self.resume, index=index)
+            out[index] = value
+        return out
+
+    def _worker(self, cursor: Iterator[int], out: queue.Queue[Any]) -> None:
+        from lllm.logging.store import task_fingerprint
+
+        try:
+            while True:
+                with self._lock:
+                    if self._stop.is_set():
+                        break
+                    if self.max_cost is not None and self.spent >= self.max_cost:
+                        self._budget_hit = True
+                        self._stop.set()
+                        break
+                    index = next(cursor, None)
+                    if index is None:
+                        break
+                    self._started.add(index)
+                task = self.tasks[index]
+                holder: list[Any] = []
+                try:
+                    result = self.tactic._execute(
+                        task, call_kwargs=self.call_kwargs, tags=self.tags, metadata=self.metadata,
+                        batch_id=self.batch_id, task_index=index,
+                        task_hash=task_fingerprint(task) if self.tactic.log_store is not None else None,
+                        session_out=holder)
+                    error = None
+                except Exception as exc:  # noqa: BLE001 - every task error is reported, none is lost
+                    result, error = None, exc
+                cost = holder[0].total_cost.cost if holder else 0.0
+                with self._lock:
+                    self.spent += cost
+                out.put((index, result, error))
+        finally:
+            out.put(_DONE)
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        previous = self._previous()
+        self.skipped = len(previous)
+        for index in sorted(previous):
+            self.done += 1
+            yield index, previous[index]
+        pending = [i for i in range(len(self.tasks)) if i not in previous]
+        cursor = iter(pending)
+        out: queue.Queue[Any] = queue.Queue()
+        workers = [threading.Thread(target=contextvars.copy_context().run, args=(self._worker, cursor, out),
+                                    name=f"lllm-batch-{self.batch_id[:8]}-{n}", daemon=True)
+                   for n in range(min(self.max_workers, len(pending)))]
+        first_error: tuple[int, BaseException] | None = None
+        try:
+            for w in workers:
+                w.start()
+            running = len(workers)
+            while running:
+                item = out.get()
+                if item is _DONE:
+                    running -= 1
+                    continue
+                index, result, error = item
+                if error is not None:
+                    self.failed += 1
+                    if self.fail_fast:
+                        self._stop.set()
+                        if first_error is None:
+                            first_error = (index, error)
+                        self.progress.update(self.done, self.failed, self.spent)
+                        continue
+                    self.done += 1
+                    self.progress.update(self.done, self.failed, self.spent)
+                    yield index, error
+                else:
+                    self.done += 1
+                    self.progress.update(self.done, self.failed, self.spent)
+                    yield index, result
+        finally:
+            self._stop.set()
+            for w in workers:
+                w.join()
+            self.progress.update(self.done, self.failed, self.spent, final=True)
+        if first_error is not None:
+            index, error = first_error
+            error.add_note(f"raised by task {index} of batch {self.batch_id!r} (fail_fast=True: no new task was "
+                           f"started after it; bcall(..., resume={self.batch_id!r}) runs what did not succeed)")
+            raise error
+        if self._budget_hit:
+            not_started = [i for i in pending if i not in self._started]
+            if not_started:
+                exc = BudgetExceeded(
+                    f"batch {self.batch_id!r} spent ${self.spent:.4f} of max_cost=${self.max_cost}; "
+                    f"{len(not_started)} task(s) were not started (first: {not_started[0]}). Raise max_cost and "
+                    f"call bcall(..., resume={self.batch_id!r}) to run them.",
+                    batch_id=self.batch_id, spent=self.spent, max_cost=self.max_cost, not_started=not_started)
+                if self.fail_fast:
+                    raise exc
+                for index in not_started:
+                    yield index, exc
+
+
+class BatchStream:
+    """What `ccall` returns: iterate it (`for` or `async for`) for `(index, result)` as tasks finish."""
+
+    def __init__(self, run: BatchRun) -> None:
+        self._run = run
+
+    @property
+    def batch_id(self) -> str:
+        return self._run.batch_id
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        return iter(self._run)
+
+    async def _agen(self) -> AsyncIterator[tuple[int, Any]]:
+        it = iter(self._run)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                item = await loop.run_in_executor(None, next, it, _DONE)
+                if item is _DONE:
+                    return
+                yield item
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                await loop.run_in_executor(None, close)
+
+    def __aiter__(self) -> AsyncIterator[tuple[int, Any]]:
+        return self._agen()

@@ -1,0 +1,557 @@
+"""The Runtime registry (prompts, configs, tactics, proxies) and `lllm.toml` package discovery.
+
+A package declares itself in `lllm.toml`::
+
+    [package]
+    name = "research"
+    version = "0.1.0"
+
+    [dependencies]
+    packages = ["../shared", "../tools as t", {path = "../more", alias = "m"}]
+
+    [prompts]                 # each section: paths (default: the folder of that name) and a prefix
+    paths = ["prompts"]
+    prefix = ""
+    [configs]
+    [tactics]
+    [proxies]
+
+`load_package()` finds `lllm.toml` in the working directory or a parent (or at `$LLLM_CONFIG`), loads its
+dependencies (a package is loaded once, whatever cycles and diamonds the graph has), then registers the
+`Prompt` objects of prompts/**/*.py, the YAML files of configs/, the `Tactic` subclasses of tactics/ and the
+proxy classes of proxies/. Every resource is registered as `namespace::key` (namespace: the alias or the
+package name) and, unless a package loaded earlier took it, as the bare `key`; the root package's own names
+always win. `import lllm` runs none of this: loading is explicit.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import importlib.util
+import os
+import sys
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterator
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lllm.core.config import load_config, suggest
+from lllm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lllm.core.tactic import Tactic
+
+__all__ = [
+    "PackageInfo",
+    "Runtime",
+    "build_tactic",
+    "get_default_runtime",
+    "get_runtime",
+    "load_package",
+    "load_prompt",
+    "load_runtime",
+    "register_tactic_class",
+    "resolve_config",
+]
+
+TOML_NAME = "lllm.toml"
+SECTIONS = ("prompts", "configs", "tactics", "proxies")
+
+
+# -- lllm.toml schema ---------------------------------------------------------------------------------------
+
+
+class _PackageTable(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    version: str = "0.0.0"
+
+
+class _DependencyEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    alias: str | None = None
+
+
+class _Dependencies(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    packages: list[str | _DependencyEntry] = Field(default_factory=list)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    paths: list[str] | str | None = None
+    prefix: str = ""
+
+
+class PackageToml(BaseModel):
+    """`lllm.toml`, validated. Tables other rooms add (`[sandbox]`, ...) are kept in `model_extra`."""
+
+    model_config = ConfigDict(extra="allow")
+    package: _PackageTable
+    dependencies: _Dependencies = Field(default_factory=_Dependencies)
+    prompts: _Section = Field(default_factory=_Section)
+    configs: _Section = Field(default_factory=_Section)
+    tactics: _Section = Field(default_factory=_Section)
+    proxies: _Section = Field(default_factory=_Section)
+
+
+@dataclass
+class PackageInfo:
+    """A loaded package: where it is, what it declared and what it registered."""
+
+    name: str
+    version: str
+    root: Path
+    toml_path: Path
+    toml: PackageToml
+    namespaces: list[str] = field(default_factory=list)
+    """The names it is registered under (`name::key`): its package name and every alias."""
+    dependencies: list[Path] = field(default_factory=list)
+    registered: list[tuple[str, str, Any]] = field(default_factory=list)
+    """(kind, key, object) for every resource it registered."""
+
+
+# -- the registry ----------------------------------------------------------------------------------------------
+
+
+class Runtime:
+    """A registry of prompts, configs, tactics and proxies, filled by `load_package`.
+
+    Args:
+        name: the runtime's name ("default" for the one `get_default_runtime()` gives).
+    """
+
+    def __init__(self, name: str = "default") -> None:
+        self.name = name
+        self.prompts: dict[str, Any] = {}
+        """Prompt path -> `Prompt`."""
+        self.configs: dict[str, str] = {}
+        """Config name -> YAML file (loaded and merged by `get_config`)."""
+        self.tactics: dict[str, type[Tactic]] = {}
+        self.proxies: dict[str, type] = {}
+        self.packages: dict[Path, PackageInfo] = {}
+        """Loaded packages by their lllm.toml path."""
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return (f"Runtime({self.name!r}: {len(self.packages)} packages, {len(self.prompts)} prompts, "
+                f"{len(self.configs)} configs, {len(self.tactics)} tactics, {len(self.proxies)} proxies)")
+
+    # -- registration ----------------------------------------------------------------------------------
+
+    def _table(self, kind: str) -> dict[str, Any]:
+        return {"prompt": self.prompts, "config": self.configs, "tactic": self.tactics, "proxy": self.proxies}[kind]
+
+    def _register(self, kind: str, key: str, obj: Any, *, namespaces: list[str] = (), bare: str = "always",  # type: ignore[assignment]
+                  package: PackageInfo | None = None) -> None:
+        table = self._table(kind)
+        with self._lock:
+            for ns in namespaces:
+                table[f"{ns}::{key}"] = obj
+            if bare == "always" or key not in table:
+                table[key] = obj
+            if package is not None:
+                package.registered.append((kind, key, obj))
+
+    def register_prompt(self, prompt: Any, *, path: str | None = None) -> None:
+        """Register a `Prompt` under its `path` (or the one given)."""
+        self._register("prompt", path or prompt.path, prompt)
+
+    def register_config(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Register a YAML config file under a name."""
+        self._register("config", name, str(Path(path).resolve()))
+
+    def register_tactic(self, name: str, cls: type[Tactic]) -> None:
+        """Register a Tactic class under a name (replacing a class of the same module and qualname)."""
+        with self._lock:
+            old = self.tactics.get(name)
+            if old is not None and old is not cls and _class_id(old) != _class_id(cls):
+                raise ConfigError(f"a tactic named {name!r} is already registered ({_class_id(old)}); "
+                                  f"{_class_id(cls)} cannot take the name too. Rename one of them.", key=name)
+            self.tactics[name] = cls
+
+    def register_proxy(self, name: str, cls: type, *, overwrite: bool = True) -> None:
+        """Register a proxy class under a name (its `_proxy_path`, as `ProxyRegistrator` calls it)."""
+        if not overwrite and self.proxies.get(name) not in (None, cls):
+            raise ConfigError(f"a proxy named {name!r} is already registered ({_class_id(self.proxies[name])}); "
+                              "pass overwrite=True to replace it.", key=name)
+        self._register("proxy", name, cls)
+
+    def iter_items(self, kind: str) -> Iterator[tuple[str, Any]]:
+        """(key, object) pairs of one kind: "prompt", "config", "tactic" or "proxy"."""
+        with self._lock:
+            items = list(self._table(kind).items())
+        return iter(items)
+
+    # -- lookup ----------------------------------------------------------------------------------------
+
+    def find_prompt(self, path: str) -> Any | None:
+        """The prompt registered under `path`, or None."""
+        return self.prompts.get(path)
+
+    def get_prompt(self, path: str) -> Any:
+        """The prompt registered under `path`.
+
+        Raises:
+            ConfigError: no such prompt (with the nearest registered paths).
+        """
+        prompt = self.prompts.get(path)
+        if prompt is None:
+            raise ConfigError(f"no prompt {path!r} in runtime {self.name!r}.{suggest(path, self.prompts)} "
+                              f"{self._loaded_hint('prompts')}", key=path)
+        return prompt
+
+    def get_config(self, name: str) -> dict[str, Any]:
+        """The config registered under `name`, loaded with its `base:` chain merged (a fresh dict each time)."""
+        path = self.configs.get(name)
+        if path is None:
+            raise ConfigError(f"no config {name!r} in runtime {self.name!r}.{suggest(name, self.configs)} "
+                              f"{self._loaded_hint('configs')}", key=name)
+        return load_config(path, runtime=self)
+
+    def get_tactic(self, name: str) -> type[Tactic]:
+        """The Tactic class registered under `name`."""
+        cls = self.tactics.get(name)
+        if cls is None:
+            raise ConfigError(f"unknown tactic_type {name!r}; registered tactics: {sorted(self.tactics)!r}."
+                              f"{suggest(name, self.tactics)}", key="tactic_type")
+        return cls
+
+    def get_proxy(self, name: str) -> type:
+        """The proxy class registered under `name`."""
+        cls = self.proxies.get(name)
+        if cls is None:
+            raise ConfigError(f"no proxy {name!r} in runtime {self.name!r}; registered: {sorted(self.proxies)!r}."
+                              f"{suggest(name, self.proxies)}", key=name)
+        return cls
+
+    def _loaded_hint(self, kind: str) -> str:
+        if not self.packages:
+            return f"No package is loaded: call lllm.load_package() (it reads lllm.toml and discovers {kind})."
+        names = ", ".join(repr(p.name) for p in self.packages.values())
+        return f"Loaded packages: {names}."
+
+    def reset(self) -> None:
+        """Forget everything registered."""
+        with self._lock:
+            for table in (self.prompts, self.configs, self.tactics, self.proxies, self.packages):
+                table.clear()
+
+    # -- packages ---------------------------------------------------------------------------------------
+
+    def load_package(self, path: str | os.PathLike[str] | None = None) -> PackageInfo:
+        """Load a package (and its dependencies) into this runtime; loading it again does nothing.
+
+        Args:
+            path: an `lllm.toml` or its folder; default `$LLLM_CONFIG`, else the first `lllm.toml` found
+                from the working directory upward.
+        """
+        toml_path = find_package_toml(path)
+        with self._lock:
+            return self._load(toml_path, alias=None, stack=(), root=True)
+
+    def _load(self, toml_path: Path, *, alias: str | None, stack: tuple[Path, ...], root: bool) -> PackageInfo:
+        existing = self.packages.get(toml_path)
+        if existing is not None:
+            if alias and alias not in existing.namespaces:
+                existing.namespaces.append(alias)
+                for kind, key, obj in existing.registered:
+                    self._table(kind)[f"{alias}::{key}"] = obj
+            return existing
+        spec = read_package_toml(toml_path)
+        info = PackageInfo(name=spec.package.name, version=spec.package.version, root=toml_path.parent,
+                           toml_path=toml_path, toml=spec,
+                           namespaces=[spec.package.name] + ([alias] if alias and alias != spec.package.name else []))
+        self.packages[toml_path] = info
+        try:
+            for dep_path, dep_alias in _dependencies(spec, toml_path):
+                if dep_path in stack:
+                    continue  # a cycle: that package is being loaded further up
+                dep = self._load(dep_path, alias=dep_alias, stack=(*stack, toml_path), root=False)
+                info.dependencies.append(dep.toml_path)
+            _discover(self, info, bare="always" if root else "if_free")
+        except BaseException:
+            self.packages.pop(toml_path, None)
+            raise
+        return info
+
+
+def _class_id(cls: type) -> str:
+    return f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', cls)}"
+
+
+# -- lllm.toml -------------------------------------------------------------------------------------------
+
+
+def find_package_toml(path: str | os.PathLike[str] | None = None) -> Path:
+    """The `lllm.toml` a `load_package(path)` call means (see `Runtime.load_package`)."""
+    if path is None:
+        env = os.environ.get("LLLM_CONFIG")
+        if env:
+            path = env
+        else:
+            here = Path.cwd().resolve()
+            for folder in (here, *here.parents):
+                if (folder / TOML_NAME).is_file():
+                    return folder / TOML_NAME
+            raise ConfigError(f"no {TOML_NAME} in {str(here)!r} or any folder above it. Run from inside a package, "
+                              f"set LLLM_CONFIG to its {TOML_NAME}, or pass load_package(path).", path=str(here))
+    p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        p = p / TOML_NAME
+    if not p.is_file():
+        raise ConfigError(f"no {TOML_NAME} at {str(p)!r}", path=str(p))
+    return p
+
+
+def read_package_toml(toml_path: Path) -> PackageToml:
+    """Parse and validate an `lllm.toml` (a ConfigError names the file and the parse error or the key)."""
+    try:
+        data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{toml_path}: invalid TOML: {exc}", path=str(toml_path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {str(toml_path)!r}: {exc.strerror or exc}", path=str(toml_path)) from None
+    try:
+        return PackageToml.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+            if err["type"] == "extra_forbidden":
+                section = str(err["loc"][0])
+                known = list(PackageToml.model_fields[section].annotation.model_fields)  # type: ignore[union-attr]
+                problems.append(f"unknown key {key!r}.{suggest(str(err['loc'][-1]), known)}")
+            elif err["type"] == "missing":
+                problems.append(f"missing key {key!r}")
+            else:
+                problems.append(f"{key!r}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{toml_path}: " + "; ".join(problems), path=str(toml_path)) from None
+
+
+def _dependencies(spec: PackageToml, toml_path: Path) -> Iterator[tuple[Path, str | None]]:
+    for entry in spec.dependencies.packages:
+        if isinstance(entry, str):
+            raw, _, alias = entry.partition(" as ")
+            entry = _DependencyEntry(path=raw.strip(), alias=alias.strip() or None)
+        target = (toml_path.parent / entry.path).expanduser().resolve()
+        if target.is_dir():
+            target = target / TOML_NAME
+        if not target.is_file():
+            raise ConfigError(f"{toml_path}: dependency {entry.path!r} of package {spec.package.name!r}: no "
+                              f"{TOML_NAME} at {str(target)!r}. Fix [dependencies] packages.",
+                              path=str(toml_path), key="dependencies.packages")
+        yield target, entry.alias
+
+
+# -- discovery ---------------------------------------------------------------------------------------------
+
+_REGISTRATION: contextvars.ContextVar[tuple[Runtime, PackageInfo, str, str] | None] = contextvars.ContextVar(
+    "lllm_registration", default=None)
+
+
+def _section_dirs(info: PackageInfo, section: str) -> list[Path]:
+    spec: _Section = getattr(info.toml, section)
+    paths = spec.paths if spec.paths is not None else [section]
+    if isinstance(paths, str):
+        paths = [paths]
+    out = []
+    for p in paths:
+        d = (info.root / p).resolve()
+        if spec.paths is not None and not d.is_dir():
+            raise ConfigError(f"{info.toml_path}: [{section}] paths: {p!r} is not a folder ({str(d)!r})",
+                              path=str(info.toml_path), key=f"{section}.paths")
+        if d.is_dir():
+            out.append(d)
+    return out
+
+
+def _key(prefix: str, key: str) -> str:
+    return f"{prefix.strip('/')}/{key}" if prefix else key
+
+
+def _import_file(info: PackageInfo, file: Path, base: Path, section: str) -> ModuleType:
+    rel = file.relative_to(base).with_suffix("")
+    tag = hashlib.sha1(str(info.root).encode()).hexdigest()[:8]
+    parts = [p.replace("-", "_").replace(".", "_") for p in rel.parts]
+    name = ".".join(["_lllm_pkg", f"{info.name}_{tag}".replace("-", "_"), section, *parts])
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, file)
+    if module_spec is None or module_spec.loader is None:
+        raise ConfigError(f"{file}: cannot be imported as a Python module", path=str(file))
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except ConfigError:
+        sys.modules.pop(name, None)
+        raise
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise ConfigError(f"{file}: importing it (package {info.name!r}, [{section}]) failed: "
+                          f"{type(exc).__name__}: {exc}", path=str(file)) from exc
+    return module
+
+
+def _py_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _discover(runtime: Runtime, info: PackageInfo, *, bare: str) -> None:
+    from lllm.core.prompt import Prompt
+
+    ns = info.namespaces
+    for folder in _section_dirs(info, "configs"):
+        prefix = info.toml.configs.prefix
+        for file in sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")]):
+            key = _key(prefix, file.relative_to(folder).with_suffix("").as_posix())
+            runtime._register("config", key, str(file), namespaces=ns, bare=bare, package=info)
+    for folder in _section_dirs(info, "prompts"):
+        prefix = info.toml.prompts.prefix
+        for file in _py_files(folder):
+            module = _import_file(info, file, folder, "prompts")
+            for value in list(vars(module).values()):
+                if isinstance(value, Prompt):
+                    runtime._register("prompt", _key(prefix, value.path), value, namespaces=ns, bare=bare,
+                                      package=info)
+    for folder in _section_dirs(info, "tactics"):
+        prefix = info.toml.tactics.prefix
+        token = _REGISTRATION.set((runtime, info, prefix, bare))
+        try:
+            for file in _py_files(folder):
+                _import_file(info, file, folder, "tactics")
+        finally:
+            _REGISTRATION.reset(token)
+    for folder in _section_dirs(info, "proxies"):
+        prefix = info.toml.proxies.prefix
+        for file in _py_files(folder):
+            module = _import_file(info, file, folder, "proxies")
+            for value in list(vars(module).values()):
+                if (_is_proxy_class(value) and value.__module__ == module.__name__
+                        and getattr(value, "_proxy_variant", "live") == "live"):
+                    runtime._register("proxy", _key(prefix, proxy_name(value)), value, namespaces=ns, bare=bare,
+                                      package=info)
+
+
+def _is_proxy_class(value: Any) -> bool:
+    if not isinstance(value, type):
+        return False
+    if getattr(value, "_lllm_proxy", False) is True:
+        return True
+    base = sys.modules.get("lllm.proxies")
+    base_cls = getattr(base, "BaseProxy", None) if base is not None else None
+    if base_cls is None:
+        try:
+            from lllm.proxies import BaseProxy as base_cls  # type: ignore[no-redef]
+        except ImportError:
+            return False
+    return issubclass(value, base_cls) and value is not base_cls and not getattr(value, "__abstractmethods__", None)
+
+
+def proxy_name(cls: type) -> str:
+    """The name a proxy class is registered under: its `_proxy_path` (set by `ProxyRegistrator`), `name` or
+    `proxy_name` attribute, else the class name."""
+    for attr in ("_proxy_path", "name", "proxy_name"):
+        value = getattr(cls, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return cls.__name__
+
+
+# -- module-level API ----------------------------------------------------------------------------------------
+
+_RUNTIMES: dict[str, Runtime] = {}
+_RUNTIMES_LOCK = threading.Lock()
+
+
+def get_runtime(name: str = "default") -> Runtime:
+    """The runtime of that name (created empty on first use)."""
+    with _RUNTIMES_LOCK:
+        runtime = _RUNTIMES.get(name)
+        if runtime is None:
+            runtime = _RUNTIMES[name] = Runtime(name)
+        return runtime
+
+
+def get_default_runtime() -> Runtime:
+    """The default runtime: where `load_package()`, `resolve_config()` and Tactic subclasses register."""
+    return get_runtime("default")
+
+
+def load_runtime(path: str | os.PathLike[str] | None = None, name: str = "default") -> Runtime:
+    """Load the package at `path` (see `load_package`) into the runtime `name` and return that runtime."""
+    runtime = get_runtime(name)
+    runtime.load_package(path)
+    return runtime
+
+
+def load_package(path: str | os.PathLike[str] | None = None, *, runtime: Runtime | None = None) -> PackageInfo:
+    """Read `lllm.toml` (from `path`, `$LLLM_CONFIG`, or the working directory upward) and register what the
+    package and its dependencies declare into the runtime (default: the default runtime)."""
+    return (runtime or get_default_runtime()).load_package(path)
+
+
+def load_prompt(path: str, *, runtime: Runtime | None = None) -> Any:
+    """The registered `Prompt` at `path` (ConfigError with near names if there is none)."""
+    return (runtime or get_default_runtime()).get_prompt(path)
+
+
+def resolve_config(name: str, *, runtime: Runtime | None = None) -> dict[str, Any]:
+    """The config registered under `name` with its `base:` chain merged (a fresh dict each call)."""
+    return (runtime or get_default_runtime()).get_config(name)
+
+
+def register_tactic_class(tactic_cls: type[Tactic], runtime: Runtime | None = None) -> type[Tactic]:
+    """Register a Tactic subclass under its `name` (done for you when the class is defined)."""
+    name = getattr(tactic_cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"tactic class {tactic_cls.__qualname__} needs a `name` (a non-empty string), "
+                          f"got {name!r}", key="name")
+    context = _REGISTRATION.get()
+    if runtime is None and context is not None:
+        target, info, prefix, bare = context
+        key = _key(prefix, name)
+        with target._lock:
+            if bare == "always" or key not in target.tactics:
+                target.tactics[key] = tactic_cls  # the root package's own names win
+            for ns in info.namespaces:
+                target.tactics[f"{ns}::{key}"] = tactic_cls
+            info.registered.append(("tactic", key, tactic_cls))
+        return tactic_cls
+    (runtime or get_default_runtime()).register_tactic(name, tactic_cls)
+    return tactic_cls
+
+
+def build_tactic(config: dict[str, Any] | str, *, log_store: Any = None, name: str | None = None,
+                 runtime: Runtime | None = None, **kwargs: Any) -> Tactic:
+    """Build the tactic a config's `tactic_type` names (or `name`), with `log_store` attached.
+
+    Args:
+        config: a config dict (`resolve_config(...)`) or a registered config name.
+        log_store: where every call of the tactic is recorded (`sqlite_store(path)`).
+        name: the tactic to build, overriding `tactic_type`.
+
+    Raises:
+        ConfigError: no `tactic_type`, or one that no registered tactic has (with near names).
+    """
+    runtime = runtime or get_default_runtime()
+    if isinstance(config, str):
+        config = runtime.get_config(config)
+    tactic_type = name or config.get("tactic_type")
+    if not tactic_type:
+        where = config.get("_config_path") or "<config dict>"
+        raise ConfigError(f"{where}: no 'tactic_type': say which registered tactic this config is for "
+                          f"(registered: {sorted(runtime.tactics)!r})", path=where, key="tactic_type")
+    try:
+        cls = runtime.get_tactic(tactic_type)
+    except ConfigError as exc:
+        where = config.get("_config_path") or "<config dict>"
+        raise ConfigError(f"{where}: {exc.message}", path=where, key="tactic_type") from None
+    return cls(config, log_store=log_store, runtime=runtime, **kwargs)
