@@ -1,0 +1,171 @@
+"""The cell loop shared by the kernel backends: one deadline, replies matched on msg_id, escalation on timeout.
+
+Follows jupyter_client's `execute_interactive`: send one execute_request, read IOPub messages whose parent is
+that request until `status: idle` (and the shell reply), with the deadline set once from `time.monotonic()`.
+On top of that it
+- caps output as it streams (`OutputCollector`): it keeps draining, it stops storing;
+- escalates a timeout: interrupt (a control-channel `interrupt_request`), wait `interrupt_grace`, then kill the
+  kernel and start a new one; the result says which (`timeout_action`) and whether state was lost;
+- notices a dead kernel (the backend's `exit_status()`: process exit code, OOM kill counter, container state)
+  and reports `died` or `oom`, restarts the kernel and says state was lost, so the session stays usable.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from lllm.sandbox._kernel import KernelChannels
+from lllm.sandbox._output import OutputCollector
+from lllm.sandbox.base import CellResult, CellStatus
+
+_HEALTH_EVERY_S = 0.25
+_IDLE_AFTER_REPLY_S = 1.0
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a kernel ended: `returncode` (negative: killed by that signal) and whether it was an OOM kill."""
+
+    returncode: int | None
+    oom: bool = False
+    detail: str = ""
+
+    def describe(self) -> str:
+        rc = self.returncode
+        if rc is None:
+            how = "ended"
+        elif rc < 0:
+            try:
+                how = f"was killed by {signal.Signals(-rc).name}"
+            except ValueError:
+                how = f"was killed by signal {-rc}"
+        elif rc >= 128:
+            try:
+                how = f"exited with {rc} ({signal.Signals(rc - 128).name})"
+            except ValueError:
+                how = f"exited with {rc}"
+        else:
+            how = f"exited with code {rc}"
+        reason = " for using more memory than the sandbox's limit" if self.oom else ""
+        return f"the kernel {how}{reason}" + (f" ({self.detail})" if self.detail else "")
+
+
+class KernelHandle(Protocol):
+    """What the loop needs from a backend's kernel."""
+
+    channels: KernelChannels
+
+    def exit_status(self) -> ExitStatus | None:
+        """None while the kernel lives; cheap enough to call a few times a second."""
+
+    def send_interrupt(self) -> None:
+        """Ask the running cell to stop (KeyboardInterrupt)."""
+
+    def restart_kernel(self) -> None:
+        """Kill the kernel (if alive), start a new one and wait until it answers; replaces `channels`."""
+
+
+@dataclass
+class CellLimits:
+    """The caps and timings of one cell run."""
+
+    timeout: float | None
+    interrupt_grace: float
+    max_output_chars: int
+    max_stored_chars: int
+    max_display_bytes: int
+
+
+def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
+    """Run `code` on `kernel`; see the module docstring. Never raises for what the cell did."""
+    out = OutputCollector(max_output_chars=limits.max_output_chars, max_stored_chars=limits.max_stored_chars,
+                          max_display_bytes=limits.max_display_bytes)
+    started = time.monotonic()
+    channels = kernel.channels
+    # Anything left from an earlier cell (a late message after a timeout) is not ours: drop it.
+    while channels.recv_iopub() is not None:
+        pass
+    while channels.recv_shell() is not None:
+        pass
+    msg_id = channels.execute(code)
+    deadline = started + limits.timeout if limits.timeout is not None else None
+    idle = False
+    reply: dict | None = None
+    reply_at = 0.0
+    interrupted_at: float | None = None
+    last_health = started
+    last_iopub = started
+    status: CellStatus | None = None
+    timeout_action: str | None = None
+    restarted = False
+
+    while True:
+        now = time.monotonic()
+        if idle and reply is not None:
+            break
+        if reply is not None and now - max(reply_at, last_iopub) > _IDLE_AFTER_REPLY_S:
+            out.notices.append("the kernel's final status message was lost; output may be incomplete")
+            break
+        if deadline is not None and now >= deadline:
+            if interrupted_at is None:
+                interrupted_at = now
+                timeout_action = "interrupted"
+                kernel.send_interrupt()
+                deadline = now + limits.interrupt_grace
+                continue
+            status, timeout_action, restarted = "timeout", "restarted", True
+            out.notices.append(f"the cell ran past its {limits.timeout:g}s timeout and did not stop within "
+                               f"{limits.interrupt_grace:g}s of an interrupt: the kernel was killed and "
+                               "restarted, and every variable was lost")
+            kernel.restart_kernel()
+            break
+        wait = _HEALTH_EVERY_S if deadline is None else min(_HEALTH_EVERY_S, max(0.0, deadline - now))
+        has_iopub, has_shell, has_control = channels.poll(wait)
+        if has_iopub:
+            last_iopub = time.monotonic()
+            while (msg := channels.recv_iopub()) is not None:
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                msg_type = msg["msg_type"]
+                if "oversized" in msg:
+                    out.add_oversized(msg_type, msg["oversized"])
+                elif msg_type == "status":
+                    if msg["content"].get("execution_state") == "idle":
+                        idle = True
+                else:
+                    out.add(msg_type, msg["content"], msg.get("metadata"))
+        if has_shell:
+            while (msg := channels.recv_shell()) is not None:
+                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_reply":
+                    reply, reply_at = msg, time.monotonic()
+        if has_control:
+            channels.drain_control()
+        if not (has_iopub or has_shell) or time.monotonic() - last_health > 4 * _HEALTH_EVERY_S:
+            last_health = time.monotonic()
+            if reply is None or not idle:
+                ended = kernel.exit_status()
+                if ended is not None:
+                    status = "oom" if ended.oom else "died"
+                    out.notices.append(f"{ended.describe()}; it was restarted and every variable was lost")
+                    restarted = True
+                    kernel.restart_kernel()
+                    break
+
+    if status is None:
+        if interrupted_at is not None:
+            status = "timeout"
+            out.notices.append(f"the cell ran past its {limits.timeout:g}s timeout and was interrupted "
+                               "(KeyboardInterrupt); variables are kept")
+        elif out.error_name == "MemoryError":
+            status = "oom"
+        elif out.error_name or (reply is not None and reply["content"].get("status") == "error"):
+            status = "error"
+        else:
+            status = "ok"
+    if reply is not None and out.execution_count is None:
+        out.execution_count = reply["content"].get("execution_count")
+    return out.finish(status=status, duration_s=time.monotonic() - started, timeout_action=timeout_action,
+                      restarted=restarted, state_lost=restarted)

@@ -1,0 +1,120 @@
+"""Per-session host directories and owner identity: where they live, how they are made, who owns them.
+
+A session directory is `<root>/<owner pid>-<sandbox id>` (root: `$LLLM_RUN_ROOT`, default `/tmp/lllm-run`;
+kept short because unix socket paths are limited to 107 bytes). It holds the kernel's ipc sockets, its
+connection file and state, and later the gateway's socket and token. It is mounted at `/run/lllm` in the
+container, owned by the container's uid (1000 when the host runs as root) with mode 700, so no other
+unprivileged host user can reach the kernel. The owner (pid + process start time + host id) is what the
+reaper checks: a container or directory whose owner process is gone is an orphan.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+from functools import lru_cache
+from pathlib import Path
+
+from lllm.errors import SandboxStartError
+
+SANDBOX_UID = 1000
+SANDBOX_GID = 1000
+_DEFAULT_ROOT = "/tmp/lllm-run"
+
+
+def run_root() -> Path:
+    """The parent of every session directory (`$LLLM_RUN_ROOT` or /tmp/lllm-run), created mode 711."""
+    root = Path(os.environ.get("LLLM_RUN_ROOT", _DEFAULT_ROOT))
+    root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    return root
+
+
+def new_sandbox_id() -> str:
+    return secrets.token_hex(6)
+
+
+def container_user() -> tuple[int, int]:
+    """The uid:gid the container runs as: 1000 when the host is root, else the host's own ids (so the
+    session directory stays mode 700 and still reachable from both sides)."""
+    if os.geteuid() == 0:
+        return SANDBOX_UID, SANDBOX_GID
+    return os.geteuid(), os.getegid()
+
+
+def make_session_dir(sandbox_id: str, *, chown: bool = True) -> Path:
+    """Create `<root>/<pid>-<sandbox_id>`, mode 700, owned by the container user.
+
+    Raises:
+        SandboxStartError: it cannot be created (the message says where and why).
+    """
+    path = run_root() / f"{os.getpid()}-{sandbox_id}"
+    if len(str(path)) > 80:
+        raise SandboxStartError(f"session directory path {str(path)!r} is too long for unix sockets; set "
+                                "LLLM_RUN_ROOT to a short directory such as /tmp/lllm-run", path=str(path))
+    try:
+        path.mkdir(mode=0o700)
+        if chown and os.geteuid() == 0:
+            os.chown(path, SANDBOX_UID, SANDBOX_GID)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise SandboxStartError(f"cannot create session directory {str(path)!r}: {exc}; check LLLM_RUN_ROOT",
+                                path=str(path)) from exc
+    return path
+
+
+def chown_for_sandbox(path: Path) -> None:
+    """Give a file the host created in a session directory to the container user (no-op unless root)."""
+    if os.geteuid() == 0:
+        os.chown(path, SANDBOX_UID, SANDBOX_GID, follow_symlinks=False)
+
+
+def remove_session_dir(path: Path) -> None:
+    """Delete a session directory (only ever one under the run root; anything else is left alone)."""
+    try:
+        resolved = path.resolve()
+        root = run_root().resolve()
+    except OSError:
+        return
+    if resolved.parent != root:
+        return
+    shutil.rmtree(resolved, ignore_errors=True)
+
+
+@lru_cache(maxsize=1)
+def host_id() -> str:
+    """This machine's identity for labels: hostname plus the boot id (so a reboot makes every pid stale)."""
+    boot = ""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        pass
+    return f"{socket.gethostname()}:{boot}"
+
+
+def process_start_time(pid: int) -> str:
+    """A token that changes when `pid` is reused ('' where /proc is not available)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def owner_alive(pid: int, start: str, host: str) -> bool:
+    """True when the owning process may still be running. Owners on other hosts always count as alive."""
+    if host != host_id():
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if start and process_start_time(pid) not in ("", start):
+        return False  # the pid was reused by another process
+    return True

@@ -1,0 +1,338 @@
+"""The sandbox contract: the `Sandbox` protocol, its lifecycle enum, `CellResult`, `SandboxLimits`, a thin base.
+
+Every backend (`DockerSandbox`, `LocalSandbox`, `FakeSandbox`) subclasses `BaseSandbox`, which supplies the
+lifecycle (new -> running -> closed, `SandboxClosed` after close), the context-manager methods, the tracer
+hook (one `CellRecord` per cell) and argument checks, in the way httpx's `BaseTransport` does; a backend
+implements the `_start`/`_run_cell`/`_interrupt`/`_restart`/`_close` hooks and the file operations.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lllm.errors import SandboxClosed, SandboxError, UsageError
+
+CellStatus = Literal["ok", "error", "timeout", "oom", "died"]
+TimeoutAction = Literal["interrupted", "restarted"]
+
+DEFAULT_MAX_OUTPUT_CHARS = 20_000
+"""How much of a cell's output `CellResult.text` (what a model sees) keeps."""
+
+
+class SandboxState(str, enum.Enum):
+    """Where a sandbox is in its life. A sandbox only moves forward: new -> running -> closed."""
+
+    NEW = "new"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+class CellImage(BaseModel):
+    """An image a cell displayed (a matplotlib figure, `IPython.display.Image`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mime: Literal["image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml"]
+    data: str
+    """Base64, as the kernel sent it (SVG: the XML text)."""
+
+
+class CellResult(BaseModel):
+    """What running one cell produced. `text` is what a model should see; the other fields are for code."""
+
+    status: CellStatus
+    """`ok`; `error` (an exception in the cell); `timeout` (see `timeout_action`); `oom` (the kernel ran out of
+    memory: killed and restarted, or a `MemoryError`); `died` (the kernel process died: `os._exit`, segfault)."""
+    stdout: str = ""
+    """The stdout stream, capped at the sandbox's stored-output limit (see `truncated`)."""
+    stderr: str = ""
+    """The stderr stream, capped like stdout."""
+    result: str | None = None
+    """The `text/plain` form of the cell's last expression, if it had a value."""
+    result_data: dict[str, Any] = Field(default_factory=dict)
+    """The last expression's full MIME bundle."""
+    display_data: list[dict[str, Any]] = Field(default_factory=list)
+    """MIME bundles of everything displayed (figures, `display(...)`), in order."""
+    images: list[CellImage] = Field(default_factory=list)
+    """The images among the displays and the result, ready to show a model."""
+    error_name: str | None = None
+    """The exception's class name, e.g. `ZeroDivisionError`."""
+    error_value: str | None = None
+    """The exception's message."""
+    traceback: list[str] = Field(default_factory=list)
+    """The traceback lines, without terminal colour codes."""
+    execution_count: int | None = None
+    duration_s: float = 0.0
+    truncated: bool = False
+    """Some output was dropped (over a cap, or a display too large); `notices` says what."""
+    output_chars: int = 0
+    """How many characters of stream output the cell produced in all, kept or not."""
+    timeout_action: TimeoutAction | None = None
+    """For a timeout: `interrupted` (KeyboardInterrupt stopped it; state kept) or `restarted` (it ignored the
+    interrupt, so the kernel was killed and restarted)."""
+    restarted: bool = False
+    """The kernel was restarted while or after running this cell (timeout, OOM, death)."""
+    state_lost: bool = False
+    """Variables and imports from earlier cells are gone (the kernel was restarted)."""
+    notices: list[str] = Field(default_factory=list)
+    """Human-readable notes on what the sandbox did: truncation, dropped displays, restarts."""
+    text: str = ""
+    """The model's view: output, result and error, capped at `max_output_chars` with a marker where cut."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the cell ran to the end without an error."""
+        return self.status == "ok"
+
+
+class SandboxLimits(BaseModel):
+    """Resource limits for one sandbox (Docker backend; `LocalSandbox` enforces none of them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory: str = "1g"
+    """Memory limit, Docker notation (`256m`, `1g`); swap is set to the same, so there is no swap. The tmpfs
+    workspace and /tmp count against it too."""
+    cpus: float = 1.0
+    """CPU share (`--cpus`)."""
+    pids: int = 256
+    """Most processes/threads at once (`--pids-limit`): a fork bomb stops here."""
+    workspace_size: str = "256m"
+    """Size of the writable workspace `/home/sandbox/work` (tmpfs)."""
+    tmp_size: str = "64m"
+    """Size of `/tmp` (tmpfs)."""
+    home_size: str = "32m"
+    """Size of the home directory `/home/sandbox` outside the workspace (tmpfs: dotfiles, caches)."""
+    nofile: int = 1024
+    """Open files per process."""
+
+    @field_validator("memory", "workspace_size", "tmp_size", "home_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes in a Docker-style size (`512m`, `1g`, `64k`, `1048576`).
+
+    Raises:
+        UsageError: the value is not a size.
+    """
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower().removesuffix("b")
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise UsageError(f"{value!r} is not a size; write it like '512m' or '1g'") from None
+
+
+@runtime_checkable
+class Sandbox(Protocol):
+    """What every sandbox backend offers. Use it as a context manager, or call `start()`/`close()`."""
+
+    session_dir: Path
+
+    @property
+    def state(self) -> SandboxState: ...
+
+    def start(self) -> None: ...
+
+    def run_cell(self, code: str, *, timeout: float | None = None) -> CellResult: ...
+
+    def interrupt(self) -> None: ...
+
+    def restart(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def upload(self, src: str | Path | bytes, dest: str) -> str: ...
+
+    def download(self, path: str) -> bytes: ...
+
+    def list_files(self, path: str = ".") -> list[str]: ...
+
+    def __enter__(self) -> Sandbox: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class BaseSandbox:
+    """Lifecycle, context manager, tracing and argument checks shared by every backend.
+
+    Args:
+        cell_timeout: default timeout of `run_cell` in seconds (None: no limit).
+        max_output_chars: cap of `CellResult.text`.
+        tracer: called with a `lllm.core.trace.CellRecord` after each cell (e.g. a LogStore's `record`).
+        agent: the agent name written into those records.
+    """
+
+    kind: str = "base"
+
+    def __init__(self, *, cell_timeout: float | None = 60.0, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+                 tracer: Any = None, agent: str | None = None) -> None:
+        if max_output_chars < 100:
+            raise UsageError(f"max_output_chars={max_output_chars!r} is too small; use at least 100")
+        self.cell_timeout = cell_timeout
+        self.max_output_chars = max_output_chars
+        self.tracer = tracer
+        self.agent = agent
+        self.sandbox_id: str = ""
+        self._state = SandboxState.NEW
+        self._session_dir: Path | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    @property
+    def state(self) -> SandboxState:
+        """`new`, `running` or `closed`."""
+        return self._state
+
+    @property
+    def session_dir(self) -> Path:
+        """The per-session host directory (kernel sockets, gateway socket and token). Exists after `start()`."""
+        if self._session_dir is None:
+            raise UsageError(f"{type(self).__name__} has no session_dir before start(); call start() first")
+        return self._session_dir
+
+    def start(self) -> None:
+        """Bring the sandbox up (container and kernel ready). Idempotent while running.
+
+        Raises:
+            SandboxClosed: the sandbox was closed.
+            SandboxStartError: the container or kernel did not come up.
+        """
+        if self._state is SandboxState.RUNNING:
+            return
+        self._check_not_closed("start")
+        self._start()
+        self._state = SandboxState.RUNNING
+
+    def close(self) -> None:
+        """Destroy the sandbox (container, kernel, session directory). Safe to call twice."""
+        if self._state is SandboxState.CLOSED:
+            return
+        try:
+            self._close()
+        finally:
+            self._state = SandboxState.CLOSED
+
+    def __enter__(self) -> BaseSandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a forgotten sandbox must not outlive its owner
+        try:
+            if getattr(self, "_state", SandboxState.CLOSED) is SandboxState.RUNNING:
+                self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.sandbox_id or '-'} {self._state.value}>"
+
+    # -- cells -------------------------------------------------------------------------------------------------
+    def run_cell(self, code: str, *, timeout: float | None | object = ...) -> CellResult:
+        """Run `code` in the kernel and collect what it produced.
+
+        Args:
+            code: Python source (IPython syntax: `%magic` and `!shell` lines work as in Jupyter).
+            timeout: seconds before the cell is interrupted; `None` for no limit; not given: `cell_timeout`.
+
+        Returns:
+            The result: `status` says ok/error/timeout/oom/died; the sandbox stays usable in every case.
+
+        Raises:
+            SandboxClosed: the sandbox was closed. SandboxError: the sandbox is broken beyond a restart.
+        """
+        if not isinstance(code, str):
+            raise UsageError(f"run_cell() takes the code as a str, got {type(code).__name__}")
+        self._require_running("run_cell")
+        limit = self.cell_timeout if timeout is ... else timeout
+        if limit is not None and (not isinstance(limit, (int, float)) or limit <= 0):
+            raise UsageError(f"timeout={limit!r} must be a positive number of seconds or None")
+        started = time.time()
+        result = self._run_cell(code, timeout=limit)  # type: ignore[arg-type]
+        if self.tracer is not None:
+            from lllm.core.trace import CellRecord
+
+            error = f"{result.error_name}: {result.error_value}" if result.error_name else None
+            if error is None and result.status in ("timeout", "oom", "died"):
+                error = "; ".join(result.notices) or result.status
+            self.tracer(CellRecord(agent=self.agent, sandbox_id=self.sandbox_id, code=code, status=result.status,
+                                   duration_s=result.duration_s, output_chars=result.output_chars,
+                                   truncated=result.truncated, error=error, started_at=started))
+        return result
+
+    def interrupt(self) -> None:
+        """Send a KeyboardInterrupt to the running cell (from another thread)."""
+        self._require_running("interrupt")
+        self._interrupt()
+
+    def restart(self) -> None:
+        """Kill the kernel and start a fresh one: every variable is lost; files in the workspace stay."""
+        self._require_running("restart")
+        self._restart()
+
+    # -- helpers for backends ----------------------------------------------------------------------------------
+    def _check_not_closed(self, what: str) -> None:
+        if self._state is SandboxState.CLOSED:
+            raise SandboxClosed(f"{what}() on closed sandbox {self.sandbox_id!r}; a closed sandbox is never "
+                                "reused: create (or acquire from the pool) a new one", sandbox_id=self.sandbox_id)
+
+    def _require_running(self, what: str) -> None:
+        self._check_not_closed(what)
+        if self._state is SandboxState.NEW:
+            raise UsageError(f"{what}() before start() on {type(self).__name__}; call start() or use it in a "
+                             "`with` block")
+
+    # -- backend hooks ---------------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _run_cell(self, code: str, *, timeout: float | None) -> CellResult:
+        raise NotImplementedError
+
+    def _interrupt(self) -> None:
+        raise NotImplementedError
+
+    def _restart(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def upload(self, src: str | Path | bytes, dest: str) -> str:
+        """Copy a host file (a path) or bytes into the workspace at `dest` (relative to it); return its path.
+
+        Raises:
+            SandboxFileError: `dest` leaves the workspace, or `src` is not a readable file.
+        """
+        raise NotImplementedError
+
+    def download(self, path: str) -> bytes:
+        """Read a file from the workspace (relative path) and return its bytes.
+
+        Raises:
+            SandboxFileError: the path or a symlink on it leaves the workspace, or there is no such file.
+        """
+        raise NotImplementedError
+
+    def list_files(self, path: str = ".") -> list[str]:
+        """Every file under `path` in the workspace, relative to the workspace, sorted."""
+        raise NotImplementedError
+
+
+__all__ = ["BaseSandbox", "CellImage", "CellResult", "CellStatus", "DEFAULT_MAX_OUTPUT_CHARS", "Sandbox",
+           "SandboxError", "SandboxLimits", "SandboxState", "parse_size"]

@@ -1,0 +1,337 @@
+"""`DockerSandbox`: one hardened, network-less container per session, holding a Jupyter kernel and nothing else.
+
+The container runs `tini -- python3 kernel_start.py` (see `sandbox/kernel_start.py`): a small supervisor that
+starts the ipykernel on the connection file the host wrote into the session directory, restarts it on SIGHUP
+and records how it ended (exit code, OOM kills) in `kernel.state`. The host talks to the kernel over the ipc
+unix sockets in that directory, so the container needs no network at all.
+
+Hardening, all on by default: `--network none`, uid 1000, `--cap-drop ALL`, `no-new-privileges`, read-only
+root filesystem, tmpfs `/tmp`, home and workspace with size limits, memory == memory+swap, CPU and PID limits,
+tini as PID 1, no stdin (execute requests say `allow_stdin=False`, so `input()` fails at once), and labels
+naming the owner process and session for the reaper.
+
+Why the workspace is a tmpfs (`/home/sandbox/work`, the kernel's cwd): the kernel enforces its size without
+root, quotas or loop devices on the host; its pages are charged to the container's memory cgroup, so the
+memory limit bounds it as well; nothing a sandbox writes ever touches the host's disk; and it disappears with
+the container. The price: files do not survive a container restart (a kernel restart keeps them, since only
+the kernel process is replaced), and `docker cp` cannot see it, so `upload`/`download` go through `docker exec`
+and the session directory (see `lllm.sandbox.files`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lllm.errors import SandboxError, SandboxFileError, SandboxStartError, UsageError
+from lllm.sandbox import _docker, files
+from lllm.sandbox._cell_loop import CellLimits, ExitStatus, run_cell
+from lllm.sandbox._kernel import KernelChannels, write_connection_file
+from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
+from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, BaseSandbox, CellResult, SandboxLimits, parse_size
+
+WORKSPACE = "/home/sandbox/work"
+HOME = "/home/sandbox"
+RUN_DIR = "/run/lllm"
+_RESERVED_ENV = {"LLLM_RUN_DIR", "HOME", "PYTHONPATH", "MPLBACKEND"}
+
+
+class DockerSandbox(BaseSandbox):
+    """A session's sandbox: a container with a Jupyter kernel, no network, hardened (see the module docstring).
+
+    Args:
+        image: the sandbox image; None: `ensure_image()` (builds it the first time).
+        limits: memory, CPU, PID and tmpfs sizes.
+        network: False (the default) runs with `--network none`. True gives the container Docker's default
+            bridge network, i.e. open egress: only for trusted code.
+        runtime: the OCI runtime (`runc`; `runsc` for gVisor: not tested with the ipc-socket kernel).
+        env: extra environment variables for the kernel.
+        cell_timeout: default `run_cell` timeout in seconds (None: no limit).
+        interrupt_grace: seconds a timed-out cell gets to stop after the interrupt before the kernel is killed.
+        start_timeout: seconds for the container and kernel to come up.
+        max_output_chars: cap of `CellResult.text`.
+        max_stored_chars: cap of `CellResult.stdout`/`stderr` each.
+        max_display_bytes: a display bundle over this is dropped with a notice.
+        labels: extra container labels.
+        tracer: receives a `CellRecord` per cell.
+        agent: the agent name for those records.
+    """
+
+    kind = "docker"
+
+    def __init__(self, *, image: str | None = None, limits: SandboxLimits | None = None, network: bool = False,
+                 runtime: str = "runc", env: dict[str, str] | None = None, cell_timeout: float | None = 60.0,
+                 interrupt_grace: float = 3.0, start_timeout: float = 60.0,
+                 max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, max_stored_chars: int = 1_000_000,
+                 max_display_bytes: int = 8 << 20, labels: dict[str, str] | None = None, tracer: Any = None,
+                 agent: str | None = None) -> None:
+        super().__init__(cell_timeout=cell_timeout, max_output_chars=max_output_chars, tracer=tracer, agent=agent)
+        bad = sorted(set(env or {}) & _RESERVED_ENV)
+        if bad:
+            raise UsageError(f"env may not set {bad!r}: the sandbox sets those itself")
+        if not isinstance(network, bool):
+            raise UsageError(f"network={network!r} must be True or False")
+        self.image = image
+        self.limits = limits or SandboxLimits()
+        self.network = network
+        self.runtime = runtime
+        self.env = dict(env or {})
+        self.interrupt_grace = interrupt_grace
+        self.start_timeout = start_timeout
+        self.max_stored_chars = max_stored_chars
+        self.max_display_bytes = max_display_bytes
+        self.labels = dict(labels or {})
+        self.container: Any = None
+        self.channels: KernelChannels | None = None
+        self._conn: dict[str, Any] = {}
+        self._gen = 0
+        self._lock = threading.RLock()
+        self._last_container_check = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        from lllm.sandbox.image import ensure_image
+
+        image = self.image or ensure_image()
+        self.image = image
+        self.sandbox_id = new_sandbox_id()
+        self._session_dir = make_session_dir(self.sandbox_id)
+        try:
+            self._conn = write_connection_file(self._session_dir, f"{RUN_DIR}/kernel")
+            os.chmod(self._session_dir / "kernel.json", 0o600)
+            from lllm.sandbox._rundir import chown_for_sandbox
+
+            chown_for_sandbox(self._session_dir / "kernel.json")
+            with _docker.translate_errors(f"create the sandbox container from {image!r}"):
+                self.container = _docker.client().containers.create(image, **self._create_options())
+            with _docker.translate_errors("start the sandbox container"):
+                self.container.start()
+            self._gen = 1
+            self._connect()
+        except BaseException as exc:
+            logs = self._logs_tail()
+            self._destroy()
+            if isinstance(exc, SandboxStartError) and logs:
+                raise SandboxStartError(f"{exc}\ncontainer log (last lines):\n{logs}") from exc
+            raise
+
+    def _create_options(self) -> dict[str, Any]:
+        lim = self.limits
+        uid, gid = container_user()
+        mem = parse_size(lim.memory)
+        env = {**self.env, "LLLM_RUN_DIR": RUN_DIR, "HOME": HOME, "LLLM_MAX_DISPLAY_BYTES": str(self.max_display_bytes),
+               "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+        tmpfs_opts = "rw,nosuid,nodev"
+        return {
+            "detach": True,
+            "user": f"{uid}:{gid}",
+            "network_mode": "bridge" if self.network else "none",
+            "runtime": self.runtime,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "read_only": True,
+            "tmpfs": {
+                "/tmp": f"{tmpfs_opts},size={lim.tmp_size},mode=1777",
+                HOME: f"{tmpfs_opts},size={lim.home_size},uid={uid},gid={gid},mode=700",
+                WORKSPACE: f"{tmpfs_opts},size={lim.workspace_size},uid={uid},gid={gid},mode=700",
+            },
+            "mem_limit": mem,
+            "memswap_limit": mem,
+            "nano_cpus": int(lim.cpus * 1e9),
+            "pids_limit": lim.pids,
+            "ulimits": [_ulimit("nofile", lim.nofile)],
+            "volumes": {str(self._session_dir): {"bind": RUN_DIR, "mode": "rw"}},
+            "environment": env,
+            "working_dir": WORKSPACE,
+            "labels": _docker.owner_labels(self.sandbox_id, self.session_dir, self.labels),
+            "stdin_open": False,
+            "tty": False,
+            "ipc_mode": "private",
+            "name": f"lllm-{self.sandbox_id}",
+        }
+
+    def _connect(self) -> None:
+        if self.channels is not None:
+            self.channels.close()
+        self.channels = KernelChannels(self._conn, max_message_bytes=max(self.max_display_bytes * 2, 32 << 20))
+        self.channels.wait_ready(self.start_timeout, check_alive=self._check_alive_for_start)
+
+    def _check_alive_for_start(self) -> None:
+        ended = self.exit_status(force_container=True)
+        if ended is not None:
+            raise SandboxStartError(f"the sandbox kernel did not come up: {ended.describe()}",
+                                    sandbox_id=self.sandbox_id)
+
+    def _close(self) -> None:
+        self._destroy()
+
+    def _destroy(self) -> None:
+        if self.channels is not None:
+            self.channels.close()
+            self.channels = None
+        if self.container is not None:
+            try:
+                with _docker.translate_errors("remove the sandbox container"):
+                    self.container.remove(force=True)
+            except SandboxError:
+                pass  # already gone; the reaper catches anything left over
+            self.container = None
+        if self._session_dir is not None:
+            remove_session_dir(self._session_dir)
+
+    def _logs_tail(self) -> str:
+        if self.container is None:
+            return ""
+        try:
+            return self.container.logs(tail=20).decode(errors="replace").strip()
+        except Exception:  # noqa: BLE001 - best effort, for an error message
+            return ""
+
+    # -- the kernel handle used by the cell loop -----------------------------------------------------------------
+    def _read_state(self) -> dict[str, Any] | None:
+        try:
+            fd = os.open(self.session_dir / "kernel.state", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            raw = fh.read(4096)
+        try:
+            state = json.loads(raw)
+        except ValueError:
+            return None
+        return state if isinstance(state, dict) else None
+
+    def exit_status(self, *, force_container: bool = False) -> ExitStatus | None:
+        """None while the kernel lives; else how it ended (from the supervisor's state file or the container)."""
+        state = self._read_state()
+        if state and state.get("gen") == self._gen and state.get("state") == "exited":
+            rc = state.get("rc")
+            oom_start, oom_now = state.get("oom_kills_at_start", -1), state.get("oom_kills", -1)
+            oom = isinstance(oom_now, int) and isinstance(oom_start, int) and oom_now > oom_start >= 0
+            if oom_now == -1 and rc == -9 and not state.get("killed_by"):
+                oom = True  # no cgroup counter readable: an unexplained SIGKILL is the OOM killer
+            return ExitStatus(rc if isinstance(rc, int) else None, oom=oom)
+        now = time.monotonic()
+        if force_container or now - self._last_container_check > 1.0:
+            self._last_container_check = now
+            try:
+                self.container.reload()
+            except Exception:  # noqa: BLE001 - the container is gone
+                return ExitStatus(None, detail="the container is gone")
+            if self.container.status != "running":
+                info = self.container.attrs.get("State", {})
+                code = info.get("ExitCode")
+                return ExitStatus(code, oom=bool(info.get("OOMKilled")) or code == 137,
+                                  detail=f"the container stopped: {self.container.status}")
+        return None
+
+    def send_interrupt(self) -> None:
+        """Interrupt the running cell with a control-channel interrupt_request (the kernel SIGINTs itself).
+        A kernel that ignores it is killed and restarted by the cell loop after the grace period."""
+        if self.channels is not None:
+            self.channels.send_control("interrupt_request")
+
+    def restart_kernel(self) -> None:
+        """Kill the kernel and start a new one (the supervisor does it on SIGHUP); if the whole container died,
+        start the container again (its tmpfs files are then lost too)."""
+        if self.channels is not None:
+            self.channels.close()
+            self.channels = None
+        with _docker.translate_errors("restart the sandbox kernel"):
+            self.container.reload()
+            if self.container.status == "running":
+                self.container.kill(signal="SIGHUP")
+            else:
+                for stale in ("kernel.state",):
+                    try:
+                        os.unlink(self.session_dir / stale)
+                    except OSError:
+                        pass
+                self.container.start()
+                self._gen = 0
+        self._gen += 1
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            state = self._read_state()
+            if state and state.get("gen") == self._gen and state.get("state") == "running":
+                break
+            if time.monotonic() > deadline:
+                raise SandboxStartError(f"the kernel of sandbox {self.sandbox_id!r} did not restart within "
+                                        f"{self.start_timeout:.0f}s", sandbox_id=self.sandbox_id)
+            time.sleep(0.01)
+        self._connect()
+
+    # -- backend hooks --------------------------------------------------------------------------------------------
+    def _run_cell(self, code: str, *, timeout: float | None) -> CellResult:
+        with self._lock:
+            limits = CellLimits(timeout=timeout, interrupt_grace=self.interrupt_grace,
+                                max_output_chars=self.max_output_chars, max_stored_chars=self.max_stored_chars,
+                                max_display_bytes=self.max_display_bytes)
+            return run_cell(self, code, limits)
+
+    def _interrupt(self) -> None:
+        self.send_interrupt()
+
+    def _restart(self) -> None:
+        with self._lock:
+            self.restart_kernel()
+
+    # -- files ----------------------------------------------------------------------------------------------------
+    def _exec_files(self, *args: str) -> dict[str, Any]:
+        uid, gid = container_user()
+        with _docker.translate_errors("run a file operation in the sandbox"):
+            code, output = self.container.exec_run(["python3", "-c", files.CONTAINER_SCRIPT, WORKSPACE, RUN_DIR,
+                                                    *args], user=f"{uid}:{gid}", workdir=WORKSPACE, demux=False)
+        try:
+            return json.loads(output.decode(errors="replace").strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise SandboxFileError(f"file operation {args[0]!r} failed in the sandbox (exit {code}): "
+                                   f"{output[-500:].decode(errors='replace')}") from None
+
+    def upload(self, src: str | Path | bytes, dest: str) -> str:
+        self._require_running("upload")
+        rel = files.clean_relative(dest, workspace=WORKSPACE)
+        if rel == ".":
+            raise SandboxFileError(f"upload destination {dest!r} names the workspace itself; give a file name",
+                                   path=dest)
+        name = files.host_write_xfer(self.session_dir, files.read_source(src))
+        try:
+            reply = self._exec_files("put", name, rel)
+        finally:
+            try:
+                os.unlink(self.session_dir / name)
+            except OSError:
+                pass
+        if not reply.get("ok"):
+            raise SandboxFileError(f"upload to {dest!r} refused: {reply.get('error')}", path=dest)
+        return rel
+
+    def download(self, path: str) -> bytes:
+        self._require_running("download")
+        rel = files.clean_relative(path, workspace=WORKSPACE)
+        name = files.xfer_name()
+        reply = self._exec_files("get", rel, name)
+        if not reply.get("ok"):
+            try:
+                os.unlink(self.session_dir / name)
+            except OSError:
+                pass
+            raise SandboxFileError(f"download of {path!r} refused: {reply.get('error')}", path=path)
+        return files.host_take_xfer(self.session_dir, name)
+
+    def list_files(self, path: str = ".") -> list[str]:
+        self._require_running("list_files")
+        reply = self._exec_files("ls", files.clean_relative(path, workspace=WORKSPACE))
+        if not reply.get("ok"):
+            raise SandboxFileError(f"cannot list {path!r}: {reply.get('error')}", path=path)
+        return list(reply["files"])
+
+
+def _ulimit(name: str, value: int) -> Any:
+    import docker.types
+
+    return docker.types.Ulimit(name=name, soft=value, hard=value)

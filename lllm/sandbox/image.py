@@ -1,0 +1,168 @@
+"""The sandbox image: its content-hashed name, and `ensure_image()`, which builds base and image when missing.
+
+The image is tagged `lllm-sandbox:<hash>` where the hash covers `Dockerfile.sandbox` and every file in
+`sandbox/`, so a change to the guest code means a new tag and a rebuild, and an unchanged tree costs one
+`docker image inspect` (a few milliseconds). The base image is, in order: `base_image=` /
+`$LLLM_SANDBOX_BASE_IMAGE`; a local `lllm/sandbox-base:bookworm`; a local `python:3.12-slim`; a pulled
+`python:3.12-slim`; and, where no registry answers, one built with `sandbox/build_base.sh` (debootstrap +
+`docker import`, root only, about two minutes). `$LLLM_SANDBOX_IMAGE` names a prebuilt image to use as is.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import os
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
+from typing import Callable
+
+from lllm.errors import SandboxStartError
+from lllm.sandbox import _docker
+
+IMAGE_REPO = "lllm-sandbox"
+BASE_IMAGE = "lllm/sandbox-base:bookworm"
+PUBLIC_BASE = "python:3.12-slim"
+_build_lock = threading.Lock()
+
+
+def source_root() -> Path:
+    """The checkout holding `Dockerfile.sandbox` and `sandbox/` (`$LLLM_SOURCE_ROOT` overrides)."""
+    root = Path(os.environ.get("LLLM_SOURCE_ROOT") or Path(__file__).resolve().parents[2])
+    if not (root / "Dockerfile.sandbox").is_file() or not (root / "sandbox").is_dir():
+        raise SandboxStartError(f"no Dockerfile.sandbox and sandbox/ under {str(root)!r}: building the sandbox "
+                                "image needs a source checkout of lllm (or set LLLM_SANDBOX_IMAGE to a built "
+                                "image, or LLLM_SOURCE_ROOT to the checkout)", root=str(root))
+    return root
+
+
+def _context_files(root: Path) -> list[tuple[str, Path]]:
+    found = [("Dockerfile.sandbox", root / "Dockerfile.sandbox")]
+    for path in sorted((root / "sandbox").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            found.append((path.relative_to(root).as_posix(), path))
+    return found
+
+
+def content_hash(root: Path | None = None) -> str:
+    """sha256 over the names and contents of Dockerfile.sandbox and sandbox/*."""
+    digest = hashlib.sha256()
+    for name, path in _context_files(root or source_root()):
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def image_name() -> str:
+    """The image `DockerSandbox` uses: `$LLLM_SANDBOX_IMAGE`, else `lllm-sandbox:<content hash[:12]>`."""
+    return os.environ.get("LLLM_SANDBOX_IMAGE") or f"{IMAGE_REPO}:{content_hash()[:12]}"
+
+
+def image_exists(name: str) -> bool:
+    import docker.errors
+
+    with _docker.translate_errors(f"inspect image {name!r}"):
+        try:
+            _docker.client().images.get(name)
+        except docker.errors.ImageNotFound:
+            return False
+    return True
+
+
+def ensure_image(*, base_image: str | None = None, rebuild: bool = False,
+                 log: Callable[[str], None] | None = None) -> str:
+    """Return the sandbox image's name, building it (and its base, if needed) when it is missing.
+
+    Args:
+        base_image: the `FROM` image; default: see the module docstring.
+        rebuild: build even when the image exists.
+        log: receives build progress lines (default: dropped).
+
+    Raises:
+        SandboxStartError: no image and it cannot be built (the message says why and what to do).
+    """
+    name = image_name()
+    if not rebuild and image_exists(name):
+        return name
+    if os.environ.get("LLLM_SANDBOX_IMAGE"):
+        raise SandboxStartError(f"LLLM_SANDBOX_IMAGE={name!r} does not exist on the Docker engine; build it or "
+                                "unset the variable so lllm builds its own", image=name)
+    say = log or (lambda line: None)
+    root = source_root()
+    lock_path = Path(os.environ.get("LLLM_RUN_ROOT", "/tmp/lllm-run"))
+    lock_path.mkdir(parents=True, exist_ok=True)
+    with _build_lock, open(lock_path / ".image-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same image
+        if not rebuild and image_exists(name):
+            return name
+        base = resolve_base(base_image, say)
+        say(f"building {name} from {base}")
+        _build(root, name, base, say)
+    return name
+
+
+def resolve_base(base_image: str | None, say: Callable[[str], None]) -> str:
+    """Pick (and if needed build) the base image; see the module docstring for the order."""
+    explicit = base_image or os.environ.get("LLLM_SANDBOX_BASE_IMAGE")
+    if explicit:
+        return explicit
+    for candidate in (BASE_IMAGE, PUBLIC_BASE):
+        if image_exists(candidate):
+            return candidate
+    try:
+        say(f"pulling {PUBLIC_BASE}")
+        with _docker.translate_errors(f"pull {PUBLIC_BASE}"):
+            _docker.client().images.pull(PUBLIC_BASE)
+        return PUBLIC_BASE
+    except Exception as exc:  # noqa: BLE001 - no registry: fall back to debootstrap
+        say(f"cannot pull {PUBLIC_BASE} ({exc}); building {BASE_IMAGE} with debootstrap")
+    return build_base(say=say)
+
+
+def build_base(*, say: Callable[[str], None] | None = None, force: bool = False) -> str:
+    """Run `sandbox/build_base.sh` (debootstrap + docker import); idempotent. Returns the base's name.
+
+    Raises:
+        SandboxStartError: the script failed (not root, no debootstrap, no mirror): the message has its log.
+    """
+    script = source_root() / "sandbox" / "build_base.sh"
+    env = dict(os.environ, LLLM_FORCE_BASE="1" if force else "0")
+    proc = subprocess.Popen(["sh", str(script), BASE_IMAGE], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        tail = (tail + [line.rstrip()])[-30:]
+        if say:
+            say(line.rstrip())
+    if proc.wait() != 0:
+        raise SandboxStartError(f"building the base image with {str(script)!r} failed (exit {proc.returncode}); "
+                                "it needs root, debootstrap and the Debian mirror. Last lines:\n" + "\n".join(tail))
+    return BASE_IMAGE
+
+
+def _build(root: Path, name: str, base: str, say: Callable[[str], None]) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for arcname, path in _context_files(root):
+            info = tar.gettarinfo(str(path), arcname)
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            with open(path, "rb") as fh:
+                tar.addfile(info, fh)
+    buf.seek(0)
+    api = _docker.client().api
+    tail: list[str] = []
+    with _docker.translate_errors(f"build the sandbox image {name!r}"):
+        for chunk in api.build(fileobj=buf, custom_context=True, dockerfile="Dockerfile.sandbox", tag=name,
+                               buildargs={"BASE_IMAGE": base}, rm=True, forcerm=True, decode=True,
+                               labels={"lllm.image_hash": name.rsplit(":", 1)[-1]}):
+            line = str(chunk.get("stream") or chunk.get("status") or "").rstrip()
+            if line:
+                tail = (tail + [line])[-30:]
+                say(line)
+            if "error" in chunk:
+                raise SandboxStartError(f"building the sandbox image {name!r} from {base!r} failed: "
+                                        f"{chunk['error'].strip()}\n" + "\n".join(tail), image=name)

@@ -1,0 +1,182 @@
+"""Kernel supervisor: the sandbox container's main process under tini; starts and restarts the ipykernel.
+
+Runs as `tini -- python3 /opt/lllm/guest/kernel_start.py` in the container (uid 1000, no network). It reads the
+connection file the host wrote to `$LLLM_RUN_DIR/kernel.json` (ipc transport: the five ZMQ channels are unix
+sockets in that host-mounted directory) and starts `python3 -m ipykernel_launcher` on it, in its own process
+group, with `oom_score_adj` 1000 so that the kernel (not this supervisor) is what the OOM killer picks.
+
+It talks to the host through the same directory and through signals (tini forwards them):
+- `$LLLM_RUN_DIR/kernel.state` (JSON, replaced atomically): `gen` (restart count), `pid`, `state`
+  (`starting`, `running`, `exited`), `rc` (the kernel's exit status: negative = killed by that signal),
+  `oom_kills_at_start`/`oom_kills` (the container cgroup's OOM-kill counter when the kernel started and when it
+  exited: a difference means the kernel was killed for memory) and `killed_by` (`supervisor` when a restart
+  killed it).
+- SIGHUP: kill the kernel's whole process group (SIGKILL) and start a new kernel on the same sockets.
+- SIGINT: forwarded to the kernel's process group (the host normally interrupts with a control message).
+- SIGTERM: kill the kernel and exit.
+
+An exited kernel is not restarted until the host asks (SIGHUP): the host reads the exit status first, so that
+it can report a death or an OOM kill as such. Only the standard library is used; the kernel's own start-up
+(`lllm_kernel_init`) is loaded as an IPython extension.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+RUN_DIR = os.environ.get("LLLM_RUN_DIR", "/run/lllm")
+CONNECTION_FILE = os.path.join(RUN_DIR, "kernel.json")
+STATE_FILE = os.path.join(RUN_DIR, "kernel.state")
+GUEST_DIR = os.path.dirname(os.path.abspath(__file__))
+_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+
+
+def oom_kill_count() -> int:
+    """The container cgroup's OOM-kill counter (cgroup v1 memory.oom_control or v2 memory.events), -1 if unknown."""
+    for path in ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"):
+        try:
+            with open(path) as fh:
+                for line in fh:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return -1
+
+
+def write_state(**state: object) -> None:
+    tmp = STATE_FILE + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(state, fh)
+    os.replace(tmp, STATE_FILE)
+
+
+def prepare_home() -> dict[str, str]:
+    """Copy the image's prebuilt matplotlib font cache into the (tmpfs) home; return the kernel's env."""
+    env = dict(os.environ)
+    home = env.get("HOME", "/home/sandbox")
+    mpl_dir = os.path.join(home, ".config", "matplotlib")
+    cache = env.get("LLLM_MPL_CACHE")
+    try:
+        os.makedirs(mpl_dir, exist_ok=True)
+        if cache and os.path.isdir(cache):
+            for name in os.listdir(cache):
+                src = os.path.join(cache, name)
+                if name.startswith("fontlist") and os.path.isfile(src):
+                    shutil.copyfile(src, os.path.join(mpl_dir, name))
+        env["MPLCONFIGDIR"] = mpl_dir
+    except OSError:
+        pass
+    # The kernel draws with Agg and sends PNGs (matplotlib-inline); plain scripts keep MPLBACKEND=Agg.
+    env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    paths = [GUEST_DIR] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != GUEST_DIR]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def _child_setup() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("1000")
+    except OSError:
+        pass
+
+
+class Supervisor:
+    """Owns one kernel process at a time; see the module docstring for the protocol."""
+
+    def __init__(self) -> None:
+        self.env = prepare_home()
+        self.gen = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.oom_at_start = -1
+        self.killed_by: str | None = None
+
+    def spawn(self) -> None:
+        self.gen += 1
+        self.killed_by = None
+        self.oom_at_start = oom_kill_count()
+        write_state(gen=self.gen, pid=None, state="starting", rc=None, oom_kills_at_start=self.oom_at_start,
+                    oom_kills=self.oom_at_start, killed_by=None)
+        cmd = [sys.executable, "-m", "ipykernel_launcher", "-f", CONNECTION_FILE,
+               "--IPKernelApp.extra_extensions=['lllm_kernel_init']", "--HistoryManager.enabled=False",
+               "--IPKernelApp.log_level=WARN"]
+        for attempt in range(50):  # a fork bomb's leftovers may hold every pid for a moment
+            try:
+                self.proc = subprocess.Popen(cmd, env=self.env, start_new_session=True, preexec_fn=_child_setup,
+                                             stdin=subprocess.DEVNULL)
+                break
+            except BlockingIOError:
+                time.sleep(0.1 * (attempt + 1))
+        else:
+            raise SystemExit("kernel_start: could not fork the kernel (pid limit?)")
+        write_state(gen=self.gen, pid=self.proc.pid, state="running", rc=None,
+                    oom_kills_at_start=self.oom_at_start, oom_kills=self.oom_at_start, killed_by=None)
+
+    def kill_group(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.killed_by = "supervisor"
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.reap()
+
+    def reap(self) -> None:
+        if self.proc is not None:
+            self.record_exit(self.proc.wait())
+
+    def record_exit(self, rc: int) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        # Leftover processes of the old kernel's group (its children) go with it.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        write_state(gen=self.gen, pid=proc.pid, state="exited", rc=rc, oom_kills_at_start=self.oom_at_start,
+                    oom_kills=oom_kill_count(), killed_by=self.killed_by)
+
+    def run(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        self.spawn()
+        while True:
+            info = signal.sigwaitinfo(_SIGNALS)
+            sig = info.si_signo
+            if sig == signal.SIGCHLD:
+                rc = self.proc.poll() if self.proc is not None else None
+                if rc is not None:
+                    self.record_exit(rc)
+            elif sig == signal.SIGHUP:
+                self.kill_group()
+                self.spawn()
+            elif sig == signal.SIGINT:
+                if self.proc is not None:
+                    try:
+                        os.killpg(self.proc.pid, signal.SIGINT)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+            elif sig == signal.SIGTERM:
+                self.kill_group()
+                return
+
+
+def main() -> None:
+    if not os.path.exists(CONNECTION_FILE):
+        raise SystemExit(f"kernel_start: no connection file at {CONNECTION_FILE!r}; the host writes it first")
+    Supervisor().run()
+
+
+if __name__ == "__main__":
+    main()
