@@ -203,7 +203,7 @@ class LiteLLMInvoker(BaseInvoker):
             check_model_requests_allowed(request.model, agent=request.context.agent if request.context else None)
         litellm = load_litellm()
         model = request.model
-        if request.stream_handler is not None:
+        if request.stream_handler is not None or kwargs.get("stream"):  # model_args={"stream": True} alone streams too
             kwargs["stream"] = True
             kwargs["stream_options"] = {**kwargs.get("stream_options", {}), "include_usage": True}
             assembler = StreamAssembler(request.stream_handler)

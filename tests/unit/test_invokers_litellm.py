@@ -89,6 +89,11 @@ def test_streaming_text_chunks_usage_and_cost() -> None:
     assert r.usage.cost > 0 and r.cost_note is None
 
 
+def test_stream_flag_without_a_handler_is_assembled_too() -> None:
+    r = LiteLLMInvoker().call(USER, model="gpt-4o", model_args={"mock_response": "quiet stream", "stream": True})
+    assert r.content == "quiet stream" and r.usage.completion_tokens > 0
+
+
 def test_streaming_tool_calls_are_assembled() -> None:
     from litellm.types.utils import ChatCompletionMessageToolCall, Choices, Message, ModelResponse
 
