@@ -211,6 +211,11 @@ class ScriptedInvoker(BaseInvoker):
         self._lock = threading.Lock()
         self._litellm: Any = None
 
+    def __repr__(self) -> str:
+        mode = f"responder={self._responder!r}" if self._responder is not None else f"steps {self._next}/{len(self._steps)} used"
+        via = ", through_litellm=True" if self.through_litellm else ""
+        return f"{type(self).__name__}({mode}, {len(self.calls)} calls{via})"
+
     @classmethod
     def default_retry(cls, **overrides: Any) -> RetryPolicy:
         """Fast backoff (1 ms, doubling, at most 50 ms) unless the config says otherwise."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -143,6 +144,8 @@ def test_transient_errors_are_translated_and_retried_a_bounded_number_of_times(m
     cause = err.__cause__
     assert isinstance(cause, cls) and isinstance(cause.__cause__, type(exc))  # raise ... from the litellm error
     assert "litellm." not in str(err).split(":")[0]
+    again = pickle.loads(pickle.dumps(err))  # errors cross process boundaries (bcall results, logs)
+    assert type(again) is cls and str(again) == str(err) and again.status_code == status
 
 
 @pytest.mark.parametrize(

@@ -175,6 +175,7 @@ def test_past_the_last_step_names_count_agent_dialog_and_last_message() -> None:
 def test_assert_complete_and_context_manager() -> None:
     inv = ScriptedInvoker(["one", {"content": "two", "tool_calls": [{"name": "t"}]}])
     inv.call(USER, model="m")
+    assert repr(inv) == "ScriptedInvoker(steps 1/2 used, 1 calls)"
     with pytest.raises(ScriptError, match=r"1 of 2 scripted steps were never requested.*'two' \+ tool calls t"):
         inv.assert_complete()
     with pytest.raises(ScriptError):
