@@ -43,7 +43,8 @@ class ProxyManager:
     """The proxies one session may call, and the one place calls are dispatched.
 
     Args:
-        activate_proxies: proxy paths to load ("fmp", "fred", ...). None loads every registered live proxy.
+        activate_proxies: proxy paths to load ("fmp", "fred", ...). None: every registered live proxy, or only
+            the `proxies` given when there are some.
         source: "live", "offline" or "auto" (see the module docstring).
         proxies: ready instances by path, added to (and overriding) the activated ones; for tests and
             for proxies that need constructor arguments.
@@ -64,7 +65,10 @@ class ProxyManager:
         self.cutoff_date = cutoff_date
         self.deploy_mode = deploy_mode
         self.proxies: dict[str, BaseProxy] = {}
-        names = list(activate_proxies) if activate_proxies is not None else sorted(PROXY_REGISTRY["live"])
+        if activate_proxies is not None:
+            names = list(activate_proxies)
+        else:  # everything registered, unless instances were given: then just those
+            names = [] if proxies else sorted(PROXY_REGISTRY["live"])
         self.activate_proxies = names
         for name in names:
             if proxies and name in proxies:
@@ -175,6 +179,8 @@ class ProxyManager:
             desc = " ".join((getattr(proxy, "_proxy_description", "") or "").split())
             if len(desc) > 80:
                 desc = desc[:80].rsplit(" ", 1)[0].rstrip(",.;:") + "..."
+            if getattr(proxy, "_proxy_variant", "live") == "offline":
+                title += ", offline sample data"
             endpoints = ", ".join(proxy.endpoint_specs())
             lines.append(f"- {name} ({title}): {endpoints}" + (f" -- {desc}" if desc else ""))
         return "\n".join(lines)
