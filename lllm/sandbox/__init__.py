@@ -1,1 +1,45 @@
-"""lllm.sandbox: where model-written code runs. Backends, pool, reaper, notebooks (names load lazily)."""
+"""lllm.sandbox: where model-written code runs. Backends, pool, reaper and notebooks; names load lazily.
+
+- `DockerSandbox`: a hardened container per session with a Jupyter kernel and no network (the real one).
+- `LocalSandbox`: a local ipykernel subprocess, NOT isolated: for machines without Docker.
+- `FakeSandbox`: a function answers each cell (for tests).
+- `SandboxPool`: started sandboxes ready to hand out; `reap()`: remove orphans; `ensure_image()`: build the image.
+- `JupyterSession`: run cells on any sandbox and write a `.ipynb`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "BaseSandbox": "lllm.sandbox.base",
+    "CellImage": "lllm.sandbox.base",
+    "CellResult": "lllm.sandbox.base",
+    "DockerSandbox": "lllm.sandbox.docker",
+    "FakeSandbox": "lllm.sandbox.fake",
+    "JupyterSession": "lllm.sandbox.notebook",
+    "LocalSandbox": "lllm.sandbox.local",
+    "Sandbox": "lllm.sandbox.base",
+    "SandboxLimits": "lllm.sandbox.base",
+    "SandboxPool": "lllm.sandbox.pool",
+    "SandboxState": "lllm.sandbox.base",
+    "ensure_image": "lllm.sandbox.image",
+    "image_name": "lllm.sandbox.image",
+    "reap": "lllm.sandbox.reaper",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lllm.sandbox' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
