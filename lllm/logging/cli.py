@@ -1,0 +1,238 @@
+"""`lllm logs ls|show|cost`: read the SQLite log store from the command line.
+
+The database is `--db PATH`, else `$LLLM_LOG_DB`, else `[logging] db` of the nearest `lllm.toml` (relative
+to that file). Nothing is created: a missing database is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lllm.errors import UsageError
+
+__all__ = ["register", "resolve_db_path"]
+
+
+def resolve_db_path(given: str | None, *, must_exist: bool = True) -> str:
+    """The log database a command means (see the module docstring)."""
+    path = given or os.environ.get("LLLM_LOG_DB")
+    if not path:
+        path = _db_from_toml()
+    if not path:
+        raise UsageError("no log database: pass --db PATH, set LLLM_LOG_DB, or add [logging] db = \"runs.db\" "
+                         "to lllm.toml")
+    if must_exist and path != ":memory:" and not Path(path).expanduser().is_file():
+        raise UsageError(f"no log database at {path!r}; a tactic built with log_store=sqlite_store({path!r}) "
+                         "creates it", path=path)
+    return path
+
+
+def _db_from_toml() -> str | None:
+    import tomllib
+
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        toml = folder / "lllm.toml"
+        if toml.is_file():
+            try:
+                data = tomllib.loads(toml.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, OSError):
+                return None
+            db = (data.get("logging") or {}).get("db")
+            return str((folder / db).resolve()) if isinstance(db, str) and db else None
+    return None
+
+
+def parse_tags(items: list[str] | None) -> dict[str, str]:
+    """`["env=prod", "v=1.2"]` -> `{"env": "prod", "v": "1.2"}`."""
+    tags: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"a tag is KEY=VALUE, got {item!r}", value=item)
+        tags[key] = value
+    return tags
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from lllm.logging import sqlite_store
+
+    return sqlite_store(resolve_db_path(args.db))
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def _cut(text: Any, n: int) -> str:
+    s = "" if text is None else str(text).replace("\n", " ")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        sessions = store.list_sessions(tags=parse_tags(args.tag), state=args.state, since=args.since,
+                                       tactic=args.tactic, batch_id=args.batch, include_children=args.all,
+                                       limit=args.limit)
+    if args.json:
+        print(json.dumps([s.model_dump(mode="json") for s in sessions], indent=2))
+        return 0
+    rows = [[s.id[:12], s.tactic, s.state, _when(s.started_at), f"{s.duration_s or 0:.2f}s", f"${s.cost:.5f}",
+             str(s.prompt_tokens + s.completion_tokens), _cut(json.dumps(s.tags) if s.tags else "", 30),
+             _cut(s.error or s.last_event, 50)] for s in sessions]
+    print(_table(rows, ["ID", "TACTIC", "STATE", "STARTED", "TIME", "COST", "TOKENS", "TAGS", "LAST EVENT / ERROR"]))
+    return 0
+
+
+def _record_line(r: Any) -> str:
+    if isinstance(r, dict):
+        return f"  {r.get('kind', '?'):15} {json.dumps(r)[:120]}"
+    kind = r.kind
+    who = getattr(r, "agent", None) or ""
+    dialog = getattr(r, "dialog", None)
+    if dialog:
+        who = f"{who}/{dialog}"
+    status = getattr(r, "status", "")
+    extra = ""
+    if kind == "model_call":
+        extra = f"{r.model} {r.prompt_tokens}+{r.completion_tokens} tok ${r.cost:.5f} {r.latency_s * 1000:.0f} ms"
+    elif kind == "agent_call":
+        extra = f"{r.model_calls} model calls, {r.exception_retries} retries, {r.interrupts} tool rounds"
+    elif kind == "cell":
+        extra = f"{r.duration_s:.2f}s {_cut(r.code, 60)}"
+    elif kind == "api_call":
+        extra = f"{r.proxy}/{r.endpoint} {r.latency_s * 1000:.0f} ms"
+    elif kind == "browser_action":
+        extra = f"{r.action} {_cut(r.target, 40)}"
+    err = f"  error: {_cut(r.error, 80)}" if getattr(r, "error", None) else ""
+    return f"  {_when(r.started_at)}  {kind:15} {who:24} {status:8} {extra}{err}"
+
+
+def _dialog_lines(data: dict[str, Any], depth: int, full: bool) -> list[str]:
+    pad = "  " * depth
+    split = data.get("split_point")
+    head = f"{pad}- dialog {data.get('name')!r}" + (f" (forked at message {split})" if split is not None else "")
+    lines = [head]
+    start = split or 0
+    for m in (data.get("messages") or [])[start:]:
+        content = m.get("content")
+        text = content if isinstance(content, str) else json.dumps(content)
+        lines.append(f"{pad}    {m.get('role', '?')}: {text if full else _cut(text, 100)}")
+    for child in data.get("children") or []:
+        lines += _dialog_lines(child, depth + 1, full)
+    return lines
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        detail = store.load_session(args.session_id)
+    if args.json:
+        print(json.dumps(detail.model_dump(mode="json"), indent=2, default=str))
+        return 0
+    s = detail.session
+    print(f"session  {s.id}\ntactic   {s.tactic}\nstate    {s.state}  (last event: {s.last_event})")
+    print(f"started  {_when(s.started_at)}   ended {_when(s.ended_at)}   took {s.duration_s or 0:.3f}s")
+    print(f"cost     ${s.cost:.6f}   tokens {s.prompt_tokens} prompt + {s.completion_tokens} completion   "
+          f"{s.model_calls} model calls, {s.agent_calls} agent calls")
+    if s.tags:
+        print(f"tags     {json.dumps(s.tags)}")
+    if s.batch_id:
+        print(f"batch    {s.batch_id} task {s.task_index}")
+    if s.task is not None:
+        print(f"task     {s.task if args.full else _cut(s.task, 200)}")
+    if s.state == "ok":
+        print(f"result   {s.result if args.full else _cut(s.result, 200)}")
+    if s.error:
+        print(f"error    {s.error}")
+        if s.traceback:
+            print(s.traceback.rstrip())
+    print(f"trace ({len(detail.records)} records):")
+    for r in detail.records:
+        print(_record_line(r))
+    for child in detail.children:
+        print(f"  sub-tactic {child.tactic} {child.id[:12]} {child.state} ${child.cost:.5f}")
+    if detail.dialogs:
+        print("dialogs:")
+        for row in detail.dialogs:
+            print(f"  agent {row.agent}:")
+            for line in _dialog_lines(row.data, 2, args.full):
+                print(line)
+    return 0
+
+
+def _cmd_cost(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        rows = store.cost_summary(group_by=args.by, since=args.since, tags=parse_tags(args.tag))
+    if args.json:
+        print(json.dumps([r.model_dump() for r in rows], indent=2))
+        return 0
+    table = [[str(r.group), str(r.sessions), str(r.errors), f"${r.cost:.5f}", str(r.prompt_tokens),
+              str(r.completion_tokens)] for r in rows]
+    total = sum(r.cost for r in rows)
+    print(_table(table, [args.by.upper(), "SESSIONS", "ERRORS", "COST", "PROMPT TOK", "COMPLETION TOK"]))
+    print(f"total ${total:.5f}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the `logs` command group to the `lllm` parser."""
+    logs = subparsers.add_parser("logs", help="read the SQLite log of tactic calls",
+                                 description="Read the SQLite log store: sessions, traces, dialogs and costs. "
+                                             "The database is --db, else $LLLM_LOG_DB, else [logging] db in lllm.toml.")
+    logs.set_defaults(func=lambda a: (logs.print_help(), 0)[1])
+    sub = logs.add_subparsers(dest="logs_command", metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--db", help="the log database (default: $LLLM_LOG_DB or [logging] db in lllm.toml)")
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    ls = sub.add_parser("ls", help="list sessions, newest first", description="List tactic call sessions, newest first.")
+    common(ls)
+    ls.add_argument("--tag", action="append", metavar="KEY=VALUE", help="only sessions with this tag (repeatable)")
+    ls.add_argument("--state", choices=["running", "ok", "error"], help="only sessions in this state")
+    ls.add_argument("--since", help="only sessions started since: 30m, 2h, 7d, an ISO date or a unix time")
+    ls.add_argument("--tactic", help="only this tactic")
+    ls.add_argument("--batch", help="only the sessions of this batch id")
+    ls.add_argument("--all", action="store_true", help="include sub-tactic sessions")
+    ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    ls.set_defaults(func=_cmd_ls)
+
+    show = sub.add_parser("show", help="one session: its trace, error and dialogs",
+                          description="Show one session: totals, every trace record, the error with its "
+                                      "traceback, sub-tactic calls and each agent's dialog tree.")
+    common(show)
+    show.add_argument("session_id", help="the session id (a unique prefix is enough)")
+    show.add_argument("--full", action="store_true", help="do not shorten messages, task and result")
+    show.set_defaults(func=_cmd_show)
+
+    cost = sub.add_parser("cost", help="cost and tokens grouped by tactic, tag, batch, state or model",
+                          description="Sum cost and tokens of top-level sessions by a group.")
+    common(cost)
+    cost.add_argument("--by", default="tactic", help="tactic (default), tag:KEY, batch, state or model")
+    cost.add_argument("--since", help="only sessions started since: 30m, 2h, 7d, an ISO date or a unix time")
+    cost.add_argument("--tag", action="append", metavar="KEY=VALUE", help="only sessions with this tag")
+    cost.set_defaults(func=_cmd_cost)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lllm.logging.cli ...` (the same as `lllm logs ...`)."""
+    from lllm.cli import main as lllm_main
+
+    return lllm_main(["logs", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
