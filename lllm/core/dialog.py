@@ -22,7 +22,7 @@ from lllm.core._images import ImageData
 from lllm.core.const import InvokeCost, Roles
 from lllm.errors import UsageError
 
-__all__ = ["Dialog", "DialogData", "DialogAdapter", "Message"]
+__all__ = ["Dialog", "DialogData", "Message", "dialog_adapter"]
 
 
 @dataclass(eq=False)
@@ -110,8 +110,21 @@ class DialogData:
     kind: Literal["dialog"] = "dialog"
 
 
-DialogAdapter: TypeAdapter[DialogData] = TypeAdapter(DialogData)
-"""The one adapter dialogs are (de)serialised through."""
+_adapter: TypeAdapter[DialogData] | None = None
+
+
+def dialog_adapter() -> TypeAdapter[DialogData]:
+    """The one adapter dialogs are (de)serialised through (built on first use: it costs ~80 ms at import)."""
+    global _adapter
+    if _adapter is None:
+        _adapter = TypeAdapter(DialogData)
+    return _adapter
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DialogAdapter":
+        return dialog_adapter()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Dialog:
@@ -220,7 +233,7 @@ class Dialog:
 
     def to_dict(self, *, children: bool = True) -> dict[str, Any]:
         """A JSON-able dict of this dialog and (with `children`) every fork below it."""
-        return DialogAdapter.dump_python(self._data(children), mode="json", fallback=repr)
+        return dialog_adapter().dump_python(self._data(children), mode="json", fallback=repr)
 
     def _data(self, children: bool) -> DialogData:
         return DialogData(
@@ -239,7 +252,7 @@ class Dialog:
         from pydantic import ValidationError
 
         try:
-            parsed = DialogAdapter.validate_python(data)
+            parsed = dialog_adapter().validate_python(data)
         except ValidationError as exc:
             raise UsageError(f"Dialog.from_dict: not a dialog dict: {exc}") from exc
         return cls._build(parsed, None)
