@@ -7,6 +7,7 @@ code that turns a real provider's answer, or its stream of deltas, into an `Invo
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,8 +65,6 @@ def _tool_calls(raw: Any) -> list[ToolCallRequest]:
         if args is None:
             args = ""
         elif not isinstance(args, str):  # some providers hand back a dict; keep the seam's "raw JSON string"
-            import json
-
             args = json.dumps(args)
         calls.append(ToolCallRequest(id=_get(tc, "id") or f"call_{i}", name=_get(fn, "name") or "", arguments=args))
     return calls

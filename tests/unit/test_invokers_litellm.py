@@ -256,3 +256,25 @@ def test_scripted_through_litellm_errors_and_unknown_models() -> None:
         inv.call(USER, model="gpt-4o")
     r = inv.call(USER, model="scripted-demo-model")  # litellm cannot place it: sent as OpenAI-compatible
     assert r.content == "ok" and r.usage.cost == 0.0 and "no price" in r.cost_note
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_in_process_and_through_litellm_give_the_same_result(stream: bool) -> None:
+    """The default in-process path and the litellm path normalise a step the same way (gpt-4o prices match)."""
+    steps = [
+        {"content": "Sure.", "tool_calls": [{"name": "add", "arguments": {"a": 1}, "id": "c1"}], "usage": {"prompt_tokens": 40, "completion_tokens": 9}},
+        {"content": "The answer is 2.", "usage": {"prompt_tokens": 55, "completion_tokens": 6}},
+    ]
+    results = {}
+    for via in (False, True):
+        inv = ScriptedInvoker(steps, through_litellm=via)
+        handler = Recorder() if stream else None
+        got = [inv.call(USER, model="gpt-4o", stream_handler=handler) for _ in steps]
+        results[via] = [
+            (r.content, [(t.id, t.name, t.arguments) for t in r.tool_calls], r.finish_reason, r.usage.prompt_tokens,
+             r.usage.completion_tokens, round(r.usage.cost, 12))
+            for r in got
+        ]
+        if handler is not None:
+            assert "".join(handler.tokens) == "Sure.The answer is 2." and handler.done == 2
+    assert results[False] == results[True]
