@@ -1,0 +1,512 @@
+"""`BrowserSession`: one browser context for one agent in one tactic call, and everything that happens in it.
+
+A session owns a Playwright browser context (its own cookies and storage) in the driver's shared Chromium,
+an egress proxy that enforces its URL policy, its tabs, and the log of the actions it ran. It is created
+cheaply and opened by `start()` (or the first action); `close()` ends the context, the proxy and every tab.
+Every public method can be called from any thread: the work runs on the driver's thread (`_driver.py`).
+
+Events the model must hear about (a dialog handled by policy, a pop-up, a blocked request, a finished
+download) are collected as they happen and reported with the next observation.
+
+Playwright exceptions are translated here, at one boundary (`_translate`), into the `BrowserError` tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lllm.core.trace import BrowserActionRecord, Tracer, null_tracer
+from lllm.errors import ActionRefused, ActionTimeout, BlockedNavigation, BrowserError, LLLMError, UsageError
+from lllm.tools.cua.config import LAUNCH_ARGS, BrowserConfig
+from lllm.tools.cua.safety import ConfirmHook, ConfirmRequest, Secrets, UrlPolicy, load_confirm_hook
+from lllm.tools.cua.snapshot import CappedText, cap_snapshot, find_lines, take_snapshot
+
+__all__ = ["ActionLog", "BrowserSession", "Observation", "SessionState"]
+
+
+class SessionState(enum.Enum):
+    """The lifecycle of a session."""
+
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass
+class ActionLog:
+    """One action the session ran, as kept for the replay script and the log."""
+
+    action: str
+    """The action's name (click, type, navigate, ...)."""
+    target: str | None
+    """The element (ref, selector, coordinates), URL or file it acted on."""
+    status: str
+    """ok, error, blocked or timeout."""
+    duration_s: float
+    """How long it took."""
+    code: list[str] = field(default_factory=list)
+    """The Playwright (sync API) lines it ran; secrets appear as `os.environ[...]` lookups."""
+    message: str = ""
+    """What the model was told."""
+    error: str | None = None
+    """The error, when it failed (secrets redacted)."""
+
+
+@dataclass
+class Observation:
+    """What the model sees after an action."""
+
+    text: str
+    """The tab line, the events since the last observation and the capped snapshot (secrets redacted)."""
+    url: str
+    """The current tab's URL."""
+    title: str
+    """The current tab's title."""
+    truncated: bool = False
+    """True when the snapshot was cut to the budget."""
+    events: list[str] = field(default_factory=list)
+    """The events reported in `text`."""
+    screenshot: bytes | None = None
+    """A PNG of the viewport, when asked for."""
+
+
+@dataclass
+class ActionOutcome:
+    """The result of one action (before the observation)."""
+
+    message: str
+    """A one-line account of what happened."""
+    code: list[str] = field(default_factory=list)
+    """The Playwright lines it ran."""
+    target: str | None = None
+    """What it acted on (for the log)."""
+
+
+class BrowserSession:
+    """A browser context with its tabs, policy, proxy and action log.
+
+    Args:
+        config: A `BrowserConfig` or a `computer_use:` block (validated).
+        workdir: Where downloads are saved and uploads are taken from (the agent's per-call folder).
+        tracer: Receives one `BrowserActionRecord` per action.
+        agent: The agent's name, for the records.
+        confirm: The confirmation hook (a callable or a `module:function` path); default: `config.confirm`,
+            else allow everything but leaving the allowlist.
+        secrets: Extra secrets (NAME -> value) besides `config.secrets`.
+        driver: The Playwright driver (default: the shared one for this Chromium).
+    """
+
+    def __init__(
+        self,
+        config: BrowserConfig | dict[str, Any] | None = None,
+        *,
+        workdir: str | Path | None = None,
+        tracer: Tracer | None = None,
+        agent: str | None = None,
+        confirm: ConfirmHook | str | None = None,
+        secrets: dict[str, str] | None = None,
+        driver: Any = None,
+    ) -> None:
+        self.config = BrowserConfig.from_block(config)
+        self.workdir = Path(workdir) if workdir is not None else None
+        self.tracer: Tracer = tracer or null_tracer
+        self.agent = agent
+        self.confirm_hook = load_confirm_hook(confirm if confirm is not None else self.config.confirm)
+        self._extra_secrets = dict(secrets or {})
+        self.secrets = Secrets()
+        self.policy = UrlPolicy.from_config(self.config)
+        self._driver = driver
+        self.state = SessionState.NEW
+        self.log: list[ActionLog] = []
+        """Every action run so far, in order (the replay script is made from it)."""
+        self.events: list[str] = []
+        self.blocked: list[tuple[str, str]] = []
+        """Every (url, reason) refused so far."""
+        self.dialogs: list[dict[str, str]] = []
+        """Every JavaScript dialog seen: type, message, what was done."""
+        self.downloads: list[Path] = []
+        """Files saved to the workdir."""
+        self.pages: list[Any] = []
+        self.current = 0
+        self.context: Any = None
+        self._proxy: Any = None
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._last_snapshot = ""
+        self._auto_code: list[str] = []
+        self._opening_own = False  # True while the session itself opens a tab (not a pop-up)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    @property
+    def driver(self) -> Any:
+        """The Playwright driver this session runs on."""
+        if self._driver is None:
+            from lllm.tools.cua._driver import shared_driver
+
+            self._driver = shared_driver(
+                executable_path=self.config.chromium, headless=self.config.headless, args=LAUNCH_ARGS
+            )
+        return self._driver
+
+    def start(self) -> BrowserSession:
+        """Open the browser context (and the start URL). Called by the first action when not called before.
+
+        Raises:
+            UsageError: The session was closed.
+            BrowserError: Chromium did not start.
+            BlockedNavigation: The start URL is not allowed.
+        """
+        if self.state is SessionState.CLOSED:
+            raise UsageError("this browser session is closed; the agent gets a new one in its next tactic call")
+        if self.state is SessionState.OPEN:
+            return self
+        values = self.config.secret_values()
+        values.update(self._extra_secrets)
+        self.secrets = Secrets(values)
+        self.driver.run(self._open, timeout=120)
+        self.state = SessionState.OPEN
+        if self.config.start_url:
+            self.perform("navigate", url=self.config.start_url)
+        return self
+
+    async def _open(self) -> None:
+        from lllm.tools.cua._proxy import EgressProxy
+
+        browser = await self.driver.browser()
+        self._proxy = EgressProxy(self.policy, on_blocked=self._on_blocked)
+        await self._proxy.start()
+        vp = self.config.viewport
+        self.context = await browser.new_context(
+            viewport={"width": vp.width, "height": vp.height},
+            accept_downloads=True,
+            service_workers="block",
+            proxy={"server": self._proxy.server_url, "bypass": "<-loopback>"},
+        )
+        self.context.set_default_timeout(self.config.action_timeout_s * 1000)
+        self.context.set_default_navigation_timeout(self.config.navigation_timeout_s * 1000)
+        await self.context.route("**/*", self._route)
+        self.context.on("page", self._on_new_page)
+        await self.new_tab()
+
+    async def new_tab(self) -> Any:
+        """Open a tab the session asked for (not a pop-up) and make it current (driver loop)."""
+        self._opening_own = True
+        try:
+            page = await self.context.new_page()
+        finally:
+            self._opening_own = False
+        self._adopt(page)
+        self.current = self.pages.index(page)
+        return page
+
+    def close(self) -> None:
+        """Close every tab, the context and the proxy. Idempotent; safe from any thread."""
+        if self.state is not SessionState.OPEN:
+            self.state = SessionState.CLOSED
+            return
+        self.state = SessionState.CLOSED
+        try:
+            self.driver.run(self._close, timeout=30)
+        except LLLMError:
+            pass
+
+    async def _close(self) -> None:
+        for task in list(self._pending):
+            task.cancel()
+        if self.context is not None:
+            try:
+                await self.context.close()
+            except Exception:  # noqa: BLE001 - the browser may already be gone
+                pass
+        if self._proxy is not None:
+            await self._proxy.close()
+
+    def __enter__(self) -> BrowserSession:
+        return self.start()
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    # -- events (run on the driver loop) --------------------------------------------------------------------
+
+    def _adopt(self, page: Any) -> None:
+        if page in self.pages:
+            return
+        self.pages.append(page)
+        page.on("dialog", self._on_dialog)
+        page.on("download", self._on_download)
+        page.on("close", self._on_page_close)
+
+    def _on_new_page(self, page: Any) -> None:
+        if page in self.pages or self._opening_own:
+            return
+        self._adopt(page)
+        self.current = len(self.pages) - 1
+        opener = "a pop-up (window.open or a link to a new tab)"
+        self.events.append(f"{opener} opened tab {self.current}: {self.secrets.redact(page.url)}; it is now the current tab")
+        self._auto_code.append(f"page = _wait_for_tab(context, {self.current})  # the pop-up became the current tab")
+
+    def _on_page_close(self, page: Any) -> None:
+        if page in self.pages:
+            index = self.pages.index(page)
+            self.pages.remove(page)
+            if self.current >= len(self.pages):
+                self.current = max(0, len(self.pages) - 1)
+            self.events.append(f"tab {index} closed")
+
+    async def _on_dialog(self, dialog: Any) -> None:
+        accept = self.config.dialogs == "accept"
+        kind, message = dialog.type, self.secrets.redact(dialog.message)
+        try:
+            if accept:
+                await dialog.accept(self.config.prompt_text if kind == "prompt" else None)
+            else:
+                await dialog.dismiss()
+        except Exception:  # noqa: BLE001 - the page may have gone
+            pass
+        done = "accepted" if accept else "dismissed"
+        self.dialogs.append({"type": kind, "message": message, "action": done})
+        self.events.append(f"a JavaScript {kind} dialog said {message!r}; it was {done} (dialog policy: {self.config.dialogs})")
+
+    def _on_blocked(self, url: str, reason: str) -> None:
+        url = self.secrets.redact(url)
+        if (url, reason) in self.blocked[-20:]:
+            return
+        self.blocked.append((url, reason))
+        self.events.append(f"blocked a request to {url}: {reason}")
+
+    async def _route(self, route: Any) -> None:
+        url = route.request.url
+        try:
+            verdict = await asyncio.get_running_loop().run_in_executor(None, self.policy.check_url, url)
+            if verdict.allowed:
+                await route.continue_()
+            else:
+                self._on_blocked(url, verdict.reason)
+                await route.abort("blockedbyclient")
+        except Exception:  # noqa: BLE001 - the page closed under the route
+            pass
+
+    def _on_download(self, download: Any) -> None:
+        task = asyncio.ensure_future(self._save_download(download))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _save_download(self, download: Any) -> None:
+        name = Path(download.suggested_filename or "download").name or "download"
+        request = ConfirmRequest("download", "download", target=name, url=download.url)
+        allowed = await self.confirm_async(request)
+        if not allowed or self.workdir is None:
+            await download.cancel()
+            why = "the confirmation hook refused it" if not allowed else "the session has no workdir to save it in"
+            self.events.append(f"download of {name} was cancelled: {why}")
+            return
+        folder = self.workdir / "downloads"
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / name
+        stem, suffix, n = dest.stem, dest.suffix, 1
+        while dest.exists():
+            dest, n = folder / f"{stem}-{n}{suffix}", n + 1
+        try:
+            await download.save_as(dest)
+        except Exception as exc:  # noqa: BLE001 - a failed download is reported, not raised
+            self.events.append(f"download of {name} failed: {str(exc).splitlines()[0]}")
+            return
+        size = dest.stat().st_size
+        if size > self.config.max_download_bytes:
+            dest.unlink()
+            self.events.append(f"download of {name} was deleted: {size:,} bytes is over max_download_bytes")
+            return
+        self.downloads.append(dest)
+        rel = dest.relative_to(self.workdir)
+        self.events.append(f"downloaded {name} ({size:,} bytes) to {rel} in the workspace")
+
+    async def confirm_async(self, request: ConfirmRequest) -> bool:
+        """Ask the confirmation hook (in a worker thread, so a slow hook does not stall the browser)."""
+        return bool(await asyncio.get_running_loop().run_in_executor(None, self.confirm_hook, request))
+
+    # -- helpers for actions (driver loop) ------------------------------------------------------------------
+
+    @property
+    def page(self) -> Any:
+        """The current tab's Playwright page (driver loop only)."""
+        if not self.pages:
+            raise BrowserError("the session has no open tab; call open_tab(url) to open one")
+        return self.pages[self.current]
+
+    def workspace_file(self, path: str) -> Path:
+        """Resolve a path inside the workdir (uploads), refusing escapes.
+
+        Raises:
+            UsageError: No workdir, the path leaves it, or the file does not exist.
+        """
+        if self.workdir is None:
+            raise UsageError("this browser session has no workdir, so there is nothing to upload from")
+        root = self.workdir.resolve()
+        full = (root / path).resolve()
+        if not full.is_relative_to(root):
+            raise UsageError(f"upload path {path!r} is outside the agent's workspace; give a path inside it", path=path)
+        if not full.is_file():
+            raise UsageError(f"no file {path!r} in the agent's workspace", path=path)
+        return full
+
+    async def settle(self) -> None:
+        """Let events of the last action arrive (dialogs, pop-ups, downloads) and finish pending downloads."""
+        await asyncio.sleep(0.05)
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=self.config.navigation_timeout_s)
+
+    # -- actions ---------------------------------------------------------------------------------------------
+
+    def perform(self, action: str, **kwargs: Any) -> ActionOutcome:
+        """Run one action (see `lllm.tools.cua.actions.ACTIONS`), log it and trace it.
+
+        Raises:
+            UsageError: An unknown action or bad arguments.
+            BlockedNavigation, ActionRefused, StaleRef, ActionTimeout, BrowserError: the action failed; the
+                session stays usable.
+        """
+        from lllm.tools.cua.actions import ACTIONS
+
+        fn = ACTIONS.get(action)
+        if fn is None:
+            raise UsageError(f"unknown browser action {action!r}; known: {sorted(ACTIONS)}", action=action)
+        if self.state is not SessionState.OPEN:
+            self.start()
+        started, wall = time.perf_counter(), time.time()
+        target = _describe_target(kwargs)
+        limit = max(self.config.action_timeout_s, self.config.navigation_timeout_s) * 2 + 10
+        try:
+            outcome: ActionOutcome = self.driver.run(self._run_action, fn, kwargs, timeout=limit)
+        except BaseException as exc:
+            error = _translate(exc)
+            status = _status_of(error)
+            self._record(action, target, status, started, wall, [], self.secrets.redact(str(error)))
+            if error is exc:
+                raise
+            raise error from exc
+        self._record(action, outcome.target or target, "ok", started, wall, outcome.code, None, outcome.message)
+        return outcome
+
+    async def _run_action(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> ActionOutcome:
+        self._auto_code = []
+        outcome = await fn(self, **kwargs)
+        await self.settle()
+        outcome.code += self._auto_code
+        self._auto_code = []
+        return outcome
+
+    def _record(self, action: str, target: str | None, status: str, started: float, wall: float,
+                code: list[str], error: str | None, message: str = "") -> None:
+        duration = time.perf_counter() - started
+        target = self.secrets.redact(target) if target else target
+        self.log.append(ActionLog(action, target, status, duration, code=code, message=message, error=error))
+        try:
+            self.tracer(BrowserActionRecord(
+                agent=self.agent, action=action, target=target, status=status, duration_s=duration,  # type: ignore[arg-type]
+                code="\n".join(code) or None, error=error, started_at=wall,
+            ))
+        except Exception:  # noqa: BLE001 - a broken tracer must not break the browser
+            pass
+
+    # -- observation -------------------------------------------------------------------------------------
+
+    def observe(self, *, screenshot: bool = False, start_line: int = 1) -> Observation:
+        """The current tab, the events since the last observation, and the capped snapshot."""
+        if self.state is not SessionState.OPEN:
+            self.start()
+        try:
+            return self.driver.run(self._observe, screenshot, start_line, timeout=self.config.navigation_timeout_s + 30)
+        except BaseException as exc:
+            error = _translate(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def _observe(self, screenshot: bool, start_line: int) -> Observation:
+        await self.settle()
+        page = self.page
+        try:
+            title = await page.title()
+        except Exception:  # noqa: BLE001 - mid-navigation
+            title = ""
+        try:
+            raw = await take_snapshot(page, timeout_s=self.config.action_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - a page mid-load can refuse; say so instead of failing
+            raw = f"(no snapshot: {str(exc).splitlines()[0]})"
+        snap = self.secrets.redact(raw)
+        self._last_snapshot = snap
+        capped: CappedText = cap_snapshot(snap, budget_tokens=self.config.snapshot_tokens, start_line=start_line)
+        events, self.events = self.events, []
+        url = self.secrets.redact(page.url)
+        lines = [f"Tab {self.current} of {len(self.pages)}: {title!r} {url}"]
+        if events:
+            lines.append("Events since the last action:")
+            lines += [f"- {e}" for e in events]
+        lines.append("Page snapshot:")
+        lines.append(capped.text)
+        image = await page.screenshot(type="png") if screenshot else None
+        return Observation(text="\n".join(lines), url=url, title=title, truncated=capped.truncated, events=events,
+                           screenshot=image)
+
+    def find_text(self, text: str, *, limit: int = 30) -> str:
+        """Search the whole current snapshot (not only the capped part) for `text`."""
+        if self.state is not SessionState.OPEN:
+            self.start()
+        raw = self.driver.run(lambda: take_snapshot(self.page, timeout_s=self.config.action_timeout_s),
+                              timeout=self.config.action_timeout_s + 10)
+        return find_lines(self.secrets.redact(raw), text, limit=limit, context=1)
+
+    def export_script(self, **kwargs: Any) -> str:
+        """The session as a plain Playwright script that replays it without a model (see `replay.py`)."""
+        from lllm.tools.cua.replay import export_script
+
+        return export_script(self, **kwargs)
+
+
+def _describe_target(kwargs: dict[str, Any]) -> str | None:
+    for key in ("ref", "selector", "url", "path", "index", "text", "keys"):
+        if kwargs.get(key) is not None:
+            return f"{key}={kwargs[key]}"
+    if kwargs.get("x") is not None:
+        return f"x={kwargs['x']},y={kwargs.get('y')}"
+    return None
+
+
+def _status_of(error: BaseException) -> str:
+    if isinstance(error, (BlockedNavigation, ActionRefused)):
+        return "blocked"
+    if isinstance(error, ActionTimeout):
+        return "timeout"
+    return "error"
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """Map a Playwright exception to the lllm error tree (the one boundary for playwright errors)."""
+    if isinstance(exc, (LLLMError, KeyboardInterrupt, SystemExit)):
+        return exc
+    name = type(exc).__name__
+    module = type(exc).__module__ or ""
+    if not module.startswith("playwright"):
+        if isinstance(exc, asyncio.TimeoutError):
+            return ActionTimeout(f"the browser action timed out: {exc}")
+        return exc
+    text = str(exc)
+    first = text.splitlines()[0] if text else name
+    if name == "TimeoutError":
+        return ActionTimeout(
+            f"{first}. The page is still open and the session usable: look at the snapshot, wait, or try another "
+            "element.",
+        )
+    if "ERR_BLOCKED_BY_CLIENT" in text or "ERR_TUNNEL_CONNECTION_FAILED" in text:
+        return BlockedNavigation(f"{first}: the URL is outside the browser policy (allowed_domains)")
+    if "strict mode violation" in text:
+        return BrowserError(f"{first}. The selector matches several elements: use a ref from the snapshot or a "
+                            "more precise selector.")
+    return BrowserError(first)
+
