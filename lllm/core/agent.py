@@ -83,6 +83,7 @@ class Agent:
         max_interrupt_steps: int = 5,
         tracer: Tracer | None = None,
         tools: list[Function] | None = None,
+        prompt_args: dict[str, Any] | None = None,
     ) -> None:
         """Build an agent (cheap: nothing is called until `respond`).
 
@@ -99,6 +100,8 @@ class Agent:
                 answer.
             tracer: Receives a `ModelCallRecord` per model call and an `AgentCallRecord` per respond().
             tools: Tools in force on every turn, besides the prompt's (see `agent.tools`).
+            prompt_args: Default template variables for every prompt this agent renders (the system prompt
+                at `open`, `receive_prompt`, handler texts); arguments given to those calls win.
 
         Raises:
             ConfigError: An argument has the wrong type or value.
@@ -131,6 +134,8 @@ class Agent:
         self.max_exception_retry = max_exception_retry
         self.max_interrupt_steps = max_interrupt_steps
         self.tracer: Tracer = tracer if tracer is not None else null_tracer
+        self.prompt_args: dict[str, Any] = dict(prompt_args or {})
+        """Default template variables (a tactic may set {"task": ...} here before `call` runs)."""
         self.tools: list[Function] = list(tools or [])
         """Tools in force on every turn, in addition to the prompt's (a prompt's tool of the same name wins)."""
         self.last_session: AgentCallSession | None = None
@@ -170,7 +175,7 @@ class Agent:
             UsageError: A variable of the system prompt is missing.
         """
         self._check_alias(alias)
-        args = dict(prompt_args or {})
+        args = {**self.prompt_args, **(prompt_args or {})}
         dialog = Dialog(name=alias, metadata={"agent": self.name})
         dialog.append(Message(role=_SYSTEM, content=self.system_prompt.render(**args),
                               metadata={"prompt": self.system_prompt.path}))
@@ -233,7 +238,7 @@ class Agent:
         if not isinstance(prompt, Prompt):
             raise UsageError(f"agent {self.name!r}: receive_prompt() takes a Prompt, got {type(prompt).__name__!r}")
         thread = self._current_thread("receive_prompt")
-        args = dict(prompt_args or {})
+        args = {**self.prompt_args, **(prompt_args or {})}
         message = thread.dialog.append(Message(role=_USER, content=prompt.render(**args), metadata={"prompt": prompt.path}))
         thread.turn_prompt, thread.turn_args = prompt, args
         return message

@@ -483,3 +483,15 @@ def test_bad_agent_tool_is_a_config_error() -> None:
     agent.receive("q")
     with pytest.raises(ConfigError, match="agent.tools"):
         agent.respond()
+
+
+def test_agent_prompt_args_are_defaults_for_every_render() -> None:
+    system = Prompt(path="t/s", prompt="Plan for: {task}")
+    special = Prompt(path="t/p", prompt="{task} / {extra}")
+    agent, inv = make(["ok"], system=system, prompt_args={"task": "ship", "extra": "default"})
+    agent.open("plan")
+    assert agent.current_dialog.head.content == "Plan for: ship"
+    agent.receive_prompt(special, prompt_args={"extra": "given"})
+    assert agent.current_dialog.tail.content == "ship / given"
+    agent.open("other", prompt_args={"task": "override"})
+    assert agent.current_dialog.head.content == "Plan for: override"
