@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import uuid
 
 import pytest
 
 # No test may reach a real model provider; the invokers check this before every litellm call.
 os.environ["LLLM_ALLOW_MODEL_REQUESTS"] = "0"
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# Sandbox containers started by this test run carry `lllm.test_run=<this>`, so the run removes exactly its own.
+os.environ.setdefault("LLLM_TEST_RUN", uuid.uuid4().hex[:12])
 
 
 def _required(var: str) -> bool:
@@ -68,3 +72,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.fixturenames.insert(0, "require_docker")
         if item.get_closest_marker("browser") and "require_browser" not in getattr(item, "fixturenames", []):
             item.fixturenames.insert(0, "require_browser")
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(require_docker: None) -> str:
+    """The sandbox image, built (with its base, when missing) once per run by `ensure_image()`."""
+    from lllm.sandbox.image import ensure_image
+
+    return ensure_image(log=lambda line: print(line, file=sys.stderr))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_run_sandboxes():
+    """After the run, force-remove every sandbox container labelled with this test run (even leaked ones)."""
+    yield
+    if "lllm.sandbox.docker" in sys.modules and _docker_answers() is None:
+        from lllm.sandbox._docker import LABEL_TEST_RUN
+        from lllm.sandbox.reaper import remove_labelled
+
+        remove_labelled(LABEL_TEST_RUN, os.environ["LLLM_TEST_RUN"])

@@ -46,13 +46,17 @@ class _HeadTail:
     def render(self, limit: int) -> tuple[str, int]:
         """The text within `limit` characters, with a marker where the middle was cut; and how many were cut."""
         kept = len(self.head) + len(self.tail)
-        if self.total <= limit and kept == self.total:
+        contiguous = kept == self.total
+        if self.total <= limit and contiguous:
             return self.head + self.tail, 0
-        head_n = max(0, int(limit * 0.7))
-        tail_n = max(0, limit - head_n - 80)
-        whole_tail = self.head + self.tail if kept == self.total else self.tail
-        head = self.head[:head_n]
-        tail = whole_tail[-tail_n:] if tail_n else ""
+        avail = max(0, limit - 60)  # room for the marker
+        head_n = min(len(self.head), int(avail * 0.7))
+        tail_n = avail - head_n
+        if contiguous:
+            whole = self.head + self.tail
+            head, tail = whole[:head_n], whole[len(whole) - tail_n :] if tail_n else ""
+        else:
+            head, tail = self.head[:head_n], self.tail[len(self.tail) - min(tail_n, len(self.tail)) :] if tail_n else ""
         omitted = self.total - len(head) - len(tail)
         return f"{head}\n[... {omitted:,} characters of output omitted ...]\n{tail}", omitted
 

@@ -136,6 +136,10 @@ def parse_size(value: str | int) -> int:
         raise UsageError(f"{value!r} is not a size; write it like '512m' or '1g'") from None
 
 
+class NoSessionDir(UsageError, AttributeError):
+    """`session_dir` read before `start()` (also an AttributeError, so `hasattr`/`isinstance` checks work)."""
+
+
 @runtime_checkable
 class Sandbox(Protocol):
     """What every sandbox backend offers. Use it as a context manager, or call `start()`/`close()`."""
@@ -200,7 +204,7 @@ class BaseSandbox:
     def session_dir(self) -> Path:
         """The per-session host directory (kernel sockets, gateway socket and token). Exists after `start()`."""
         if self._session_dir is None:
-            raise UsageError(f"{type(self).__name__} has no session_dir before start(); call start() first")
+            raise NoSessionDir(f"{type(self).__name__} has no session_dir before start(); call start() first")
         return self._session_dir
 
     def start(self) -> None:

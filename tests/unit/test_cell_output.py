@@ -1,0 +1,132 @@
+"""Output capping and the model's text view (`lllm.sandbox._output`), without a kernel."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from lllm.sandbox._cell_loop import ExitStatus
+from lllm.sandbox._output import OutputCollector, _HeadTail, strip_ansi
+
+
+def collector(**kw: int) -> OutputCollector:
+    opts = {"max_output_chars": 1000, "max_stored_chars": 5000, "max_display_bytes": 10_000}
+    opts.update(kw)
+    return OutputCollector(**opts)
+
+
+def test_small_output_is_kept_whole() -> None:
+    out = collector()
+    out.add("stream", {"name": "stdout", "text": "hello\n"})
+    out.add("stream", {"name": "stderr", "text": "warn\n"})
+    out.add("execute_result", {"data": {"text/plain": "42"}, "execution_count": 3})
+    res = out.finish(status="ok", duration_s=0.01)
+    assert res.stdout == "hello\n" and res.stderr == "warn\n"
+    assert res.result == "42" and res.execution_count == 3
+    assert res.text == "hello\nwarn\n42"
+    assert not res.truncated and res.notices == []
+
+
+def test_streams_are_capped_while_they_arrive() -> None:
+    out = collector()
+    chunk = "x" * 999 + "\n"
+    for _ in range(10_000):  # 10 MB through a collector that keeps a few KB
+        out.add("stream", {"name": "stdout", "text": chunk})
+    out.add("stream", {"name": "stdout", "text": "THE END\n"})
+    assert out.stdout.kept == 5000 and sum(map(len, out.stdout.parts)) == 5000
+    assert len(out.body.head) <= 1000 and len(out.body.tail) <= 1000
+    res = out.finish(status="ok", duration_s=1.0)
+    assert res.truncated
+    assert res.output_chars == 10_000 * 1000 + 8
+    assert len(res.stdout) == 5000
+    assert "characters of output omitted" in res.text
+    assert res.text.rstrip().endswith("[sandbox: stdout: kept the first 5,000 of 10,000,008 characters]")
+    assert "THE END" in res.text  # the tail is kept: the end of the output is often what matters
+    body = res.text.split("\n[sandbox:")[0]
+    assert len(body) <= 1000
+
+
+def test_one_huge_line_is_capped() -> None:
+    out = collector()
+    out.add("stream", {"name": "stdout", "text": "y" * 3_000_000})
+    res = out.finish(status="ok", duration_s=0.1)
+    assert res.truncated and len(res.stdout) == 5000
+    assert len(res.text) < 1300
+
+
+def test_head_tail_render() -> None:
+    ht = _HeadTail(10)
+    ht.add("abcdefghij")
+    assert ht.render(100) == ("abcdefghij", 0)
+    ht.add("KLMNOPQRSTUVWXYZ")
+    text, omitted = ht.render(90)
+    assert text.startswith("abcdefghij\n[... 6 characters") and text.endswith("QRSTUVWXYZ")
+    assert omitted == 6  # KLMNOP: between the kept head and the kept tail
+    whole = _HeadTail(1000)
+    whole.add("a" * 500 + "b" * 500)
+    text, omitted = whole.render(200)
+    assert text.startswith("a" * 98) and text.endswith("b" * 42) and omitted == 1000 - 98 - 42
+
+
+def test_error_is_kept_and_ansi_stripped() -> None:
+    out = collector()
+    out.add("stream", {"name": "stdout", "text": "z" * 5000})
+    tb = ["\x1b[0;31mZeroDivisionError\x1b[0m   Traceback", "----> 1 1/0", "ZeroDivisionError: division by zero"]
+    out.add("error", {"ename": "ZeroDivisionError", "evalue": "division by zero", "traceback": tb})
+    res = out.finish(status="error", duration_s=0.0)
+    assert res.error_name == "ZeroDivisionError"
+    assert "\x1b" not in "".join(res.traceback)
+    assert res.text.endswith("ZeroDivisionError: division by zero")  # the error survives the cap
+    assert len(res.text) <= 1000 + 200
+
+
+def test_images_and_displays() -> None:
+    png = base64.b64encode(b"\x89PNG fake").decode()
+    out = collector()
+    out.add("display_data", {"data": {"image/png": png, "text/plain": "<Figure>"}, "metadata": {}})
+    out.add("display_data", {"data": {"text/html": "<b>x</b>", "text/plain": "x"}, "metadata": {}})
+    res = out.finish(status="ok", duration_s=0.0)
+    assert [i.mime for i in res.images] == ["image/png"] and res.images[0].data == png
+    assert len(res.display_data) == 2
+    assert "<Figure> [image/png]" in res.text
+
+
+def test_display_over_the_limit_is_dropped_with_a_notice() -> None:
+    out = collector(max_display_bytes=1000)
+    out.add("display_data", {"data": {"image/png": "A" * 5000}, "metadata": {}})
+    res = out.finish(status="ok", duration_s=0.0)
+    assert res.images == [] and res.display_data == [] and res.truncated
+    assert "dropped" in res.notices[0] and "image/png" in res.notices[0]
+
+
+def test_display_dropped_by_the_guest_is_reported() -> None:
+    out = collector()
+    meta = {"lllm_dropped": {"mime_types": "image/png", "bytes": 200_000_000, "limit": 8 << 20}}
+    out.add("display_data", {"data": {"text/plain": "[display output dropped ...]"}}, meta)
+    res = out.finish(status="ok", duration_s=0.0)
+    assert res.truncated and "200.0 MB" in res.notices[0]
+
+
+def test_oversized_message_dropped_unread() -> None:
+    out = collector()
+    out.add_oversized("display_data", 300_000_000)
+    res = out.finish(status="ok", duration_s=0.0)
+    assert res.truncated and "dropped unread" in res.notices[0]
+
+
+def test_strip_ansi() -> None:
+    assert strip_ansi("\x1b[1;32mok\x1b[0m") == "ok"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (ExitStatus(-11), "killed by SIGSEGV"),
+        (ExitStatus(-9, oom=True), "SIGKILL for using more memory"),
+        (ExitStatus(1), "exited with code 1"),
+        (ExitStatus(137, oom=True), "exited with 137 (SIGKILL)"),
+    ],
+)
+def test_exit_status_describe(status: ExitStatus, expected: str) -> None:
+    assert expected in status.describe()
