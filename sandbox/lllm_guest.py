@@ -150,6 +150,13 @@ class GatewayClient:
                     if attempt or fresh:
                         raise CallAPIError(f"the gateway connection broke during {path!r}: {exc}. The session "
                                            "may have ended.", "GatewayGone", path) from None
+                except BaseException:
+                    # interrupted mid-call (KeyboardInterrupt from a cell timeout): the reply may still come, so
+                    # this connection is out of step; the next call opens a fresh one
+                    if self._sock is not None:
+                        self._sock.close()
+                    self._sock = None
+                    raise
         try:
             obj = json.loads(reply)
         except ValueError as exc:

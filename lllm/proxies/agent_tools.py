@@ -1,0 +1,387 @@
+"""The `proxy:` agent config block: run_python and query_api_doc tools over a per-agent sandbox and the gateway.
+
+```yaml
+agent_configs:
+  - name: research_analyst
+    proxy:
+      activate_proxies: [fmp, fred, exa]
+      exec_env: interpreter          # interpreter | jupyter | null
+      max_output_chars: 8000
+      truncation_indicator: "... (output truncated)"
+      timeout: 90.0                  # seconds per cell
+      source: live                   # live | offline | auto (default: $LLLM_PROXY_SOURCE or live)
+      sandbox: {backend: docker, image: null, limits: {memory: 1g}, pool_size: 0}
+      gateway: {rate: 1000, call_timeout: 30}
+```
+
+`attach(agent, block, ctx)` (registered in `lllm.core.config.AGENT_EXTENSIONS`) validates the block, builds the
+agent's `ProxyManager` at once (an unknown proxy is a ConfigError at build time), appends the compact proxy
+directory to the system prompt and adds the tools:
+- `interpreter`: `run_python(code)` and `query_api_doc(proxy_name)`;
+- `jupyter`: the agent writes `<python_cell>...</python_cell>` in its answers; each cell runs and the outputs
+  come back as the next user message, until an answer has no cell (at most `max_interrupt_steps` rounds);
+- null: `query_api_doc` only (docs, no code execution).
+
+One sandbox per agent per tactic call, created on the first cell, with a gateway session for its allowlist; both
+are removed by the cleanup `attach` registers (`agent.shutdown()` runs it when the call ends, also when it
+fails). Variables persist across that agent's cells. Every cell is recorded in a notebook,
+`<ctx.workdir>/<agent>.ipynb`; the sandbox reports each cell as a `CellRecord`, the gateway each CALL_API as an
+`ApiCallRecord`, both to `ctx.tracer`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lllm.errors import ConfigError, LLLMError
+from lllm.proxies.manager import ProxyManager
+
+__all__ = ["ProxyConfig", "ProxyTools", "SandboxBlock", "attach"]
+
+_IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+_CELL_RE = re.compile(r"<python_cell>(.*?)</python_cell>", re.S)
+_SANDBOX_MARK = re.compile(r"\[\.\.\. [\d,]+ characters of output omitted \.\.\.\]")
+
+
+class SandboxBlock(BaseModel):
+    """`proxy.sandbox`: where the agent's code runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["docker", "local"] = "docker"
+    """`docker` (isolated, no network) or `local` (a kernel on the host: trusted code and tests only)."""
+    image: str | None = None
+    """The Docker image (default: the project's sandbox image)."""
+    limits: dict[str, Any] = Field(default_factory=dict)
+    """`SandboxLimits` fields: memory, cpus, pids, workspace_size, tmp_size, home_size, nofile."""
+    pool_size: int = Field(default=0, ge=0)
+    """Keep this many sandboxes started ahead of time (Docker; 0: start one on first use)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment variables of the kernel (never secrets: they would be readable by the model's code)."""
+
+
+class ProxyConfig(BaseModel):
+    """The `proxy:` block of an agent config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    activate_proxies: list[str] = Field(default_factory=list)
+    """The proxies this agent's code may call (its gateway allowlist)."""
+    exec_env: Literal["interpreter", "jupyter"] | None = "interpreter"
+    """How the agent runs code: run_python tool calls, `<python_cell>` tags, or not at all (null)."""
+    max_output_chars: int = Field(default=5000, ge=100)
+    """The most characters of one cell's output the model sees."""
+    truncation_indicator: str = "... (output truncated)"
+    """Put where output was cut."""
+    timeout: float = Field(default=60.0, gt=0)
+    """Seconds one cell may run before it is interrupted."""
+    source: Literal["live", "offline", "auto"] | None = None
+    """Proxy implementations: real APIs, bundled offline data, or live where a key is set (default:
+    $LLLM_PROXY_SOURCE, else live)."""
+    sandbox: SandboxBlock = Field(default_factory=SandboxBlock)
+    gateway: dict[str, Any] = Field(default_factory=dict)
+    """`GatewayLimits` fields: rate, burst, call_timeout, max_request_bytes, max_response_bytes, ..."""
+    cutoff_date: str | None = None
+    """Passed to every proxy (lllm-core 0.1 option)."""
+
+    @field_validator("activate_proxies", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class ProxyTools:
+    """What `attach` gives one agent: its ProxyManager, and its sandbox + gateway session once code has run.
+
+    Available as `agent.proxy_tools`. Not thread-safe across agents; one instance per agent per tactic call.
+    """
+
+    def __init__(self, config: ProxyConfig, manager: ProxyManager, *, agent_name: str, session_id: str,
+                 tracer: Any, workdir: Path) -> None:
+        self.config = config
+        self.manager = manager
+        self.agent_name = agent_name
+        self.session_id = session_id
+        self.tracer = tracer
+        self.workdir = workdir
+        self.sandbox: Any = None
+        self.gateway_session: Any = None
+        self.notebook: Any = None
+        self.notebook_path = workdir / f"{_safe_name(agent_name)}.ipynb"
+        """Where the notebook of this agent's cells is written (after the first cell)."""
+        self.cells = 0
+        self._pool: Any = None
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ sandbox
+    def ensure_sandbox(self) -> Any:
+        """The agent's sandbox, started (with its gateway session) on first use."""
+        with self._lock:
+            if self._closed:
+                from lllm.errors import SandboxClosed
+
+                raise SandboxClosed(f"agent {self.agent_name!r}: the tactic call ended and its sandbox was removed.")
+            if self.sandbox is not None:
+                return self.sandbox
+            sandbox = self._new_sandbox()
+            try:
+                from lllm.proxies.gateway import GatewayLimits, get_gateway
+
+                owner = None
+                if self.config.sandbox.backend == "docker":
+                    from lllm.sandbox._rundir import container_user
+
+                    owner = container_user()[0]
+                limits = GatewayLimits(**self.config.gateway) if self.config.gateway else None
+                self.gateway_session = get_gateway().open_session(
+                    sandbox.session_dir, self.manager, session_id=self.session_id, tracer=self.tracer,
+                    limits=limits, token_owner=owner)
+                from lllm.sandbox.notebook import JupyterSession
+
+                self.notebook = JupyterSession(sandbox, path=self.notebook_path, autosave=True,
+                                               title=f"{self.agent_name}: session {self.session_id}")
+            except BaseException:
+                self._discard(sandbox)
+                raise
+            self.sandbox = sandbox
+            return sandbox
+
+    def _new_sandbox(self) -> Any:
+        cfg = self.config
+        common = dict(cell_timeout=cfg.timeout, max_output_chars=cfg.max_output_chars, tracer=self.tracer,
+                      agent=self.agent_name)
+        if cfg.sandbox.backend == "local":
+            from lllm.sandbox.local import LocalSandbox
+
+            sandbox = LocalSandbox(env=dict(cfg.sandbox.env), **common)
+            sandbox.start()
+            return sandbox
+        from lllm.sandbox.base import SandboxLimits
+
+        try:
+            limits = SandboxLimits(**cfg.sandbox.limits)
+        except ValidationError as exc:
+            raise ConfigError(f"agent {self.agent_name!r}: proxy.sandbox.limits is invalid: {exc}",
+                              key="proxy.sandbox.limits") from None
+        if cfg.sandbox.pool_size:
+            self._pool = _pool_for(cfg.sandbox, limits)
+            sandbox = self._pool.acquire()
+            for key, value in common.items():
+                setattr(sandbox, key, value)
+            return sandbox
+        from lllm.sandbox.docker import DockerSandbox
+
+        sandbox = DockerSandbox(image=cfg.sandbox.image, limits=limits, env=dict(cfg.sandbox.env),
+                                labels={"lllm.session": self.session_id}, **common)
+        try:
+            sandbox.start()
+        except BaseException:
+            sandbox.close()
+            raise
+        return sandbox
+
+    def _discard(self, sandbox: Any) -> None:
+        if self.gateway_session is not None:
+            self.gateway_session.close()
+            self.gateway_session = None
+        if self._pool is not None:
+            self._pool.release(sandbox)
+        else:
+            sandbox.close()
+
+    # ------------------------------------------------------------------ cells
+    def run(self, code: str) -> Any:
+        """Run one cell; return what the model should see (a str, or a ToolResult when there are images)."""
+        self.ensure_sandbox()
+        result = self.notebook.run(code, timeout=self.config.timeout)
+        self.cells += 1
+        text = self.view(result)
+        images = [img.data for img in result.images if img.mime in _IMAGE_MIMES]
+        if images:
+            from lllm.core.prompt import ToolResult
+
+            return ToolResult(content=text, images=images)
+        return text
+
+    def view(self, result: Any) -> str:
+        """The model's view of a CellResult: its text, the status when not ok, capped at max_output_chars."""
+        cap, mark = self.config.max_output_chars, self.config.truncation_indicator
+        text = _SANDBOX_MARK.sub(lambda _: mark, result.text) if mark else result.text
+        if result.status == "timeout":
+            how = ("the kernel was restarted and earlier variables are gone" if result.timeout_action == "restarted"
+                   else "it was interrupted; earlier variables are kept")
+            text = f"[timeout: the cell ran past {self.config.timeout:g}s; {how}]\n{text}"
+        elif result.status in ("oom", "died"):
+            what = "ran out of memory" if result.status == "oom" else "died"
+            text = f"[the kernel {what}; it was restarted and earlier variables are gone]\n{text}"
+        if len(text) > cap:
+            keep = max(0, cap - len(mark) - 1)
+            text = text[:keep] + "\n" + mark if mark else text[:cap]
+        if not text.strip():
+            text = "(no output: print() what you want to see)"
+        return text
+
+    def api_doc(self, proxy_name: str) -> str:
+        """The full docs of one activated proxy (the query_api_doc tool)."""
+        return self.manager.api_doc(proxy_name)
+
+    # ------------------------------------------------------------------ end of the call
+    def close(self) -> None:
+        """Remove the gateway session and the sandbox; the notebook stays. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            sandbox, self.sandbox = self.sandbox, None
+            if sandbox is not None:
+                self._discard(sandbox)
+            for proxy in self.manager.proxies.values():
+                close = getattr(proxy, "close", None)
+                if callable(close):
+                    close()
+
+
+# ---------------------------------------------------------------------- pools shared by tactic calls
+_POOLS: dict[tuple[Any, ...], Any] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool_for(block: SandboxBlock, limits: Any) -> Any:
+    key = (block.image, limits.model_dump_json(), tuple(sorted(block.env.items())), block.pool_size)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            import atexit
+
+            from lllm.sandbox.pool import SandboxPool
+
+            pool = SandboxPool(size=block.pool_size, image=block.image, limits=limits, env=dict(block.env))
+            pool.start()
+            atexit.register(pool.close)
+            _POOLS[key] = pool
+        return pool
+
+
+# ---------------------------------------------------------------------- attach
+def _system_text(cfg: ProxyConfig, directory: str) -> str:
+    if cfg.exec_env == "interpreter":
+        how = ("Run Python with the run_python tool: a persistent interpreter (variables persist across calls) "
+               "where CALL_API(path, params) calls the APIs below and returns parsed JSON, e.g. "
+               'CALL_API("<proxy>/<endpoint>", {...}). Call query_api_doc(proxy_name) first to read an API\'s '
+               f"endpoints and parameters. print() what you need; output over {cfg.max_output_chars} characters is "
+               f"cut, and a call may run {cfg.timeout:g}s.")
+    elif cfg.exec_env == "jupyter":
+        how = ("Write Python in <python_cell>...</python_cell> tags; each cell runs in a persistent Jupyter kernel "
+               "(variables persist) and its output comes back in <cell_output> tags. In cells, "
+               "CALL_API(path, params) calls the APIs below and returns parsed JSON, and query_api_doc(proxy_name) "
+               "returns an API's docs. Answer without a cell when you are done.")
+    else:
+        how = "Call query_api_doc(proxy_name) to read the docs of the APIs below."
+    return f"## APIs\n{how}\n{directory}"
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "agent"
+
+
+def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
+    """Give `agent` the tools its `proxy:` config block asks for (see the module docstring).
+
+    Args:
+        agent: an `lllm.core.agent.Agent`.
+        block: the `proxy:` mapping from the agent's config.
+        ctx: an `AgentBuildContext` (session_id, tracer, workdir, runtime); None outside a tactic.
+
+    Returns:
+        The agent's ProxyTools (also set as `agent.proxy_tools`).
+
+    Raises:
+        ConfigError: the block is invalid, or it activates a proxy that is not registered.
+    """
+    try:
+        cfg = ProxyConfig.model_validate(block or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"proxy.{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r:.80})"
+                             for e in exc.errors()[:5])
+        raise ConfigError(f"agent {agent.name!r}: bad proxy block: {problems}", key="proxy") from None
+    source = cfg.source or os.environ.get("LLLM_PROXY_SOURCE") or "live"
+    if source not in ("live", "offline", "auto"):
+        raise ConfigError(f"LLLM_PROXY_SOURCE must be live, offline or auto, got {source!r}.", key="proxy.source")
+    try:
+        manager = ProxyManager(cfg.activate_proxies, source=source,  # type: ignore[arg-type]
+                               runtime=getattr(ctx, "runtime", None), cutoff_date=cfg.cutoff_date)
+    except ConfigError as exc:
+        raise ConfigError(f"agent {agent.name!r}: {exc.message}", key="proxy.activate_proxies") from None
+    session_id = getattr(ctx, "session_id", None) or secrets.token_hex(6)
+    tracer = getattr(ctx, "tracer", None) or agent.tracer
+    workdir = Path(ctx.workdir) if ctx is not None else Path(tempfile.gettempdir()) / "lllm-runs" / session_id
+    tools = ProxyTools(cfg, manager, agent_name=agent.name, session_id=session_id, tracer=tracer, workdir=workdir)
+    agent.proxy_tools = tools
+    agent.add_cleanup(tools.close)
+
+    prompt = agent.system_prompt
+    extra = _system_text(cfg, manager.directory()).replace("{", "{{").replace("}", "}}")
+    agent.system_prompt = prompt.extend(path=prompt.path, prompt=f"{prompt.prompt.rstrip()}\n\n{extra}")
+
+    from lllm.core.prompt import Function
+
+    def query_api_doc(proxy_name: str) -> str:
+        return tools.api_doc(proxy_name)
+
+    agent.tools.append(Function.from_callable(
+        query_api_doc,
+        description="The full docs of one API proxy: every endpoint with its description, parameters (types, "
+                    "required, examples) and response shape. Read it before calling an endpoint you have not used.",
+        prop_desc={"proxy_name": f"one of {manager.available()!r}"}))
+    if cfg.exec_env == "interpreter":
+        def run_python(code: str) -> Any:
+            return tools.run(code)
+
+        agent.tools.append(Function.from_callable(
+            run_python,
+            description="Run Python in this agent's persistent sandboxed interpreter (variables persist across "
+                        "calls; no network). CALL_API(path, params) calls the APIs and returns JSON; "
+                        "query_api_doc(name) returns docs. print() results; errors come back as tracebacks; "
+                        "matplotlib figures come back as images.",
+            prop_desc={"code": "Python source to execute"}))
+    elif cfg.exec_env == "jupyter":
+        _wrap_respond_for_cells(agent, tools)
+    return tools
+
+
+def _wrap_respond_for_cells(agent: Any, tools: ProxyTools) -> None:
+    """Jupyter mode: run the `<python_cell>` blocks of each answer and feed their outputs back."""
+    respond = agent.respond
+
+    def respond_with_cells() -> Any:
+        message = respond()
+        for _ in range(agent.max_interrupt_steps):
+            cells = [c.strip("\n") for c in _CELL_RE.findall(message.content or "") if c.strip()]
+            if not cells:
+                return message
+            outputs, images = [], []
+            for code in cells:
+                try:
+                    out = tools.run(code)
+                except LLLMError as exc:
+                    out = f"[the cell could not run: {type(exc).__name__}: {exc}]"
+                text = getattr(out, "content", out)
+                images.extend(getattr(out, "images", []) or [])
+                outputs.append(f"<cell_output>\n{text}\n</cell_output>")
+            agent.receive("\n".join(outputs))
+            for image in images:
+                agent.receive_image(image, caption="a figure from the cell above")
+            message = respond()
+        return message
+
+    respond_with_cells.__doc__ = respond.__doc__
+    agent.respond = respond_with_cells
