@@ -159,21 +159,30 @@ class Function:
             self._tool = {"type": "function", "function": fn}
         return self._tool
 
+    def validate_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The arguments checked and coerced against the parameter types (as given, for a hand-declared tool).
+
+        Raises:
+            ValidationError: An argument has the wrong type, a required one is missing or an unknown one given.
+        """
+        if self._args_model is None:
+            return arguments
+        validated = self._args_model.model_validate(arguments)
+        return {k: getattr(validated, k) for k in type(validated).model_fields}
+
     def run(self, arguments: dict[str, Any]) -> Any:
         """Validate `arguments` (when built from a typed callable) and call the function with them.
 
         Raises:
-            ValidationError: An argument has the wrong type or a required one is missing.
+            ConfigError: No callable is linked.
+            ValidationError: The arguments do not fit the parameters.
             Exception: Whatever the function raises.
         """
         if self.function is None:
             raise ConfigError(
                 f"tool {self.name!r} has no implementation linked; call link_function(fn) on it", key=self.name
             )
-        if self._args_model is not None:
-            validated = self._args_model.model_validate(arguments)
-            arguments = {k: getattr(validated, k) for k in type(validated).model_fields}
-        return self.function(**arguments)
+        return self.function(**self.validate_arguments(arguments))
 
     @classmethod
     def from_callable(

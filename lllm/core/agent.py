@@ -495,45 +495,53 @@ def _parse_answer(prompt: Prompt, result: InvokeResult, args: dict[str, Any]) ->
     return parsed, output
 
 
+class _CallFailed(Exception):
+    """A tool call that cannot be answered with a result; its text goes back to the model."""
+
+
 def _run_one(call: FunctionCall, functions: dict[str, Function]) -> tuple[str, list[ImageData] | None]:
     """Run one tool call; fill in `call` and return the text for the tool message and any images."""
-    fn = functions.get(call.name)
-    images: list[ImageData] | None = None
+    try:
+        text, images = _execute(call, functions)
+    except _CallFailed as exc:
+        call.error_message = str(exc)
+        call.result_str = f"Error: {exc}"
+        return call.result_str, None
+    call.result_str = text
+    return text, images
+
+
+def _execute(call: FunctionCall, functions: dict[str, Function]) -> tuple[str, list[ImageData] | None]:
+    name = call.name
+    fn = functions.get(name)
     if fn is None:
-        error = (f"there is no tool named {call.name!r}; the tools are {sorted(functions)!r}" if functions else
-                 f"there is no tool named {call.name!r}, and no tools are available now; answer without tools")
-    else:
-        error = None
-        raw = call.raw_arguments if call.raw_arguments not in (None, "") else "{}"
-        try:
-            arguments = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            error = (f"the arguments of {call.name!r} are not valid JSON ({exc.msg} at position {exc.pos}): "
-                     f"{_clip(raw, 300)!r}. Call it again with a JSON object of arguments")
-        else:
-            if not isinstance(arguments, dict):
-                error = f"the arguments of {call.name!r} must be a JSON object, got {_clip(raw, 300)!r}"
-            else:
-                call.arguments = arguments
-                try:
-                    out = fn.run(arguments)
-                except ValidationError as exc:
-                    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
-                                         for e in exc.errors()[:8])
-                    error = f"bad arguments for {call.name!r}: {problems}"
-                except Exception as exc:  # noqa: BLE001 - a failing tool is reported to the model, not raised
-                    error = f"{call.name!r} raised {type(exc).__name__}: {exc}"
-                else:
-                    try:
-                        text, images = _tool_output(out)
-                    except Exception as exc:  # noqa: BLE001 - e.g. an image that cannot be loaded
-                        error = f"{call.name!r} returned a result that cannot be sent: {type(exc).__name__}: {exc}"
-                    else:
-                        call.result_str = text
-                        return text, images
-    call.error_message = error
-    call.result_str = f"Error: {error}"
-    return call.result_str, None
+        if functions:
+            raise _CallFailed(f"there is no tool named {name!r}; the tools are {sorted(functions)!r}")
+        raise _CallFailed(f"there is no tool named {name!r}, and no tools are available now; answer without tools")
+    raw = call.raw_arguments if call.raw_arguments not in (None, "") else "{}"
+    try:
+        arguments = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _CallFailed(f"the arguments of {name!r} are not valid JSON ({exc.msg} at position {exc.pos}): "
+                          f"{_clip(raw, 300)!r}. Call it again with a JSON object of arguments") from None
+    if not isinstance(arguments, dict):
+        raise _CallFailed(f"the arguments of {name!r} must be a JSON object, got {_clip(raw, 300)!r}")
+    call.arguments = arguments
+    try:
+        kwargs = fn.validate_arguments(arguments)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()[:8])
+        raise _CallFailed(f"bad arguments for {name!r}: {problems}") from None
+    if fn.function is None:
+        raise _CallFailed(f"tool {name!r} is declared but has no implementation; answer without it")
+    try:
+        out = fn.function(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - a failing tool is reported to the model, not raised
+        raise _CallFailed(f"{name!r} raised {type(exc).__name__}: {exc}") from None
+    try:
+        return _tool_output(out)
+    except Exception as exc:  # noqa: BLE001 - e.g. an image that cannot be loaded
+        raise _CallFailed(f"{name!r} returned a result that cannot be sent: {type(exc).__name__}: {exc}") from None
 
 
 def _tool_output(out: Any) -> tuple[str, list[ImageData] | None]:

@@ -495,3 +495,44 @@ def test_agent_prompt_args_are_defaults_for_every_render() -> None:
     assert agent.current_dialog.tail.content == "ship / given"
     agent.open("other", prompt_args={"task": "override"})
     assert agent.current_dialog.head.content == "Plan for: override"
+
+
+def test_tool_raising_validation_error_itself_is_reported_as_a_tool_error_and_unlinked_tool() -> None:
+    @tool
+    def strict(n: int) -> str:
+        """Validates internally."""
+        Plan.model_validate({"steps": n})
+        return "unreachable"
+
+    declared = Function(name="declared", description="No body.", properties={}, required=[])
+    system = Prompt(path="t/s", prompt="Sys.", function_list=[strict, declared])
+    steps = [{"tool_calls": [{"name": "strict", "arguments": {"n": 1}}, {"name": "declared", "arguments": {}}]}, "ok"]
+    agent, _ = make(steps, system=system)
+    agent.open("p")
+    agent.receive("go")
+    agent.respond()
+    texts = [m.content for m in agent.current_dialog.messages if m.role is Roles.TOOL]
+    assert texts[0].startswith("Error: 'strict' raised ValidationError") and "bad arguments" not in texts[0]
+    assert "no implementation" in texts[1]
+
+
+def test_tool_returning_json_values_and_bad_images() -> None:
+    @tool
+    def data() -> dict:
+        """Data."""
+        return {"a": [1, 2], "when": __import__("datetime").date(2024, 1, 2)}
+
+    @tool
+    def bad_image() -> ToolResult:
+        """Bad image."""
+        return ToolResult(content="x", images=["/no/such/plot.png"])
+
+    system = Prompt(path="t/s", prompt="Sys.", function_list=[data, bad_image])
+    steps = [{"tool_calls": [{"name": "data", "arguments": {}}, {"name": "bad_image", "arguments": {}}]}, "ok"]
+    agent, _ = make(steps, system=system)
+    agent.open("p")
+    agent.receive("go")
+    agent.respond()
+    texts = [m.content for m in agent.current_dialog.messages if m.role is Roles.TOOL]
+    assert json.loads(texts[0]) == {"a": [1, 2], "when": "2024-01-02"}
+    assert "cannot be sent" in texts[1] and "does not exist" in texts[1]
