@@ -1,0 +1,204 @@
+"""The SQLite log store: sessions written at start and updated as they go, trace tables, read-back, costs,
+50 concurrent writers without a lost row, and a crashed process leaving a `running` record."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lllm.core.trace import AgentCallRecord, ApiCallRecord, CellRecord, ModelCallRecord
+from lllm.errors import UsageError
+from lllm.logging import LogStore, sqlite_store
+
+
+@pytest.fixture
+def store() -> LogStore:
+    s = sqlite_store(":memory:")
+    yield s
+    s.close()
+
+
+def test_memory_store_round_trip(store: LogStore) -> None:
+    store.start_session("s1", tactic="t", tags={"env": "prod", "batch": "b1"}, task="hello", metadata={"k": 1})
+    row = store.get_session("s1")
+    assert row.state == "running" and row.task == "hello" and row.tags == {"env": "prod", "batch": "b1"}
+    store.record(ModelCallRecord(session_id="s1", agent="a", dialog="d", model="gpt-4o", prompt_tokens=10,
+                                 completion_tokens=5, cost=0.25, latency_s=0.1))
+    store.record(AgentCallRecord(session_id="s1", agent="a", dialog="d", detail={"retries": [{"error": "x"}]}))
+    row = store.get_session("s1")
+    assert (row.cost, row.prompt_tokens, row.completion_tokens, row.model_calls, row.agent_calls) == (0.25, 10, 5, 1, 1)
+    assert row.last_event == "agent_call a/d ok"
+    store.end_session("s1", state="ok", result={"label": "x"}, cost=0.25, prompt_tokens=10, completion_tokens=5,
+                      dialogs=[("a", "d", {"name": "d", "messages": [{"role": "user"}]})])
+    detail = store.load_session("s1")
+    assert detail.session.state == "ok" and detail.session.result == {"label": "x"}
+    assert [r.kind for r in detail.records] == ["model_call", "agent_call"]
+    assert detail.agent_calls[0].detail == {"retries": [{"error": "x"}]}
+    assert detail.dialogs[0].agent == "a" and detail.dialogs[0].messages == 1
+    assert detail.session.ended_at is not None and detail.session.duration_s >= 0
+
+
+def test_every_trace_kind_has_its_table_with_the_record_fields(store: LogStore) -> None:
+    store.start_session("s", tactic="t")
+    store.record(CellRecord(session_id="s", sandbox_id="sb", code="print(1)", status="ok", duration_s=0.01))
+    store.record(ApiCallRecord(session_id="s", proxy="fmp", endpoint="price", status="ok", latency_s=0.2))
+    store.record({"kind": "browser_action", "session_id": "s", "action": "click", "target": "#go"})
+    cols = {r["name"] for r in store.query("PRAGMA table_info(cells)")}
+    assert set(CellRecord.model_fields) <= cols
+    assert store.query("SELECT proxy, endpoint FROM api_calls") == [{"proxy": "fmp", "endpoint": "price"}]
+    kinds = [r.kind for r in store.load_session("s").records]
+    assert sorted(kinds) == ["api_call", "browser_action", "cell"]
+
+
+def test_list_sessions_filters(store: LogStore) -> None:
+    store.start_session("a", tactic="t1", tags={"env": "prod"}, started_at=time.time() - 7200)
+    store.start_session("b", tactic="t2", tags={"env": "dev"})
+    store.start_session("c", tactic="t1", tags={"env": "prod"}, parent_id="b")
+    store.end_session("b", state="error", error="ValueError: x", traceback="Traceback ...")
+    assert [s.id for s in store.list_sessions()] == ["b", "a"]
+    assert [s.id for s in store.list_sessions(tags={"env": "prod"})] == ["a"]
+    assert [s.id for s in store.list_sessions(state="error")] == ["b"]
+    assert [s.id for s in store.list_sessions(since="1h")] == ["b"]
+    assert [s.id for s in store.list_sessions(tactic="t1", include_children=True)] == ["c", "a"]
+    assert [s.id for s in store.list_sessions(limit=1)] == ["b"]
+    with pytest.raises(UsageError, match="state"):
+        store.list_sessions(state="done")
+    with pytest.raises(UsageError, match="since"):
+        store.list_sessions(since="yesterday-ish")
+
+
+def test_child_model_calls_fold_into_the_parent(store: LogStore) -> None:
+    store.start_session("p", tactic="outer")
+    store.start_session("c", tactic="inner", parent_id="p")
+    store.record(ModelCallRecord(session_id="c", agent="a", model="m", cost=1.5, prompt_tokens=3))
+    assert store.get_session("p").cost == 1.5 and store.get_session("c").cost == 1.5
+    assert [c.id for c in store.load_session("p").children] == ["c"]
+
+
+def test_cost_summary(store: LogStore) -> None:
+    for i, (env, tactic, cost) in enumerate([("prod", "a", 1.0), ("prod", "b", 2.0), ("dev", "a", 0.5)]):
+        store.start_session(f"s{i}", tactic=tactic, tags={"env": env})
+        store.record(ModelCallRecord(session_id=f"s{i}", agent="x", model=f"m{i % 2}", cost=cost))
+        store.end_session(f"s{i}", state="ok")
+    by_env = {r.group: r.cost for r in store.cost_summary(group_by="tag:env")}
+    assert by_env == {"prod": 3.0, "dev": 0.5}
+    by_tactic = {r.group: (r.sessions, r.cost) for r in store.cost_summary(group_by="tactic")}
+    assert by_tactic == {"a": (2, 1.5), "b": (1, 2.0)}
+    assert {r.group: r.cost for r in store.cost_summary(group_by="model")} == {"m0": 1.5, "m1": 2.0}
+    with pytest.raises(UsageError, match="group_by"):
+        store.cost_summary(group_by="colour")
+
+
+def test_session_id_prefix_and_unknown_id(store: LogStore) -> None:
+    store.start_session("abc123", tactic="t")
+    store.start_session("abd456", tactic="t")
+    assert store.get_session("abc").id == "abc123"
+    with pytest.raises(UsageError, match="ambiguous"):
+        store.get_session("ab")
+    with pytest.raises(UsageError, match="no session 'zzz'"):
+        store.load_session("zzz")
+
+
+def test_closed_store_refuses_use() -> None:
+    s = sqlite_store(":memory:")
+    s.close()
+    s.close()
+    with pytest.raises(UsageError, match="closed"):
+        s.list_sessions()
+
+
+def test_fifty_workers_two_hundred_sessions_each_lose_nothing(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path / "runs.db")
+    errors: list[BaseException] = []
+
+    def worker(w: int) -> None:
+        try:
+            for i in range(200):
+                sid = f"w{w}-{i}"
+                store.start_session(sid, tactic="t", tags={"worker": w})
+                store.record(ModelCallRecord(session_id=sid, agent="a", model="m", cost=0.001, prompt_tokens=2))
+                store.end_session(sid, state="ok", result=i)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count("sessions") == 10_000
+    assert store.count("model_calls") == 10_000
+    assert store.query("SELECT COUNT(*) AS n FROM sessions WHERE state = 'ok' AND model_calls = 1")[0]["n"] == 10_000
+    store.close()
+    # another connection (another process would see the same) reads every committed row
+    conn = sqlite3.connect(tmp_path / "runs.db")
+    assert conn.execute("SELECT COUNT(DISTINCT id) FROM sessions").fetchone()[0] == 10_000
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_two_processes_write_one_file(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    code = textwrap.dedent(f"""
+        import sys
+        from lllm.logging import sqlite_store
+        from lllm.core.trace import ModelCallRecord
+        s = sqlite_store({str(db)!r})
+        tag = sys.argv[1]
+        for i in range(300):
+            s.start_session(f"{{tag}}-{{i}}", tactic="t")
+            s.record(ModelCallRecord(session_id=f"{{tag}}-{{i}}", agent="a", model="m"))
+            s.end_session(f"{{tag}}-{{i}}", state="ok")
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code, tag], stderr=subprocess.PIPE, text=True) for tag in "ab"]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    store = sqlite_store(db)
+    assert store.count("sessions") == 600 and store.count("model_calls") == 600
+
+
+def test_a_crash_mid_session_leaves_a_running_record_that_says_where(tmp_path: Path) -> None:
+    db = tmp_path / "crash.db"
+    code = textwrap.dedent(f"""
+        import os
+        from lllm import Tactic
+        from lllm.logging import sqlite_store
+
+        def responder(messages):
+            if "second" in messages[-1]["content"]:
+                os._exit(3)          # the process dies while the model is answering
+            return "fine"
+
+        class Crashy(Tactic, register=False):
+            name = "crashy"
+            agent_group = ["a"]
+            def call(self, task):
+                a = self.agents["a"]
+                a.open("main")
+                a.receive("first")
+                a.respond()
+                a.receive("second")
+                return a.respond().content
+
+        config = {{"invoker": "scripted", "invoker_config": {{"responder": responder}},
+                   "agent_configs": [{{"name": "a", "model_name": "gpt-4o", "system_prompt": "hi"}}]}}
+        Crashy(config, log_store=sqlite_store({str(db)!r}))("go", tags={{"run": "crash"}})
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    store = sqlite_store(db)
+    (session,) = store.list_sessions(tags={"run": "crash"})
+    assert session.state == "running" and session.ended_at is None
+    assert session.model_calls == 1 and session.agent_calls == 1
+    assert session.last_event == "agent_call a/main ok"
+    assert session.pid is not None and session.pid != 0
+    assert [r.kind for r in store.load_session(session.id).records] == ["agent_call", "model_call"]
