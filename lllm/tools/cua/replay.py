@@ -43,7 +43,7 @@ _downloads = []
 
 def _setup_page(page):
     page.on("dialog", lambda dialog: dialog.{dialog_call})
-    page.on("download", _downloads.append)
+    page.on("download", lambda download: _downloads.append(download))
 
 
 def _wait_for_tab(context, index, timeout=10.0):
