@@ -141,7 +141,11 @@ class GatewayClient:
                     self._sock = self._connect()
                 try:
                     self._sock.sendall(frame)
-                    reply = self._recv()
+                    while True:  # skip any stale reply (a call interrupted earlier on this connection)
+                        reply = self._recv()
+                        obj = _decode(reply, path)
+                        if obj.get("id") in (call_id, None):
+                            break
                     break
                 except (OSError, EOFError) as exc:
                     if self._sock is not None:
@@ -157,10 +161,6 @@ class GatewayClient:
                         self._sock.close()
                     self._sock = None
                     raise
-        try:
-            obj = json.loads(reply)
-        except ValueError as exc:
-            raise CallAPIError(f"the gateway sent a reply that is not JSON: {exc}", "BadReply", path) from None
         if obj.get("ok") is True:
             return obj.get("data")
         err = obj.get("error") or {}
@@ -183,6 +183,16 @@ class GatewayClient:
                 raise EOFError("the gateway closed the connection")
             buf += chunk
         return bytes(buf)
+
+
+def _decode(reply: bytes, path: str) -> dict:
+    try:
+        obj = json.loads(reply)
+    except ValueError as exc:
+        raise CallAPIError(f"the gateway sent a reply that is not JSON: {exc}", "BadReply", path) from None
+    if not isinstance(obj, dict):
+        raise CallAPIError(f"the gateway sent a reply that is not an object: {obj!r:.100}", "BadReply", path)
+    return obj
 
 
 _client = GatewayClient()

@@ -181,7 +181,7 @@ class ProxyTools:
         from lllm.sandbox.docker import DockerSandbox
 
         sandbox = DockerSandbox(image=cfg.sandbox.image, limits=limits, env=dict(cfg.sandbox.env),
-                                labels={"lllm.session": self.session_id}, **common)
+                                labels={"lllm.tactic_session": self.session_id}, **common)
         try:
             sandbox.start()
         except BaseException:
