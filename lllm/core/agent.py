@@ -165,16 +165,16 @@ class Agent:
         return MappingProxyType({alias: t.dialog for alias, t in self._threads.items()})
 
     def open(self, alias: str, prompt_args: dict[str, Any] | None = None) -> Dialog:
-        """Start a dialog with the system prompt and make it current (an open alias starts over).
+        """Start a dialog with the system prompt and make it current.
 
         Args:
-            alias: Its name.
+            alias: Its name (not already open).
             prompt_args: Variables of the system prompt's template (kept for the handlers' templates too).
 
         Raises:
-            UsageError: A variable of the system prompt is missing.
+            UsageError: `alias` is already open, or a variable of the system prompt is missing.
         """
-        self._check_alias(alias)
+        self._check_new_alias(alias)
         args = {**self.prompt_args, **(prompt_args or {})}
         dialog = Dialog(name=alias, metadata={"agent": self.name})
         dialog.append(Message(role=_SYSTEM, content=self.system_prompt.render(**args),
@@ -187,9 +187,9 @@ class Agent:
         """Fork dialog `src` into a new dialog `dst` (a child that shares its history) and make it current.
 
         Raises:
-            UsageError: `src` is not open.
+            UsageError: `src` is not open, or `dst` already is.
         """
-        self._check_alias(dst)
+        self._check_new_alias(dst)
         parent = self._thread(src, "fork")
         child = parent.dialog.fork(name=dst)
         self._threads[dst] = _Thread(child, dict(parent.prompt_args), parent.turn_prompt, dict(parent.turn_args))
@@ -218,8 +218,8 @@ class Agent:
             self._current = None
         return thread.dialog
 
-    def receive(self, text: str) -> Message:
-        """Add a user message to the current dialog (the prompt in force does not change).
+    def receive(self, text: str, *, alias: str | None = None) -> Message:
+        """Add a user message to the current dialog, or to dialog `alias` (the prompt in force does not change).
 
         Raises:
             UsageError: No dialog is open, or `text` is not a string.
@@ -227,9 +227,10 @@ class Agent:
         if not isinstance(text, str):
             raise UsageError(f"agent {self.name!r}: receive() takes a string, got {type(text).__name__!r}; "
                              "use receive_prompt() for a Prompt and receive_image() for an image")
-        return self._current_thread("receive").dialog.append(Message(role=_USER, content=text))
+        return self._target(alias, "receive").dialog.append(Message(role=_USER, content=text))
 
-    def receive_prompt(self, prompt: Prompt, prompt_args: dict[str, Any] | None = None) -> Message:
+    def receive_prompt(self, prompt: Prompt, prompt_args: dict[str, Any] | None = None, *,
+                       alias: str | None = None) -> Message:
         """Add a rendered prompt as a user message; its parser, format, tools and handler rule the next respond().
 
         Raises:
@@ -237,19 +238,19 @@ class Agent:
         """
         if not isinstance(prompt, Prompt):
             raise UsageError(f"agent {self.name!r}: receive_prompt() takes a Prompt, got {type(prompt).__name__!r}")
-        thread = self._current_thread("receive_prompt")
+        thread = self._target(alias, "receive_prompt")
         args = {**self.prompt_args, **(prompt_args or {})}
         message = thread.dialog.append(Message(role=_USER, content=prompt.render(**args), metadata={"prompt": prompt.path}))
         thread.turn_prompt, thread.turn_args = prompt, args
         return message
 
-    def receive_image(self, image: Any, caption: str | None = None) -> Message:
+    def receive_image(self, image: Any, caption: str | None = None, *, alias: str | None = None) -> Message:
         """Add a user message carrying an image (a path, a PIL image or base64 data) and an optional caption.
 
         Raises:
             UsageError: No dialog is open, or the image is missing or not an image.
         """
-        thread = self._current_thread("receive_image")
+        thread = self._target(alias, "receive_image")
         data = load_image(image)
         return thread.dialog.append(Message(role=_USER, content=caption, images=[data]))
 
@@ -284,8 +285,8 @@ class Agent:
 
     # -- the turn --------------------------------------------------------------------------------------------
 
-    def respond(self) -> Message:
-        """Get the model's answer in the current dialog, running tool calls and retries (see the module doc).
+    def respond(self, *, alias: str | None = None) -> Message:
+        """Get the model's answer in the current dialog (or dialog `alias`), running tool calls and retries.
 
         Returns:
             The assistant message appended to the dialog, with `.content`, `.parsed`, `.usage`, `.cost`
@@ -296,8 +297,8 @@ class Agent:
             AgentException: The answer was rejected `max_exception_retry` + 1 times (`retries` has them all).
             InvokerError: The model call failed (after the invoker's own bounded retries).
         """
-        alias = self._current
-        thread = self._current_thread("respond")
+        thread = self._target(alias, "respond")
+        alias = thread.dialog.name
         prompt = thread.turn_prompt if thread.turn_prompt is not None else self.system_prompt
         args = thread.turn_args if thread.turn_prompt is not None else thread.prompt_args
         thread.turn_prompt, thread.turn_args = None, {}
@@ -452,9 +453,18 @@ class Agent:
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
-    def _check_alias(self, alias: Any) -> None:
+    def _check_new_alias(self, alias: Any) -> None:
         if not isinstance(alias, str) or not alias:
             raise UsageError(f"agent {self.name!r}: a dialog alias must be a non-empty string, got {alias!r}")
+        if alias in self._threads:
+            raise UsageError(
+                f"agent {self.name!r}: dialog {alias!r} is already open; close({alias!r}) it first, or use "
+                "another alias",
+                alias=alias,
+            )
+
+    def _target(self, alias: str | None, action: str) -> _Thread:
+        return self._current_thread(action) if alias is None else self._thread(alias, action)
 
     def _thread(self, alias: str, action: str) -> _Thread:
         thread = self._threads.get(alias)

@@ -127,14 +127,33 @@ def test_fork_switch_close_make_independent_branches() -> None:
     inv.assert_complete()
 
 
-def test_open_existing_alias_starts_over_and_dialogs_is_read_only() -> None:
+def test_open_or_fork_onto_an_open_alias_is_an_error_and_dialogs_is_read_only() -> None:
     agent, _ = make([])
     first = agent.open("a")
-    agent.receive("x")
-    second = agent.open("a")
-    assert second is not first and len(second) == 1
+    with pytest.raises(UsageError, match="already open"):
+        agent.open("a")
+    agent.open("b")
+    with pytest.raises(UsageError, match="already open"):
+        agent.fork("b", "a")
+    assert agent.dialogs["a"] is first
+    agent.close("a")
+    assert agent.open("a") is not first
     with pytest.raises(TypeError):
-        agent.dialogs["z"] = second  # type: ignore[index]
+        agent.dialogs["z"] = first  # type: ignore[index]
+    with pytest.raises(UsageError, match="non-empty"):
+        agent.open("")
+
+
+def test_alias_keyword_acts_on_another_dialog_without_switching() -> None:
+    agent, inv = make(["in a"])
+    agent.open("a")
+    agent.open("b")
+    agent.receive("for a", alias="a")
+    assert agent.respond(alias="a").content == "in a"
+    assert agent.current_alias == "b" and len(agent.dialogs["b"]) == 1 and len(agent.dialogs["a"]) == 3
+    assert inv.calls[0].context.dialog == "a"
+    with pytest.raises(UsageError, match="'zz'"):
+        agent.receive("x", alias="zz")
 
 
 # ---- prompts in force ---------------------------------------------------------------------------------------
