@@ -207,12 +207,18 @@ class Prompt:
 
     # -- composition -----------------------------------------------------------------------------------------
 
-    def extend(self, *, path: str, **overrides: Any) -> Prompt:
+    def extend(self, *, path: str | None = None, **overrides: Any) -> Prompt:
         """A new prompt with every field of this one except `overrides` (a new `path` is required).
 
         Raises:
+            UsageError: No `path` was given.
             ConfigError: An override names a field `Prompt` does not have.
         """
+        if path is None:
+            raise UsageError(
+                f"Prompt.extend() on {self.path!r} needs a new path=...: prompts that share a path collide in the "
+                "registry",
+            )
         unknown = [k for k in overrides if k not in _FIELDS]
         if unknown:
             raise ConfigError(f"Prompt.extend: unknown field(s) {unknown!r}; fields are {list(_FIELDS)!r}", key=unknown[0])

@@ -68,8 +68,8 @@ def test_extend_keeps_fields_and_overrides_some() -> None:
     assert base.prompt == "{x}"
     with pytest.raises(ConfigError, match="unknown field"):
         base.extend(path="t/z", parsr=None)
-    with pytest.raises(TypeError):
-        base.extend(prompt="no path")  # type: ignore[call-arg]
+    with pytest.raises(UsageError, match="path="):
+        base.extend(prompt="no path")
 
 
 def test_handler_template_accepts_single_and_doubled_handler_variables() -> None:
