@@ -555,3 +555,38 @@ def test_tool_returning_json_values_and_bad_images() -> None:
     texts = [m.content for m in agent.current_dialog.messages if m.role is Roles.TOOL]
     assert json.loads(texts[0]) == {"a": [1, 2], "when": "2024-01-02"}
     assert "cannot be sent" in texts[1] and "does not exist" in texts[1]
+
+
+def test_importing_the_core_loads_no_heavy_dependency() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, lllm.core.agent, lllm.core.prompt, lllm.core.dialog; "
+            "print(sorted(m for m in ('litellm', 'docker', 'playwright', 'PIL') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_agents_in_threads_share_one_invoker_without_mixing_dialogs() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lllm.invokers.scripted import FunctionInvoker
+
+    def responder(messages: list[dict[str, Any]]) -> str:
+        return f"echo: {messages[-1]['content']}"
+
+    inv = FunctionInvoker(responder)
+
+    def work(i: int) -> list[str]:
+        agent = Agent(name=f"w{i}", system_prompt="Echo.", model="gpt-4o", llm_invoker=inv)
+        agent.open("d")
+        out = []
+        for turn in range(10):
+            agent.receive(f"{i}-{turn}")
+            out.append(agent.respond().content)
+        return out
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(work, range(16)))
+    assert results == [[f"echo: {i}-{t}" for t in range(10)] for i in range(16)]
+    assert len(inv.calls) == 160
