@@ -166,6 +166,8 @@ class BatchRun:
                     error = None
                 except Exception as exc:  # noqa: BLE001 - every task error is reported, none is lost
                     result, error = None, exc
+                    if self.fail_fast:
+                        self._stop.set()  # before anyone takes the next task
                 cost = holder[0].total_cost.cost if holder else 0.0
                 with self._lock:
                     self.spent += cost

@@ -375,7 +375,7 @@ class Tactic:
     def _batch(self, tasks: Sequence[Any], *, max_workers: int | None, fail_fast: bool,
                tags: dict[str, Any] | None, resume: str | None, max_cost: float | None, progress: bool | None,
                metadata: dict[str, Any] | None, call_kwargs: dict[str, Any]) -> BatchRun:
-        run = BatchRun(self, tasks, max_workers=max_workers or self.max_workers, fail_fast=fail_fast, tags=tags,
+        run = BatchRun(self, tasks, max_workers=self.max_workers if max_workers is None else max_workers, fail_fast=fail_fast, tags=tags,
                        resume=resume, max_cost=max_cost, progress=progress, metadata=metadata,
                        call_kwargs=call_kwargs)
         self.last_batch_id = run.batch_id
