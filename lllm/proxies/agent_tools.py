@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lllm.errors import ConfigError, LLLMError
 from lllm.proxies.manager import ProxyManager
 
-__all__ = ["ProxyConfig", "ProxyTools", "SandboxBlock", "attach"]
+__all__ = ["ProxyConfig", "ProxyTools", "SandboxBlock", "attach", "close_pools"]
 
 _IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 _CELL_RE = re.compile(r"<python_cell>(.*?)</python_cell>", re.S)
@@ -201,9 +201,10 @@ class ProxyTools:
     # ------------------------------------------------------------------ cells
     def run(self, code: str) -> Any:
         """Run one cell; return what the model should see (a str, or a ToolResult when there are images)."""
-        self.ensure_sandbox()
-        result = self.notebook.run(code, timeout=self.config.timeout)
-        self.cells += 1
+        with self._lock:
+            self.ensure_sandbox()
+            result = self.notebook.run(code, timeout=self.config.timeout)
+            self.cells += 1
         text = self.view(result)
         images = [img.data for img in result.images if img.mime in _IMAGE_MIMES]
         if images:
@@ -253,6 +254,15 @@ class ProxyTools:
 # ---------------------------------------------------------------------- pools shared by tactic calls
 _POOLS: dict[tuple[Any, ...], Any] = {}
 _POOLS_LOCK = threading.Lock()
+
+
+def close_pools() -> None:
+    """Close every sandbox pool that `proxy.sandbox.pool_size` started (also done at interpreter exit)."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.close()
 
 
 def _pool_for(block: SandboxBlock, limits: Any) -> Any:
@@ -368,6 +378,13 @@ def _wrap_respond_for_cells(agent: Any, tools: ProxyTools) -> None:
             cells = [c.strip("\n") for c in _CELL_RE.findall(message.content or "") if c.strip()]
             if not cells:
                 return message
+            prose = _CELL_RE.sub("", message.content or "").strip()
+            if prose:
+                try:
+                    tools.ensure_sandbox()
+                    tools.notebook.add_markdown(prose)  # the model's reasoning, between its cells
+                except LLLMError:
+                    pass  # reported with the cell below
             outputs, images = [], []
             for code in cells:
                 try:

@@ -137,3 +137,28 @@ print(json.loads(s.recv(n))["error"]["type"])
     finally:
         sa.close()
         sb_.close()
+
+
+def test_pooled_sandboxes_get_their_gateway_after_acquisition(sandbox_image: str, tmp_path) -> None:
+    from lllm.core.agent import Agent
+    from lllm.core.config import AgentBuildContext
+    from lllm.invokers.scripted import ScriptedInvoker
+    from lllm.proxies.agent_tools import attach, close_pools
+
+    block = {"activate_proxies": ["fred"], "source": "offline", "timeout": 30,
+             "sandbox": {"backend": "docker", "image": sandbox_image, "pool_size": 1}}
+    seen = []
+    try:
+        for n in range(2):
+            agent = Agent(name=f"a{n}", system_prompt="s", model="m", llm_invoker=ScriptedInvoker([]))
+            records: list = []
+            attach(agent, block, AgentBuildContext(session_id=f"pool-{n}", tracer=records.append,
+                                                   workdir_base=tmp_path))
+            out = agent.proxy_tools.run('print(CALL_API("fred/series", {"series_id": "UNRATE"})[-1]["value"])')
+            assert out.strip() == "4.2"
+            seen.append(agent.proxy_tools.sandbox.sandbox_id)
+            agent.shutdown()
+            assert [r.session_id for r in records if r.kind == "api_call"] == [f"pool-{n}"]
+        assert seen[0] != seen[1]  # a pooled sandbox is never handed to a second session
+    finally:
+        close_pools()

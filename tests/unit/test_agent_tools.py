@@ -132,7 +132,9 @@ def test_jupyter_mode_runs_python_cells_from_the_answer(tmp_path: Path) -> None:
     finally:
         agent.shutdown()
     invoker.assert_complete()
-    assert agent.proxy_tools.notebook_path.exists()
+    cells = json.loads(agent.proxy_tools.notebook_path.read_text())["cells"]
+    assert [c["cell_type"] for c in cells] == ["markdown", "markdown", "code", "code"]
+    assert "".join(cells[1]["source"]) == "Let me look."
 
 
 def test_docs_only_mode_and_config_errors(tmp_path: Path) -> None:
