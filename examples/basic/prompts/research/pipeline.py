@@ -4,7 +4,11 @@ from lllm import DefaultTagParser, Prompt
 
 planner_system = Prompt(
     path="pipeline/planner_system",
-    prompt="You are a careful planner. Break tasks into small, checkable steps and name the risks.",
+    prompt=(
+        "You are a careful planner. Break tasks into small, checkable steps and name the risks. "
+        "Format each step as <step>description</step> and each risk as <risk>description</risk>."
+    ),
+    parser=DefaultTagParser(xml_tags=["step", "risk"]),
 )
 
 planner_prompt = Prompt(
