@@ -195,7 +195,7 @@ class GatewaySession:
         try:
             try:
                 obj = json.loads(payload)
-            except (UnicodeDecodeError, ValueError) as exc:
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:
                 raise _Refused("BadRequest", f"the request is not UTF-8 JSON ({exc})") from None
             if isinstance(obj, dict):
                 raw_id = obj.get("id")

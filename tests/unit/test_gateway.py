@@ -211,7 +211,7 @@ def test_bad_and_foreign_tokens(gateway: Gateway, toy: Toy, tmp_path: Path) -> N
     b'{"token": 5, "path": "toy/echo"}', b'{"token": "t", "path": "toy/echo", "params": [1]}',
     b'{"token": "t", "path": "toy/echo", "extra": true}', b'{"token": "t", "path": "", "id": 1}',
     b'{"token": "t", "path": "toy/echo", "id": {"a": 1}}', b'{"token": "t", "path": "toy/echo", "id": 1.5}',
-    b"{" * 3000,
+    b"{" * 3000, b"[" * 2000 + b"]" * 2000,
 ])
 def test_malformed_frames_get_an_error_and_the_gateway_stays_up(session, tmp_path: Path, payload: bytes) -> None:
     reply = raw_call(tmp_path, payload)
