@@ -152,6 +152,7 @@ class GatewaySession:
         except BaseException:
             self._listener.close()
             _unlink(self.socket_path)
+            _unlink(self.token_path)
             raise
 
     def _write_token(self, owner: int | None) -> None:

@@ -128,10 +128,14 @@ def test_files_modes_and_owner(session, tmp_path: Path) -> None:
     assert tok.read_text() == session.token and len(session.token) >= 40
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chown to uid 1000 needs root")
 def test_token_owned_by_the_sandbox_user(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
-    with gateway.open_session(tmp_path, ProxyManager(proxies={"toy": toy}), token_owner=1000):
-        assert (tmp_path / "gateway.token").stat().st_uid == 1000
+    if os.geteuid() == 0:
+        with gateway.open_session(tmp_path, ProxyManager(proxies={"toy": toy}), token_owner=1000):
+            assert (tmp_path / "gateway.token").stat().st_uid == 1000
+    else:  # only root may give the token away; a failed open leaves nothing behind
+        with pytest.raises(PermissionError):
+            gateway.open_session(tmp_path, ProxyManager(proxies={"toy": toy}), token_owner=1000)
+        assert not (tmp_path / "gateway.sock").exists()
 
 
 def test_closing_removes_files_and_the_guest_says_no_gateway(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
