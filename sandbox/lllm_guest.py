@@ -5,7 +5,7 @@ Kernel start-up runs `import lllm_guest; lllm_guest.install(get_ipython().user_n
 
 The client reads `$LLLM_RUN_DIR/gateway.sock` and `$LLLM_RUN_DIR/gateway.token` (LLLM_RUN_DIR defaults to
 /run/lllm) at call time, so a sandbox that was started before its gateway was attached (a pooled one) works as
-soon as the host writes them. It keeps one connection open and reconnects once if the gateway dropped it.
+soon as the host writes them. It keeps one connection per thread open and reconnects once if the gateway dropped it.
 Wire format: a 4-byte big-endian length, then UTF-8 JSON (see lllm/proxies/wire.py on the host).
 """
 
@@ -69,9 +69,16 @@ class GatewayClient:
 
     def __init__(self, run_dir: str | None = None) -> None:
         self._run_dir = run_dir
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
+        self._local = threading.local()  # one connection per thread: threads in a cell call in parallel
         self._ids = itertools.count(1)
+
+    @property
+    def _sock(self) -> socket.socket | None:
+        return getattr(self._local, "sock", None)
+
+    @_sock.setter
+    def _sock(self, sock: socket.socket | None) -> None:
+        self._local.sock = sock
 
     @property
     def run_dir(self) -> str:
@@ -113,10 +120,10 @@ class GatewayClient:
         return sock
 
     def close(self) -> None:
-        with self._lock:
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
+        """Close this thread's connection (the next call opens a new one)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def request(self, path: str, params: Any = None) -> Any:
         """Send one request and return its `data`, or raise CallAPIError."""
@@ -134,33 +141,32 @@ class GatewayClient:
         except (TypeError, ValueError) as exc:
             raise CallAPIError(f"CALL_API params must be JSON-serialisable: {exc}", "BadRequest", path) from None
         frame = _HEADER.pack(len(body)) + body
-        with self._lock:
-            for attempt in (0, 1):
-                fresh = self._sock is None
-                if fresh:
-                    self._sock = self._connect()
-                try:
-                    self._sock.sendall(frame)
-                    while True:  # skip any stale reply (a call interrupted earlier on this connection)
-                        reply = self._recv()
-                        obj = _decode(reply, path)
-                        if obj.get("id") in (call_id, None):
-                            break
-                    break
-                except (OSError, EOFError) as exc:
-                    if self._sock is not None:
-                        self._sock.close()
-                    self._sock = None
-                    if attempt or fresh:
-                        raise CallAPIError(f"the gateway connection broke during {path!r}: {exc}. The session "
-                                           "may have ended.", "GatewayGone", path) from None
-                except BaseException:
-                    # interrupted mid-call (KeyboardInterrupt from a cell timeout): the reply may still come, so
-                    # this connection is out of step; the next call opens a fresh one
-                    if self._sock is not None:
-                        self._sock.close()
-                    self._sock = None
-                    raise
+        for attempt in (0, 1):
+            fresh = self._sock is None
+            if fresh:
+                self._sock = self._connect()
+            try:
+                self._sock.sendall(frame)
+                while True:  # skip any stale reply (a call interrupted earlier on this connection)
+                    reply = self._recv()
+                    obj = _decode(reply, path)
+                    if obj.get("id") in (call_id, None):
+                        break
+                break
+            except (OSError, EOFError) as exc:
+                if self._sock is not None:
+                    self._sock.close()
+                self._sock = None
+                if attempt or fresh:
+                    raise CallAPIError(f"the gateway connection broke during {path!r}: {exc}. The session "
+                                       "may have ended.", "GatewayGone", path) from None
+            except BaseException:
+                # interrupted mid-call (KeyboardInterrupt from a cell timeout): the reply may still come, so
+                # this connection is out of step; the next call opens a fresh one
+                if self._sock is not None:
+                    self._sock.close()
+                self._sock = None
+                raise
         if obj.get("ok") is True:
             return obj.get("data")
         err = obj.get("error") or {}

@@ -48,6 +48,11 @@ class Toy(BaseProxy):
     def raise_(self) -> None:
         raise KeyError("no such row")
 
+    @BaseProxy.endpoint(category="t", endpoint="slow", description="Takes 0.3 s, like a real API.")
+    def slow(self) -> str:
+        time.sleep(0.3)
+        return "done"
+
     @BaseProxy.endpoint(category="t", endpoint="hang", description="Hangs until released.")
     def hang(self) -> str:
         self.release.wait(30)
@@ -166,7 +171,7 @@ def test_refusals_reach_the_kernel_as_call_api_errors(session, tmp_path: Path) -
     """)
     assert out["inactive"][0] == "ProxyNotActivated" and "['toy']" in out["inactive"][1]
     assert out["unknown"][0] == "EndpointNotFound"
-    assert "'echo', 'big', 'raise', 'hang'" in out["unknown"][1]
+    assert "'echo', 'big', 'raise', 'slow', 'hang'" in out["unknown"][1]
     assert out["badparam"][0] == "ProxyError" and "must be int" in out["badparam"][1]
     assert out["raises"][0] == "ProxyError" and "KeyError" in out["raises"][1]
     assert out["nodoc"][0] == "ProxyNotActivated"
@@ -388,3 +393,15 @@ def test_open_session_needs_a_directory_and_an_open_gateway(tmp_path: Path, toy:
     gw.close()
     with pytest.raises(Exception, match="closed"):
         gw.open_session(tmp_path, ProxyManager(proxies={"toy": toy}))
+
+
+def test_threads_in_a_cell_call_in_parallel(session, tmp_path: Path) -> None:
+    out = guest(tmp_path, """
+        from concurrent.futures import ThreadPoolExecutor
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(6) as pool:
+            out["results"] = list(pool.map(lambda _: CALL_API("toy/slow"), range(6)))
+        out["elapsed"] = time.monotonic() - t0
+    """)
+    assert out["results"] == ["done"] * 6
+    assert out["elapsed"] < 1.2  # six 0.3 s calls at once, not one after another (1.8 s)
