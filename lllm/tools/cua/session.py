@@ -275,10 +275,10 @@ class BrowserSession:
 
     def _on_blocked(self, url: str, reason: str) -> None:
         url = self.secrets.redact(url)
-        if (url, reason) in self.blocked[-20:]:
-            return
         self.blocked.append((url, reason))
-        self.events.append(f"blocked a request to {url}: {reason}")
+        event = f"blocked a request to {url}: {reason}"
+        if event not in self.events:  # once per observation (the route and the proxy may both refuse it)
+            self.events.append(event)
 
     async def _route(self, route: Any) -> None:
         url = route.request.url
@@ -394,12 +394,18 @@ class BrowserSession:
         return outcome
 
     async def _run_action(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> ActionOutcome:
-        self._auto_code = []
+        self._flush_auto_code()
         outcome = await fn(self, **kwargs)
         await self.settle()
         outcome.code += self._auto_code
         self._auto_code = []
         return outcome
+
+    def _flush_auto_code(self) -> None:
+        """Code for events that arrived after their action returned (a slow pop-up) joins that action."""
+        if self._auto_code and self.log:
+            self.log[-1].code.extend(self._auto_code)
+        self._auto_code = []
 
     def _record(self, action: str, target: str | None, status: str, started: float, wall: float,
                 code: list[str], error: str | None, message: str = "") -> None:
@@ -466,6 +472,7 @@ class BrowserSession:
         """The session as a plain Playwright script that replays it without a model (see `replay.py`)."""
         from lllm.tools.cua.replay import export_script
 
+        self._flush_auto_code()
         return export_script(self, **kwargs)
 
 

@@ -99,29 +99,33 @@ class BrowserToolset:
         dialog = getattr(self.agent, "current_dialog", None) if self.agent is not None else None
         if dialog is None:
             return
-        # The new screenshot joins the dialog after this tool returns, so keep `keep - 1` of the ones there.
-        allowed = set(self._shots[-keep:]) if keep > 0 else set()
-        for message in dialog.messages:
+        # The new screenshot joins the dialog after this tool returns, so keep the newest `keep - 1` there.
+        # Screenshots of an unchanged page are identical, so count by position, newest first.
+        room = max(0, keep - 1)
+        mine = set(self._shots)
+        for message in reversed(dialog.messages):
             images = getattr(message, "images", None)
             if not images or not (message.metadata or {}).get("tool_images"):
                 continue
             kept = []
-            for image in images:
+            for image in reversed(images):
                 try:
-                    digest = hashlib.sha256(image.to_bytes()).hexdigest()
+                    ours = hashlib.sha256(image.to_bytes()).hexdigest() in mine
                 except Exception:  # noqa: BLE001 - not an image of ours
-                    kept.append(image)
-                    continue
-                if digest in self._shots and digest not in allowed:
-                    continue
+                    ours = False
+                if ours:
+                    if room == 0:
+                        continue
+                    room -= 1
                 kept.append(image)
+            kept.reverse()
             if len(kept) != len(images):
                 # Message is a dataclass whose wire form is cached: rebuild it after changing the images.
                 message.images = kept
                 note = _DROPPED.format(n=keep)
                 if note not in (message.content or ""):
                     message.content = f"{message.content or ''} {note}".strip()
-                message._wire = None
+                _rewire(dialog, message)
 
     # -- the tools ---------------------------------------------------------------------------------------------
 
@@ -318,6 +322,21 @@ class BrowserToolset:
 
         return [navigate, back, forward, reload, click, hover, type_text, press, select_option, scroll, drag, wait, tabs,
                 open_tab, switch_tab, close_tab, upload, screenshot, snapshot, find_text]
+
+
+def _rewire(dialog: Any, message: Any) -> None:
+    """Rebuild the cached wire form of a changed message, in the message and in the dialog's wire list.
+
+    `Message` and `Dialog` cache the OpenAI dicts they send (and earlier requests keep theirs), so a changed
+    message gets a new dict rather than an edited one: requests already sent stay as they were.
+    """
+    message._wire = None
+    wire = getattr(dialog, "_wire", None)
+    if isinstance(wire, list):
+        for index, item in enumerate(dialog.messages):
+            if item is message and index < len(wire):
+                wire[index] = message.to_openai()
+                break
 
 
 def attach(agent: Any, block: dict[str, Any] | None, ctx: Any) -> BrowserToolset:
