@@ -141,7 +141,13 @@ class ProxyTools:
                     from lllm.sandbox._rundir import container_user
 
                     owner = container_user()[0]
-                limits = GatewayLimits(**self.config.gateway) if self.config.gateway else None
+                # a proxy call may not outlive the cell that made it
+                options = {"call_timeout": min(30.0, self.config.timeout), **self.config.gateway}
+                try:
+                    limits = GatewayLimits(**options)
+                except ValidationError as exc:
+                    raise ConfigError(f"agent {self.agent_name!r}: proxy.gateway is invalid: {exc}",
+                                      key="proxy.gateway") from None
                 self.gateway_session = get_gateway().open_session(
                     sandbox.session_dir, self.manager, session_id=self.session_id, tracer=self.tracer,
                     limits=limits, token_owner=owner)
@@ -323,6 +329,15 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
         problems = "; ".join(f"proxy.{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r:.80})"
                              for e in exc.errors()[:5])
         raise ConfigError(f"agent {agent.name!r}: bad proxy block: {problems}", key="proxy") from None
+    from lllm.proxies.gateway import GatewayLimits
+    from lllm.sandbox.base import SandboxLimits
+
+    for key, model, options in (("proxy.gateway", GatewayLimits, cfg.gateway),
+                                ("proxy.sandbox.limits", SandboxLimits, cfg.sandbox.limits)):
+        try:
+            model(**options)
+        except (ValidationError, LLLMError) as exc:
+            raise ConfigError(f"agent {agent.name!r}: {key} is invalid: {exc}", key=key) from None
     source = cfg.source or os.environ.get("LLLM_PROXY_SOURCE") or "live"
     if source not in ("live", "offline", "auto"):
         raise ConfigError(f"LLLM_PROXY_SOURCE must be live, offline or auto, got {source!r}.", key="proxy.source")

@@ -143,7 +143,9 @@ def test_docs_only_mode_and_config_errors(tmp_path: Path) -> None:
     assert "### fred/series" in agent.tools[0].run({"proxy_name": "fred"})
     for block, needle in [({"activate_proxies": ["nope"]}, "'nope'"), ({"exec_env": "shell"}, "proxy.exec_env"),
                           ({"max_output_chars": 5}, "proxy.max_output_chars"), ({"sandbox": {"backend": "vm"}}, "backend"),
-                          ({"activate_proxy": ["fmp"]}, "activate_proxy")]:
+                          ({"activate_proxy": ["fmp"]}, "activate_proxy"),
+                          ({"gateway": {"rate": -1}}, "proxy.gateway"), ({"gateway": {"rates": 5}}, "proxy.gateway"),
+                          ({"sandbox": {"limits": {"memory": "lots"}}}, "proxy.sandbox.limits")]:
         with pytest.raises(ConfigError, match=needle):
             make_agent([], tmp_path, block, [])
     assert ProxyConfig().exec_env == "interpreter" and ProxyConfig(activate_proxies="fmp").activate_proxies == ["fmp"]
