@@ -220,7 +220,7 @@ class GatewaySession:
                 data = self._meta(req)
                 proxy = endpoint = None
             else:
-                target, proxy, endpoint = self.manager.resolve(req.path)
+                _, proxy, endpoint = self.manager.resolve(req.path)
                 data = self._run(req.path, req.params)
             if len(data) > self.limits.max_response_bytes:
                 raise PayloadTooLarge(
