@@ -111,7 +111,7 @@ def main() -> None:
          limited["rate"] / base["rate"]),
     ]
     for name, a, b, ratio in rows:
-        print(f"{name:<44}{a:>14}{b:>16}{ratio:>9.1f}x")
+        print(f"{name:<44}{a:>14}{b:>16}{ratio:>9.{1 if ratio >= 1 else 3}f}x")
     print(f"rate-limited calls in the default-limits loop: {limited['limited']:,}; load average during the run: "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work on the machine skews these figures)")
     ok = fast["p50"] <= 0.002 and fast["rate"] >= 500
