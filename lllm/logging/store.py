@@ -10,9 +10,11 @@ Tables (plain enough to query with `sqlite3 runs.db`):
   version does not know goes to `events` as JSON, so nothing is dropped.
 - `dialogs`: the dialog tree of every agent at the end of its session (`Dialog.to_dict()` as JSON).
 
-Concurrency: one connection, one lock, one short `BEGIN IMMEDIATE` transaction per write, WAL journal and a
-busy timeout, so 50 threads of one process (and several processes on one file) never lose a row or see
-"database is locked". Every write is committed before `record()` returns: a crash loses nothing written.
+Concurrency: one connection and one writer thread that puts every write queued since its last commit into
+the next `BEGIN IMMEDIATE` transaction (group commit, `_writer.py`); readers share the connection under a
+lock; WAL journal and a busy timeout for other processes. So 50 threads of one process (and several
+processes on one file) never lose a row or see "database is locked", and every write is committed before
+`start_session`/`record`/`end_session` returns: a crash loses nothing that was written.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, Iterable, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from lllm.errors import UsageError
+from lllm.logging._writer import GroupWriter
 from lllm.logging.models import CostRow, DialogRow, SessionDetail, SessionRow
 
 KIND_TABLES: dict[str, str] = {
@@ -52,6 +55,14 @@ _SESSION_COLUMNS: dict[str, type] = {
     "pid": int,
 }
 _SESSION_JSON = ("tags", "metadata", "result")
+_START_COLUMNS = ("id", "tactic", "state", "started_at", "updated_at", "cost", "prompt_tokens", "completion_tokens",
+                  "model_calls", "agent_calls", "tags", "metadata", "task", "task_hash", "last_event", "batch_id",
+                  "task_index", "parent_id", "pid")
+_START_SQL = (f"INSERT OR REPLACE INTO sessions ({', '.join(_START_COLUMNS)}) "
+              f"VALUES ({', '.join('?' for _ in _START_COLUMNS)})")
+_TOTALS_SQL = ("UPDATE sessions SET cost = cost + ?, prompt_tokens = prompt_tokens + ?, "
+               "completion_tokens = completion_tokens + ?, model_calls = model_calls + ?, agent_calls = agent_calls + ?, "
+               "updated_at = ?, last_event = COALESCE(?, last_event) WHERE id = ?")
 _TASK_TEXT_LIMIT = 10_000
 _NOT_RESTORABLE = object()
 
@@ -219,6 +230,7 @@ class LogStore:
         self._columns: dict[str, set[str]] = {}
         self._closed = False
         self._ensure_schema()
+        self._writer = GroupWriter(self._conn, self._lock, self._apply, name=f"lllm-logstore-{Path(self.path).name}")
 
     # -- schema ---------------------------------------------------------------------------------------
 
@@ -286,12 +298,11 @@ class LogStore:
             "task": None if task is None else task_text(task), "task_hash": task_hash, "last_event": "started",
             "batch_id": batch_id, "task_index": task_index, "parent_id": parent_id, "pid": os.getpid(),
         }
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        with self._lock:
-            self._parents[session_id] = parent_id
-            with self._transaction():
-                self._conn.execute(f"INSERT OR REPLACE INTO sessions ({cols}) VALUES ({marks})", list(row.values()))
+        self._write(("start", session_id, parent_id, tuple(row[c] for c in _START_COLUMNS)))
+
+    def _write(self, op: tuple[Any, ...]) -> None:
+        self._check_open()
+        self._writer.submit(op)
 
     def _chain(self, session_id: str) -> list[str]:
         chain = [session_id]
@@ -314,40 +325,66 @@ class LogStore:
         data = record.model_dump()
         table = KIND_TABLES.get(kind) if kind else None
         now = time.time()
-        with self._lock:
-            if table is not None and table not in self._columns:
-                with self._transaction():
-                    self._ensure_record_table(type(record))
-            with self._transaction():
-                if table is not None:
-                    known = self._columns[table]
-                    if not known.issuperset(data):
-                        self._ensure_record_table(type(record))
-                    names = list(data)
-                    self._conn.execute(
-                        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
-                        [_to_sql(data[n]) for n in names])
-                else:
-                    self._conn.execute("INSERT INTO events (session_id, kind, started_at, data) VALUES (?, ?, ?, ?)",
-                                       [data.get("session_id"), kind, data.get("started_at"), _to_sql(data)])
-                sid = data.get("session_id")
-                if sid:
-                    self._update_for_record(sid, record, now)
+        if table is not None and (table not in self._columns or not self._columns[table].issuperset(data)):
+            with self._lock, self._transaction():  # a new kind or new fields: schema first, on its own
+                self._ensure_record_table(type(record))
+        if table is not None:
+            names = list(data)
+            sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
+            values = tuple(_to_sql(data[n]) for n in names)
+        else:
+            sql = "INSERT INTO events (session_id, kind, started_at, data) VALUES (?, ?, ?, ?)"
+            values = (data.get("session_id"), kind, data.get("started_at"), _to_sql(data))
+        self._write(("record", sql, values, data.get("session_id"), kind, data.get("cost") or 0.0,
+                     data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0, _last_event(record), now))
 
-    def _update_for_record(self, sid: str, record: Any, now: float) -> None:
-        chain = self._chain(sid)
-        marks = ", ".join("?" for _ in chain)
-        if record.kind == "model_call":
-            self._conn.execute(
-                "UPDATE sessions SET cost = cost + ?, prompt_tokens = prompt_tokens + ?, "
-                f"completion_tokens = completion_tokens + ?, model_calls = model_calls + 1, updated_at = ? "
-                f"WHERE id IN ({marks})",
-                [record.cost, record.prompt_tokens, record.completion_tokens, now, *chain])
-        elif record.kind == "agent_call":
-            self._conn.execute(f"UPDATE sessions SET agent_calls = agent_calls + 1, updated_at = ? "
-                               f"WHERE id IN ({marks})", [now, *chain])
-        self._conn.execute("UPDATE sessions SET last_event = ?, updated_at = ? WHERE id = ?",
-                           [_last_event(record), now, sid])
+    def _apply(self, ops: list[tuple[Any, ...]]) -> None:
+        """Apply queued writes inside the writer's transaction, grouped into a few `executemany` calls.
+
+        Order within a batch: session starts, trace records, the session totals they add up to, session ends.
+        """
+        starts = [op for op in ops if op[0] == "start"]
+        for op in starts:
+            self._parents[op[1]] = op[2]
+        if starts:
+            self._conn.executemany(_START_SQL, [op[3] for op in starts])
+        inserts: dict[str, list[tuple[Any, ...]]] = {}
+        totals: dict[str, list[Any]] = {}
+        for op in ops:
+            if op[0] != "record":
+                continue
+            _, sql, values, sid, kind, cost, prompt, completion, last, now = op
+            inserts.setdefault(sql, []).append(values)
+            if not sid:
+                continue
+            for i, target in enumerate(self._chain(sid)):
+                t = totals.setdefault(target, [0.0, 0, 0, 0, 0, now, None])
+                if kind == "model_call":
+                    t[0] += cost
+                    t[1] += prompt
+                    t[2] += completion
+                    t[3] += 1
+                elif kind == "agent_call":
+                    t[4] += 1
+                t[5] = max(t[5], now)
+                if i == 0:
+                    t[6] = last
+        for sql, rows in inserts.items():
+            self._conn.executemany(sql, rows)
+        if totals:
+            self._conn.executemany(_TOTALS_SQL, [(*t, sid) for sid, t in totals.items()])
+        ends: dict[str, list[tuple[Any, ...]]] = {}
+        dialogs: list[tuple[Any, ...]] = []
+        for op in ops:
+            if op[0] == "end":
+                ends.setdefault(op[2], []).append(op[3])
+                dialogs.extend(op[4])
+                self._parents.pop(op[1], None)
+        for sql, rows in ends.items():
+            self._conn.executemany(sql, rows)
+        if dialogs:
+            self._conn.executemany("INSERT OR REPLACE INTO dialogs (session_id, agent, alias, parent, messages, data) "
+                                   "VALUES (?, ?, ?, ?, ?, ?)", dialogs)
 
     def end_session(self, session_id: str, *, state: Literal["ok", "error"], ended_at: float | None = None,
                     cost: float | None = None, prompt_tokens: int | None = None,
@@ -372,13 +409,9 @@ class LogStore:
         assignments = ", ".join(f"{k} = ?" for k in sets)
         rows = [(session_id, agent, alias, d.get("parent") if isinstance(d.get("parent"), str) else None,
                  len(d.get("messages") or ()), _to_sql(d)) for agent, alias, d in dialogs]
-        with self._lock, self._transaction():
-            self._conn.execute(f"UPDATE sessions SET {assignments}, duration_s = ? - started_at WHERE id = ?",
-                               [*(_to_sql(v) for v in sets.values()), now, session_id])
-            if rows:
-                self._conn.executemany("INSERT OR REPLACE INTO dialogs (session_id, agent, alias, parent, messages, "
-                                       "data) VALUES (?, ?, ?, ?, ?, ?)", rows)
-            self._parents.pop(session_id, None)
+        values = (*(_to_sql(v) for v in sets.values()), now, session_id)
+        sql = f"UPDATE sessions SET {assignments}, duration_s = ? - started_at WHERE id = ?"
+        self._write(("end", session_id, sql, values, rows))
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -551,10 +584,12 @@ class LogStore:
 
     def close(self) -> None:
         """Close the connection (idempotent); further use raises `UsageError`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
+            self._conn.close()
 
     def __enter__(self) -> LogStore:
         return self
