@@ -50,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "LLLMError": "lllm.errors",
     "ConfigError": "lllm.errors",
     "UsageError": "lllm.errors",
+    "BudgetExceeded": "lllm.errors",
     "ParseError": "lllm.errors",
     "AgentException": "lllm.errors",
     "InvokerError": "lllm.errors",
