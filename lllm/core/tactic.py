@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 from lllm.core._batch import BatchResult, BatchRun, BatchStream
 from lllm.core.config import AgentBuildContext, AgentSpec, invoker_config_of, parse_agent_configs
 from lllm.core.const import InvokeCost
-from lllm.errors import UsageError
+from lllm.errors import BudgetExceeded, UsageError
 
 if TYPE_CHECKING:
     from lllm.core.runtime import Runtime
@@ -347,12 +347,17 @@ class Tactic:
             cleanup_errors = _shutdown(agents)
             if cleanup_errors:
                 session.metadata["cleanup_errors"] = cleanup_errors
-            if session.state == "running":
-                if error is None:
-                    session.success(result, dialogs=dialogs)
-                else:
-                    session.failure(error, dialogs=dialogs)
             self.last_session = session
+            if session.state == "running":
+                try:
+                    if error is None:
+                        session.success(result, dialogs=dialogs)
+                    else:
+                        session.failure(error, dialogs=dialogs)
+                except Exception as log_error:
+                    if error is None:
+                        raise  # the call worked but could not be recorded: say so
+                    error.add_note(f"the log store could not record this failure: {log_error!r}")
         return result
 
     def __call__(self, task: Any, *, tags: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None,
@@ -404,8 +409,12 @@ class Tactic:
         run = self._batch(tasks, max_workers=max_workers, fail_fast=fail_fast, tags=tags, resume=resume,
                           max_cost=max_cost, progress=progress, metadata=metadata, call_kwargs=kwargs)
         results = BatchResult([None] * len(run.tasks))
-        for index, value in run:
-            results[index] = value
+        try:
+            for index, value in run:
+                results[index] = value
+        except BudgetExceeded as exc:
+            exc.results = results  # what finished before the cap (not pickled; the log store has it too)
+            raise
         results.batch_id, results.spent, results.skipped = run.batch_id, run.spent, run.skipped
         return results
 

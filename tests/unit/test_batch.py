@@ -134,8 +134,9 @@ def test_max_cost_stops_starting_tasks() -> None:
     assert err.not_started == list(range(3, 10)) and err.spent == pytest.approx(3 * STEP_COST)
     assert tactic.started == ["t0", "t1", "t2"]
     # fail_fast raises it instead; resume with a higher cap goes on where it stopped
-    with pytest.raises(BudgetExceeded, match=r"resume="):
+    with pytest.raises(BudgetExceeded, match=r"resume=") as info:
         tactic.bcall(tasks, max_workers=1, resume=results.batch_id, max_cost=4.5 * STEP_COST)
+    assert info.value.results[:5] == [f"done t{i}" for i in range(5)] and info.value.results[5:] == [None] * 5
     assert tactic.started == ["t0", "t1", "t2", "t3", "t4"]
     final = tactic.bcall(tasks, max_workers=3, resume=results.batch_id, max_cost=1.0)
     assert final == [f"done t{i}" for i in range(10)]

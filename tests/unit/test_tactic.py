@@ -257,3 +257,32 @@ def test_build_errors_name_the_missing_agent_and_prompt() -> None:
         Echo(config, runtime=Runtime("empty"))
     with pytest.raises(ConfigError, match=r"unknown invoker 'scriptd'"):
         Echo(agent_config("a", invoker={"invoker": "scriptd"}))
+
+
+def test_a_store_that_cannot_write_does_not_hide_the_task_error() -> None:
+    store = sqlite_store(":memory:")
+
+    class Boom(Tactic, register=False):
+        name = "unit_boom"
+        agent_group = ["a"]
+
+        def call(self, task: str, **kwargs) -> str:
+            store.close()  # the log goes away mid-call
+            raise KeyError("the real problem")
+
+    with pytest.raises(KeyError, match="the real problem") as info:
+        Boom(agent_config("a"), log_store=store)("x")
+    assert any("could not record this failure" in note for note in info.value.__notes__)
+
+    ok_store = sqlite_store(":memory:")
+
+    class Quiet(Tactic, register=False):
+        name = "unit_quiet"
+        agent_group = ["a"]
+
+        def call(self, task: str, **kwargs) -> str:
+            ok_store.close()
+            return "fine"
+
+    with pytest.raises(UsageError, match="closed"):  # a result that could not be recorded is not silent
+        Quiet(agent_config("a"), log_store=ok_store)("x")
