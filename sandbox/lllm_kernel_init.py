@@ -4,10 +4,14 @@
   `lllm_guest.install(get_ipython().user_ns)` when `lllm_guest` is importable; without it the kernel runs as a
   plain Python kernel.
 - Keeps output messages small: stdout/stderr are flushed every `LLLM_FLUSH_BYTES` (default 1 MiB) so one huge
-  `print` reaches the host as many modest messages (the writer waits for each flush: back-pressure), and a
-  display bundle larger than `LLLM_MAX_DISPLAY_BYTES` (default 8 MiB) is replaced by a text notice before it
-  is serialised. These protect the kernel's own memory; the host enforces its own caps regardless, since code
-  in the kernel can undo anything done here.
+  `print` reaches the host as many modest messages, and a display bundle larger than `LLLM_MAX_DISPLAY_BYTES`
+  (default 8 MiB) is replaced by a text notice before it is serialised.
+- Caps one cell's stream output at `LLLM_MAX_CELL_OUTPUT` characters (default 16 Mi): past that, writes are
+  counted and discarded in the kernel, and a notice at the end of the cell says how much. A cell that prints
+  a gigabyte then finishes at the kernel's speed instead of queueing a gigabyte of messages in the
+  container's memory (ZMQ's PUB socket never blocks the writer).
+These protect the kernel's own memory and time; the host enforces its own caps regardless, since code in the
+kernel can undo anything done here.
 """
 
 from __future__ import annotations
@@ -18,6 +22,40 @@ from typing import Any
 
 FLUSH_BYTES = int(os.environ.get("LLLM_FLUSH_BYTES", str(1 << 20)))
 MAX_DISPLAY_BYTES = int(os.environ.get("LLLM_MAX_DISPLAY_BYTES", str(8 << 20)))
+MAX_CELL_OUTPUT = int(os.environ.get("LLLM_MAX_CELL_OUTPUT", str(16 << 20)))
+
+
+class _CellBudget:
+    """Characters of stream output one cell may still send; reset before each cell."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.dropped = 0
+        self.report_to: Any = None
+
+    def reset(self, *args: Any) -> None:
+        self.used = 0
+        self.dropped = 0
+
+    def take(self, text: str) -> str:
+        room = self.limit - self.used
+        if len(text) <= room:
+            self.used += len(text)
+            return text
+        kept = text[: max(room, 0)]
+        self.used += len(kept)
+        self.dropped += len(text) - len(kept)
+        return kept
+
+    def report(self, *args: Any) -> None:
+        if self.dropped and self.report_to is not None:
+            self.report_to(f"\n[lllm sandbox: the cell printed {self.used + self.dropped:,} characters; the "
+                           f"kernel sent the first {self.used:,} and discarded the rest]\n")
+        self.reset()
+
+
+_budget = _CellBudget(MAX_CELL_OUTPUT)
 
 
 def _bundle_size(data: dict[str, Any]) -> int:
@@ -27,15 +65,23 @@ def _bundle_size(data: dict[str, Any]) -> int:
     return size
 
 
-def _chunk_stream(stream: Any, limit: int) -> None:
-    """Make `stream.write` flush every `limit` characters (an ipykernel OutStream)."""
+def _chunk_stream(stream: Any, limit: int) -> Any:
+    """Make `stream.write` count against the cell's budget and flush every `limit` characters (an ipykernel
+    OutStream); return the original `write`."""
     original = stream.write
     pending = [0]
 
     def write(text: str) -> int | None:
-        if not isinstance(text, str) or len(text) + pending[0] < limit:
-            pending[0] += len(text) if isinstance(text, str) else 0
+        if not isinstance(text, str):
             return original(text)
+        size = len(text)
+        text = _budget.take(text)
+        if not text:
+            return size
+        if len(text) + pending[0] < limit:
+            pending[0] += len(text)
+            original(text)
+            return size
         for start in range(0, len(text), limit):
             piece = text[start : start + limit]
             original(piece)
@@ -43,9 +89,10 @@ def _chunk_stream(stream: Any, limit: int) -> None:
             if pending[0] >= limit:
                 stream.flush()
                 pending[0] = 0
-        return len(text)
+        return size
 
     stream.write = write
+    return original
 
 
 def _cap_display(shell: Any, limit: int) -> None:
@@ -70,7 +117,11 @@ def load_ipython_extension(shell: Any) -> None:
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if hasattr(stream, "flush") and type(stream).__name__ == "OutStream":
-            _chunk_stream(stream, FLUSH_BYTES)
+            original = _chunk_stream(stream, FLUSH_BYTES)
+            if name == "stderr":
+                _budget.report_to = original
+    shell.events.register("pre_execute", _budget.reset)
+    shell.events.register("post_execute", _budget.report)
     _cap_display(shell, MAX_DISPLAY_BYTES)
     try:
         import lllm_guest  # type: ignore[import-not-found]

@@ -55,8 +55,9 @@ class KernelChannels:
         self.control = self._socket(zmq.DEALER, f"ipc://{prefix}-{info['control_port']}")
         self.iopub = self._socket(zmq.SUB, f"ipc://{prefix}-{info['iopub_port']}")
         self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
-        # Bounded buffering on the host: at most this many messages wait in the host's queue.
-        self.iopub.setsockopt(zmq.RCVHWM, 64)
+        # Bounded buffering on the host: at most this many messages (the guest flushes every 1 MiB) wait in
+        # the host's queue; the kernel's side queues the rest, in the container's memory.
+        self.iopub.setsockopt(zmq.RCVHWM, 8)
         self.iopub.setsockopt(zmq.MAXMSGSIZE, 4 * max_message_bytes + (64 << 20))
         self.poller = zmq.Poller()
         self.poller.register(self.iopub, zmq.POLLIN)
@@ -84,7 +85,9 @@ class KernelChannels:
         """Send an execute_request with stdin disallowed (so `input()` fails at once); return its msg_id."""
         return self.send_shell("execute_request", {"code": code, "silent": False, "store_history": True,
                                                    "user_expressions": {}, "allow_stdin": False,
-                                                   "stop_on_error": True})
+                                                   # one cell at a time: nothing queued to abort, and
+                                                   # no abort window that would swallow the next cell
+                                                   "stop_on_error": False})
 
     def send_control(self, msg_type: str, content: dict[str, Any] | None = None) -> None:
         """Send a control request (thread-safe: `interrupt()` may come from another thread)."""
