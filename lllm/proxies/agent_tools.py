@@ -289,19 +289,27 @@ def _pool_for(block: SandboxBlock, limits: Any) -> Any:
 
 # ---------------------------------------------------------------------- attach
 def _system_text(cfg: ProxyConfig, directory: str) -> str:
+    limits = (f"print() what you need; output over {cfg.max_output_chars} characters is cut, and a cell may run "
+              f"{cfg.timeout:g}s.")
+    apis = ("CALL_API(path, params) calls the APIs below and returns parsed JSON, e.g. "
+            'CALL_API("<proxy>/<endpoint>", {...}); query_api_doc(proxy_name) returns an API\'s endpoints and '
+            "parameters: read it before using an endpoint.")
+    if not directory:
+        if cfg.exec_env == "interpreter":
+            return ("## Python\nRun Python with the run_python tool: a persistent sandboxed interpreter (variables "
+                    f"persist across calls; no network). {limits}")
+        return ("## Python\nWrite Python in <python_cell>...</python_cell> tags; each cell runs in a persistent "
+                "sandboxed Jupyter kernel and its output comes back in <cell_output> tags. Answer without a cell "
+                f"when you are done. {limits}")
     if cfg.exec_env == "interpreter":
-        how = ("Run Python with the run_python tool: a persistent interpreter (variables persist across calls) "
-               "where CALL_API(path, params) calls the APIs below and returns parsed JSON, e.g. "
-               'CALL_API("<proxy>/<endpoint>", {...}). Call query_api_doc(proxy_name) first to read an API\'s '
-               f"endpoints and parameters. print() what you need; output over {cfg.max_output_chars} characters is "
-               f"cut, and a call may run {cfg.timeout:g}s.")
+        how = ("Run Python with the run_python tool: a persistent sandboxed interpreter (variables persist across "
+               f"calls; no network) where {apis} {limits}")
     elif cfg.exec_env == "jupyter":
-        how = ("Write Python in <python_cell>...</python_cell> tags; each cell runs in a persistent Jupyter kernel "
-               "(variables persist) and its output comes back in <cell_output> tags. In cells, "
-               "CALL_API(path, params) calls the APIs below and returns parsed JSON, and query_api_doc(proxy_name) "
-               "returns an API's docs. Answer without a cell when you are done.")
+        how = ("Write Python in <python_cell>...</python_cell> tags; each cell runs in a persistent sandboxed "
+               f"Jupyter kernel and its output comes back in <cell_output> tags. In cells, {apis} Answer without a "
+               f"cell when you are done. {limits}")
     else:
-        how = "Call query_api_doc(proxy_name) to read the docs of the APIs below."
+        how = "Call the query_api_doc tool with a proxy name to read the docs of the APIs below."
     return f"## APIs\n{how}\n{directory}"
 
 
@@ -362,11 +370,13 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
     def query_api_doc(proxy_name: str) -> str:
         return tools.api_doc(proxy_name)
 
-    agent.tools.append(Function.from_callable(
-        query_api_doc,
-        description="The full docs of one API proxy: every endpoint with its description, parameters (types, "
-                    "required, examples) and response shape. Read it before calling an endpoint you have not used.",
-        prop_desc={"proxy_name": f"one of {manager.available()!r}"}))
+    if manager.available():
+        agent.tools.append(Function.from_callable(
+            query_api_doc,
+            description="The full docs of one API proxy: every endpoint with its description, parameters (types, "
+                        "required, examples) and response shape. Read it before calling an endpoint you have not "
+                        "used.",
+            prop_desc={"proxy_name": f"one of {manager.available()!r}"}))
     if cfg.exec_env == "interpreter":
         def run_python(code: str) -> Any:
             return tools.run(code)

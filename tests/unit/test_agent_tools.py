@@ -149,3 +149,15 @@ def test_docs_only_mode_and_config_errors(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=needle):
             make_agent([], tmp_path, block, [])
     assert ProxyConfig().exec_env == "interpreter" and ProxyConfig(activate_proxies="fmp").activate_proxies == ["fmp"]
+
+
+def test_python_without_apis(tmp_path: Path) -> None:
+    agent, _ = make_agent([], tmp_path, {"sandbox": {"backend": "local"}}, [])
+    assert [f.name for f in agent.tools] == ["run_python"]
+    assert "## Python" in agent.system_prompt.prompt and "CALL_API" not in agent.system_prompt.prompt
+    try:
+        assert agent.proxy_tools.run("x = 6 * 7\nprint(x)").strip() == "42"
+        out = agent.proxy_tools.run("CALL_API('fmp/price', {'symbol': 'AAPL'})")
+        assert "ProxyNotActivated" in out and "activated: []" in out
+    finally:
+        agent.shutdown()
