@@ -113,6 +113,7 @@ class BatchRun:
         self._stop = threading.Event()
         self._budget_hit = False
         self._started: set[int] = set()
+        self._context = contextvars.copy_context()  # the caller's: a batch inside a tactic call folds into it
 
     # -- the stream ----------------------------------------------------------------------------------
 
@@ -184,7 +185,7 @@ class BatchRun:
         pending = [i for i in range(len(self.tasks)) if i not in previous]
         cursor = iter(pending)
         out: queue.Queue[Any] = queue.Queue()
-        workers = [threading.Thread(target=contextvars.copy_context().run, args=(self._worker, cursor, out),
+        workers = [threading.Thread(target=self._context.copy().run, args=(self._worker, cursor, out),
                                     name=f"lllm-batch-{self.batch_id[:8]}-{n}", daemon=True)
                    for n in range(min(self.max_workers, len(pending)))]
         first_error: tuple[int, BaseException] | None = None

@@ -531,13 +531,14 @@ class LogStore:
         """Cost and tokens of top-level sessions grouped by `"tactic"`, `"tag:<key>"`, `"batch"`, `"state"`
         or `"model"` (the last one from the model calls themselves), biggest cost first."""
         where, params = self._filters(tags=tags, since=since)
-        if group_by == "model":
-            start = parse_since(since)
-            sql = ("SELECT model AS grp, COUNT(DISTINCT session_id) AS sessions, "
-                   "SUM(status = 'error') AS errors, SUM(cost) AS cost, SUM(prompt_tokens) AS prompt_tokens, "
-                   "SUM(completion_tokens) AS completion_tokens FROM model_calls "
-                   + ("WHERE started_at >= ? " if start is not None else "") + "GROUP BY grp ORDER BY cost DESC")
-            rows = self._rows(sql, [start] if start is not None else [])
+        if group_by == "model":  # from the model calls themselves, sub-tactic sessions included
+            cwhere, cparams = self._filters(tags=tags, since=since, include_children=True)
+            sql = ("SELECT m.model AS grp, COUNT(DISTINCT m.session_id) AS sessions, SUM(m.status = 'error') AS errors, "
+                   "SUM(m.cost) AS cost, SUM(m.prompt_tokens) AS prompt_tokens, "
+                   "SUM(m.completion_tokens) AS completion_tokens FROM model_calls m "
+                   f"JOIN (SELECT id, tags, state, started_at FROM sessions {cwhere}) s ON m.session_id = s.id "
+                   "GROUP BY grp ORDER BY cost DESC")
+            rows = self._rows(sql, cparams)
         else:
             if group_by == "tactic":
                 expr, extra = "tactic", []

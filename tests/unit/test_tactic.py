@@ -286,3 +286,26 @@ def test_a_store_that_cannot_write_does_not_hide_the_task_error() -> None:
 
     with pytest.raises(UsageError, match="closed"):  # a result that could not be recorded is not silent
         Quiet(agent_config("a"), log_store=ok_store)("x")
+
+
+def test_a_batch_inside_a_call_folds_into_the_call() -> None:
+    store = sqlite_store(":memory:")
+    inner = Echo(agent_config("a"))
+
+    class Fanout(Tactic, register=False):
+        name = "unit_fanout"
+        agent_group = []
+
+        def call(self, task: str, **kwargs) -> list:
+            results = inner.bcall([f"{task}{i}" for i in range(3)], max_workers=3)
+            streamed = sorted(r for _, r in inner.ccall(["s0", "s1"], max_workers=2))
+            return list(results) + streamed
+
+    session = Fanout({}, log_store=store, tags={"job": "fan"})("t", return_session=True)
+    assert session.delivery == ["echo: t0", "echo: t1", "echo: t2", "echo: s0", "echo: s1"]
+    assert session.sub_tactic_call_count == 5
+    top = store.get_session(session.session_id)
+    assert top.model_calls == 5 and top.cost == pytest.approx(session.total_cost.cost) and top.cost > 0
+    assert [s.id for s in store.list_sessions()] == [session.session_id]
+    (by_model,) = store.cost_summary(group_by="model", tags={"job": "fan"})
+    assert by_model.group == "gpt-4o" and by_model.sessions == 5 and by_model.cost == pytest.approx(top.cost)
