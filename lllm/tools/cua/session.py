@@ -26,7 +26,11 @@ from lllm.tools.cua.config import LAUNCH_ARGS, BrowserConfig
 from lllm.tools.cua.safety import ConfirmHook, ConfirmRequest, Secrets, UrlPolicy, load_confirm_hook
 from lllm.tools.cua.snapshot import CappedText, cap_snapshot, find_lines, take_snapshot
 
-__all__ = ["ActionLog", "BrowserSession", "Observation", "SessionState"]
+__all__ = ["SETTLE_S", "ActionLog", "BrowserSession", "Observation", "SessionState"]
+
+SETTLE_S = 0.05
+"""How long a click or key press waits for the pop-ups and downloads it may start, before the observation."""
+_EVENTFUL = {"click", "double_click", "press"}
 
 
 class SessionState(enum.Enum):
@@ -355,9 +359,13 @@ class BrowserSession:
             raise UsageError(f"no file {path!r} in the agent's workspace", path=path)
         return full
 
-    async def settle(self) -> None:
-        """Let events of the last action arrive (dialogs, pop-ups, downloads) and finish pending downloads."""
-        await asyncio.sleep(0.05)
+    async def settle(self, *, pause: float = 0.0) -> None:
+        """Let events of the last action arrive (pop-ups, downloads) and finish pending downloads.
+
+        Args:
+            pause: Seconds to wait first for events a click or a key may start (a pop-up, a download).
+        """
+        await asyncio.sleep(pause)
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=self.config.navigation_timeout_s)
 
@@ -396,7 +404,8 @@ class BrowserSession:
     async def _run_action(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> ActionOutcome:
         self._flush_auto_code()
         outcome = await fn(self, **kwargs)
-        await self.settle()
+        eventful = fn.__name__ in _EVENTFUL or (fn.__name__ == "type_text" and kwargs.get("submit"))
+        await self.settle(pause=SETTLE_S if eventful else 0.0)
         outcome.code += self._auto_code
         self._auto_code = []
         return outcome
