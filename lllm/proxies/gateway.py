@@ -30,7 +30,7 @@ import selectors
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,53 @@ class _Bucket:
                 self.tokens -= 1.0
                 return 0.0
             return (1.0 - self.tokens) / self.rate
+
+
+class _DaemonPool:
+    """Worker threads for proxy calls, started on demand up to `max_workers`. Daemon threads, unlike a
+    ThreadPoolExecutor's, so that a proxy hanging forever cannot keep the process from exiting."""
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+
+    def submit(self, fn: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((future, fn))
+        with self._lock:
+            if self._idle == 0 and self._threads < self.max_workers:
+                self._threads += 1
+                threading.Thread(target=self._work, name=f"lllm-gw-proxy-{self._threads}", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            item = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+            if item is None:
+                with self._lock:
+                    self._threads -= 1
+                return
+            future, fn = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # delivered to the waiting connection thread
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Ask every idle worker to stop (busy ones stop after their call)."""
+        with self._lock:
+            count = self._threads
+        for _ in range(count):
+            self._queue.put(None)
 
 
 class _Refused(Exception):
@@ -358,7 +405,7 @@ class Gateway:
 
     def __init__(self, *, limits: GatewayLimits | None = None, workers: int = 64) -> None:
         self.limits = limits or GatewayLimits()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lllm-gw-proxy")
+        self._pool = _DaemonPool(workers)
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -483,7 +530,7 @@ class Gateway:
         self._reports.put(None)
         self._acceptor.join(timeout=5)
         self._reporter.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()

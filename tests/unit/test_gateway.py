@@ -405,3 +405,29 @@ def test_threads_in_a_cell_call_in_parallel(session, tmp_path: Path) -> None:
     """)
     assert out["results"] == ["done"] * 6
     assert out["elapsed"] < 1.2  # six 0.3 s calls at once, not one after another (1.8 s)
+
+
+def test_a_proxy_that_never_returns_does_not_keep_the_process_alive(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys, threading
+        sys.path.insert(0, {str(GUEST_DIR)!r})
+        import lllm_guest
+        from lllm.proxies import BaseProxy, ProxyManager
+        from lllm.proxies.gateway import Gateway, GatewayLimits
+
+        class Stuck(BaseProxy):
+            @BaseProxy.endpoint(category="t", endpoint="stuck", description="Never returns.")
+            def stuck(self):
+                threading.Event().wait()
+
+        gw = Gateway(limits=GatewayLimits(call_timeout=0.2))
+        gw.open_session({str(tmp_path)!r}, ProxyManager(proxies={{"stuck": Stuck()}}))
+        try:
+            lllm_guest.GatewayClient({str(tmp_path)!r}).request("stuck/stuck")
+        except lllm_guest.CallAPIError as e:
+            print(e.type)
+        gw.close()
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ProxyTimeout"
