@@ -192,6 +192,10 @@ def agent_entry(config: dict[str, Any], index: int, *, parsed: TacticConfig | No
     except ValidationError as exc:
         err = _validation_error(exc, where=where, prefix=f"{label}.", model=AgentConfig, given=merged)
         extra = suggest_extension(merged)
+        from_global = [k for k in parsed.global_ if k not in entry and k not in AgentConfig.model_fields
+                       and k not in AGENT_EXTENSIONS]
+        if from_global:
+            extra += f" ({', '.join(repr(k) for k in from_global)} comes from 'global', merged under every agent)"
         raise ConfigError(err.message + extra, **err.facts) from None
     if agent.system_prompt is None and agent.system_prompt_path is None:
         raise ConfigError(f"{where}: {label} has neither 'system_prompt' (inline text) nor 'system_prompt_path' "

@@ -268,7 +268,7 @@ class Tactic:
                              "attribute name = '...'")
         self.config: dict[str, Any] = dict(config or {})
         self.log_store = log_store
-        self.tags: dict[str, Any] = dict(tags or {})
+        self.tags: dict[str, Any] = _check_tags(tags)
         self._runtime = runtime or get_default_runtime()
         self.agent_specs: dict[str, AgentSpec] = parse_agent_configs(
             self.config, list(self.agent_group or []), self.name, runtime=self._runtime)
@@ -278,10 +278,11 @@ class Tactic:
         self._agent_invokers: dict[str, Any] = {}
         for agent_name, spec in self.agent_specs.items():
             if spec.invoker_config is not None:
-                self._agent_invokers[agent_name] = build_invoker(spec.invoker_config)
+                self._agent_invokers[agent_name] = _build_invoker(build_invoker, spec.invoker_config, self.config,
+                                                                  f"agent {agent_name!r}: ")
             else:
                 if self.llm_invoker is None:
-                    self.llm_invoker = build_invoker(self._invoker_config)
+                    self.llm_invoker = _build_invoker(build_invoker, self._invoker_config, self.config, "")
                 self._agent_invokers[agent_name] = self.llm_invoker
         self.max_workers: int = int(self.config.get("max_workers", 8))
         self.agents: dict[str, Any] = {}
@@ -318,7 +319,7 @@ class Tactic:
         """Run one call on an isolated copy with fresh agents; every entry point ends up here."""
         parent = _CURRENT.get()
         store = self.log_store if self.log_store is not None else (parent.store if parent else None)
-        merged_tags = {**(parent.tags if parent else {}), **self.tags, **(tags or {})}
+        merged_tags = {**(parent.tags if parent else {}), **self.tags, **_check_tags(tags)}
         session = TacticCallSession(self.name or type(self).__name__, store=store, parent=parent, tags=merged_tags,
                                     metadata=metadata, batch_id=batch_id, task_index=task_index,
                                     task_hash=task_hash)
@@ -380,6 +381,7 @@ class Tactic:
     def _batch(self, tasks: Sequence[Any], *, max_workers: int | None, fail_fast: bool,
                tags: dict[str, Any] | None, resume: str | None, max_cost: float | None, progress: bool | None,
                metadata: dict[str, Any] | None, call_kwargs: dict[str, Any]) -> BatchRun:
+        _check_tags(tags)
         run = BatchRun(self, tasks, max_workers=self.max_workers if max_workers is None else max_workers, fail_fast=fail_fast, tags=tags,
                        resume=resume, max_cost=max_cost, progress=progress, metadata=metadata,
                        call_kwargs=call_kwargs)
@@ -425,6 +427,27 @@ class Tactic:
         return BatchStream(self._batch(tasks, max_workers=max_workers, fail_fast=fail_fast, tags=tags,
                                        resume=resume, max_cost=max_cost, progress=progress, metadata=metadata,
                                        call_kwargs=kwargs))
+
+
+def _build_invoker(build: Any, invoker_config: dict[str, Any], config: dict[str, Any], who: str) -> Any:
+    """`build_invoker(invoker_config)`, its ConfigError naming the config file and the invoker keys."""
+    from lllm.errors import ConfigError
+
+    try:
+        return build(invoker_config)
+    except ConfigError as exc:
+        where = config.get("_config_path") or "<config dict>"
+        key = f"invoker_config.{exc.key}" if getattr(exc, "key", None) not in (None, "invoker") else "invoker"
+        raise ConfigError(f"{where}: {who}{exc.message}", path=where, key=key) from exc
+
+
+def _check_tags(tags: Any, name: str = "tags") -> dict[str, Any]:
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict) or not all(isinstance(k, str) for k in tags):
+        raise UsageError(f"`{name}` must be a dict with string keys, like {{'env': 'prod'}}; got {tags!r}",
+                         value=tags)
+    return dict(tags)
 
 
 def _shutdown(agents: dict[str, Any]) -> list[str]:

@@ -188,3 +188,5 @@ def test_bad_batch_arguments() -> None:
     with pytest.raises(UsageError, match="max_cost"):
         tactic.bcall(["a"], max_cost=-1)
     assert tactic.bcall([]) == []
+    with pytest.raises(UsageError, match="`tags` must be a dict"):
+        tactic.bcall(["a"], tags=["env", "prod"])

@@ -174,3 +174,26 @@ def test_workdir_is_per_session_and_created_on_use(tmp_path: Path) -> None:
     ctx = AgentBuildContext(session_id="abc", tracer=lambda r: None, workdir_base=tmp_path)
     assert not (tmp_path / "abc").exists()
     assert ctx.workdir == tmp_path / "abc" and ctx.workdir.is_dir()
+
+
+def test_an_unknown_key_in_global_says_so(tmp_path: Path) -> None:
+    path = write(tmp_path, "g.yaml", "global: {model_name: m, temprature: 0}\nagent_configs: [{name: w, system_prompt: x}]\n")
+    with pytest.raises(ConfigError, match=r"'temprature' comes from 'global'"):
+        load_config(path)
+
+
+def test_invoker_errors_name_the_config_file(tmp_path: Path) -> None:
+    from lllm import Tactic
+
+    class One(Tactic, register=False):
+        name = "unit_config_one"
+        agent_group = ["w"]
+
+    path = write(tmp_path, "inv.yaml", "invoker: scripted\ninvoker_config: {stream_chunk_chars: 0}\n"
+                                       "agent_configs: [{name: w, model_name: m, system_prompt: x}]\n")
+    with pytest.raises(ConfigError, match=r"inv.yaml: stream_chunk_chars must be") as info:
+        One(load_config(path), runtime=Runtime("inv"))
+    assert info.value.key == "invoker_config.stream_chunk_chars"
+    with pytest.raises(ConfigError, match=r"<config dict>: unknown invoker 'nope'"):
+        One({"invoker": "nope", "agent_configs": [{"name": "w", "model_name": "m", "system_prompt": "x"}]},
+            runtime=Runtime("inv"))
