@@ -162,3 +162,30 @@ def test_pooled_sandboxes_get_their_gateway_after_acquisition(sandbox_image: str
         assert seen[0] != seen[1]  # a pooled sandbox is never handed to a second session
     finally:
         close_pools()
+
+
+def test_matplotlib_figures_reach_the_model_as_images(sandbox_image: str, tmp_path) -> None:
+    from lllm.core.agent import Agent
+    from lllm.core.config import AgentBuildContext
+    from lllm.core.prompt import ToolResult
+    from lllm.invokers.scripted import ScriptedInvoker
+    from lllm.proxies.agent_tools import attach
+
+    agent = Agent(name="plotter", system_prompt="s", model="m", llm_invoker=ScriptedInvoker([]))
+    attach(agent, {"activate_proxies": ["fmp"], "source": "offline", "sandbox": {"image": sandbox_image}},
+           AgentBuildContext(session_id="plot-1", tracer=lambda r: None, workdir_base=tmp_path))
+    try:
+        out = agent.proxy_tools.run(
+            "import matplotlib.pyplot as plt\n"
+            "prices = CALL_API('fmp/price', {'symbol': 'NVDA', 'period': '3m'})\n"
+            "plt.plot([p['close'] for p in prices]); plt.title('NVDA'); plt.show()\n"
+            "print(len(prices))")
+        assert isinstance(out, ToolResult) and len(out.images) == 1
+        import base64
+
+        assert base64.b64decode(out.images[0])[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "[image/png]" in out.content and any(line.isdigit() for line in out.content.splitlines())
+    finally:
+        agent.shutdown()
+    nb = agent.proxy_tools.notebook_path.read_text()
+    assert '"image/png"' in nb  # the figure is in the notebook too
