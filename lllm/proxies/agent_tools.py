@@ -196,13 +196,15 @@ class ProxyTools:
         return sandbox
 
     def _discard(self, sandbox: Any) -> None:
-        if self.gateway_session is not None:
-            self.gateway_session.close()
-            self.gateway_session = None
-        if self._pool is not None:
-            self._pool.release(sandbox)
-        else:
-            sandbox.close()
+        try:
+            if self.gateway_session is not None:
+                self.gateway_session.close()
+                self.gateway_session = None
+        finally:
+            if self._pool is not None:
+                self._pool.release(sandbox)
+            else:
+                sandbox.close()
 
     # ------------------------------------------------------------------ cells
     def run(self, code: str) -> Any:
@@ -249,12 +251,17 @@ class ProxyTools:
                 return
             self._closed = True
             sandbox, self.sandbox = self.sandbox, None
-            if sandbox is not None:
-                self._discard(sandbox)
-            for proxy in self.manager.proxies.values():
-                close = getattr(proxy, "close", None)
-                if callable(close):
-                    close()
+            try:
+                if sandbox is not None:
+                    self._discard(sandbox)
+            finally:
+                for proxy in self.manager.proxies.values():
+                    close = getattr(proxy, "close", None)
+                    if callable(close):
+                        try:
+                            close()
+                        except Exception:  # noqa: BLE001 - an HTTP pool that fails to close loses nothing
+                            pass
 
 
 # ---------------------------------------------------------------------- pools shared by tactic calls
