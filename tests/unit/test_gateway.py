@@ -431,3 +431,16 @@ def test_a_proxy_that_never_returns_does_not_keep_the_process_alive(tmp_path: Pa
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ProxyTimeout"
+
+
+def test_wire_frames_round_trip_through_the_models() -> None:
+    from lllm.proxies.wire import HEADER, CallRequest, ErrorReply, OkReply, ReplyAdapter, encode_error, encode_ok
+
+    frame = encode_ok(7, b'{"a":[1,2]}')
+    (n,) = HEADER.unpack(frame[:4])
+    ok = ReplyAdapter.validate_json(frame[4:])
+    assert n == len(frame) - 4 and isinstance(ok, OkReply) and ok.data == {"a": [1, 2]} and ok.id == 7
+    err = ReplyAdapter.validate_json(encode_error("x", "RateLimited", "slow down")[4:])
+    assert isinstance(err, ErrorReply) and (err.error.type, err.error.message, err.id) == ("RateLimited", "slow down", "x")
+    req = CallRequest.model_validate({"token": "t", "path": "fmp/price", "params": {"symbol": "A"}, "id": 1})
+    assert req.params == {"symbol": "A"}

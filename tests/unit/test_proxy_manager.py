@@ -125,3 +125,16 @@ def test_every_builtin_endpoint_in_the_docs_dispatches() -> None:
 def test_instances_must_be_proxies() -> None:
     with pytest.raises(Exception, match="BaseProxy instance"):
         ProxyManager(proxies={"x": object()})  # type: ignore[dict-item]
+
+
+def test_proxies_import_light() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, lllm.proxies, lllm.proxies.gateway, lllm.proxies.agent_tools\n"
+            "from lllm.proxies import ProxyManager\n"
+            "m = ProxyManager(['fmp', 'fred', 'exa'], source='live')\n"
+            "print(sorted(x for x in ('httpx', 'docker', 'litellm', 'jupyter_client', 'zmq') if x in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"  # httpx loads on the first live request, docker with the first sandbox
