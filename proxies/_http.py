@@ -105,7 +105,9 @@ class HTTPProxy(BaseProxy):
 
     # ------------------------------------------------------------------ dates
     def _today(self) -> dt.date:
-        return dt.date.today()
+        """The default end of date ranges: today, or the cutoff date when one is set."""
+        today = dt.date.today()
+        return min(today, self.cutoff_date.date()) if self.cutoff_date is not None else today
 
     def _date_range(self, period: str | None, start: str | None, end: str | None) -> tuple[str, str]:
         """`(from, to)` as ISO dates from a `period` ("1y") or explicit `start`/`end`."""

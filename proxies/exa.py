@@ -31,7 +31,7 @@ class ExaProxy(HTTPProxy):
         headers["x-api-key"] = self._require_key()
 
     @BaseProxy.endpoint(
-        category="Search", endpoint="search",
+        category="Search", endpoint="search", dt_cutoff=("published_date", "%Y-%m-%d"),
         description="Search the web; returns results best first, each with title, url, published_date, author "
                     "and the first text_chars characters of the page.",
         params={"query*": (str, "Apple earnings outlook 2025", "what to look for, in plain words"),
@@ -53,6 +53,8 @@ class ExaProxy(HTTPProxy):
         body: dict[str, Any] = {"query": query, "numResults": num_results, "type": "auto"}
         if start_published_date:
             body["startPublishedDate"] = start_published_date
+        if self.cutoff_date is not None:
+            body["endPublishedDate"] = self.cutoff_date.date().isoformat()
         if include_domains:
             body["includeDomains"] = list(include_domains)
         if text_chars:

@@ -42,7 +42,7 @@ class FMPProxy(HTTPProxy):
         return symbol
 
     @BaseProxy.endpoint(
-        category="Prices", endpoint="price",
+        category="Prices", endpoint="price", dt_cutoff=("date", "%Y-%m-%d"),
         description="Daily end-of-day prices of one symbol, oldest first (so prices[-1] is the latest day).",
         params={
             "symbol*": (str, "AAPL", "ticker"),
@@ -88,7 +88,7 @@ class FMPProxy(HTTPProxy):
         return _first(rows, f"no profile for {symbol!r}")
 
     @BaseProxy.endpoint(
-        category="Fundamentals", endpoint="earnings",
+        category="Fundamentals", endpoint="earnings", dt_cutoff=("date", "%Y-%m-%d"),
         description="Earnings reports (actual and estimated EPS and revenue), newest first.",
         params={"symbol*": (str, "AAPL", "ticker"), "limit": {"type": int, "example": 8, "default": 8}},
         response=[{"symbol": "AAPL", "date": "2025-05-01", "epsActual": 1.65, "epsEstimated": 1.63,
@@ -99,7 +99,7 @@ class FMPProxy(HTTPProxy):
         return sorted(rows, key=lambda r: r.get("date", ""), reverse=True)[:limit]
 
     @BaseProxy.endpoint(
-        category="Fundamentals", endpoint="balance-sheet",
+        category="Fundamentals", endpoint="balance-sheet", dt_cutoff=("date", "%Y-%m-%d"),
         description="Balance sheet statements, newest first: assets, liabilities, equity, cash, debt.",
         params={"symbol*": (str, "AAPL", "ticker"),
                 "period": {"type": str, "example": "annual", "default": "annual", "enum": _STATEMENT_PERIODS},
@@ -115,7 +115,7 @@ class FMPProxy(HTTPProxy):
         return sorted(rows, key=lambda r: r.get("date", ""), reverse=True)[:limit]
 
     @BaseProxy.endpoint(
-        category="Fundamentals", endpoint="income-statement",
+        category="Fundamentals", endpoint="income-statement", dt_cutoff=("date", "%Y-%m-%d"),
         description="Income statements, newest first: revenue, gross profit, operating income, net income, EPS.",
         params={"symbol*": (str, "AAPL", "ticker"),
                 "period": {"type": str, "example": "annual", "default": "annual", "enum": _STATEMENT_PERIODS},

@@ -43,7 +43,7 @@ class FREDProxy(HTTPProxy):
         return sid
 
     @BaseProxy.endpoint(
-        category="Series", endpoint="series",
+        category="Series", endpoint="series", dt_cutoff=("date", "%Y-%m-%d"),
         description="Observations of one series, oldest first (so series[-1] is the latest). Values are floats; "
                     "None where FRED has no value ('.').",
         params={"series_id*": (str, "GDP", "FRED series id"),

@@ -40,7 +40,7 @@ class _Offline:
         pass
 
     def _today(self) -> dt.date:
-        return DATA_END
+        return min(DATA_END, self.cutoff_date.date()) if self.cutoff_date is not None else DATA_END
 
     def _post(self, path: str, json: dict[str, Any]) -> Any:
         return self._get(path, json)

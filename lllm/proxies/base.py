@@ -23,6 +23,8 @@ keyword arguments, or (lllm-core 0.1 style) one positional `params` dict.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import inspect
 import json
 from dataclasses import dataclass, field
@@ -239,7 +241,9 @@ class BaseProxy:
     def __init__(self, *args: Any, activate_proxies: list[str] | None = None, cutoff_date: Any = None,
                  deploy_mode: bool = False, use_cache: bool = True, **kwargs: Any) -> None:
         self.activate_proxies = list(activate_proxies or [])
-        self.cutoff_date = cutoff_date
+        self.cutoff_date: dt.datetime | None = _as_datetime(cutoff_date)
+        """Rows dated after this are dropped from endpoints that declare `dt_cutoff` (no look-ahead in
+        backtests); date ranges end there instead of today."""
         self.deploy_mode = deploy_mode
         self.use_cache = use_cache
 
@@ -260,7 +264,8 @@ class BaseProxy:
             name: a display name.
             sub_category: a sub-heading.
             remove_keys: keys dropped from each returned dict.
-            dt_cutoff: `(field, strptime format)` of the date field, for proxies that honour `cutoff_date`.
+            dt_cutoff: `(field, strptime format)` of the rows' date field: with a `cutoff_date`, rows dated
+                after it are dropped from the result.
             method: the HTTP method of the API behind it, for the docs.
         """
         if not isinstance(endpoint, str) or not endpoint or "/" in endpoint:
@@ -359,6 +364,8 @@ class BaseProxy:
         result = method(clean) if _takes_params_dict(method) else method(**clean)
         if spec.remove_keys:
             result = _remove_keys(result, spec.remove_keys)
+        if self.cutoff_date is not None and spec.dt_cutoff:
+            result = _before_cutoff(result, spec.dt_cutoff, self.cutoff_date)
         for hook in self._postcalls():
             result = hook(endpoint, result)
         return result
@@ -385,6 +392,45 @@ def _remove_keys(result: Any, keys: tuple[str, ...]) -> Any:
     if isinstance(result, list):
         return [_remove_keys(item, keys) if isinstance(item, dict) else item for item in result]
     return result
+
+
+def _as_datetime(value: Any) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, 23, 59, 59)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"cutoff_date must be an ISO date like '2024-12-31', got {value!r}.") from None
+        return parsed.replace(hour=23, minute=59, second=59) if len(value) <= 10 else parsed
+    raise ConfigError(f"cutoff_date must be a date, a datetime or an ISO string, got {value!r}.")
+
+
+@functools.lru_cache(maxsize=32)
+def _width(fmt: str) -> int:
+    """How many characters a date in `fmt` has (ISO timestamps are cut to it before parsing)."""
+    return len(dt.datetime(2000, 12, 31, 23, 59, 59).strftime(fmt))
+
+
+def _before_cutoff(result: Any, dt_cutoff: tuple[str, str], cutoff: dt.datetime) -> Any:
+    """Drop the rows of a list result whose date field is after `cutoff` (rows without a date stay)."""
+    if not isinstance(result, list):
+        return result
+    field_name, fmt = dt_cutoff
+    naive = cutoff.replace(tzinfo=None)
+    kept = []
+    for row in result:
+        value = row.get(field_name) if isinstance(row, dict) else None
+        if isinstance(value, str):
+            try:
+                if dt.datetime.strptime(value[: _width(fmt)], fmt) > naive:
+                    continue
+            except ValueError:
+                pass
+        kept.append(row)
+    return kept
 
 
 # ---------------------------------------------------------------------- registry

@@ -264,3 +264,18 @@ def test_offline_proxies_answer_the_seed_calls_with_no_key_and_no_network(monkey
         m.call("fmp/price", {"symbol": "TSLA"})
     assert "Offline: bundled sample data" in m.api_doc("fmp")
     assert m.directory().count("offline sample data") == 3
+
+
+def test_cutoff_date_for_backtests() -> None:
+    m = ProxyManager(["fmp", "fred", "exa"], source="offline", cutoff_date="2024-12-31")
+    prices = m.call("fmp/price", {"symbol": "AAPL", "period": "1m"})
+    assert prices[-1]["date"] <= "2024-12-31" and prices[0]["date"] >= "2024-11-30"
+    assert m.call("fred/series", {"series_id": "UNRATE"})[-1]["date"] == "2024-12-01"
+    assert all(e["date"] <= "2024-12-31" for e in m.call("fmp/earnings", {"symbol": "MSFT"}))
+    assert m.call("exa/search", {"query": "Apple earnings", "num_results": 5}) == []  # all articles are 2025
+
+
+def test_exa_sends_the_cutoff_as_end_date(fake_api) -> None:
+    api = fake_api(exa_route)
+    ExaProxy(api_key="exa-key", base_url=api.url, cutoff_date="2025-03-01").call("search", {"query": "x"})
+    assert api.requests[-1]["json"]["endPublishedDate"] == "2025-03-01"

@@ -180,3 +180,26 @@ def test_errors_keep_facts_and_pickle() -> None:
         Market().call("nope")
     again = pickle.loads(pickle.dumps(err.value))
     assert str(again) == str(err.value) and again.available == ["price", "balance-sheet"]
+
+
+def test_cutoff_date_drops_rows_after_it() -> None:
+    import datetime as dt
+
+    class Dated(BaseProxy):
+        @BaseProxy.endpoint(category="d", endpoint="rows", description="Dated rows.",
+                            dt_cutoff=("date", "%Y-%m-%d"))
+        def rows(self) -> list[dict]:
+            return [{"date": "2024-12-30"}, {"date": "2024-12-31T18:00:00Z"}, {"date": "2025-01-01"},
+                    {"date": "garbled"}, {"n": 1}]
+
+        @BaseProxy.endpoint(category="d", endpoint="undated", description="No dt_cutoff.")
+        def undated(self) -> list[dict]:
+            return [{"date": "2030-01-01"}]
+
+    assert len(Dated().call("rows")) == 5
+    cut = Dated(cutoff_date="2024-12-31").call("rows")
+    assert cut == [{"date": "2024-12-30"}, {"date": "2024-12-31T18:00:00Z"}, {"date": "garbled"}, {"n": 1}]
+    assert Dated(cutoff_date=dt.date(2024, 12, 30)).call("rows")[0] == {"date": "2024-12-30"}
+    assert Dated(cutoff_date="2000-01-01").call("undated") == [{"date": "2030-01-01"}]
+    with pytest.raises(ConfigError, match="cutoff_date"):
+        Dated(cutoff_date="last year")
