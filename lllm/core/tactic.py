@@ -39,16 +39,30 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 from lllm.core._batch import BatchResult, BatchRun, BatchStream
 from lllm.core.config import AgentBuildContext, AgentSpec, invoker_config_of, parse_agent_configs
 from lllm.core.const import InvokeCost
+from lllm.core.runtime import build_tactic, get_default_runtime, register_tactic_class
 from lllm.errors import BudgetExceeded, UsageError
 
 if TYPE_CHECKING:
     from lllm.core.runtime import Runtime
     from lllm.logging.store import LogStore
 
-__all__ = ["BatchResult", "Tactic", "TacticCallSession", "current_session"]
+__all__ = [
+    "BatchResult",
+    "Tactic",
+    "TacticCallSession",
+    "build_tactic",
+    "current_session",
+    "get_tactic_class",
+    "register_tactic_class",
+]
 
 _CURRENT: contextvars.ContextVar[TacticCallSession | None] = contextvars.ContextVar("lllm_tactic_session",
                                                                                       default=None)
+
+
+def get_tactic_class(name: str, runtime: Runtime | None = None) -> type[Tactic]:
+    """The Tactic class registered under `name` (lllm-core 0.1 name; ConfigError with near names if none)."""
+    return (runtime or get_default_runtime()).get_tactic(name)
 
 
 def current_session() -> TacticCallSession | None:
@@ -254,13 +268,10 @@ class Tactic:
     def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if register and isinstance(cls.__dict__.get("name"), str) and cls.__dict__["name"]:
-            from lllm.core.runtime import register_tactic_class
-
             register_tactic_class(cls)
 
     def __init__(self, config: dict[str, Any] | None = None, log_store: LogStore | None = None, *,
                  runtime: Runtime | None = None, tags: dict[str, Any] | None = None) -> None:
-        from lllm.core.runtime import get_default_runtime
         from lllm.invokers import build_invoker
 
         if not self.name:

@@ -229,6 +229,7 @@ class LogStore:
         self._parents: dict[str, str | None] = {}
         self._columns: dict[str, set[str]] = {}
         self._closed = False
+        self._pid = os.getpid()
         self._ensure_schema()
         self._writer = GroupWriter(self._conn, self._lock, self._apply, name=f"lllm-logstore-{Path(self.path).name}")
 
@@ -284,6 +285,9 @@ class LogStore:
     def _check_open(self) -> None:
         if self._closed:
             raise UsageError(f"the LogStore {self.path!r} is closed; open a new one with sqlite_store(path)")
+        if os.getpid() != self._pid:
+            raise UsageError(f"the LogStore {self.path!r} was opened in process {self._pid} and cannot be used in "
+                             f"a forked child ({os.getpid()}); open sqlite_store(path) in the child")
 
     def start_session(self, session_id: str, *, tactic: str, tags: dict[str, Any] | None = None,
                       metadata: dict[str, Any] | None = None, task: Any = None, task_hash: str | None = None,

@@ -202,3 +202,20 @@ def test_a_crash_mid_session_leaves_a_running_record_that_says_where(tmp_path: P
     assert session.last_event == "agent_call a/main ok"
     assert session.pid is not None and session.pid != 0
     assert [r.kind for r in store.load_session(session.id).records] == ["agent_call", "model_call"]
+
+
+def test_a_forked_child_gets_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    import os
+
+    store = sqlite_store(tmp_path / "fork.db")
+    pid = os.fork()
+    if pid == 0:  # the child: the writer thread did not survive the fork
+        try:
+            store.start_session("child", tactic="t")
+        except UsageError as exc:
+            os._exit(7 if "forked child" in str(exc) else 1)
+        os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 7
+    store.start_session("parent", tactic="t")  # the parent's store still works
+    assert store.count() == 1
