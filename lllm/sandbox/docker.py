@@ -161,7 +161,7 @@ class DockerSandbox(BaseSandbox):
         self.channels.wait_ready(self.start_timeout, check_alive=self._check_alive_for_start)
 
     def _check_alive_for_start(self) -> None:
-        ended = self.exit_status(force_container=True)
+        ended = self.exit_status()
         if ended is not None:
             raise SandboxStartError(f"the sandbox kernel did not come up: {ended.describe()}",
                                     sandbox_id=self.sandbox_id)

@@ -1,0 +1,223 @@
+"""Sandbox benchmark: each figure printed next to a baseline measured in the same run, as a ratio.
+
+    .venv/bin/python bench/bench_sandbox.py [--quick]
+
+- cold start (create -> kernel ready) p50, DockerSandbox vs a plain local ipykernel (jupyter_client
+  `start_new_kernel`);
+- pool `acquire()` p50 (target <= 25 ms) vs the cold start it replaces;
+- `run_cell("1+1")` p50 on DockerSandbox vs the same on a plain local ipykernel driven by jupyter_client's
+  `execute_interactive` (target ratio <= 1.15); LocalSandbox too, for the cost of lllm's cell loop alone;
+- 20 sandboxes at once, 20 cells each: all must succeed; p50/p99 of a cell vs one sandbox alone;
+- memory per idle sandbox (the container's cgroup usage) vs a plain local ipykernel's RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lllm.sandbox import DockerSandbox, LocalSandbox, SandboxLimits, SandboxPool  # noqa: E402
+from lllm.sandbox.image import ensure_image  # noqa: E402
+
+LIMITS = SandboxLimits(memory="512m", pids=128)
+
+
+def p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.2f} ms"
+
+
+def row(name: str, value: str, baseline_name: str, baseline: str, ratio: float, target: str = "") -> None:
+    print(f"{name:<38} {value:>12}   vs {baseline_name:<30} {baseline:>12}   ratio {ratio:6.2f}  {target}")
+
+
+def plain_kernel() -> tuple[object, object]:
+    from jupyter_client.manager import start_new_kernel
+
+    return start_new_kernel(kernel_name="python3")
+
+
+def plain_cell_times(client: object, n: int, *, interactive: bool = False) -> list[float]:
+    """The baseline: execute, read IOPub until this request's idle, then its reply (the lean loop), or
+    jupyter_client's own `execute_interactive`."""
+    kc: Any = client
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        if interactive:
+            kc.execute_interactive("1+1", timeout=10, output_hook=lambda msg: None, allow_stdin=False)
+        else:
+            msg_id = kc.execute("1+1", allow_stdin=False)
+            while True:
+                msg = kc.get_iopub_msg(timeout=10)
+                if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                        and msg["content"]["execution_state"] == "idle"):
+                    break
+            while kc.get_shell_msg(timeout=10)["parent_header"].get("msg_id") != msg_id:
+                pass
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def sandbox_cell_times(sb: object, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        res = sb.run_cell("1+1")  # type: ignore[attr-defined]
+        times.append(time.perf_counter() - t0)
+        assert res.result == "2", res.text
+    return times
+
+
+def cgroup_memory(container_id: str) -> int | None:
+    for path in (f"/sys/fs/cgroup/memory/docker/{container_id}/memory.usage_in_bytes",
+                 f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.current"):
+        try:
+            return int(Path(path).read_text())
+        except OSError:
+            continue
+    return None
+
+
+def rss_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def os_cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    starts, cells, fleet, fleet_cells = (3, 100, 10, 10) if args.quick else (7, 300, 20, 20)
+    image = ensure_image()
+    print(f"load average {Path('/proc/loadavg').read_text().split()[0]} on {os_cpus()} cores")
+    print(f"image {image}; {starts} cold starts, {cells} cells, {fleet} sandboxes x {fleet_cells} cells\n")
+
+    # -- baselines: a plain local ipykernel -------------------------------------------------------------------
+    plain_starts = []
+    for _ in range(starts):
+        t0 = time.perf_counter()
+        km, kc = plain_kernel()
+        plain_starts.append(time.perf_counter() - t0)
+        kc.stop_channels()  # type: ignore[attr-defined]
+        km.shutdown_kernel(now=True)  # type: ignore[attr-defined]
+    km, kc = plain_kernel()
+    plain_cell_times(kc, 20)
+    plain_cells = plain_cell_times(kc, cells)
+    interactive_cells = plain_cell_times(kc, cells, interactive=True)
+    plain_rss = rss_of(km.provisioner.process.pid)  # type: ignore[attr-defined]
+
+    # -- cold start ---------------------------------------------------------------------------------------------
+    cold = []
+    for _ in range(starts):
+        sb = DockerSandbox(image=image, limits=LIMITS)
+        t0 = time.perf_counter()
+        sb.start()
+        cold.append(time.perf_counter() - t0)
+        sb.close()
+    row("cold start p50 (DockerSandbox)", ms(statistics.median(cold)), "plain ipykernel start p50",
+        ms(statistics.median(plain_starts)), statistics.median(cold) / statistics.median(plain_starts))
+
+    # -- pool acquire -----------------------------------------------------------------------------------------
+    acquires = []
+    with SandboxPool(size=2, image=image, limits=LIMITS, reap=False) as pool:
+        for _ in range(starts + 3):
+            pool.wait_ready(120)
+            t0 = time.perf_counter()
+            sb = pool.acquire()
+            acquires.append(time.perf_counter() - t0)
+            pool.release(sb)
+    acq = statistics.median(acquires)
+    row("pool acquire() p50", ms(acq), "cold start p50", ms(statistics.median(cold)),
+        acq / statistics.median(cold), f"target <= 25 ms: {'met' if acq <= 0.025 else 'MISSED'}")
+
+    # -- run_cell("1+1") --------------------------------------------------------------------------------------
+    with DockerSandbox(image=image, limits=LIMITS) as sb:
+        sandbox_cell_times(sb, 20)
+        docker_cells = sandbox_cell_times(sb, cells)
+        idle_mem = cgroup_memory(sb.container.id)
+    with LocalSandbox() as lsb:
+        sandbox_cell_times(lsb, 20)
+        local_cells = sandbox_cell_times(lsb, cells)
+    base = statistics.median(plain_cells)
+    ratio = statistics.median(docker_cells) / base
+    row('run_cell("1+1") p50, DockerSandbox', ms(statistics.median(docker_cells)), "plain local ipykernel p50",
+        ms(base), ratio, f"target <= 1.15: {'met' if ratio <= 1.15 else 'MISSED'}")
+    row('run_cell("1+1") p90, DockerSandbox', ms(p(docker_cells, 0.9)), "plain local ipykernel p90",
+        ms(p(plain_cells, 0.9)), p(docker_cells, 0.9) / p(plain_cells, 0.9))
+    row('run_cell("1+1") p50, DockerSandbox', ms(statistics.median(docker_cells)),
+        "jupyter_client execute_interactive", ms(statistics.median(interactive_cells)),
+        statistics.median(docker_cells) / statistics.median(interactive_cells))
+    row('run_cell("1+1") p50, LocalSandbox', ms(statistics.median(local_cells)), "plain local ipykernel p50",
+        ms(base), statistics.median(local_cells) / base)
+    kc.stop_channels()  # type: ignore[attr-defined]
+    km.shutdown_kernel(now=True)  # type: ignore[attr-defined]
+
+    # -- a fleet at once --------------------------------------------------------------------------------------
+    sandboxes = [DockerSandbox(image=image, limits=LIMITS) for _ in range(fleet)]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=fleet) as ex:
+        list(ex.map(lambda s: s.start(), sandboxes))
+    fleet_start = time.perf_counter() - t0
+    lock = threading.Lock()
+    fleet_times: list[float] = []
+    failures: list[str] = []
+
+    def work(sb: DockerSandbox) -> None:
+        for i in range(fleet_cells):
+            t = time.perf_counter()
+            res = sb.run_cell(f"n{i} = {i} * 2\nn{i} + 1")
+            dt = time.perf_counter() - t
+            with lock:
+                fleet_times.append(dt)
+                if res.result != str(i * 2 + 1):
+                    failures.append(res.text)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=fleet) as ex:
+        list(ex.map(work, sandboxes))
+    fleet_wall = time.perf_counter() - t0
+    mems = [m for m in (cgroup_memory(sb.container.id) for sb in sandboxes) if m is not None]
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        list(ex.map(lambda s: s.close(), sandboxes))
+    ok = len(fleet_times) - len(failures)
+    print(f"\n{fleet} sandboxes at once: started in {fleet_start:.1f} s; {ok}/{len(fleet_times)} cells succeeded "
+          f"in {fleet_wall:.2f} s")
+    row(f"cell p50, {fleet} sandboxes at once", ms(statistics.median(fleet_times)), "one sandbox alone p50",
+        ms(statistics.median(docker_cells)), statistics.median(fleet_times) / statistics.median(docker_cells))
+    row(f"cell p99, {fleet} sandboxes at once", ms(p(fleet_times, 0.99)), "one sandbox alone p99",
+        ms(p(docker_cells, 0.99)), p(fleet_times, 0.99) / p(docker_cells, 0.99))
+
+    # -- memory -----------------------------------------------------------------------------------------------
+    if mems and idle_mem:
+        per = statistics.median(mems)
+        row("memory per idle sandbox (cgroup)", f"{per / 2**20:8.1f} MiB", "plain ipykernel RSS",
+            f"{plain_rss / 2**20:8.1f} MiB", per / plain_rss)
+    else:
+        print("memory per idle sandbox: cgroup memory files not found on this host")
+    if failures:
+        raise SystemExit(f"{len(failures)} cells failed in the fleet run, first: {failures[0][:300]}")
+
+
+if __name__ == "__main__":
+    main()
