@@ -86,12 +86,13 @@ class BatchRun:
             tasks left get a `BudgetExceeded` (raised under `fail_fast`, yielded otherwise).
         progress: show a progress bar; None: only when stderr is a terminal.
         call_kwargs: passed to `tactic.call` for every task.
+        return_sessions: yield each task's `TacticCallSession` instead of its result (lllm-core 0.1 option).
     """
 
     def __init__(self, tactic: Tactic, tasks: Sequence[Any], *, max_workers: int, fail_fast: bool,
                  tags: dict[str, Any] | None, resume: str | None, max_cost: float | None,
                  progress: bool | None, metadata: dict[str, Any] | None = None,
-                 call_kwargs: dict[str, Any] | None = None) -> None:
+                 call_kwargs: dict[str, Any] | None = None, return_sessions: bool = False) -> None:
         if not isinstance(max_workers, int) or max_workers < 1:
             raise UsageError(f"max_workers must be an int >= 1, got {max_workers!r}", value=max_workers)
         if max_cost is not None and (not isinstance(max_cost, (int, float)) or max_cost < 0):
@@ -102,7 +103,11 @@ class BatchRun:
         self.tactic = tactic
         self.tasks = list(tasks)
         self.max_workers, self.fail_fast, self.max_cost = max_workers, fail_fast, max_cost
+        if return_sessions and resume is not None:
+            raise UsageError("bcall(return_sessions=True) cannot resume: the tasks skipped have no session in this "
+                             "process; read them from the log store (list_sessions(batch_id=...))", batch_id=resume)
         self.tags, self.metadata, self.call_kwargs = dict(tags or {}), metadata, dict(call_kwargs or {})
+        self.return_sessions = return_sessions
         self.batch_id = resume or uuid.uuid4().hex[:16]
         self.resume = resume
         self.progress = _Progress(len(self.tasks), enabled=progress, label=f"{tactic.name} {self.batch_id[:8]}")
@@ -172,6 +177,10 @@ class BatchRun:
                 cost = holder[0].total_cost.cost if holder else 0.0
                 with self._lock:
                     self.spent += cost
+                if self.return_sessions and holder:
+                    result = holder[0]  # the session stands for the task, failed or not
+                    if not self.fail_fast:
+                        error = None
                 out.put((index, result, error))
         finally:
             out.put(_DONE)

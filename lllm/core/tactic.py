@@ -391,17 +391,19 @@ class Tactic:
 
     def _batch(self, tasks: Sequence[Any], *, max_workers: int | None, fail_fast: bool,
                tags: dict[str, Any] | None, resume: str | None, max_cost: float | None, progress: bool | None,
-               metadata: dict[str, Any] | None, call_kwargs: dict[str, Any]) -> BatchRun:
+               metadata: dict[str, Any] | None, call_kwargs: dict[str, Any],
+               return_sessions: bool = False) -> BatchRun:
         _check_tags(tags)
         run = BatchRun(self, tasks, max_workers=self.max_workers if max_workers is None else max_workers, fail_fast=fail_fast, tags=tags,
                        resume=resume, max_cost=max_cost, progress=progress, metadata=metadata,
-                       call_kwargs=call_kwargs)
+                       call_kwargs=call_kwargs, return_sessions=return_sessions)
         self.last_batch_id = run.batch_id
         return run
 
     def bcall(self, tasks: Sequence[Any], max_workers: int | None = None, fail_fast: bool = True,
               tags: dict[str, Any] | None = None, *, resume: str | None = None, max_cost: float | None = None,
-              progress: bool | None = None, metadata: dict[str, Any] | None = None, **kwargs: Any) -> BatchResult:
+              progress: bool | None = None, metadata: dict[str, Any] | None = None, return_sessions: bool = False,
+              **kwargs: Any) -> BatchResult:
         """Run many tasks on `max_workers` threads; the results come back in input order.
 
         Args:
@@ -414,13 +416,15 @@ class Tactic:
             max_cost: USD; no new task starts once the batch spent this much (see `BudgetExceeded`).
             progress: a progress bar on stderr (default: only when stderr is a terminal).
             metadata: stored on every task's session.
+            return_sessions: put each task's `TacticCallSession` in the list instead of its result.
             **kwargs: passed to `call()` for every task.
 
         Returns:
             A `BatchResult` (a list) with `.batch_id`, `.spent`, `.skipped` and `.errors`.
         """
         run = self._batch(tasks, max_workers=max_workers, fail_fast=fail_fast, tags=tags, resume=resume,
-                          max_cost=max_cost, progress=progress, metadata=metadata, call_kwargs=kwargs)
+                          max_cost=max_cost, progress=progress, metadata=metadata, call_kwargs=kwargs,
+                          return_sessions=return_sessions)
         results = BatchResult([None] * len(run.tasks))
         try:
             for index, value in run:
@@ -433,11 +437,12 @@ class Tactic:
 
     def ccall(self, tasks: Sequence[Any], max_workers: int | None = None, fail_fast: bool = True,
               tags: dict[str, Any] | None = None, *, resume: str | None = None, max_cost: float | None = None,
-              progress: bool | None = None, metadata: dict[str, Any] | None = None, **kwargs: Any) -> BatchStream:
+              progress: bool | None = None, metadata: dict[str, Any] | None = None, return_sessions: bool = False,
+              **kwargs: Any) -> BatchStream:
         """Like `bcall`, but yields `(index, result)` as tasks finish; iterate with `for` or `async for`."""
         return BatchStream(self._batch(tasks, max_workers=max_workers, fail_fast=fail_fast, tags=tags,
                                        resume=resume, max_cost=max_cost, progress=progress, metadata=metadata,
-                                       call_kwargs=kwargs))
+                                       call_kwargs=kwargs, return_sessions=return_sessions))
 
 
 def _build_invoker(build: Any, invoker_config: dict[str, Any], config: dict[str, Any], who: str) -> Any:

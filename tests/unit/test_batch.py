@@ -190,3 +190,13 @@ def test_bad_batch_arguments() -> None:
     assert tactic.bcall([]) == []
     with pytest.raises(UsageError, match="`tags` must be a dict"):
         tactic.bcall(["a"], tags=["env", "prod"])
+
+
+def test_return_sessions_gives_each_task_its_session() -> None:
+    tactic = Worker(CONFIG)
+    sessions = tactic.bcall(["a", "fail:b"], max_workers=2, fail_fast=False, return_sessions=True)
+    assert [s.state for s in sessions] == ["ok", "error"]
+    assert sessions[0].delivery == "done a" and "RuntimeError" in sessions[1].error
+    assert sessions[0].task_index == 0 and sessions[0].batch_id == sessions.batch_id
+    with pytest.raises(UsageError, match="cannot resume"):
+        Worker(CONFIG, log_store=sqlite_store(":memory:")).bcall(["a"], resume="x", return_sessions=True)
