@@ -302,6 +302,8 @@ async def scroll(s: BrowserSession, *, direction: Literal["up", "down", "left", 
                              target=t.label)
     dx, dy = {"up": (0, -amount), "down": (0, amount), "left": (-amount, 0), "right": (amount, 0)}[direction]
     await s.page.mouse.wheel(dx, dy)
+    # wheel() does not wait for the scroll: two animation frames let it land (and scroll handlers run)
+    await s.page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
     return ActionOutcome(f"scrolled {direction} by {amount}px", [f"page.mouse.wheel({dx}, {dy})"])
 
 

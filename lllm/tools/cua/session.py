@@ -31,6 +31,25 @@ __all__ = ["SETTLE_S", "ActionLog", "BrowserSession", "Observation", "SessionSta
 SETTLE_S = 0.05
 """How long a click or key press waits for the pop-ups and downloads it may start, before the observation."""
 _EVENTFUL = {"click", "double_click", "press"}
+# Counts the pop-ups a page opens (window.open, links and forms with a target, modifier clicks on links), so
+# an action that opened one waits for its tab instead of guessing how long to wait.
+_POPUP_WATCH_JS = """(() => {
+  const mark = () => { window.__lllmPopups = (window.__lllmPopups || 0) + 1; };
+  const open = window.open;
+  window.open = function (...args) { mark(); return open.apply(this, args); };
+  const watch = e => {
+    const el = e.target && e.target.closest ? e.target.closest('a[href], area[href]') : null;
+    const t = el && el.target ? el.target.toLowerCase() : '';
+    if (el && ((t && !['_self', '_parent', '_top'].includes(t)) || e.ctrlKey || e.metaKey || e.shiftKey || e.button === 1)) mark();
+  };
+  document.addEventListener('click', watch, true);
+  document.addEventListener('auxclick', watch, true);
+  document.addEventListener('submit', e => {
+    const t = (e.target.getAttribute('target') || '').toLowerCase();
+    if (t && !['_self', '_parent', '_top'].includes(t)) mark();
+  }, true);
+})();"""
+_POPUP_TAKE_JS = "() => { const n = window.__lllmPopups || 0; window.__lllmPopups = 0; return n; }"
 
 
 class SessionState(enum.Enum):
@@ -143,6 +162,7 @@ class BrowserSession:
         self._last_snapshot = ""
         self._auto_code: list[str] = []
         self._opening_own = False  # True while the session itself opens a tab (not a pop-up)
+        self._popup_seen: asyncio.Event | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -194,6 +214,7 @@ class BrowserSession:
         self.context.set_default_timeout(self.config.action_timeout_s * 1000)
         self.context.set_default_navigation_timeout(self.config.navigation_timeout_s * 1000)
         await self.context.route("**/*", self._route)
+        await self.context.add_init_script(_POPUP_WATCH_JS)
         self.context.on("page", self._on_new_page)
         await self.new_tab()
 
@@ -251,6 +272,9 @@ class BrowserSession:
             return
         self._adopt(page)
         self.current = len(self.pages) - 1
+        if self._popup_seen is not None:
+            self._popup_seen.set()
+        self._track(self._wait_loaded(page))
         opener = "a pop-up (window.open or a link to a new tab)"
         self.events.append(f"{opener} opened tab {self.current}: {self.secrets.redact(page.url)}; it is now the current tab")
         self._auto_code.append(f"page = _wait_for_tab(context, {self.current})  # the pop-up became the current tab")
@@ -296,10 +320,19 @@ class BrowserSession:
         except Exception:  # noqa: BLE001 - the page closed under the route
             pass
 
-    def _on_download(self, download: Any) -> None:
-        task = asyncio.ensure_future(self._save_download(download))
+    def _track(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    async def _wait_loaded(self, page: Any) -> None:
+        try:
+            await page.wait_for_load_state("domcontentloaded", timeout=self.config.navigation_timeout_s * 1000)
+        except Exception:  # noqa: BLE001 - a pop-up that does not load is shown as it is
+            pass
+
+    def _on_download(self, download: Any) -> None:
+        self._track(self._save_download(download))
 
     async def _save_download(self, download: Any) -> None:
         name = Path(download.suggested_filename or "download").name or "download"
@@ -403,12 +436,28 @@ class BrowserSession:
 
     async def _run_action(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> ActionOutcome:
         self._flush_auto_code()
+        self._popup_seen = asyncio.Event()
+        before = self.page if self.pages else None
         outcome = await fn(self, **kwargs)
         eventful = fn.__name__ in _EVENTFUL or (fn.__name__ == "type_text" and kwargs.get("submit"))
+        if eventful and before is not None:
+            await self._await_popup(before)
         await self.settle(pause=SETTLE_S if eventful else 0.0)
         outcome.code += self._auto_code
         self._auto_code = []
         return outcome
+
+    async def _await_popup(self, page: Any) -> None:
+        """When the action opened a pop-up or a new tab (the page's watch script saw it), wait for it."""
+        try:
+            opened = await page.evaluate(_POPUP_TAKE_JS)
+        except Exception:  # noqa: BLE001 - the page navigated or closed: no pop-up from it
+            return
+        if opened and self._popup_seen is not None:
+            try:
+                await asyncio.wait_for(self._popup_seen.wait(), self.config.navigation_timeout_s)
+            except asyncio.TimeoutError:
+                self.events.append("the page tried to open a pop-up, but none appeared (it may have been blocked)")
 
     def _flush_auto_code(self) -> None:
         """Code for events that arrived after their action returned (a slow pop-up) joins that action."""
@@ -445,7 +494,7 @@ class BrowserSession:
 
     async def _observe(self, screenshot: bool, start_line: int) -> Observation:
         await self.settle()
-        page = self.page
+        page, index = self.page, self.current
         try:
             title = await page.title()
         except Exception:  # noqa: BLE001 - mid-navigation
@@ -459,7 +508,7 @@ class BrowserSession:
         capped: CappedText = cap_snapshot(snap, budget_tokens=self.config.snapshot_tokens, start_line=start_line)
         events, self.events = self.events, []
         url = self.secrets.redact(page.url)
-        lines = [f"Tab {self.current} of {len(self.pages)}: {title!r} {url}"]
+        lines = [f"Tab {index} of {len(self.pages)}: {title!r} {url}"]
         if events:
             lines.append("Events since the last action:")
             lines += [f"- {e}" for e in events]
