@@ -236,17 +236,23 @@ def _find_base(ref: str, *, here: Path, runtime: Runtime | None, where: str) -> 
     if not isinstance(ref, str) or not ref:
         raise ConfigError(f"{where}: 'base' must be a config name or a relative file path, got {ref!r}",
                           path=where, key="base")
-    looks_like_file = ref.endswith((".yaml", ".yml")) or "/" in ref and (here / ref).exists()
-    if looks_like_file:
-        candidate = (here / ref).resolve()
-        if candidate.is_file():
-            return candidate
-    if runtime is not None and ref in runtime.configs:
-        return Path(runtime.configs[ref]).resolve()
+    # a relative file, then a file next to this one, then a config of this file's own package, then any
+    # registered config of that name (so a dependency's `base: common` means its own common.yaml)
+    candidate = (here / ref).resolve()
+    if ref.endswith((".yaml", ".yml")) and candidate.is_file():
+        return candidate
     for ext in (".yaml", ".yml"):
         candidate = (here / f"{ref}{ext}").resolve()
         if candidate.is_file():
             return candidate
+    if runtime is not None:
+        for info in list(runtime.packages.values()):
+            if here.is_relative_to(info.root):
+                own = runtime.configs.get(f"{info.name}::{ref}")
+                if own is not None:
+                    return Path(own).resolve()
+        if ref in runtime.configs:
+            return Path(runtime.configs[ref]).resolve()
     names = list(runtime.configs) if runtime is not None else []
     names += [p.stem for p in here.glob("*.y*ml")]
     raise ConfigError(f"{where}: base config {ref!r} not found (not a registered config, nor a file next to this "

@@ -234,3 +234,15 @@ def test_import_lllm_runs_no_discovery(tmp_path: Path) -> None:
     code = "import lllm; rt = lllm.get_default_runtime(); print(len(rt.packages), len(rt.prompts))"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "0"]
+
+
+def test_a_dependency_config_bases_on_its_own_package(tmp_path: Path) -> None:
+    make_package(tmp_path / "dep", "dep", configs={
+        "common.yaml": "global: {model_name: dep-model}\n",
+        "sub/tool.yaml": "base: common\nagent_configs: [{name: a, system_prompt: x}]\n"})
+    root = make_package(tmp_path / "root", "root", deps=["../dep"], configs={
+        "common.yaml": "global: {model_name: root-model}\n"})
+    runtime = Runtime("own-base")
+    runtime.load_package(root)
+    assert runtime.get_config("common")["global"]["model_name"] == "root-model"
+    assert runtime.get_config("sub/tool")["global"]["model_name"] == "dep-model"
