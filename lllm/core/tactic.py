@@ -252,8 +252,8 @@ class Tactic:
     """Orchestration over a group of agents; subclass it with `name`, `agent_group` and `call()`.
 
     Args:
-        config: the tactic config (`resolve_config(name)` or `load_config(path)`), with an `agent_configs`
-            entry for each name in `agent_group`.
+        config: the tactic config (`resolve_config(name)` or `load_config(path)`) or a registered config name,
+            with an `agent_configs` entry for each name in `agent_group`.
         log_store: where each call's session and trace are written (None: not recorded).
         runtime: where `system_prompt_path`s are looked up (default: the default runtime).
         tags: tags stored on every session of this tactic (a call's own tags are merged over them).
@@ -270,17 +270,22 @@ class Tactic:
         if register and isinstance(cls.__dict__.get("name"), str) and cls.__dict__["name"]:
             register_tactic_class(cls)
 
-    def __init__(self, config: dict[str, Any] | None = None, log_store: LogStore | None = None, *,
+    def __init__(self, config: dict[str, Any] | str | None = None, log_store: LogStore | None = None, *,
                  runtime: Runtime | None = None, tags: dict[str, Any] | None = None) -> None:
         from lllm.invokers import build_invoker
 
         if not self.name:
             raise UsageError(f"{type(self).__qualname__} has no `name`; give the Tactic subclass a class "
                              "attribute name = '...'")
+        self._runtime = runtime or get_default_runtime()
+        if isinstance(config, str):  # a registered config name
+            config = self._runtime.get_config(config)
+        if config is not None and not isinstance(config, dict):
+            raise UsageError(f"{type(self).__qualname__}(config, ...) takes a config dict (resolve_config(name)) or "
+                             f"a registered config name; got {type(config).__name__}: {config!r:.80}")
         self.config: dict[str, Any] = dict(config or {})
         self.log_store = log_store
         self.tags: dict[str, Any] = _check_tags(tags)
-        self._runtime = runtime or get_default_runtime()
         self.agent_specs: dict[str, AgentSpec] = parse_agent_configs(
             self.config, list(self.agent_group or []), self.name, runtime=self._runtime)
         self._invoker_config = invoker_config_of(self.config.get("invoker"), self.config.get("invoker_config"))

@@ -309,3 +309,14 @@ def test_a_batch_inside_a_call_folds_into_the_call() -> None:
     assert [s.id for s in store.list_sessions()] == [session.session_id]
     (by_model,) = store.cost_summary(group_by="model", tags={"job": "fan"})
     assert by_model.group == "gpt-4o" and by_model.sessions == 5 and by_model.cost == pytest.approx(top.cost)
+
+
+def test_a_config_name_or_a_wrong_type(tmp_path) -> None:
+    runtime = Runtime("by-name")
+    path = tmp_path / "echo.yaml"
+    path.write_text("invoker: scripted\ninvoker_config: {steps: [hi]}\n"
+                    "agent_configs: [{name: a, model_name: m, system_prompt: x}]\n")
+    runtime.register_config("echo", path)
+    assert Echo("echo", runtime=runtime)("x") == "hi"
+    with pytest.raises(UsageError, match="takes a config dict"):
+        Echo(["not", "a", "config"])
