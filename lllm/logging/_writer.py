@@ -57,7 +57,10 @@ class GroupWriter:
             raise UsageError("the LogStore is closed; open a new one with sqlite_store(path)")
         op = _Op(data)
         self._queue.put(op)
-        op.done.wait()
+        while not op.done.wait(1.0):
+            if not self._thread.is_alive():  # never hang on a writer that is gone
+                raise UsageError("the LogStore's writer thread has stopped; nothing more can be written. Open a "
+                                 "new store with sqlite_store(path)")
         if op.error is not None:
             raise op.error
 
