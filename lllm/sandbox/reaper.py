@@ -32,7 +32,8 @@ class ReapReport:
 
 def _sandbox_containers() -> list[Any]:
     with _docker.translate_errors("list sandbox containers"):
-        return list(_docker.client().containers.list(all=True, filters={"label": f"{_docker.LABEL}=1"}))
+        return list(_docker.client().containers.list(all=True, filters={"label": f"{_docker.LABEL}=1"},
+                                                      ignore_removed=True))  # one may vanish meanwhile
 
 
 def is_orphan(labels: dict[str, str], *, all_hosts: bool = False) -> bool:
@@ -101,7 +102,7 @@ def remove_labelled(label: str, value: str) -> int:
     """Force-remove every sandbox container with `label=value` (a test run's own containers); return how many."""
     count = 0
     with _docker.translate_errors("list containers"):
-        found = _docker.client().containers.list(all=True, filters={"label": f"{label}={value}"})
+        found = _docker.client().containers.list(all=True, filters={"label": f"{label}={value}"}, ignore_removed=True)
     for container in found:
         session_dir = (container.labels or {}).get(_docker.LABEL_DIR)
         _remove(container)

@@ -89,7 +89,8 @@ OWNER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sigkilled_owner_leaves_orphans_that_gc_removes(sandbox_image: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cleanup", ["lllm sandbox gc", "pool start"])
+def test_sigkilled_owner_leaves_orphans_that_gc_removes(sandbox_image: str, tmp_path: Path, cleanup: str) -> None:
     script = tmp_path / "owner.py"
     script.write_text(OWNER_SCRIPT)
     owner = subprocess.Popen([sys.executable, str(script), sandbox_image], stdout=subprocess.PIPE, text=True)
@@ -104,10 +105,13 @@ def test_sigkilled_owner_leaves_orphans_that_gc_removes(sandbox_image: str, tmp_
         owner.wait(10)
         assert is_orphan(found[0].labels)
         assert containers(**{LABEL_SESSION: sandbox_id}) and Path(session_dir).exists()  # orphaned, still there
-        out = subprocess.run([sys.executable, "-m", "lllm.sandbox.cli", "gc"], capture_output=True, text=True,
-                             timeout=120)
-        assert out.returncode == 0, out.stderr
-        assert f"lllm-{sandbox_id}" in out.stdout
+        if cleanup == "lllm sandbox gc":
+            out = subprocess.run([sys.executable, "-m", "lllm.sandbox.cli", "gc"], capture_output=True, text=True,
+                                 timeout=120)
+            assert out.returncode == 0, out.stderr
+            assert f"lllm-{sandbox_id}" in out.stdout
+        else:  # starting again: a new pool reaps before it fills
+            SandboxPool(size=1, image=sandbox_image, limits=LIMITS).start().close()
         assert containers(**{LABEL_SESSION: sandbox_id}) == []
         assert not Path(session_dir).exists()
     finally:
