@@ -58,6 +58,15 @@ def test_contact_form_with_secret(run_tactic: Any, server: Any, cu_block: dict[s
     assert out.returncode == 0, out.stderr[-2000:]
     assert server.posts_to("contact")[-1]["password"] == ["replayed-pw"]
     assert server.posts_to("contact")[-1]["name"] == ["Ada Lovelace"]
+    # the same script comes back from the log store alone: `lllm browser replay SESSION --db ...`
+    from lllm.cli import main as lllm_main
+
+    out_file = tmp_path / "from_log.py"
+    assert lllm_main(["browser", "replay", tactic.last_session.session_id, "--db", str(tmp_path / "log.db"),
+                      "-o", str(out_file)]) == 0
+    from_log = out_file.read_text()
+    body = lambda text: text[text.index("def run(context):"):text.index("def main():")]  # noqa: E731
+    assert body(from_log) == body(script)
 
 
 def test_multi_step_checkout(run_tactic: Any, server: Any, cu_block: dict[str, Any]) -> None:
@@ -143,3 +152,14 @@ def test_two_agents_in_a_batch_use_the_browser_from_worker_threads(server: Any, 
     results = ComputerUseTactic(config).bcall(["send as Grace", "send as Alan"], max_workers=2)
     assert list(results) == ["sent for Grace", "sent for Alan"]
     assert sorted(p["name"][0] for p in server.posts_to("contact")) == ["Alan", "Grace"]
+
+
+def test_step_limit_asks_for_the_final_answer(run_tactic: Any, server: Any, cu_block: dict[str, Any]) -> None:
+    block = {**cu_block, "start_url": server.url("table.html"), "max_steps": 2}
+    steps = [call("browser_snapshot"), call("browser_scroll"), call("browser_reload"), "Stopped at the limit."]
+    answer, plan, tactic, store = run_tactic(steps, block)
+    assert answer == "Stopped at the limit."
+    assert plan.seen[3].startswith("Step limit reached (2 browser actions)")
+    assert "at most 2 actions" in plan.seen[0]
+    actions = store.load_session(tactic.last_session.session_id).of_kind("browser_action")
+    assert [a.action for a in actions] == ["navigate", "scroll"]  # the reload past the limit never ran

@@ -166,3 +166,14 @@ def test_secret_in_url_is_redacted_everywhere(server: Any, cu_block: dict[str, A
     assert "/table.html?token=tok-98765" in server.hits
     assert "tok-98765" not in obs.text and "{{secret:TOKEN}}" in obs.text
     assert "tok-98765" not in repr(records) and "tok-98765" not in s.export_script()
+
+
+def test_file_and_private_urls_are_blocked_without_an_allowlist(server: Any) -> None:
+    """With no allowlist any public host is allowed; file://, metadata and loopback addresses still are not."""
+    with BrowserSession({"navigation_timeout_s": 5}) as s:
+        for url in ("file:///etc/passwd", "http://169.254.169.254/latest/meta-data/", server.url("form.html"),
+                    "chrome://settings", "javascript:alert(1)"):
+            with pytest.raises(BlockedNavigation):
+                s.perform("navigate", url=url)
+        assert "root:x:0:0" not in s.observe().text and s.observe().url == "about:blank"
+    assert server.hits == []

@@ -175,3 +175,13 @@ def test_importing_the_toolset_does_not_import_playwright() -> None:
             "print('playwright' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_cli_check(capsys: pytest.CaptureFixture[str]) -> None:
+    from lllm.cli import main
+
+    assert main(["browser", "check", "http://127.0.0.1:8080/x", "--allow", "127.0.0.1:8080"]) == 0
+    assert "allowed  http://127.0.0.1:8080/x -> 127.0.0.1" in capsys.readouterr().out
+    assert main(["browser", "check", "file:///etc/passwd", "http://10.0.0.1/"]) == 1
+    out = capsys.readouterr().out
+    assert "blocked  file:///etc/passwd: file:// URLs are blocked" in out and "private address" in out
