@@ -91,6 +91,7 @@ class DockerSandbox(BaseSandbox):
         self._gen = 0
         self._lock = threading.RLock()
         self._last_container_check = 0.0
+        self._cell_started = time.time()
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -225,9 +226,22 @@ class DockerSandbox(BaseSandbox):
             if self.container.status != "running":
                 info = self.container.attrs.get("State", {})
                 code = info.get("ExitCode")
-                return ExitStatus(code, oom=bool(info.get("OOMKilled")) or code == 137,
-                                  detail=f"the container stopped: {self.container.status}")
+                # Exit 137 alone is any SIGKILL (kernel code can kill the supervisor), and Docker's OOMKilled
+                # stays set for any OOM kill since the container started (an earlier kernel's): so it counts
+                # only with an `oom` event for this container during this cell.
+                oom = bool(info.get("OOMKilled")) and self._oom_events_since(self._cell_started)
+                return ExitStatus(code, oom=oom,
+                                  detail="the whole container stopped; it is started again, so files in the "
+                                         "workspace, /tmp and home are lost too")
         return None
+
+    def _oom_events_since(self, since: float) -> bool:
+        try:
+            events = _docker.client().events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
+                                             filters={"container": self.container.id, "event": "oom"})
+            return any(True for _ in events)
+        except Exception:  # noqa: BLE001 - no events API: trust OOMKilled
+            return True
 
     def send_interrupt(self) -> None:
         """Interrupt the running cell with a control-channel interrupt_request (the kernel SIGINTs itself).
@@ -268,6 +282,9 @@ class DockerSandbox(BaseSandbox):
     # -- backend hooks --------------------------------------------------------------------------------------------
     def _run_cell(self, code: str, *, timeout: float | None) -> CellResult:
         with self._lock:
+            if self.channels is None:  # an earlier restart failed half-way: try once more
+                self.restart_kernel()
+            self._cell_started = time.time()
             limits = CellLimits(timeout=timeout, interrupt_grace=self.interrupt_grace,
                                 max_output_chars=self.max_output_chars, max_stored_chars=self.max_stored_chars,
                                 max_display_bytes=self.max_display_bytes)

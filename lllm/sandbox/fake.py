@@ -51,7 +51,8 @@ class FakeSandbox(BaseSandbox):
 
     def __init__(self, handler: Handler | None = None, *, files: dict[str, bytes] | None = None,
                  env: dict[str, str] | None = None, cell_timeout: float | None = 60.0,
-                 max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, tracer: Any = None, agent: str | None = None) -> None:
+                 max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, tracer: Any = None,
+                 agent: str | None = None) -> None:
         super().__init__(cell_timeout=cell_timeout, max_output_chars=max_output_chars, tracer=tracer, agent=agent)
         if handler is not None and not callable(handler):
             raise UsageError(f"FakeSandbox(handler=...) takes a function of the cell's code, got {handler!r}")

@@ -160,6 +160,8 @@ class LocalSandbox(BaseSandbox):
     # -- hooks ------------------------------------------------------------------------------------------------
     def _run_cell(self, code: str, *, timeout: float | None) -> CellResult:
         with self._lock:
+            if self.channels is None:  # an earlier restart failed half-way: try once more
+                self.restart_kernel()
             limits = CellLimits(timeout=timeout, interrupt_grace=self.interrupt_grace,
                                 max_output_chars=self.max_output_chars, max_stored_chars=self.max_stored_chars,
                                 max_display_bytes=self.max_display_bytes)

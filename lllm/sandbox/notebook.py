@@ -80,7 +80,10 @@ class JupyterSession:
         """Run `code` on the sandbox, record the cell and its outputs, and return the result."""
         from nbformat import v4
 
-        result = self.sandbox.run_cell(code) if timeout is ... else self.sandbox.run_cell(code, timeout=timeout)  # type: ignore[arg-type]
+        if timeout is ...:
+            result = self.sandbox.run_cell(code)
+        else:
+            result = self.sandbox.run_cell(code, timeout=timeout)  # type: ignore[arg-type]
         cell = v4.new_code_cell(source=code, execution_count=result.execution_count, outputs=result_outputs(result))
         cell.metadata["lllm"] = {"status": result.status, "duration_s": result.duration_s,
                                  "truncated": result.truncated, "restarted": result.restarted}

@@ -329,3 +329,14 @@ def test_upload_escape_and_symlink_download_are_refused(sb: DockerSandbox) -> No
         with pytest.raises(SandboxFileError, match="outside the workspace"):
             sb.download(name)
     assert "to-passwd" in sb.list_files()  # listed, never followed
+
+
+def test_killing_the_supervisor_restarts_the_container(sb: DockerSandbox) -> None:
+    # Kernel code runs as the same uid as the supervisor and can kill it; the container then stops.
+    sb.upload(b"gone soon", "note.txt")
+    res = sb.run_cell("import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(30)", timeout=20)
+    assert res.status == "died" and res.restarted and "whole container stopped" in res.text
+    assert_usable(sb)
+    assert "note.txt" not in sb.list_files()
+    res = sb.run_cell("import os, signal\nos.kill(1, signal.SIGKILL)\n'pid 1 ignores it'")  # tini: not killable
+    assert res.result == "'pid 1 ignores it'"
