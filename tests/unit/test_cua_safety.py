@@ -185,3 +185,12 @@ def test_cli_check(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["browser", "check", "file:///etc/passwd", "http://10.0.0.1/"]) == 1
     out = capsys.readouterr().out
     assert "blocked  file:///etc/passwd: file:// URLs are blocked" in out and "private address" in out
+
+
+def test_system_prompt_template_shows_the_placeholder_syntax() -> None:
+    from lllm.core.prompt import Prompt
+    from lllm.tools.cua.tactic import COMPUTER_USE_SYSTEM_PROMPT
+
+    rendered = Prompt(path="cua/system", prompt=COMPUTER_USE_SYSTEM_PROMPT).render()
+    assert "Type secrets as {{secret:NAME}}." in rendered
+    assert Secrets({"NAME": "v"}).fill("{{secret:NAME}}") == "v"

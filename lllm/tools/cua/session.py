@@ -426,13 +426,25 @@ class BrowserSession:
             outcome: ActionOutcome = self.driver.run(self._run_action, fn, kwargs, timeout=limit)
         except BaseException as exc:
             error = _translate(exc)
+            if isinstance(error, LLLMError):
+                self._redact_error(error)
             status = _status_of(error)
             self._record(action, target, status, started, wall, [], self.secrets.redact(str(error)))
             if error is exc:
                 raise
             raise error from exc
+        outcome.message = self.secrets.redact(outcome.message)
         self._record(action, outcome.target or target, "ok", started, wall, outcome.code, None, outcome.message)
         return outcome
+
+    def _redact_error(self, error: LLLMError) -> None:
+        """Secrets never leave in an error: its message and text facts (a StaleRef's snapshot) are redacted."""
+        error.message = self.secrets.redact(error.message)
+        error.args = (error.message,)
+        for key, value in list(error.facts.items()):
+            if isinstance(value, str):
+                error.facts[key] = self.secrets.redact(value)
+                setattr(error, key, error.facts[key])
 
     async def _run_action(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> ActionOutcome:
         self._flush_auto_code()
@@ -496,7 +508,7 @@ class BrowserSession:
         await self.settle()
         page, index = self.page, self.current
         try:
-            title = await page.title()
+            title = self.secrets.redact(await page.title())
         except Exception:  # noqa: BLE001 - mid-navigation
             title = ""
         try:
