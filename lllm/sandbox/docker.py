@@ -107,10 +107,17 @@ class DockerSandbox(BaseSandbox):
             from lllm.sandbox._rundir import chown_for_sandbox
 
             chown_for_sandbox(self._session_dir / "kernel.json")
-            with _docker.translate_errors(f"create the sandbox container from {image!r}"):
-                self.container = _docker.client().containers.create(image, **self._create_options())
-            with _docker.translate_errors("start the sandbox container"):
-                self.container.start()
+            try:
+                with _docker.translate_errors(f"create the sandbox container from {image!r}"):
+                    self.container = _docker.client().containers.create(image, **self._create_options())
+                with _docker.translate_errors("start the sandbox container"):
+                    self.container.start()
+            except SandboxError as exc:
+                if isinstance(exc, SandboxStartError):
+                    raise
+                hint = (f"; is the {self.runtime!r} runtime registered with dockerd (`docker info` lists them)?"
+                        if "runtime" in str(exc) else "")
+                raise SandboxStartError(f"{exc}{hint}", image=image, runtime=self.runtime) from exc
             self._gen = 1
             self._connect()
         except BaseException as exc:
