@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,7 +160,7 @@ class BrowserSession:
         self.context: Any = None
         self._proxy: Any = None
         self._pending: set[asyncio.Task[Any]] = set()
-        self._last_snapshot = ""
+        self._start_lock = threading.Lock()
         self._auto_code: list[str] = []
         self._opening_own = False  # True while the session itself opens a tab (not a pop-up)
         self._popup_seen: asyncio.Event | None = None
@@ -189,16 +190,32 @@ class BrowserSession:
             raise UsageError("this browser session is closed; the agent gets a new one in its next tactic call")
         if self.state is SessionState.OPEN:
             return self
-        values = self.config.secret_values()
-        values.update(self._extra_secrets)
-        self.secrets = Secrets(values)
-        self.driver.run(self._open, timeout=120)
-        self.state = SessionState.OPEN
+        with self._start_lock:
+            if self.state is not SessionState.NEW:
+                return self.start()
+            values = self.config.secret_values()
+            values.update(self._extra_secrets)
+            self.secrets = Secrets(values)
+            try:
+                self.driver.run(self._open, timeout=120)
+            except BaseException as exc:
+                error = _translate(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            self.state = SessionState.OPEN
         if self.config.start_url:
             self.perform("navigate", url=self.config.start_url)
         return self
 
     async def _open(self) -> None:
+        try:
+            await self._open_context()
+        except BaseException:
+            await self._close()  # undo a half-finished start before re-raising
+            raise
+
+    async def _open_context(self) -> None:
         from lllm.tools.cua._proxy import EgressProxy
 
         browser = await self.driver.browser()
@@ -516,7 +533,6 @@ class BrowserSession:
         except Exception as exc:  # noqa: BLE001 - a page mid-load can refuse; say so instead of failing
             raw = f"(no snapshot: {str(exc).splitlines()[0]})"
         snap = self.secrets.redact(raw)
-        self._last_snapshot = snap
         capped: CappedText = cap_snapshot(snap, budget_tokens=self.config.snapshot_tokens, start_line=start_line)
         events, self.events = self.events, []
         url = self.secrets.redact(page.url)
