@@ -67,3 +67,15 @@ def test_image_holds_nothing_extra(sandbox_image: str) -> None:
                                 labels={"lllm.sandbox": "0"})
     lines = out.decode().split()
     assert lines == ["has-apt-get", "ok"] or lines == ["ok"], lines  # no compiler, no sudo, no setuid binary
+
+
+def test_cli_build_is_quick_when_the_image_exists(sandbox_image: str) -> None:
+    import subprocess
+    import sys
+
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "lllm.cli", "sandbox", "build", "-q"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == sandbox_image
+    assert time.monotonic() - t0 < 15
