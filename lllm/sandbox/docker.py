@@ -20,10 +20,12 @@ and the session directory (see `lllm.sandbox.files`).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,18 @@ WORKSPACE = "/home/sandbox/work"
 HOME = "/home/sandbox"
 RUN_DIR = "/run/lllm"
 _RESERVED_ENV = {"LLLM_RUN_DIR", "HOME", "PYTHONPATH", "MPLBACKEND"}
+_live: weakref.WeakSet[DockerSandbox] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_sandboxes() -> None:
+    """At a normal interpreter exit, remove every sandbox this process still has open (a SIGKILL skips this:
+    then the reaper removes them)."""
+    for sandbox in list(_live):
+        try:
+            sandbox.close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
 
 
 class DockerSandbox(BaseSandbox):
@@ -119,6 +133,7 @@ class DockerSandbox(BaseSandbox):
                         if "runtime" in str(exc) else "")
                 raise SandboxStartError(f"{exc}{hint}", image=image, runtime=self.runtime) from exc
             self._gen = 1
+            _live.add(self)
             self._connect()
         except BaseException as exc:
             logs = self._logs_tail()
