@@ -151,7 +151,11 @@ def test_confirmation_hook_guards_submit_upload_and_leaving(server: Any, blocked
         with pytest.raises(BlockedNavigation, match="private address"):
             s.perform("navigate", url=blocked_server.url("landing.html"))
         assert [r.status for r in s.log[-4:]] == ["blocked", "ok", "blocked", "blocked"]
-    assert [r.kind for r in asked] == ["submit", "submit", "upload", "navigation"]
+        s.perform("navigate", url=server.url("download.html"))
+        s.perform("click", selector="text=Download the quarterly report")
+        assert "download of report.csv was cancelled: the confirmation hook refused it" in s.observe().text
+    assert not (tmp_path / "downloads").exists()
+    assert [r.kind for r in asked] == ["submit", "submit", "upload", "navigation", "download"]
     assert asked[0].detail["method"] == "post" and asked[0].detail["form_action"].endswith("/submit/contact")
     assert server.posts_to("contact") == [] and server.uploads == []
     assert blocked_server.hits == []

@@ -84,6 +84,15 @@ def test_upload_from_the_workspace_and_download_into_it(run_tactic: Any, server:
     assert (workdir_holder["dir"] / "downloads" / "report.csv").read_bytes() == REPORT_CSV
 
 
+def test_navigating_to_a_file_downloads_it(server: Any, cu_block: dict[str, Any], tmp_path: Path) -> None:
+    with BrowserSession(cu_block, workdir=tmp_path) as s:
+        outcome = s.perform("navigate", url=server.url("download/report.csv"))
+        obs = s.observe()
+    assert outcome.message.endswith("(the URL is a file: it started a download)")
+    assert "downloaded report.csv (30 bytes)" in obs.text
+    assert (tmp_path / "downloads" / "report.csv").read_bytes() == REPORT_CSV
+
+
 def test_screenshots_are_images_and_only_the_last_n_stay(run_tactic: Any, server: Any, cu_block: dict[str, Any]) -> None:
     block = {**cu_block, "start_url": server.url("table.html"), "screenshots_kept": 2}
     steps = [call("browser_screenshot"), call("browser_screenshot"), call("browser_screenshot"),

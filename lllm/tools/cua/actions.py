@@ -165,7 +165,12 @@ async def check_navigation(s: BrowserSession, url: str, action: str) -> None:
 
 
 async def _goto(s: BrowserSession, page: Any, url: str) -> str:
-    response = await page.goto(url, wait_until="domcontentloaded")
+    try:
+        response = await page.goto(url, wait_until="domcontentloaded")
+    except Exception as exc:  # playwright.Error; a URL that is a file download is not a failure
+        if "Download is starting" in str(exc):
+            return " (the URL is a file: it started a download)"
+        raise
     status = f" (HTTP {response.status})" if response is not None and response.status >= 400 else ""
     return status
 
