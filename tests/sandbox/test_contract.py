@@ -113,6 +113,10 @@ def test_interrupt_from_another_thread(sb: Any) -> None:
     timer.join()
     assert res.status == "error" and res.error_name == "KeyboardInterrupt"
     assert res.duration_s < 5
+    sb.run_cell("idle_value = 5")
+    sb.interrupt()  # an interrupt while nothing runs is harmless
+    time.sleep(0.3)
+    assert sb.run_cell("idle_value + 1").result == "6"
 
 
 def test_sigint_ignoring_loop_is_killed_and_restarted(sb: Any) -> None:
