@@ -169,9 +169,9 @@ def test_find_lines() -> None:
 
 
 def test_importing_the_toolset_does_not_import_playwright() -> None:
-    code = ("import sys, lllm, lllm.tools, lllm.tools.cua; "
-            "from lllm.tools.cua import BrowserConfig, BrowserSession, BrowserToolset, ComputerUseTactic, attach; "
-            "import lllm.tools.cua.actions, lllm.tools.cua.replay; "
+    code = ("import sys, lllm, lllm.tools, lllm.tools.cua as cua; "
+            "[getattr(cua, name) for name in cua.__all__]; "
+            "import lllm.tools.cua.actions, lllm.tools.cua.replay, lllm.tools.cli; "
             "print('playwright' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr

@@ -22,18 +22,20 @@ _EXPORTS: dict[str, str] = {
     "BrowserDriver": "lllm.tools.cua._driver",
     "BrowserSession": "lllm.tools.cua.session",
     "BrowserToolset": "lllm.tools.cua.toolset",
+    "COMPUTER_USE_SYSTEM_PROMPT": "lllm.tools.cua.tactic",
     "ComputerUseTactic": "lllm.tools.cua.tactic",
     "ConfirmRequest": "lllm.tools.cua.safety",
     "Observation": "lllm.tools.cua.session",
     "Secrets": "lllm.tools.cua.safety",
     "UrlPolicy": "lllm.tools.cua.safety",
-    "attach": "lllm.tools.cua.toolset",
     "close_shared_drivers": "lllm.tools.cua._driver",
     "export_script": "lllm.tools.cua.replay",
+    "script_from_records": "lllm.tools.cua.replay",
     "shared_driver": "lllm.tools.cua._driver",
+    "toolset_of": "lllm.tools.cua.toolset",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "attach"])
 
 
 def __getattr__(name: str) -> Any:
