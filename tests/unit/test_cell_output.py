@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 
-from lllm.sandbox._cell_loop import ExitStatus
+from lllm.sandbox._cell_loop import CellLimits, ExitStatus, run_cell
 from lllm.sandbox._output import OutputCollector, _HeadTail, strip_ansi
 
 
@@ -130,3 +131,123 @@ def test_strip_ansi() -> None:
 )
 def test_exit_status_describe(status: ExitStatus, expected: str) -> None:
     assert expected in status.describe()
+
+
+# -- the cell loop against a scripted kernel (no ZMQ, no process) ---------------------------------------------------
+class ScriptedChannels:
+    """Stands in for KernelChannels: answers each execute with the scripted IOPub messages and shell reply."""
+
+    def __init__(self, iopub: list[tuple[str, dict]], *, reply: str | None = "ok") -> None:
+        self.script, self.reply_status = iopub, reply
+        self.iopub: list[dict] = []
+        self.shell: list[dict] = []
+        self.controls: list[str] = []
+
+    def execute(self, code: str) -> str:
+        msg_id = f"m{len(self.controls)}-{code}"
+        stale = {"msg_type": "stream", "parent_header": {"msg_id": "old"}, "content": {"name": "stdout", "text": "X"}}
+        self.iopub = [stale] + [{"msg_type": t, "parent_header": {"msg_id": msg_id}, "content": c, "metadata": {}}
+                                for t, c in self.script]
+        if self.reply_status:
+            self.shell = [{"msg_type": "execute_reply", "parent_header": {"msg_id": msg_id},
+                           "content": {"status": self.reply_status, "execution_count": 7}}]
+        return msg_id
+
+    def poll(self, timeout: float) -> tuple[bool, bool, bool]:
+        if not (self.iopub or self.shell):
+            time.sleep(min(timeout, 0.02))
+        return bool(self.iopub), bool(self.shell), False
+
+    def recv_iopub(self) -> dict | None:
+        return self.iopub.pop(0) if self.iopub else None
+
+    def recv_shell(self) -> dict | None:
+        return self.shell.pop(0) if self.shell else None
+
+    def drain_control(self) -> None:
+        pass
+
+
+class ScriptedKernel:
+    def __init__(self, channels: ScriptedChannels, *, exit_after: int | None = None,
+                 exit_status: ExitStatus | None = None) -> None:
+        self.channels = channels
+        self.calls: list[str] = []
+        self.polls = 0
+        self.exit_after, self.ended = exit_after, exit_status
+
+    def exit_status(self) -> ExitStatus | None:
+        self.polls += 1
+        return self.ended if self.exit_after is not None and self.polls > self.exit_after else None
+
+    def send_interrupt(self) -> None:
+        self.calls.append("interrupt")
+
+    def restart_kernel(self) -> None:
+        self.calls.append("restart")
+        self.exit_after = None
+
+
+def limits(timeout: float | None = 5.0) -> CellLimits:
+    return CellLimits(timeout=timeout, interrupt_grace=0.2, max_output_chars=1000, max_stored_chars=5000,
+                      max_display_bytes=10_000)
+
+
+IDLE = ("status", {"execution_state": "idle"})
+
+
+def test_loop_collects_one_cell_and_ignores_stale_messages() -> None:
+    kernel = ScriptedKernel(ScriptedChannels([("stream", {"name": "stdout", "text": "hi\n"}),
+                                              ("execute_result", {"data": {"text/plain": "2"}}), IDLE]))
+    res = run_cell(kernel, "1+1", limits())
+    assert (res.status, res.stdout, res.result, res.execution_count) == ("ok", "hi\n", "2", 7)
+    assert kernel.calls == []
+
+
+def test_loop_ends_when_idle_is_lost() -> None:
+    kernel = ScriptedKernel(ScriptedChannels([("stream", {"name": "stdout", "text": "x"})]))
+    t0 = time.monotonic()
+    res = run_cell(kernel, "x", limits())
+    assert res.status == "ok" and time.monotonic() - t0 < 3
+    assert "final status message was lost" in res.notices[0]
+
+
+def test_loop_escalates_a_timeout_to_a_restart() -> None:
+    kernel = ScriptedKernel(ScriptedChannels([], reply=None))  # never answers
+    res = run_cell(kernel, "while True: pass", limits(timeout=0.2))
+    assert kernel.calls == ["interrupt", "restart"]
+    assert res.status == "timeout" and res.timeout_action == "restarted" and res.state_lost
+
+
+def test_loop_reports_an_interrupted_timeout() -> None:
+    class StopsOnInterrupt(ScriptedKernel):
+        def send_interrupt(self) -> None:
+            super().send_interrupt()
+            ch = self.channels
+            ch.iopub.append({"msg_type": "error", "parent_header": {"msg_id": self.msg_id},
+                             "content": {"ename": "KeyboardInterrupt", "evalue": "", "traceback": []}})
+            ch.iopub.append({"msg_type": "status", "parent_header": {"msg_id": self.msg_id},
+                             "content": {"execution_state": "idle"}})
+            ch.shell.append({"msg_type": "execute_reply", "parent_header": {"msg_id": self.msg_id},
+                             "content": {"status": "error"}})
+
+    channels = ScriptedChannels([], reply=None)
+    kernel = StopsOnInterrupt(channels)
+    original = channels.execute
+    channels.execute = lambda code: setattr(kernel, "msg_id", original(code)) or kernel.msg_id  # type: ignore[method-assign]
+    res = run_cell(kernel, "loop", limits(timeout=0.2))
+    assert kernel.calls == ["interrupt"]
+    assert res.status == "timeout" and res.timeout_action == "interrupted" and not res.state_lost
+
+
+def test_loop_reports_death_and_oom_and_restarts() -> None:
+    for ended, status in ((ExitStatus(-11), "died"), (ExitStatus(-9, oom=True), "oom")):
+        kernel = ScriptedKernel(ScriptedChannels([], reply=None), exit_after=0, exit_status=ended)
+        res = run_cell(kernel, "boom", limits())
+        assert res.status == status and res.restarted and res.state_lost and kernel.calls == ["restart"]
+
+
+def test_loop_maps_memory_error_to_oom() -> None:
+    err = ("error", {"ename": "MemoryError", "evalue": "", "traceback": ["MemoryError"]})
+    res = run_cell(ScriptedKernel(ScriptedChannels([err, IDLE], reply="error")), "bytearray(10**11)", limits())
+    assert res.status == "oom" and not res.restarted
