@@ -16,6 +16,7 @@ import shutil
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from lllm.errors import SandboxStartError
 
@@ -43,8 +44,15 @@ def container_user() -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
-def make_session_dir(sandbox_id: str, *, chown: bool = True) -> Path:
+def make_session_dir(sandbox_id: str, *, chown: bool = True, size: int | None = None) -> Path:
     """Create `<root>/<pid>-<sandbox_id>`, mode 700, owned by the container user.
+
+    Args:
+        sandbox_id: the sandbox's id.
+        chown: give it to the container user (Docker sandboxes).
+        size: make it a tmpfs of at most this many bytes (needs root; otherwise it stays a plain directory).
+            The container can write into its session directory, so without this a hostile cell could fill
+            the host's disk through it; a tmpfs written by the container is charged to its memory limit.
 
     Raises:
         SandboxStartError: it cannot be created (the message says where and why).
@@ -55,13 +63,41 @@ def make_session_dir(sandbox_id: str, *, chown: bool = True) -> Path:
                                 "LLLM_RUN_ROOT to a short directory such as /tmp/lllm-run", path=str(path))
     try:
         path.mkdir(mode=0o700)
+        if size and os.geteuid() == 0:
+            uid, gid = (SANDBOX_UID, SANDBOX_GID) if chown else (0, 0)
+            _mount_tmpfs(path, f"size={size},mode=0700,uid={uid},gid={gid}")
         if chown and os.geteuid() == 0:
             os.chown(path, SANDBOX_UID, SANDBOX_GID)
         os.chmod(path, 0o700)
     except OSError as exc:
+        remove_session_dir(path)
         raise SandboxStartError(f"cannot create session directory {str(path)!r}: {exc}; check LLLM_RUN_ROOT",
                                 path=str(path)) from exc
     return path
+
+
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MNT_DETACH = 2, 4, 8, 2
+
+
+def _libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _mount_tmpfs(path: Path, options: str) -> None:
+    import ctypes
+
+    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    if _libc().mount(b"tmpfs", os.fsencode(path), b"tmpfs", flags, options.encode()) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"mount tmpfs: {os.strerror(errno)}")
+
+
+def _unmount(path: Path) -> None:
+    if os.path.ismount(path):
+        _libc().umount2(os.fsencode(path), _MNT_DETACH)
 
 
 def chown_for_sandbox(path: Path) -> None:
@@ -79,6 +115,7 @@ def remove_session_dir(path: Path) -> None:
         return
     if resolved.parent != root:
         return
+    _unmount(resolved)
     shutil.rmtree(resolved, ignore_errors=True)
 
 

@@ -114,7 +114,9 @@ class DockerSandbox(BaseSandbox):
         image = self.image or ensure_image()
         self.image = image
         self.sandbox_id = new_sandbox_id()
-        self._session_dir = make_session_dir(self.sandbox_id)
+        # A tmpfs as large as the workspace: uploads and downloads pass through it, nothing more is needed.
+        size = max(16 << 20, parse_size(self.limits.workspace_size))
+        self._session_dir = make_session_dir(self.sandbox_id, size=size)
         try:
             self._conn = write_connection_file(self._session_dir, f"{RUN_DIR}/kernel")
             os.chmod(self._session_dir / "kernel.json", 0o600)

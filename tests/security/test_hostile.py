@@ -340,3 +340,28 @@ def test_killing_the_supervisor_restarts_the_container(sb: DockerSandbox) -> Non
     assert "note.txt" not in sb.list_files()
     res = sb.run_cell("import os, signal\nos.kill(1, signal.SIGKILL)\n'pid 1 ignores it'")  # tini: not killable
     assert res.result == "'pid 1 ignores it'"
+
+
+def test_filling_the_session_directory_spares_the_host_disk(sb: DockerSandbox) -> None:
+    # /run/lllm is the one host directory the container can write: a size-limited tmpfs (host runs as root).
+    import os
+
+    host_free = shutil.disk_usage("/").free
+    code = """
+import errno, os
+try:
+    with open('/run/lllm/fill.bin', 'wb') as fh:
+        for _ in range(10_000):
+            fh.write(b'x' * (1 << 20))
+    outcome = 'no error'
+except OSError as exc:
+    outcome = errno.errorcode[exc.errno]
+os.remove('/run/lllm/fill.bin')
+outcome
+"""
+    res = sb.run_cell(code, timeout=60)
+    assert res.result == "'ENOSPC'", res.text
+    assert abs(shutil.disk_usage("/").free - host_free) < 32 << 20
+    if os.geteuid() == 0:
+        assert os.path.ismount(sb.session_dir)
+    assert_usable(sb)
