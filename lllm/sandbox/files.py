@@ -23,6 +23,8 @@ from lllm.errors import SandboxFileError
 
 MAX_TRANSFER_BYTES = 256 << 20
 """Largest file `upload`/`download` moves (the workspace itself is smaller by default)."""
+MAX_LISTED = 10_000
+"""`list_files` returns at most this many paths."""
 
 
 def clean_relative(path: str, *, workspace: str) -> str:
@@ -120,7 +122,9 @@ def local_list(workspace: Path, path: str = ".") -> list[str]:
     for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             found.append(os.path.relpath(os.path.join(dirpath, name), root))
-    return sorted(found)
+        if len(found) >= MAX_LISTED:
+            break
+    return sorted(found)[:MAX_LISTED]
 
 
 # -- container side (DockerSandbox) ---------------------------------------------------------------------------------
@@ -197,7 +201,8 @@ try:
         for d, dirs, files in os.walk(start):
             for n in files + [x for x in dirs if os.path.islink(os.path.join(d, x))]:
                 out.append(os.path.relpath(os.path.join(d, n), ws))
-        print(json.dumps({"ok": True, "files": sorted(out)}))
+            if len(out) >= 10000: break
+        print(json.dumps({"ok": True, "files": sorted(out)[:10000]}))
 except OSError as exc:
     fail(exc.strerror or str(exc))
 """
