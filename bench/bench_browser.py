@@ -129,8 +129,7 @@ def main() -> None:
     session.close()
     driver.close()
     server.close()
-    print("\nThe click includes a 50 ms settle (SETTLE_S) that lets pop-ups and downloads it starts arrive before the "
-          "observation.")
+    print("\nlllm's click also asks the page whether it opened a pop-up (one evaluate) and waits for it if so.")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ from lllm.tools.cua.snapshot import CappedText, cap_snapshot, find_lines, take_s
 
 __all__ = ["SETTLE_S", "ActionLog", "BrowserSession", "Observation", "SessionState"]
 
-SETTLE_S = 0.05
-"""How long a click or key press waits for the pop-ups and downloads it may start, before the observation."""
+SETTLE_S = 0.0
+"""Extra seconds a click or key press waits for events before the observation. None are needed by default:
+Playwright's click waits for the navigation (or download) it starts, pop-ups are awaited through the watch
+script below, and anything later is reported with the next observation."""
 _EVENTFUL = {"click", "double_click", "press"}
 # Counts the pop-ups a page opens (window.open, links and forms with a target, modifier clicks on links), so
 # an action that opened one waits for its tab instead of guessing how long to wait.
