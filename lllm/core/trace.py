@@ -103,6 +103,8 @@ class BrowserActionRecord(_Record):
     duration_s: float = 0.0
     code: str | None = None
     """The Playwright code the action ran (for the replay script)."""
+    result: str | None = None
+    """What the action reported (the one-line outcome the model read, secrets redacted)."""
     error: str | None = None
 
 

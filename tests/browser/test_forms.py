@@ -46,6 +46,7 @@ def test_contact_form_with_secret(run_tactic: Any, server: Any, cu_block: dict[s
     assert all(a.status == "ok" and a.duration_s > 0 and a.code for a in actions)
     assert actions[0].target == server.url("form.html") and actions[1].target.startswith("ref=e")
     assert 'get_by_role("button", name="Send").click()' in actions[-1].code
+    assert actions[-1].result.startswith("clicked ref=e") and actions[3].result.startswith("typed '{{secret:PW}}'")
     assert 'os.environ["LLLM_SECRET_PW"]' in actions[3].code
     assert "hunter2-secret" not in json.dumps([a.model_dump() for a in actions])
     # the replay script is kept on the call session, and it replays the session without a model

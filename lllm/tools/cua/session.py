@@ -504,7 +504,7 @@ class BrowserSession:
         try:
             self.tracer(BrowserActionRecord(
                 agent=self.agent, action=action, target=target, status=status, duration_s=duration,  # type: ignore[arg-type]
-                code="\n".join(code) or None, error=error, started_at=wall,
+                code="\n".join(code) or None, result=message or None, error=error, started_at=wall,
             ))
         except Exception:  # noqa: BLE001 - a broken tracer must not break the browser
             pass
