@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import all_sent_text, call, ref_of
+from cua_helpers import all_sent_text, call, ref_of
 
 pytestmark = pytest.mark.browser
 

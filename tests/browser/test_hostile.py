@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import call, ref_of
+from cua_helpers import call, ref_of
 from lllm.errors import ActionRefused, ActionTimeout, BlockedNavigation, StaleRef
 from lllm.tools.cua import BrowserSession, ConfirmRequest
 

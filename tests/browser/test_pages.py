@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import call, ref_of
+from cua_helpers import call, ref_of
 from fixture_server import REPORT_CSV
 from lllm.errors import UsageError
 from lllm.tools.cua import BrowserSession

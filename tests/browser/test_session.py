@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import call, ref_of
+from cua_helpers import call, ref_of
 from lllm.errors import BrowserError
 from lllm.tools.cua import BrowserDriver, BrowserSession, BrowserToolset
 from lllm.tools.cua.config import DEFAULT_CHROMIUM, LAUNCH_ARGS
