@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import importlib
 import importlib.util
 import os
 import sys
@@ -61,6 +62,8 @@ __all__ = [
 
 TOML_NAME = "lllm.toml"
 SECTIONS = ("prompts", "configs", "tactics", "proxies")
+BUILTIN_TACTICS: dict[str, str] = {"computer_use": "lllm.tools.cua.tactic"}
+"""Tactics lllm itself ships, by name: the module that defines each, imported on first use."""
 
 
 # -- lllm.toml schema ---------------------------------------------------------------------------------------
@@ -216,8 +219,11 @@ class Runtime:
         return load_config(path, runtime=self)
 
     def get_tactic(self, name: str) -> type[Tactic]:
-        """The Tactic class registered under `name`."""
+        """The Tactic class registered under `name` (lllm's own tactics load on first use)."""
         cls = self.tactics.get(name)
+        if cls is None and name in BUILTIN_TACTICS:
+            importlib.import_module(BUILTIN_TACTICS[name])  # defining the class registers it by name
+            cls = self.tactics.get(name) or get_default_runtime().tactics.get(name)
         if cls is None:
             raise ConfigError(f"unknown tactic_type {name!r}; registered tactics: {sorted(self.tactics)!r}."
                               f"{suggest(name, self.tactics)}", key="tactic_type")

@@ -320,3 +320,10 @@ def test_a_config_name_or_a_wrong_type(tmp_path) -> None:
     assert Echo("echo", runtime=runtime)("x") == "hi"
     with pytest.raises(UsageError, match="takes a config dict"):
         Echo(["not", "a", "config"])
+
+
+def test_a_builtin_tactic_type_loads_on_first_use() -> None:
+    from lllm.core.runtime import Runtime
+
+    cls = Runtime(name="fresh-for-builtin").get_tactic("computer_use")
+    assert cls.__module__ == "lllm.tools.cua.tactic"
