@@ -197,6 +197,25 @@ class Dialog:
         self._wire.append(message.to_openai())
         return message
 
+    def replace(self, index: int, message: Message) -> Message:
+        """Put `message` in place of the message at `index`, in this dialog only, and return it.
+
+        The one exception to append-only, for context budgets: a toolset swaps a bulky message for a slimmer
+        copy (the browser toolset drops screenshots older than the last N). Requests already sent keep what they
+        sent, and a parent or sibling dialog that shares the old message keeps it.
+
+        Raises:
+            UsageError: `message` is not a `Message`, or `index` is out of range.
+        """
+        if not isinstance(message, Message):
+            raise UsageError(f"Dialog.replace takes a Message, got {type(message).__name__!r}")
+        if not -len(self._messages) <= index < len(self._messages):
+            raise UsageError(f"index must be between {-len(self._messages)} and {len(self._messages) - 1}, "
+                             f"got {index!r}")
+        self._messages[index] = message
+        self._wire[index] = message.to_openai()
+        return message
+
     def to_openai(self) -> list[dict[str, Any]]:
         """The messages as OpenAI chat-format dicts (a new list; the dicts are shared, do not change them)."""
         return list(self._wire)

@@ -102,3 +102,25 @@ def test_to_dict_without_children_and_odd_parsed_values() -> None:
 def test_from_dict_rejects_garbage() -> None:
     with pytest.raises(UsageError, match="not a dialog"):
         Dialog.from_dict({"messages": "nope"})
+
+
+def test_replace_swaps_a_message_in_this_dialog_only() -> None:
+    from lllm.core.const import Roles
+    from lllm.core.dialog import Dialog, Message
+    from lllm.errors import UsageError
+
+    base = Dialog(name="base")
+    base.append(Message(role=Roles.USER, content="a big screenshot"))
+    base.append(Message(role=Roles.USER, content="next"))
+    child = base.fork(name="child")
+    sent = child.to_openai()
+    slim = child.replace(0, Message(role=Roles.USER, content="[screenshot dropped]"))
+    assert child.messages[0] is slim
+    assert child.to_openai()[0]["content"] == "[screenshot dropped]"
+    assert sent[0]["content"] == "a big screenshot"  # what was already sent stays as sent
+    assert base.messages[0].content == "a big screenshot"  # the parent keeps its own message
+    assert base.to_openai()[0]["content"] == "a big screenshot"
+    with pytest.raises(UsageError, match="between -2 and 1, got 2"):
+        child.replace(2, slim)
+    with pytest.raises(UsageError, match="takes a Message"):
+        child.replace(0, "text")  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ step limit is reached every tool answers that the model must give its final answ
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import weakref
 from typing import Any, Literal
@@ -103,7 +104,9 @@ class BrowserToolset:
         # Screenshots of an unchanged page are identical, so count by position, newest first.
         room = max(0, keep - 1)
         mine = set(self._shots)
-        for message in reversed(dialog.messages):
+        messages = dialog.messages
+        for index in range(len(messages) - 1, -1, -1):
+            message = messages[index]
             images = getattr(message, "images", None)
             if not images or not (message.metadata or {}).get("tool_images"):
                 continue
@@ -120,12 +123,11 @@ class BrowserToolset:
                 kept.append(image)
             kept.reverse()
             if len(kept) != len(images):
-                # Message is a dataclass whose wire form is cached: rebuild it after changing the images.
-                message.images = kept
                 note = _DROPPED.format(n=keep)
-                if note not in (message.content or ""):
-                    message.content = f"{message.content or ''} {note}".strip()
-                _rewire(dialog, message)
+                content = message.content or ""
+                if note not in content:
+                    content = f"{content} {note}".strip()
+                dialog.replace(index, dataclasses.replace(message, images=kept, content=content))
 
     # -- the tools ---------------------------------------------------------------------------------------------
 
@@ -322,21 +324,6 @@ class BrowserToolset:
 
         return [navigate, back, forward, reload, click, hover, type_text, press, select_option, scroll, drag, wait, tabs,
                 open_tab, switch_tab, close_tab, upload, screenshot, snapshot, find_text]
-
-
-def _rewire(dialog: Any, message: Any) -> None:
-    """Rebuild the cached wire form of a changed message, in the message and in the dialog's wire list.
-
-    `Message` and `Dialog` cache the OpenAI dicts they send (and earlier requests keep theirs), so a changed
-    message gets a new dict rather than an edited one: requests already sent stay as they were.
-    """
-    message._wire = None
-    wire = getattr(dialog, "_wire", None)
-    if isinstance(wire, list):
-        for index, item in enumerate(dialog.messages):
-            if item is message and index < len(wire):
-                wire[index] = message.to_openai()
-                break
 
 
 def attach(agent: Any, block: dict[str, Any] | None, ctx: Any) -> BrowserToolset:
