@@ -32,6 +32,8 @@ class ExitStatus:
     returncode: int | None
     oom: bool = False
     detail: str = ""
+    container: bool = False
+    """The whole container stopped (not only the kernel): its tmpfs files went with it."""
 
     def describe(self) -> str:
         rc = self.returncode
@@ -149,7 +151,10 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
                 ended = kernel.exit_status()
                 if ended is not None:
                     status = "oom" if ended.oom else "died"
-                    out.notices.append(f"{ended.describe()}; it was restarted and every variable was lost")
+                    lost = ("the container was started again: every variable and every file in the workspace, /tmp "
+                            "and home were lost" if ended.container else
+                            "it was restarted and every variable was lost")
+                    out.notices.append(f"{ended.describe()}; {lost}")
                     restarted = True
                     kernel.restart_kernel()
                     break

@@ -16,6 +16,18 @@ memory limit bounds it as well; nothing a sandbox writes ever touches the host's
 the container. The price: files do not survive a container restart (a kernel restart keeps them, since only
 the kernel process is replaced), and `docker cp` cannot see it, so `upload`/`download` go through `docker exec`
 and the session directory (see `lllm.sandbox.files`).
+
+The session directory itself is a tmpfs as large as the workspace when the host runs as root, since it is the
+one host directory the container can write to.
+
+gVisor: `runtime="runsc"` (or `LLLM_SANDBOX_RUNTIME=runsc`) runs the same image under gVisor's user-space
+kernel. Tested here with gVisor 2022-12 (Debian's `runsc`) registered in /etc/docker/daemon.json as
+`{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none", "--host-uds=all"]}}}`
+(then SIGHUP dockerd): `--host-uds=all` lets the kernel create its unix sockets in the bind-mounted session
+directory, which the host connects to. The whole contract and hostile-input suites pass under it with these
+differences: the PID limit also counts gVisor's own threads (use `pids` >= 128), a huge allocation is
+OOM-killed rather than refused with MemoryError, a fork bomb runs out of memory before PIDs, and PID 1 can be
+killed from inside (the sandbox then restarts its container). Start-up is about 1 s slower.
 """
 
 from __future__ import annotations
@@ -62,7 +74,8 @@ class DockerSandbox(BaseSandbox):
         limits: memory, CPU, PID and tmpfs sizes.
         network: False (the default) runs with `--network none`. True gives the container Docker's default
             bridge network, i.e. open egress: only for trusted code.
-        runtime: the OCI runtime (`runc`; `runsc` for gVisor: not tested with the ipc-socket kernel).
+        runtime: the OCI runtime; default `$LLLM_SANDBOX_RUNTIME` or `runc`. `runsc` (gVisor) works when dockerd
+            registers it with `"runtimeArgs": ["--network=none", "--host-uds=all"]` (see the module docstring).
         env: extra environment variables for the kernel.
         cell_timeout: default `run_cell` timeout in seconds (None: no limit).
         interrupt_grace: seconds a timed-out cell gets to stop after the interrupt before the kernel is killed.
@@ -78,7 +91,7 @@ class DockerSandbox(BaseSandbox):
     kind = "docker"
 
     def __init__(self, *, image: str | None = None, limits: SandboxLimits | None = None, network: bool = False,
-                 runtime: str = "runc", env: dict[str, str] | None = None, cell_timeout: float | None = 60.0,
+                 runtime: str | None = None, env: dict[str, str] | None = None, cell_timeout: float | None = 60.0,
                  interrupt_grace: float = 3.0, start_timeout: float = 60.0,
                  max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, max_stored_chars: int = 1_000_000,
                  max_display_bytes: int = 8 << 20, labels: dict[str, str] | None = None, tracer: Any = None,
@@ -92,7 +105,7 @@ class DockerSandbox(BaseSandbox):
         self.image = image
         self.limits = limits or SandboxLimits()
         self.network = network
-        self.runtime = runtime
+        self.runtime = runtime or os.environ.get("LLLM_SANDBOX_RUNTIME") or "runc"
         self.env = dict(env or {})
         self.interrupt_grace = interrupt_grace
         self.start_timeout = start_timeout
@@ -140,8 +153,14 @@ class DockerSandbox(BaseSandbox):
         except BaseException as exc:
             logs = self._logs_tail()
             self._destroy()
-            if isinstance(exc, SandboxStartError) and logs:
-                raise SandboxStartError(f"{exc}\ncontainer log (last lines):\n{logs}") from exc
+            if isinstance(exc, SandboxStartError):
+                hint = ""
+                if self.runtime == "runsc" and self.limits.pids < 128:
+                    hint = (f"\nunder gVisor the PID limit also counts gVisor's own threads: limits.pids="
+                            f"{self.limits.pids} is too low, use 128 or more")
+                if logs or hint:
+                    raise SandboxStartError(f"{exc}{hint}" + (f"\ncontainer log (last lines):\n{logs}" if logs else ""),
+                                            sandbox_id=self.sandbox_id) from exc
             raise
 
     def _create_options(self) -> dict[str, Any]:
@@ -254,9 +273,7 @@ class DockerSandbox(BaseSandbox):
                 # stays set for any OOM kill since the container started (an earlier kernel's): so it counts
                 # only with an `oom` event for this container during this cell.
                 oom = bool(info.get("OOMKilled")) and self._oom_events_since(self._cell_started)
-                return ExitStatus(code, oom=oom,
-                                  detail="the whole container stopped; it is started again, so files in the "
-                                         "workspace, /tmp and home are lost too")
+                return ExitStatus(code, oom=oom, detail="the whole container stopped", container=True)
         return None
 
     def _oom_events_since(self, since: float) -> bool:

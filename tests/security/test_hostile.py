@@ -6,6 +6,7 @@ quick. Each test says which line of the issue it proves.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -20,7 +21,10 @@ from lllm.sandbox import DockerSandbox, SandboxLimits
 
 pytestmark = pytest.mark.docker
 
-SMALL = SandboxLimits(memory="256m", pids=64, workspace_size="64m", tmp_size="32m", home_size="16m")
+RUNTIME = os.environ.get("LLLM_SANDBOX_RUNTIME", "runc")
+# Under gVisor (LLLM_SANDBOX_RUNTIME=runsc) the PID limit also counts gVisor's own threads.
+PIDS = 64 if RUNTIME == "runc" else 256
+SMALL = SandboxLimits(memory="256m", pids=PIDS, workspace_size="64m", tmp_size="32m", home_size="16m")
 
 
 def small_sandbox(**kw: Any) -> DockerSandbox:
@@ -102,7 +106,9 @@ def test_sigint_ignoring_loop_is_killed_and_restarted(sb: DockerSandbox) -> None
 # -- memory -------------------------------------------------------------------------------------------------------
 def test_huge_allocation_is_oom(sb: DockerSandbox, other: DockerSandbox) -> None:
     res = sb.run_cell("x = bytearray(10**11)")
-    assert res.status == "oom" and res.error_name == "MemoryError"
+    assert res.status == "oom"
+    if RUNTIME == "runc":  # the host kernel refuses the allocation; gVisor overcommits, then OOM-kills
+        assert res.error_name == "MemoryError"
     assert_usable(sb)
     assert other.run_cell("witness").result == "'alive'"
 
@@ -120,7 +126,8 @@ def test_slow_memory_growth_is_oom_killed_and_restarted(sb: DockerSandbox, other
 
 # -- processes ------------------------------------------------------------------------------------------------------
 def test_fork_bomb_hits_the_pid_limit(sandbox_image: str) -> None:
-    with small_sandbox(image=sandbox_image, limits=SMALL.model_copy(update={"pids": 48})) as bomb:
+    limit = PIDS - 16
+    with small_sandbox(image=sandbox_image, limits=SMALL.model_copy(update={"pids": limit})) as bomb:
         done = threading.Event()
         host_ok: list[bool] = []
 
@@ -138,10 +145,9 @@ def test_fork_bomb_hits_the_pid_limit(sandbox_image: str) -> None:
         finally:
             done.set()
             probe.join()
-        print(res.timeout_action, res.duration_s, stats["pids_stats"])
-        assert res.status == "timeout"
+        assert res.status == "timeout" or (RUNTIME != "runc" and res.status == "oom")  # gVisor: memory first
         assert host_ok and all(host_ok)  # the host could start processes throughout
-        assert stats["pids_stats"].get("current", 0) <= 48
+        assert stats["pids_stats"].get("current", 0) <= limit
         if res.timeout_action == "interrupted":
             bomb.restart()  # the bomb's leftover children are killed with the kernel's process group
         assert_usable(bomb)
@@ -184,8 +190,9 @@ results
 """
     res = sb.run_cell(code, timeout=60)
     assert res.status == "ok", res.text
-    assert eval(res.result) == {"fill.bin": "ENOSPC", "/tmp/fill.bin": "ENOSPC",  # noqa: S307 - our literal
-                                "/home/sandbox/fill.bin": "ENOSPC", "/usr": "EROFS"}
+    got = eval(res.result)  # noqa: S307 - our literal
+    assert got.pop("/usr") in ("EROFS", "EACCES")  # read-only root (gVisor says EACCES)
+    assert got == {"fill.bin": "ENOSPC", "/tmp/fill.bin": "ENOSPC", "/home/sandbox/fill.bin": "ENOSPC"}
     assert abs(shutil.disk_usage("/").free - host_free) < 32 << 20
     assert_usable(sb)
 
@@ -279,7 +286,7 @@ import os, shutil, subprocess
 out = {'uid': os.getuid(), 'sudo': shutil.which('sudo'), 'gcc': shutil.which('gcc'), 'docker': shutil.which('docker')}
 status = open('/proc/self/status').read()
 out['caps'] = [l.split()[1] for l in status.splitlines() if l.startswith('CapEff')][0]
-out['nnp'] = [l.split()[1] for l in status.splitlines() if l.startswith('NoNewPrivs')][0]
+out['nnp'] = ([l.split()[1] for l in status.splitlines() if l.startswith('NoNewPrivs')] or ['absent'])[0]
 r = subprocess.run(['mount', '-t', 'tmpfs', 'none', '/mnt'], capture_output=True)
 out['mount'] = r.returncode
 try:
@@ -296,7 +303,8 @@ out
     assert res.status == "ok", res.text
     got = eval(res.result)  # noqa: S307 - our own literal
     assert got["uid"] == 1000 and got["sudo"] is None and got["gcc"] is None and got["docker"] is None
-    assert got["caps"] == "0000000000000000" and got["nnp"] == "1"
+    assert got["caps"] == "0000000000000000"
+    assert got["nnp"] == ("1" if RUNTIME == "runc" else got["nnp"])  # gVisor's /proc does not show the flag
     assert got["mount"] != 0 and got["procsys"] in ("OSError", "PermissionError") and got["setuid"] == "PermissionError"
     assert sb.run_cell("!sudo id").stdout.count("not found") == 1
 
@@ -336,10 +344,15 @@ def test_killing_the_supervisor_restarts_the_container(sb: DockerSandbox) -> Non
     sb.upload(b"gone soon", "note.txt")
     res = sb.run_cell("import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(30)", timeout=20)
     assert res.status == "died" and res.restarted and "whole container stopped" in res.text
+    assert "every file in the workspace" in res.text
     assert_usable(sb)
     assert "note.txt" not in sb.list_files()
-    res = sb.run_cell("import os, signal\nos.kill(1, signal.SIGKILL)\n'pid 1 ignores it'")  # tini: not killable
-    assert res.result == "'pid 1 ignores it'"
+    res = sb.run_cell("import os, signal\nos.kill(1, signal.SIGKILL)\n'pid 1 ignores it'")
+    if RUNTIME == "runc":  # tini as PID 1 of its namespace cannot be killed from inside
+        assert res.result == "'pid 1 ignores it'"
+    else:  # under gVisor it can: the container stops, and the sandbox comes back
+        assert res.status in ("ok", "died")
+    assert_usable(sb)
 
 
 def test_filling_the_session_directory_spares_the_host_disk(sb: DockerSandbox) -> None:
