@@ -9,6 +9,8 @@
   `execute_interactive` (target ratio <= 1.15); LocalSandbox too, for the cost of lllm's cell loop alone;
 - 20 sandboxes at once, 20 cells each: all must succeed; p50/p99 of a cell vs one sandbox alone;
 - memory per idle sandbox (the container's cgroup usage) vs a plain local ipykernel's RSS.
+
+`--runtime runsc` measures the same under gVisor (registered with dockerd; see lllm/sandbox/docker.py).
 """
 
 from __future__ import annotations
@@ -107,7 +109,12 @@ def os_cpus() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--runtime", default=None, help="OCI runtime for the sandboxes (runc, runsc)")
     args = parser.parse_args()
+    if args.runtime:
+        import os
+
+        os.environ["LLLM_SANDBOX_RUNTIME"] = args.runtime
     starts, cells, fleet, fleet_cells = (3, 100, 10, 10) if args.quick else (7, 300, 20, 20)
     image = ensure_image()
     print(f"load average {Path('/proc/loadavg').read_text().split()[0]} on {os_cpus()} cores")
