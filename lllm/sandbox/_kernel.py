@@ -164,6 +164,7 @@ class KernelChannels:
         while True:
             now = time.monotonic()
             if reply is not None and iopub_seen:
+                self._warm_up(deadline)
                 return reply
             if now >= deadline:
                 raise SandboxStartError(f"the kernel did not answer within {timeout:.0f}s "
@@ -184,6 +185,22 @@ class KernelChannels:
                         iopub_seen = True
             if has_control:
                 self.drain_control()
+
+    def _warm_up(self, deadline: float) -> None:
+        """Run one empty cell outside the history, so the user's first cell does not pay for IPython's first-use
+        costs (about 7 ms); its messages are drained here."""
+        msg_id = self.send_shell("execute_request", {"code": "pass", "silent": False, "store_history": False,
+                                                      "user_expressions": {}, "allow_stdin": False,
+                                                      "stop_on_error": False})
+        idle = replied = False
+        while not (idle and replied) and time.monotonic() < deadline:
+            has_iopub, has_shell, _ = self.poll(0.05)
+            while has_iopub and (msg := self.recv_iopub()) is not None:
+                if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                        and msg["content"].get("execution_state") == "idle"):
+                    idle = True
+            while has_shell and (msg := self.recv_shell()) is not None:
+                replied = replied or msg["parent_header"].get("msg_id") == msg_id
 
     def close(self) -> None:
         with self._control_lock:
