@@ -28,6 +28,7 @@ import queue
 import secrets
 import selectors
 import socket
+import stat
 import threading
 import time
 from concurrent.futures import Future
@@ -194,7 +195,7 @@ class GatewaySession:
         self._lock = threading.Lock()
         self._listener = _bind_unix(self.socket_path)
         try:
-            os.chmod(self.socket_path, 0o666)
+            _chmod_socket(self.socket_path, 0o666)
             self._write_token(token_owner)
         except BaseException:
             self._listener.close()
@@ -556,6 +557,23 @@ def get_gateway() -> Gateway:
 
 
 # ---------------------------------------------------------------------- socket helpers
+def _chmod_socket(path: Path, mode: int) -> None:
+    """chmod the socket we just bound, never what a symlink put in its place points to.
+
+    Code in the sandbox can write to the session directory, so between bind() and chmod() it could swap the
+    socket for a symlink to a host file; a plain chmod would follow it. Open the name without following links,
+    check it is a socket, and change that inode through /proc/self/fd.
+    """
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise ProxyError(f"{str(path)!r} is no longer the gateway's socket (something replaced it); the "
+                             "session was not opened. Start a fresh sandbox.")
+        os.chmod(f"/proc/self/fd/{fd}", mode)
+    finally:
+        os.close(fd)
+
+
 def _bind_unix(path: Path) -> socket.socket:
     """Bind and listen on `path`; paths past the 107-byte AF_UNIX limit go through /proc/self/fd."""
     _unlink(path)

@@ -444,3 +444,28 @@ def test_wire_frames_round_trip_through_the_models() -> None:
     assert isinstance(err, ErrorReply) and (err.error.type, err.error.message, err.id) == ("RateLimited", "slow down", "x")
     req = CallRequest.model_validate({"token": "t", "path": "fmp/price", "params": {"symbol": "A"}, "id": 1})
     assert req.params == {"symbol": "A"}
+
+
+def test_socket_permissions_never_follow_a_swapped_in_symlink(tmp_path) -> None:
+    import os
+    import socket as _socket
+
+    from lllm.errors import ProxyError
+    from lllm.proxies.gateway import _chmod_socket
+
+    victim = tmp_path / "host-file"
+    victim.write_text("secret")
+    victim.chmod(0o600)
+    link = tmp_path / "gateway.sock"
+    link.symlink_to(victim)
+    with pytest.raises((ProxyError, OSError)):
+        _chmod_socket(link, 0o666)
+    assert (victim.stat().st_mode & 0o777) == 0o600
+    real = tmp_path / "real.sock"
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.bind(str(real))
+    try:
+        _chmod_socket(real, 0o666)
+        assert (os.lstat(real).st_mode & 0o777) == 0o666
+    finally:
+        sock.close()
