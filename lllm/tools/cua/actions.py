@@ -165,10 +165,19 @@ async def check_navigation(s: BrowserSession, url: str, action: str) -> None:
 
 
 async def _goto(s: BrowserSession, page: Any, url: str) -> str:
+    seen = s.downloads_started
     try:
         response = await page.goto(url, wait_until="domcontentloaded")
     except Exception as exc:  # playwright.Error; a URL that is a file download is not a failure
         if "Download is starting" in str(exc):
+            if s.downloads_started == seen:
+                # goto can fail before the page's "download" event arrives: wait for it, so the save is
+                # pending when the action settles and the next observation reports the file.
+                try:
+                    await page.wait_for_event("download", timeout=s.config.navigation_timeout_s * 1000)
+                except Exception:  # noqa: BLE001 - reported as no download in the observation
+                    pass
+                await asyncio.sleep(0)
             return " (the URL is a file: it started a download)"
         raise
     status = f" (HTTP {response.status})" if response is not None and response.status >= 400 else ""

@@ -162,6 +162,8 @@ class BrowserSession:
         self.context: Any = None
         self._proxy: Any = None
         self._pending: set[asyncio.Task[Any]] = set()
+        self.downloads_started = 0
+        """Downloads the pages of this session have started (saved, refused or failed)."""
         self._start_lock = threading.Lock()
         self._auto_code: list[str] = []
         self._opening_own = False  # True while the session itself opens a tab (not a pop-up)
@@ -351,6 +353,7 @@ class BrowserSession:
             pass
 
     def _on_download(self, download: Any) -> None:
+        self.downloads_started += 1
         self._track(self._save_download(download))
 
     async def _save_download(self, download: Any) -> None:
