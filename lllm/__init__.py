@@ -6,8 +6,8 @@ and playwright load only when something needs them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lllm._lazy import lazy_getattr
+
 
 __version__ = "0.1.0"
 
@@ -64,13 +64,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lllm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr('lllm', _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

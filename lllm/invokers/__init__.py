@@ -13,11 +13,11 @@ Built in: "litellm" (`lllm.invokers.litellm.LiteLLMInvoker`), "scripted" (`Scrip
 
 from __future__ import annotations
 
-import importlib
 import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
+from lllm._lazy import lazy_getattr
 from lllm.errors import ConfigError
 from lllm.invokers.base import BaseInvoker, BaseStreamHandler, InvokeContext, InvokeResult, ToolCallRequest, resolve_dotted
 
@@ -56,13 +56,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lllm.invokers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr('lllm.invokers', _LAZY, globals())
 
 
 def register_invoker(name: str, cls_or_path: type[BaseInvoker] | str, *, replace: bool = False) -> None:

@@ -10,9 +10,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from lllm._lazy import lazy_getattr
 from lllm.proxies.base import PROXY_REGISTRY, BaseProxy, EndpointSpec, ParamSpec, ProxyRegistrator, register_proxy
 from lllm.proxies.manager import BUILTIN_PROXY_MODULES, ProxyManager
 
@@ -31,10 +29,4 @@ __all__ = sorted([
 ])
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lllm.proxies' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr('lllm.proxies', _LAZY, globals())

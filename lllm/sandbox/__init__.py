@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lllm._lazy import lazy_getattr
+
 
 _EXPORTS: dict[str, str] = {
     "BaseSandbox": "lllm.sandbox.base",
@@ -32,13 +32,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lllm.sandbox' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr('lllm.sandbox', _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

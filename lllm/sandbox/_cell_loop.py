@@ -13,13 +13,14 @@ On top of that it
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from lllm.sandbox._kernel import KernelChannels
 from lllm.sandbox._output import OutputCollector
-from lllm.sandbox.base import CellResult, CellStatus
+from lllm.sandbox.base import BaseSandbox, CellResult, CellStatus
 
 _HEALTH_EVERY_S = 0.25
 _IDLE_AFTER_REPLY_S = 1.0
@@ -174,3 +175,37 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
         out.execution_count = reply["content"].get("execution_count")
     return out.finish(status=status, duration_s=time.monotonic() - started, timeout_action=timeout_action,
                       restarted=restarted, state_lost=restarted)
+
+
+class KernelSandbox(BaseSandbox):
+    """A sandbox whose cells run on a Jupyter kernel through `run_cell` (the Docker and local backends).
+
+    Subclasses set `channels`, `interrupt_grace`, `max_stored_chars`, `max_display_bytes` and `_lock`, and
+    provide `send_interrupt()`, `restart_kernel()` and `exit_status()` (the `KernelHandle` protocol).
+    """
+
+    channels: KernelChannels | None
+    interrupt_grace: float
+    max_stored_chars: int
+    max_display_bytes: int
+    _lock: threading.RLock
+
+    def _on_cell_start(self) -> None:
+        """Called under the lock just before a cell is sent (Docker notes the time, for OOM events)."""
+
+    def _run_cell(self, code: str, *, timeout: float | None) -> CellResult:
+        with self._lock:
+            if self.channels is None:  # an earlier restart failed half-way: try once more
+                self.restart_kernel()  # type: ignore[attr-defined]
+            self._on_cell_start()
+            limits = CellLimits(timeout=timeout, interrupt_grace=self.interrupt_grace,
+                                max_output_chars=self.max_output_chars, max_stored_chars=self.max_stored_chars,
+                                max_display_bytes=self.max_display_bytes)
+            return run_cell(self, code, limits)  # type: ignore[arg-type]
+
+    def _interrupt(self) -> None:
+        self.send_interrupt()  # type: ignore[attr-defined]
+
+    def _restart(self) -> None:
+        with self._lock:
+            self.restart_kernel()  # type: ignore[attr-defined]

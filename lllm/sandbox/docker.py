@@ -43,10 +43,10 @@ from typing import Any
 
 from lllm.errors import SandboxError, SandboxFileError, SandboxStartError, UsageError
 from lllm.sandbox import _docker, files
-from lllm.sandbox._cell_loop import CellLimits, ExitStatus, run_cell
+from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
 from lllm.sandbox._kernel import KernelChannels, write_connection_file
 from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
-from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, BaseSandbox, CellResult, SandboxLimits, parse_size
+from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, SandboxLimits, parse_size
 
 WORKSPACE = "/home/sandbox/work"
 HOME = "/home/sandbox"
@@ -66,7 +66,7 @@ def _close_live_sandboxes() -> None:
             pass
 
 
-class DockerSandbox(BaseSandbox):
+class DockerSandbox(KernelSandbox):
     """A session's sandbox: a container with a Jupyter kernel, no network, hardened (see the module docstring).
 
     Args:
@@ -321,22 +321,8 @@ class DockerSandbox(BaseSandbox):
         self._connect()
 
     # -- backend hooks --------------------------------------------------------------------------------------------
-    def _run_cell(self, code: str, *, timeout: float | None) -> CellResult:
-        with self._lock:
-            if self.channels is None:  # an earlier restart failed half-way: try once more
-                self.restart_kernel()
-            self._cell_started = time.time()
-            limits = CellLimits(timeout=timeout, interrupt_grace=self.interrupt_grace,
-                                max_output_chars=self.max_output_chars, max_stored_chars=self.max_stored_chars,
-                                max_display_bytes=self.max_display_bytes)
-            return run_cell(self, code, limits)
-
-    def _interrupt(self) -> None:
-        self.send_interrupt()
-
-    def _restart(self) -> None:
-        with self._lock:
-            self.restart_kernel()
+    def _on_cell_start(self) -> None:
+        self._cell_started = time.time()
 
     # -- files ----------------------------------------------------------------------------------------------------
     def _exec_files(self, *args: str) -> dict[str, Any]:

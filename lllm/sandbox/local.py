@@ -21,10 +21,10 @@ from typing import Any
 
 from lllm.errors import SandboxStartError, UsageError
 from lllm.sandbox import files
-from lllm.sandbox._cell_loop import CellLimits, ExitStatus, run_cell
+from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
 from lllm.sandbox._kernel import KernelChannels, write_connection_file
 from lllm.sandbox._rundir import make_session_dir, new_sandbox_id, remove_session_dir
-from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, BaseSandbox, CellResult
+from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS
 
 
 def guest_dir() -> Path | None:
@@ -37,7 +37,7 @@ def guest_dir() -> Path | None:
     return None
 
 
-class LocalSandbox(BaseSandbox):
+class LocalSandbox(KernelSandbox):
     """A local, NOT isolated kernel behind the Sandbox protocol (see the module docstring).
 
     Args:
@@ -157,23 +157,7 @@ class LocalSandbox(BaseSandbox):
         self._kill()
         self._spawn()
 
-    # -- hooks ------------------------------------------------------------------------------------------------
-    def _run_cell(self, code: str, *, timeout: float | None) -> CellResult:
-        with self._lock:
-            if self.channels is None:  # an earlier restart failed half-way: try once more
-                self.restart_kernel()
-            limits = CellLimits(timeout=timeout, interrupt_grace=self.interrupt_grace,
-                                max_output_chars=self.max_output_chars, max_stored_chars=self.max_stored_chars,
-                                max_display_bytes=self.max_display_bytes)
-            return run_cell(self, code, limits)
-
-    def _interrupt(self) -> None:
-        self.send_interrupt()
-
-    def _restart(self) -> None:
-        with self._lock:
-            self.restart_kernel()
-
+    # -- files ------------------------------------------------------------------------------------------------
     def upload(self, src: str | Path | bytes, dest: str) -> str:
         self._require_running("upload")
         return files.local_upload(self.workspace, files.read_source(src), dest)

@@ -13,8 +13,9 @@ Nothing here imports Playwright at import time; it loads when the first browser 
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from lllm._lazy import lazy_getattr
 
 _EXPORTS: dict[str, str] = {
     "ActionLog": "lllm.tools.cua.session",
@@ -38,13 +39,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted([*_EXPORTS, "attach"])
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'lllm.tools.cua' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr('lllm.tools.cua', _EXPORTS, globals())
 
 
 def attach(agent: Any, block: dict[str, Any], ctx: Any) -> Any:
