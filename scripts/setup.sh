@@ -17,7 +17,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
 if ! docker info >/dev/null 2>&1; then
@@ -42,5 +42,6 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # The sandbox image: built (with a debootstrapped base where no registry answers) only when missing.
-.venv/bin/lllm sandbox build --quiet
+image=$(.venv/bin/lllm sandbox build)   # progress on stderr when it builds; the name on stdout
+log "sandbox image: $image"
 log "ready"
