@@ -44,7 +44,7 @@ def require_docker() -> None:
     message = f"{reason}. Start the engine (README: the test command does it: scripts/setup.sh)."
     if _required("LLLM_REQUIRE_DOCKER"):
         pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message)  # a developer run without Docker; never under CI=true or LLLM_REQUIRE_DOCKER=1
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +62,7 @@ def require_browser() -> str:
         reason = f"no Chromium at {path!r}: apt-get install -y chromium (scripts/setup.sh does it)"
     if _required("LLLM_REQUIRE_BROWSER"):
         pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason)  # a developer run without Chromium; never under CI=true or LLLM_REQUIRE_BROWSER=1
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
