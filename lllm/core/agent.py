@@ -36,6 +36,7 @@ from lllm.core.dialog import Dialog, Message
 from lllm.core.prompt import Prompt
 from lllm.core.trace import AgentCallRecord, ModelCallRecord, Tracer, null_tracer
 from lllm.errors import AgentException, ConfigError, InvokerError, ParseError, UsageError
+from lllm.invokers._responses import check_api_type
 from lllm.invokers.base import BaseStreamHandler, InvokeContext, InvokeResult
 
 __all__ = ["Agent"]
@@ -84,6 +85,7 @@ class Agent:
         tracer: Tracer | None = None,
         tools: list[Function] | None = None,
         prompt_args: dict[str, Any] | None = None,
+        api_type: str | None = None,
     ) -> None:
         """Build an agent (cheap: nothing is called until `respond`).
 
@@ -102,6 +104,9 @@ class Agent:
             tools: Tools in force on every turn, besides the prompt's (see `agent.tools`).
             prompt_args: Default template variables for every prompt this agent renders (the system prompt
                 at `open`, `receive_prompt`, handler texts); arguments given to those calls win.
+            api_type: "response" calls the OpenAI Responses API (the litellm invoker uses `litellm.responses`;
+                native web search: `model_args={"tools": [{"type": "web_search_preview"}]}`); None or
+                "completion": chat completions.
 
         Raises:
             ConfigError: An argument has the wrong type or value.
@@ -125,6 +130,8 @@ class Agent:
                                 ("max_interrupt_steps", max_interrupt_steps, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"agent {name!r}: {key} must be an int >= {low}, got {value!r}", key=key)
+        self.api_type: str | None = check_api_type(api_type, agent=name)
+        """None/"completion" (chat completions) or "response" (the Responses API), passed to every model call."""
         self.name = name
         self.system_prompt = system_prompt
         self.model = model
@@ -398,10 +405,11 @@ class Agent:
         tracing = self.tracer is not null_tracer
         started = time.time()
         try:
+            extra = {"api_type": self.api_type} if self.api_type is not None else {}  # plain `call`s need not take it
             result = self.llm_invoker.call(
                 messages, model=self.model, tools=tools, response_format=response_format,
                 stream_handler=self.stream_handler, model_args=self.model_args or None,
-                context=InvokeContext(agent=self.name, dialog=alias),
+                context=InvokeContext(agent=self.name, dialog=alias), **extra,
             )
         except InvokerError as exc:
             if tracing:

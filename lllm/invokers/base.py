@@ -163,6 +163,8 @@ class InvokeRequest:
     stream_handler: BaseStreamHandler | None = None
     model_args: dict[str, Any] | None = None
     context: InvokeContext | None = None
+    api_type: str | None = None
+    """None or "completion": chat completions; "response": the OpenAI Responses API (invokers that can)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +326,7 @@ class BaseInvoker(ABC):
         stream_handler: BaseStreamHandler | None = None,
         model_args: dict[str, Any] | None = None,
         context: InvokeContext | None = None,
+        api_type: str | None = None,
     ) -> InvokeResult:
         """Ask the model for the next assistant message.
 
@@ -335,6 +338,9 @@ class BaseInvoker(ABC):
             stream_handler: Receives text deltas as they arrive; None: no streaming.
             model_args: Extra provider arguments (temperature, max_tokens, ...).
             context: The calling agent and dialog, for error messages.
+            api_type: "response" asks for the OpenAI Responses API (the litellm invoker then calls
+                `litellm.responses`); None or "completion": chat completions. Invokers without a Responses
+                path (the scripted model) answer the same way either way and record it in the request.
 
         Returns:
             The answer with usage, cost, latency and the retried failures.
@@ -344,7 +350,11 @@ class BaseInvoker(ABC):
             ModelRequestsDisabled: A real call while LLLM_ALLOW_MODEL_REQUESTS=0.
             ScriptError: The scripted model has no step for this request.
         """
-        request = InvokeRequest(messages, model, tools, response_format, stream_handler, model_args, context)
+        if api_type is not None and api_type not in ("completion", "response"):
+            from lllm.invokers._responses import check_api_type
+
+            check_api_type(api_type, agent=context.agent if context else None)  # raises, naming the choices
+        request = InvokeRequest(messages, model, tools, response_format, stream_handler, model_args, context, api_type)
         start = time.perf_counter()
         result = run_with_retries(lambda: self._call_once(request), policy=self.retry, sleep=self._sleep)
         result.latency_s = time.perf_counter() - start
@@ -364,6 +374,7 @@ class BaseInvoker(ABC):
         stream_handler: BaseStreamHandler | None = None,
         model_args: dict[str, Any] | None = None,
         context: InvokeContext | None = None,
+        api_type: str | None = None,
     ) -> InvokeResult:
         """`call` in a worker thread, so the event loop stays free (same arguments, same result)."""
         return await asyncio.to_thread(
@@ -375,6 +386,7 @@ class BaseInvoker(ABC):
             stream_handler=stream_handler,
             model_args=model_args,
             context=context,
+            api_type=api_type,
         )
 
     @abstractmethod

@@ -24,11 +24,12 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from lllm.core.const import InvokeCost
-from lllm.errors import ModelAPIError, ModelTimeoutError, RateLimitError
-from lllm.invokers._normalize import StreamAssembler, Usage, normalize_response
+from lllm.errors import ConfigError, ModelAPIError, ModelTimeoutError, RateLimitError
+from lllm.invokers._normalize import StreamAssembler, Usage, _get, normalize_response
+from lllm.invokers._responses import ResponsesStream, to_responses_input, to_responses_tools
 from lllm.invokers.base import BaseInvoker, InvokeRequest, InvokeResult, RetryPolicy, check_model_requests_allowed
 
-__all__ = ["LiteLLMInvoker", "load_litellm", "mock_kwargs_for"]
+__all__ = ["LiteLLMInvoker", "load_litellm", "mock_kwargs_for", "responses_kwargs"]
 
 _LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)+")
 _import_lock = threading.Lock()
@@ -145,7 +146,8 @@ def _provider_errors(model: str) -> Iterator[None]:
 
 
 class LiteLLMInvoker(BaseInvoker):
-    """Calls any provider through `litellm.completion`.
+    """Calls any provider through `litellm.completion` (or `litellm.responses` for a call with
+    `api_type="response"`: see `lllm.invokers._responses`).
 
     Args:
         timeout: Seconds one request may take.
@@ -191,6 +193,8 @@ class LiteLLMInvoker(BaseInvoker):
             kwargs.setdefault("api_key", self.api_key)
         if self.api_base is not None:
             kwargs.setdefault("api_base", self.api_base)
+        if request.api_type == "response":
+            return self._attempt_responses(request, kwargs)
         if request.tools:
             kwargs["tools"] = request.tools
             # litellm 1.106 imports its MCP gateway (and the optional `mcp` package, which we do not install)
@@ -237,6 +241,42 @@ class LiteLLMInvoker(BaseInvoker):
             finish_reason=finish,
         )
 
+    def _attempt_responses(self, request: InvokeRequest, kwargs: dict[str, Any]) -> InvokeResult:
+        """One request through `litellm.responses` (api_type="response"), normalised like a completion."""
+        kwargs = responses_kwargs(request, kwargs)
+        if not kwargs.get("mock_response"):
+            check_model_requests_allowed(request.model, agent=request.context.agent if request.context else None)
+            _require_mcp(request)
+        litellm = load_litellm()
+        model = request.model
+        stream = ResponsesStream(request.stream_handler)
+        with _provider_errors(model):
+            answer = litellm.responses(model=model, **kwargs)
+            if _get(answer, "output") is not None:  # a whole response (not streamed, or litellm's mock)
+                stream.feed(answer)
+            else:
+                for event in answer:
+                    stream.feed(event)
+        raw = stream.response
+        content, calls, finish, usage = stream.result()
+        if usage is None:
+            usage = self._count(request, content, calls)
+        cost, note = self._price(model, usage, None)
+        return InvokeResult(
+            content=content,
+            tool_calls=calls,
+            model=_get(raw, "model") or model,
+            usage=InvokeCost.model_construct(
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+                cost=cost,
+            ),
+            raw=raw,
+            cost_note=note,
+            finish_reason=finish,
+        )
+
     @staticmethod
     def _count(request: InvokeRequest, content: str | None, calls: list[Any]) -> Usage:
         litellm = load_litellm()
@@ -261,6 +301,43 @@ class LiteLLMInvoker(BaseInvoker):
             return float(prompt_cost + completion_cost), None
         except Exception as exc:  # noqa: BLE001 - an unknown price must never fail a call
             return 0.0, f"litellm has no price for model {model!r}; cost reported as 0 ({_short(exc, 160)})"
+
+
+def _require_mcp(request: InvokeRequest) -> None:
+    """litellm 1.106's `responses()` imports its MCP gateway (and the `mcp` package) on every real call."""
+    import importlib.util
+
+    if importlib.util.find_spec("mcp") is None:
+        who = f"agent {request.context.agent!r}: " if request.context else ""
+        raise ConfigError(
+            f"{who}api_type='response' calls litellm.responses, which (litellm 1.106) imports the optional `mcp` "
+            "package on every request, and it is not installed. Install it (`pip install 'mcp>=2.2,<3'`), or use "
+            "api_type='completion' (the default) for this agent.",
+            key="api_type",
+        )
+
+
+def responses_kwargs(request: InvokeRequest, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments (besides `model`) of the `litellm.responses` call for a chat-format request.
+
+    `kwargs` are the invoker's defaults and the call's `model_args`. The messages become `input`, the
+    prompt's tools are flattened and come before any built-in tools given in `model_args["tools"]` (e.g.
+    `[{"type": "web_search_preview"}]`), `response_format` becomes `text_format`, `max_tokens` becomes
+    `max_output_tokens`, and a stream handler (or `stream=True`) asks for a stream of events.
+    """
+    out = {k: v for k, v in kwargs.items() if k not in ("stream_options", "messages", "_skip_mcp_handler")}
+    out["input"] = to_responses_input(request.messages)
+    tools = to_responses_tools(request.tools) + to_responses_tools(list(out.pop("tools", None) or []))
+    if tools:
+        out["tools"] = tools
+        out["_skip_mcp_handler"] = True  # as for completions: never route tools through litellm's MCP gateway
+    if request.response_format is not None:
+        out["text_format"] = request.response_format
+    if "max_tokens" in out:
+        out.setdefault("max_output_tokens", out.pop("max_tokens"))
+    if request.stream_handler is not None or out.get("stream"):
+        out["stream"] = True
+    return out
 
 
 def mock_kwargs_for(

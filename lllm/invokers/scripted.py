@@ -27,6 +27,8 @@ cost table and exception classes, and our translation of them), at about 1.5 ms 
 
 from __future__ import annotations
 
+import dataclasses
+
 import inspect
 import json
 import threading
@@ -135,6 +137,8 @@ class ScriptedCall:
     context: InvokeContext | None
     model_args: dict[str, Any] | None = None
     response_format: Any = None
+    api_type: str | None = None
+    """The agent's `api_type` ("response": it asked for the Responses API; the script answers the same way)."""
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -266,7 +270,8 @@ class ScriptedInvoker(BaseInvoker):
 
     def _call_once(self, request: InvokeRequest) -> InvokeResult:
         call = ScriptedCall(
-            list(request.messages), request.tools, request.model, request.context, request.model_args, request.response_format
+            list(request.messages), request.tools, request.model, request.context, request.model_args, request.response_format,
+            request.api_type,
         )
         with self._lock:
             self.calls.append(call)
@@ -379,6 +384,8 @@ class ScriptedInvoker(BaseInvoker):
                 model=request.model,
                 stream=request.stream_handler is not None,
             )
+        if request.api_type == "response":  # a step is a chat-completion mock: answer through litellm.completion
+            request = dataclasses.replace(request, api_type=None)
         result = self._litellm.attempt(request, extra)
         if isinstance(step, _Reply) and step.usage is not None and step.usage.cost is not None:
             result.usage = result.usage.model_copy(update={"cost": step.usage.cost})
