@@ -143,6 +143,8 @@ def _validation_error(exc: ValidationError, *, where: str, prefix: str, model: t
             unknown = [k for k in given if k not in known]
             hint = suggest(str(err["loc"][-1]), unknown)
             hint = hint.replace("Did you mean", "Is it misspelt as") if hint else ""
+            if not hint and model is AgentConfig:
+                hint = f" Add it to this agent's entry or under `global:` (e.g. {err['loc'][-1]}: ...)."
             problems.append(f"missing key {key!r}.{hint}")
         else:
             problems.append(f"{key!r}: {err['msg']} (got {err.get('input')!r})")

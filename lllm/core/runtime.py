@@ -297,10 +297,11 @@ def _class_id(cls: type) -> str:
 
 def find_package_toml(path: str | os.PathLike[str] | None = None) -> Path:
     """The `lllm.toml` a `load_package(path)` call means (see `Runtime.load_package`)."""
+    from_env = False
     if path is None:
         env = os.environ.get("LLLM_CONFIG")
         if env:
-            path = env
+            path, from_env = env, True
         else:
             here = Path.cwd().resolve()
             for folder in (here, *here.parents):
@@ -312,7 +313,10 @@ def find_package_toml(path: str | os.PathLike[str] | None = None) -> Path:
     if p.is_dir():
         p = p / TOML_NAME
     if not p.is_file():
-        raise ConfigError(f"no {TOML_NAME} at {str(p)!r}", path=str(p))
+        fix = "set LLLM_CONFIG to a package's lllm.toml (or unset it)" if from_env else (
+            f"pass the folder that holds the package's {TOML_NAME} (or the file itself)")
+        source = " (from LLLM_CONFIG)" if from_env else ""
+        raise ConfigError(f"no {TOML_NAME} at {str(p)!r}{source}: {fix}", path=str(p))
     return p
 
 
@@ -432,7 +436,10 @@ def _discover(runtime: Runtime, info: PackageInfo, *, bare: str) -> None:
         token = _REGISTRATION.set((runtime, info, prefix, bare))
         try:
             for file in _py_files(folder):
-                _import_file(info, file, folder, "tactics")
+                before = len(info.registered)
+                module = _import_file(info, file, folder, "tactics")
+                if not any(kind == "tactic" for kind, _, _ in info.registered[before:]):
+                    _register_imported_tactics(module)
         finally:
             _REGISTRATION.reset(token)
     for folder in _section_dirs(info, "proxies"):
@@ -444,6 +451,17 @@ def _discover(runtime: Runtime, info: PackageInfo, *, bare: str) -> None:
                         and getattr(value, "_proxy_variant", "live") == "live"):
                     runtime._register("proxy", _key(prefix, proxy_name(value)), value, namespaces=ns, bare=bare,
                                       package=info)
+
+
+def _register_imported_tactics(module: ModuleType) -> None:
+    """Register the Tactic subclasses of a tactics/ module that was imported before (by another Runtime
+    loading the same package): their class statements do not run again, so they register here."""
+    from lllm.core.tactic import Tactic
+
+    for value in list(vars(module).values()):
+        if (isinstance(value, type) and issubclass(value, Tactic) and value.__module__ == module.__name__
+                and value.__dict__.get("_lllm_registers")):
+            register_tactic_class(value)
 
 
 def _is_proxy_class(value: Any) -> bool:

@@ -267,7 +267,8 @@ class Tactic:
 
     def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if register and isinstance(cls.__dict__.get("name"), str) and cls.__dict__["name"]:
+        cls._lllm_registers = bool(register and isinstance(cls.__dict__.get("name"), str) and cls.__dict__["name"])
+        if cls._lllm_registers:
             register_tactic_class(cls)
 
     def __init__(self, config: dict[str, Any] | str | None = None, log_store: LogStore | None = None, *,
