@@ -35,6 +35,8 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
+import stat
 import threading
 import time
 import weakref
@@ -237,15 +239,19 @@ class DockerSandbox(KernelSandbox):
 
     # -- the kernel handle used by the cell loop -----------------------------------------------------------------
     def _read_state(self) -> dict[str, Any] | None:
+        """The supervisor's state file, or None. Kernel code can write /run/lllm, so the name may hold a symlink,
+        a FIFO, a directory or junk: only a regular file is read (never followed, never blocking)."""
         try:
             fd = os.open(self.session_dir / "kernel.state", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return None
-        with os.fdopen(fd, "rb") as fh:
-            raw = fh.read(4096)
         try:
-            state = json.loads(raw)
-        except ValueError:
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    return None
+                raw = fh.read(4096)
+            state = json.loads(raw or b"")
+        except (OSError, ValueError):
             return None
         return state if isinstance(state, dict) else None
 
@@ -301,11 +307,7 @@ class DockerSandbox(KernelSandbox):
             if self.container.status == "running":
                 self.container.kill(signal="SIGHUP")
             else:
-                for stale in ("kernel.state",):
-                    try:
-                        os.unlink(self.session_dir / stale)
-                    except OSError:
-                        pass
+                _remove_entry(self.session_dir / "kernel.state")  # whatever kernel code left there
                 self.container.start()
                 self._gen = 0
         self._gen += 1
@@ -373,6 +375,18 @@ class DockerSandbox(KernelSandbox):
         if not reply.get("ok"):
             raise SandboxFileError(f"cannot list {path!r}: {reply.get('error')}", path=path)
         return list(reply["files"])
+
+
+def _remove_entry(path: Path) -> None:
+    """Remove one name from a session directory: a file, link or FIFO is unlinked (never followed); a directory
+    is removed with `shutil.rmtree`, which works on file descriptors and never follows a symlink inside."""
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def _ulimit(name: str, value: int) -> Any:

@@ -38,10 +38,11 @@ LAUNCH_ARGS: tuple[str, ...] = (
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
     "--disable-features=AutofillServerCommunication,OptimizationHints,MediaRouter,Translate",
 )
-"""Chromium flags every launch uses (see ENVIRONMENT.md; QUIC is off so all traffic goes through the proxy, and
-the features that call Google's servers in the background are off)."""
+"""Chromium flags every launch uses (see ENVIRONMENT.md; QUIC is off and WebRTC may not send UDP around the proxy,
+so all traffic goes through the proxy, and the features that call Google's servers in the background are off)."""
 
 
 class Viewport(BaseModel):
