@@ -278,7 +278,8 @@ def load_config(path: str | os.PathLike[str], *, runtime: Runtime | None = None,
     file = Path(path).expanduser().resolve()
     if file in _stack:
         chain = " -> ".join(str(p.name) for p in (*_stack, file))
-        raise ConfigError(f"{_stack[-1]}: 'base' makes a cycle: {chain}", path=str(_stack[-1]), key="base")
+        raise ConfigError(f"{_stack[-1]}: 'base' makes a cycle: {chain}; remove one of these `base:` links",
+                          path=str(_stack[-1]), key="base")
     data = _read_yaml(file)
     base_ref = data.pop("base", None)
     merged: dict[str, Any] = {}

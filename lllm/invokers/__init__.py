@@ -108,8 +108,12 @@ def _resolve(name: str) -> type[BaseInvoker]:
     with _lock:
         target = _registry.get(name)
     if target is None:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), known_invokers(), n=2, cutoff=0.6)
+        hint = " Did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""
         raise ConfigError(
-            f"unknown invoker {name!r}; known invokers: {known_invokers()!r}. Register your own with "
+            f"unknown invoker {name!r}; known invokers: {known_invokers()!r}.{hint} Register your own with "
             "lllm.invokers.register_invoker(name, cls_or_dotted_path).",
             key="invoker",
         )

@@ -110,3 +110,10 @@ def test_a_package_loaded_into_a_second_runtime_registers_its_tactics_there_too(
         assert set(runtime.tactics) == {"audit_twice_kept", "twice::audit_twice_kept"}
     assert second.tactics["audit_twice_kept"] is first.tactics["audit_twice_kept"]
     assert build_tactic({"tactic_type": "audit_twice_kept"}, runtime=second)("ping") == "ping"
+
+
+def test_a_misspelt_invoker_name_suggests_the_near_one() -> None:
+    from lllm.invokers import build_invoker
+
+    with pytest.raises(ConfigError, match=r"unknown invoker 'litelm'; known invokers: .*Did you mean 'litellm'\?"):
+        build_invoker({"invoker": "litelm"})
