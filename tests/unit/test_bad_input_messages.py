@@ -1,6 +1,7 @@
 """Bad input from issues 2 and 3 that had no test of its own, seen as a user sees it: a config file whose
 prompt path or tactic_type is misspelt, a missing model_name, a package folder without lllm.toml; a package
-loaded into a second named Runtime; and the public names of lllm-core 0.1 that its users import (they must keep
+loaded into a second named Runtime; a rejected answer that must reach the log but not the logged dialog; a
+misspelt invoker name; and the public names of lllm-core 0.1 that its users import (they must keep
 working without code changes)."""
 
 from __future__ import annotations
@@ -117,3 +118,36 @@ def test_a_misspelt_invoker_name_suggests_the_near_one() -> None:
 
     with pytest.raises(ConfigError, match=r"unknown invoker 'litelm'; known invokers: .*Did you mean 'litellm'\?"):
         build_invoker({"invoker": "litelm"})
+
+
+def test_a_rejected_answer_stays_out_of_the_logged_dialog_but_is_in_the_logged_agent_call() -> None:
+    from lllm import Tactic
+    from lllm.logging import sqlite_store
+
+    class Labeller(Tactic, register=False):
+        name = "audit_labeller"
+        agent_group = ["l"]
+
+        def call(self, task: str, **kwargs) -> str:
+            agent = self.agents["l"]
+            agent.open("main")
+            agent.receive(task)
+            return agent.respond().parsed["xml_tags"]["label"][0]
+
+    runtime = Runtime("audit-retries")
+    from lllm import Prompt
+    from lllm.core.prompt import DefaultTagParser
+
+    runtime.register_prompt(Prompt(path="audit/label", prompt="Label it.",
+                                   parser=DefaultTagParser(required_xml_tags=["label"])))
+    config = {"invoker": "scripted", "invoker_config": {"steps": ["no tag here", "<label>pos</label>"]},
+              "agent_configs": [{"name": "l", "model_name": "gpt-4o", "system_prompt_path": "audit/label"}]}
+    store = sqlite_store(":memory:")
+    session = Labeller(config, log_store=store, runtime=runtime)("great", return_session=True)
+    assert session.delivery == "pos"
+    detail = store.load_session(session.session_id)
+    (call,) = detail.agent_calls
+    assert call.exception_retries == 1 and call.model_calls == 2
+    assert call.detail["retries"][0]["content"] == "no tag here" and "missing <label>" in call.detail["retries"][0]["error"]
+    (dialog,) = detail.dialogs
+    assert [m.content for m in dialog.to_dialog().messages] == ["Label it.", "great", "<label>pos</label>"]
