@@ -191,3 +191,24 @@ def test_a_real_responses_call_without_mcp_says_what_to_install(monkeypatch: pyt
     with pytest.raises(ConfigError, match=r"agent 'a': api_type='response'.*pip install 'mcp>=2.2,<3'"):
         build_invoker({"invoker": "litellm", "api_base": "http://127.0.0.1:9/v1"}).call(
             [{"role": "user", "content": "q"}], model="gpt-4o", api_type="response", context=InvokeContext(agent="a"))
+
+
+def test_litellm_stream_event_objects_are_understood() -> None:
+    from litellm.types.llms.openai import OutputTextDeltaEvent, ResponseCompletedEvent, ResponsesAPIResponse
+
+    final = ResponsesAPIResponse(**{
+        "id": "r", "object": "response", "created_at": 1, "status": "completed", "model": "gpt-4o",
+        "output": [{"type": "message", "id": "m", "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": "Hi there", "annotations": []}]}],
+        "usage": {"input_tokens": 4, "output_tokens": 2, "total_tokens": 6},
+        "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+    })
+    handler = Recorder()
+    stream = ResponsesStream(handler)
+    for delta in ("Hi", " there"):
+        stream.feed(OutputTextDeltaEvent(type="response.output_text.delta", item_id="m", output_index=0,
+                                         content_index=0, delta=delta))
+    stream.feed(ResponseCompletedEvent(type="response.completed", response=final))
+    assert handler.tokens == ["Hi", " there"]
+    content, _, finish, usage = stream.result()
+    assert (content, finish, usage.prompt_tokens, usage.completion_tokens) == ("Hi there", "stop", 4, 2)
