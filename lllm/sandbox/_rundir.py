@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,38 @@ _DEFAULT_ROOT = "/tmp/lllm-run"
 
 
 def run_root() -> Path:
-    """The parent of every session directory (`$LLLM_RUN_ROOT` or /tmp/lllm-run), created mode 711."""
+    """The parent of every session directory (`$LLLM_RUN_ROOT` or /tmp/lllm-run), mode 700.
+
+    Mode 700, not 711: the container reaches its session directory through the bind mount, never through this
+    path, so no one but this user needs to traverse it; and the sandbox uid (1000) may be a real account on the
+    host (it often is), which must not reach other sessions' kernel sockets, keys and gateway tokens.
+
+    The default lives in /tmp, where any local user could create it first. Whoever controls the root can swap
+    a session directory for a symlink between our mkdir and the tmpfs mount or the bind mount, so a root that
+    is a symlink, not ours, or writable by group or others is refused.
+
+    Raises:
+        SandboxStartError: the root is not a directory this user alone controls (the message says how to fix it).
+    """
     root = Path(os.environ.get("LLLM_RUN_ROOT", _DEFAULT_ROOT))
-    root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.lstat(root)
+    problem = ""
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symlink"
+    elif not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory"
+    elif st.st_uid != os.geteuid():
+        problem = f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+    elif st.st_mode & 0o022:
+        problem = f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+    if problem:
+        raise SandboxStartError(
+            f"the sandbox run root {str(root)!r} {problem}; another user could redirect session directories "
+            "through it. Remove it (it is recreated mode 700) or set LLLM_RUN_ROOT to a short directory that "
+            "only you own, such as /run/lllm-$USER.", path=str(root))
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(root, 0o700)  # ours and not a link (checked above): close a root made 711 by older versions
     return root
 
 
@@ -111,8 +141,8 @@ def remove_session_dir(path: Path) -> None:
     try:
         resolved = path.resolve()
         root = run_root().resolve()
-    except OSError:
-        return
+    except (OSError, SandboxStartError):
+        return  # an untrusted run root: delete nothing through it
     if resolved.parent != root:
         return
     _unmount(resolved)

@@ -91,9 +91,10 @@ def ensure_image(*, base_image: str | None = None, rebuild: bool = False,
                                 "unset the variable so lllm builds its own", image=name)
     say = log or (lambda line: None)
     root = source_root()
-    lock_path = Path(os.environ.get("LLLM_RUN_ROOT", "/tmp/lllm-run"))
-    lock_path.mkdir(parents=True, exist_ok=True)
-    with _build_lock, open(lock_path / ".image-build.lock", "w") as lock:
+    from lllm.sandbox._rundir import run_root
+
+    lock_file = run_root() / ".image-build.lock"  # a run root only this user controls (checked there)
+    with _build_lock, open(os.open(lock_file, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same image
         if not rebuild and image_exists(name):
             return name

@@ -158,3 +158,26 @@ def test_the_reaper_removes_an_orphan_dir_full_of_links_without_following_them(c
     finally:
         if os.path.lexists(decoy):
             os.unlink(decoy)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as a non-root host user the sandbox runs under that user's own uid")
+def test_a_host_account_with_the_sandbox_uid_cannot_reach_any_session(sandbox_image: str) -> None:
+    # The container runs as uid 1000, which is often a real account on the host. The run root is mode 700, so
+    # that account cannot open a session's kernel key, kernel sockets or gateway token; the container, which
+    # sees its directory through the bind mount, works as before.
+    uid, gid = container_user()
+    probe = ("import os, sys, json\nout = {}\nfor name in sys.argv[1:]:\n    try:\n        os.stat(name)\n"
+             "        out[name] = 'reached'\n    except PermissionError:\n        out[name] = 'denied'\n"
+             "print(json.dumps(out))")
+    with DockerSandbox(image=sandbox_image, limits=LIMITS, cell_timeout=20) as sb:
+        with Gateway() as gw, gw.open_session(sb.session_dir, ProxyManager(proxies={"echo": Echo()}),
+                                              token_owner=uid):
+            targets = [str(sb.session_dir / n) for n in ("kernel.json", "gateway.token", "gateway.sock")]
+            proc = subprocess.run(["/usr/bin/python3", "-c", probe, *targets], capture_output=True, text=True,
+                                  timeout=30, user=uid, group=gid, extra_groups=[], cwd="/")
+            assert proc.returncode == 0, proc.stderr
+            import json
+
+            assert set(json.loads(proc.stdout).values()) == {"denied"}, proc.stdout
+            res = sb.run_cell("CALL_API('echo/echo', {'x': 5})")
+            assert res.status == "ok" and "5" in res.text, res.text
