@@ -190,6 +190,9 @@ class DockerSandbox(KernelSandbox):
             "nano_cpus": int(lim.cpus * 1e9),
             "pids_limit": lim.pids,
             "ulimits": [_ulimit("nofile", lim.nofile)],
+            # Kernel code can write to the supervisor's stdout (os.write(1, ...)), which the engine stores on the
+            # host's disk: capped, else a loop fills /var/lib/docker. The last lines stay for start-up errors.
+            "log_config": _log_config(),
             "volumes": {str(self._session_dir): {"bind": RUN_DIR, "mode": "rw"}},
             "environment": env,
             "working_dir": WORKSPACE,
@@ -387,6 +390,16 @@ def _remove_entry(path: Path) -> None:
             os.unlink(path)
     except OSError:
         pass
+
+
+CONTAINER_LOG_MAX = "1m"
+"""The most container output (the supervisor's and the kernel's fds 1 and 2) the engine keeps on the host."""
+
+
+def _log_config() -> Any:
+    import docker.types
+
+    return docker.types.LogConfig(type="json-file", config={"max-size": CONTAINER_LOG_MAX, "max-file": "1"})
 
 
 def _ulimit(name: str, value: int) -> Any:
