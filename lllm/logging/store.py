@@ -224,7 +224,7 @@ class LogStore:
         self.db = sqlite_utils.Database(self._conn)
         """The sqlite-utils `Database` (for ad-hoc queries: `store.db.query("select ...")`)."""
         if not self._memory:
-            self.db.enable_wal()
+            _enable_wal(self._conn, busy_timeout)
             self._conn.execute("PRAGMA synchronous = NORMAL")
         self._parents: dict[str, str | None] = {}
         self._columns: dict[str, set[str]] = {}
@@ -604,3 +604,22 @@ class LogStore:
 
     def __repr__(self) -> str:
         return f"LogStore({self.path!r})"
+
+
+def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL, waiting for other processes that hold it.
+
+    Changing the journal mode needs the database to itself, and SQLite answers "database is locked" at once
+    (no busy handler) while another process is using it; so retry until `busy_timeout`.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.execute("PRAGMA journal_mode = wal")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
