@@ -226,20 +226,7 @@ class LiteLLMInvoker(BaseInvoker):
             if usage is None:
                 usage = self._count(request, content, calls)
             cost, note = self._price(model, usage, raw)
-        return InvokeResult(
-            content=content,
-            tool_calls=calls,
-            model=getattr(raw, "model", None) or model,
-            usage=InvokeCost.model_construct(
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                total_tokens=usage.total_tokens,
-                cost=cost,
-            ),
-            raw=raw,
-            cost_note=note,
-            finish_reason=finish,
-        )
+        return _result(content, calls, getattr(raw, "model", None) or model, usage, cost, note, finish, raw)
 
     def _attempt_responses(self, request: InvokeRequest, kwargs: dict[str, Any]) -> InvokeResult:
         """One request through `litellm.responses` (api_type="response"), normalised like a completion."""
@@ -262,20 +249,7 @@ class LiteLLMInvoker(BaseInvoker):
         if usage is None:
             usage = self._count(request, content, calls)
         cost, note = self._price(model, usage, None)
-        return InvokeResult(
-            content=content,
-            tool_calls=calls,
-            model=_get(raw, "model") or model,
-            usage=InvokeCost.model_construct(
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                total_tokens=usage.total_tokens,
-                cost=cost,
-            ),
-            raw=raw,
-            cost_note=note,
-            finish_reason=finish,
-        )
+        return _result(content, calls, _get(raw, "model") or model, usage, cost, note, finish, raw)
 
     @staticmethod
     def _count(request: InvokeRequest, content: str | None, calls: list[Any]) -> Usage:
@@ -414,3 +388,18 @@ def mock_kwargs_for(
         usage=LiteLLMUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
     )
     return extra
+
+
+def _result(content: str | None, calls: list[Any], model: str, usage: Any, cost: float, note: str | None,
+            finish: str | None, raw: Any) -> InvokeResult:
+    """The normalised result of one answer, from a completion or a Responses call."""
+    return InvokeResult(
+        content=content,
+        tool_calls=calls,
+        model=model,
+        usage=InvokeCost.model_construct(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                                         total_tokens=usage.total_tokens, cost=cost),
+        raw=raw,
+        cost_note=note,
+        finish_reason=finish,
+    )

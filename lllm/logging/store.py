@@ -91,31 +91,25 @@ def _to_sql(value: Any) -> Any:
     return json.dumps(value, default=repr, ensure_ascii=False)
 
 
+def _render_task(task: Any) -> str:
+    if isinstance(task, str):
+        return task
+    if isinstance(task, BaseModel):
+        return task.model_dump_json()
+    try:
+        return json.dumps(task, ensure_ascii=False, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        return repr(task)
+
+
 def task_text(task: Any) -> str:
     """A text rendering of a task for the `sessions.task` column."""
-    if isinstance(task, str):
-        text = task
-    elif isinstance(task, BaseModel):
-        text = task.model_dump_json()
-    else:
-        try:
-            text = json.dumps(task, ensure_ascii=False, sort_keys=True)
-        except (TypeError, ValueError):
-            text = repr(task)
-    return text[:_TASK_TEXT_LIMIT]
+    return _render_task(task)[:_TASK_TEXT_LIMIT]
 
 
 def task_fingerprint(task: Any) -> str:
     """A stable fingerprint of a task (sha256 of its type and full text rendering)."""
-    if isinstance(task, str):
-        text = task
-    elif isinstance(task, BaseModel):
-        text = task.model_dump_json()
-    else:
-        try:
-            text = json.dumps(task, sort_keys=True, default=repr)
-        except (TypeError, ValueError):
-            text = repr(task)
+    text = _render_task(task)
     return hashlib.sha256(f"{type(task).__name__}\0{text}".encode()).hexdigest()[:32]
 
 
