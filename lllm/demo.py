@@ -103,7 +103,14 @@ def run_demo(*, task: str = DEFAULT_TASK, backend: str = "docker", db: str | Pat
         _print_transcript(session, out)
         cost = session.total_cost
         notebooks = sorted(Path(config["workdir"]).glob(f"{session.session_id}/*.ipynb"))
-        print(f"\ncost: ${cost.cost:.6f} ({cost.prompt_tokens} prompt + {cost.completion_tokens} completion tokens)",
+        if backend == "docker":
+            from lllm.sandbox.image import image_name
+
+            where = f"a Docker sandbox (image {image_name()}, no network), removed when the call ended"
+        else:
+            where = "a local kernel on this host (NOT isolated)"
+        print(f"\ncode ran in: {where}", file=out)
+        print(f"cost: ${cost.cost:.6f} ({cost.prompt_tokens} prompt + {cost.completion_tokens} completion tokens)",
               file=out)
         print(f"log: {Path(db).resolve()} (session {session.session_id}; `lllm logs show {session.session_id[:12]}"
               f" --db {db}`)", file=out)

@@ -46,8 +46,11 @@ def _check(text: str, session: object, db: sqlite3.Connection, tmp_path: Path) -
 def test_demo_runs_in_docker(tmp_path: Path, sandbox_image: str) -> None:
     text, session, db = _run(tmp_path, "docker")
     _check(text, session, db, tmp_path)
+    assert "code ran in: a Docker sandbox (image lllm-sandbox:" in text
+    assert "no network), removed when the call ended" in text
 
 
 def test_demo_runs_on_a_local_kernel(tmp_path: Path) -> None:
     text, session, db = _run(tmp_path, "local")
     _check(text, session, db, tmp_path)
+    assert "code ran in: a local kernel on this host (NOT isolated)" in text
