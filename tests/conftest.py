@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -45,6 +50,18 @@ def require_docker() -> None:
     if _required("LLLM_REQUIRE_DOCKER"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)  # a developer run without Docker; never under CI=true or LLLM_REQUIRE_DOCKER=1
+
+
+@pytest.fixture(scope="session")
+def require_root() -> None:
+    """Tests of what root on the host may do (chown to the sandbox uid); under CI=true or
+    LLLM_REQUIRE_DOCKER=1 a non-root run fails, never skips: CI runs as root."""
+    if os.geteuid() == 0:
+        return
+    message = "needs root on the host (it gives files to the sandbox uid); run the test command as root"
+    if _required("LLLM_REQUIRE_DOCKER"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)  # a developer run as non-root; never under CI=true or LLLM_REQUIRE_DOCKER=1
 
 
 @pytest.fixture(scope="session")
@@ -91,3 +108,59 @@ def _remove_test_run_sandboxes():
         from lllm.sandbox.reaper import remove_labelled
 
         remove_labelled(LABEL_TEST_RUN, os.environ["LLLM_TEST_RUN"])
+
+
+# -- loopback fakes of external HTTP APIs (the built-in proxies are tested against these) ------------------
+Route = Callable[[str, dict[str, str], dict[str, str], Any], tuple[int, Any]]
+
+
+class FakeAPI:
+    """A tiny HTTP server on 127.0.0.1: `route(path, query, headers, json_body) -> (status, body)`."""
+
+    def __init__(self, route: Route) -> None:
+        self.requests: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                url = urlparse(self.path)
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                fake.requests.append({"method": self.command, "path": url.path, "query": query,
+                                      "headers": headers, "json": body})
+                status, payload = route(url.path, query, headers, body)
+                data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_api():
+    """A factory of loopback HTTP fakes of external APIs; each is closed when the test ends."""
+    servers: list[FakeAPI] = []
+
+    def make(route: Route) -> FakeAPI:
+        servers.append(FakeAPI(route))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()

@@ -160,8 +160,7 @@ def test_the_reaper_removes_an_orphan_dir_full_of_links_without_following_them(c
             os.unlink(decoy)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="as a non-root host user the sandbox runs under that user's own uid")
-def test_a_host_account_with_the_sandbox_uid_cannot_reach_any_session(sandbox_image: str) -> None:
+def test_a_host_account_with_the_sandbox_uid_cannot_reach_any_session(sandbox_image: str, require_root: None) -> None:
     # The container runs as uid 1000, which is often a real account on the host. The run root is mode 700, so
     # that account cannot open a session's kernel key, kernel sockets or gateway token; the container, which
     # sees its directory through the bind mount, works as before.

@@ -59,8 +59,7 @@ def test_a_world_writable_root_is_refused(tmp_path: Path, root_env) -> None:
         run_root()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the directory to another uid")
-def test_a_root_owned_by_someone_else_is_refused(tmp_path: Path, root_env) -> None:
+def test_a_root_owned_by_someone_else_is_refused(tmp_path: Path, root_env, require_root: None) -> None:
     root = root_env(tmp_path / "theirs")
     root.mkdir(mode=0o711)
     os.chown(root, 1000, 1000)
