@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from lllm._lazy import lazy_getattr
 from lllm.errors import ConfigError
-from lllm.invokers.base import BaseInvoker, BaseStreamHandler, InvokeContext, InvokeResult, ToolCallRequest, resolve_dotted
+from lllm.invokers.base import (
+    BaseInvoker,
+    BaseStreamHandler,
+    InvokeContext,
+    InvokeResult,
+    RecordingStreamHandler,
+    ToolCallRequest,
+    resolve_dotted,
+)
 
 if TYPE_CHECKING:
     from lllm.invokers.litellm import LiteLLMInvoker
@@ -32,6 +40,7 @@ __all__ = [
     "InvokeContext",
     "InvokeResult",
     "LiteLLMInvoker",
+    "RecordingStreamHandler",
     "ScriptedInvoker",
     "ToolCallRequest",
     "build_invoker",

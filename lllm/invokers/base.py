@@ -91,6 +91,25 @@ class BaseStreamHandler:
         """Called once after the last token of a successful call."""
 
 
+class RecordingStreamHandler(BaseStreamHandler):
+    """Keeps what was streamed: `tokens` in order and `done`, how many calls finished (for tests and demos)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.done = 0
+
+    @property
+    def text(self) -> str:
+        """Every token so far, joined."""
+        return "".join(self.tokens)
+
+    def on_token(self, token: str) -> None:
+        self.tokens.append(token)
+
+    def on_done(self) -> None:
+        self.done += 1
+
+
 @dataclass(frozen=True, slots=True)
 class InvokeContext:
     """Who is calling: used in error messages (the scripted model names them when it runs out of steps)."""

@@ -7,10 +7,7 @@ Docker sandbox with no network, the host gateway, and the live proxies pointed a
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
@@ -75,41 +72,15 @@ def fake_apis_route(path: str, query: dict[str, str], headers: dict[str, str], b
 
 
 @pytest.fixture
-def fake_apis(monkeypatch: pytest.MonkeyPatch):
-    seen: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            url = urlparse(self.path)
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            seen.append({"path": url.path, "query": query})
-            status, payload = fake_apis_route(url.path, query, headers, body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = _serve
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    for name, key, base in (("FMP", "fmp-test-key", f"{url}/fmp/stable"), ("FRED", "fred-test-key", f"{url}/fred"),
-                            ("EXA", "exa-test-key", f"{url}/exa")):
+def fake_apis(fake_api, monkeypatch: pytest.MonkeyPatch):
+    api = fake_api(fake_apis_route)
+    for name, key, base in (("FMP", "fmp-test-key", f"{api.url}/fmp/stable"), ("FRED", "fred-test-key",
+                                                                               f"{api.url}/fred"),
+                            ("EXA", "exa-test-key", f"{api.url}/exa")):
         monkeypatch.setenv(f"{name}_API_KEY", key)
         monkeypatch.setenv(f"{name}_BASE_URL", base)
     monkeypatch.delenv("LLLM_PROXY_SOURCE", raising=False)
-    yield seen
-    server.shutdown()
-    server.server_close()
+    return api.requests
 
 
 class ResearchAnalyst(Tactic):

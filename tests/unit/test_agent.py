@@ -26,7 +26,7 @@ from lllm.core.prompt import (
 )
 from lllm.core.trace import AgentCallRecord, ModelCallRecord
 from lllm.errors import AgentException, ConfigError, RateLimitError, ScriptError, UsageError
-from lllm.invokers.base import BaseStreamHandler
+from lllm.invokers.base import RecordingStreamHandler
 from lllm.invokers.scripted import ScriptedInvoker
 
 
@@ -425,18 +425,7 @@ def test_rate_limits_are_retried_by_the_invoker_within_one_respond() -> None:
 
 
 def test_stream_handler_gets_tokens_of_every_call() -> None:
-    class Collect(BaseStreamHandler):
-        def __init__(self) -> None:
-            self.tokens: list[str] = []
-            self.done = 0
-
-        def on_token(self, token: str) -> None:
-            self.tokens.append(token)
-
-        def on_done(self) -> None:
-            self.done += 1
-
-    handler = Collect()
+    handler = RecordingStreamHandler()
     agent, _ = make(["Once upon a time."], stream_handler=handler)
     agent.open("s")
     agent.receive("story")

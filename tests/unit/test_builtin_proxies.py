@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
-from urllib.parse import parse_qs, urlparse
+from typing import Any
 
 import pytest
 
@@ -15,60 +12,6 @@ from lllm.proxies import ProxyManager
 from proxies.exa import ExaProxy
 from proxies.fmp import FMPProxy
 from proxies.fred import FREDProxy
-
-Route = Callable[[str, dict[str, str], dict[str, str], Any], tuple[int, Any]]
-
-
-class FakeAPI:
-    """A tiny HTTP server on 127.0.0.1: `route(path, query, headers, json_body) -> (status, body)`."""
-
-    def __init__(self, route: Route) -> None:
-        self.requests: list[dict[str, Any]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                url = urlparse(self.path)
-                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                fake.requests.append({"method": self.command, "path": url.path, "query": query,
-                                      "headers": headers, "json": body})
-                status, payload = route(url.path, query, headers, body)
-                data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _serve
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def fake_api():
-    servers: list[FakeAPI] = []
-
-    def make(route: Route) -> FakeAPI:
-        servers.append(FakeAPI(route))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.close()
-
 
 # ------------------------------------------------------------------------------------------------ FMP
 def fmp_route(path: str, q: dict, h: dict, body: Any) -> tuple[int, Any]:

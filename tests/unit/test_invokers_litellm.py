@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 import lllm.invokers.base as base
 from lllm.errors import ModelAPIError, ModelRequestsDisabled, ModelTimeoutError, RateLimitError, ScriptError
-from lllm.invokers import BaseStreamHandler, InvokeContext, ScriptedInvoker, build_invoker
+from lllm.invokers import InvokeContext, RecordingStreamHandler, ScriptedInvoker, build_invoker
 from lllm.invokers.base import RetryPolicy
 from lllm.invokers.litellm import LiteLLMInvoker, load_litellm
 
@@ -23,16 +23,7 @@ litellm = load_litellm()
 USER = [{"role": "system", "content": "You are a storyteller."}, {"role": "user", "content": "Tell me a short story."}]
 
 
-class Recorder(BaseStreamHandler):
-    def __init__(self) -> None:
-        self.tokens: list[str] = []
-        self.done = 0
-
-    def on_token(self, token: str) -> None:
-        self.tokens.append(token)
-
-    def on_done(self) -> None:
-        self.done += 1
+Recorder = RecordingStreamHandler
 
 
 def fast(max_retries: int = 3) -> tuple[LiteLLMInvoker, list[float]]:

@@ -12,7 +12,7 @@ import lllm.invokers.base as base
 from lllm import Agent, Prompt
 from lllm.core.config import parse_agent_configs
 from lllm.errors import ConfigError, ModelRequestsDisabled
-from lllm.invokers import BaseStreamHandler, ScriptedInvoker, build_invoker
+from lllm.invokers import RecordingStreamHandler, ScriptedInvoker, build_invoker
 from lllm.invokers._responses import ResponsesStream, normalize_responses_output, to_responses_input, to_responses_tools
 from lllm.invokers.base import InvokeContext, InvokeRequest
 from lllm.invokers.litellm import load_litellm, responses_kwargs
@@ -23,16 +23,7 @@ TOOL = {"type": "function", "function": {"name": "add", "description": "Add.",
 MOCK_TEXT = "In the Responses API."
 
 
-class Recorder(BaseStreamHandler):
-    def __init__(self) -> None:
-        self.tokens: list[str] = []
-        self.done = 0
-
-    def on_token(self, token: str) -> None:
-        self.tokens.append(token)
-
-    def on_done(self) -> None:
-        self.done += 1
+Recorder = RecordingStreamHandler
 
 
 def test_chat_messages_become_responses_input_items() -> None:

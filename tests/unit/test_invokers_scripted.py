@@ -13,23 +13,16 @@ import yaml
 from pydantic import BaseModel
 
 from lllm.errors import ConfigError, ModelAPIError, ModelTimeoutError, RateLimitError, ScriptError
-from lllm.invokers import BaseStreamHandler, FunctionInvoker, InvokeContext, ScriptedInvoker, build_invoker
+from lllm.invokers import FunctionInvoker, InvokeContext, RecordingStreamHandler, ScriptedInvoker, build_invoker
 from lllm.invokers.base import RetryPolicy
 
 USER = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello to the world"}]
 
 
-class Recorder(BaseStreamHandler):
-    def __init__(self) -> None:
-        self.tokens: list[str] = []
-        self.done = 0
-
+class Recorder(RecordingStreamHandler):
     def on_token(self, token: str) -> None:
         assert self.done == 0, "a token arrived after on_done"
-        self.tokens.append(token)
-
-    def on_done(self) -> None:
-        self.done += 1
+        super().on_token(token)
 
 
 def sleeps(inv: ScriptedInvoker) -> list[float]:
