@@ -94,6 +94,8 @@ class _Scan(ast.NodeVisitor):
             if inst == "lllm.Tactic" and any(k.arg == "return_session" for k in node.keywords):
                 return "lllm.core.tactic.TacticCallSession"
             if isinstance(node.func, ast.Attribute):
+                if node.func.attr == "respond" and any(k.arg == "return_session" for k in node.keywords):
+                    return "lllm.core.prompt.AgentCallSession"  # as the docs write it (the code returns a tuple)
                 if self._callable(node.func.value) == "lllm.Tactic" and node.func.attr == "quick":
                     # quick(query) -> Message; quick() with no query -> Agent; return_agent=True -> both
                     return "lllm.Message" if node.args else "lllm.Agent"

@@ -12,7 +12,9 @@ How a page becomes jobs (the rule, also printed by `compat-check --help`):
   `class` body) is ILLUSTRATIVE and not run.
 - A snippet's free names (read, never bound in it, not builtins) are looked up in the earlier snippets of the
   same page: the latest earlier snippet that binds each one is a prerequisite, transitively, and the
-  prerequisites run first, in page order, in the same process.
+  prerequisites run first, in page order, in the same process. An earlier snippet that registers something
+  by side effect (a class under a decorator, like `@ProxyRegistrator(...)`) is a prerequisite of every later
+  snippet of the page, as it would be in the reader's session.
 - A free name no earlier snippet binds is imported as a reader would, when it is a standard-library module
   (`json`), a name from typing/abc/dataclasses/pydantic (`Any`, `ABC`, `dataclass`, `BaseModel`), or a
   top-level name of lllm-core's `lllm` package as the mirror's lllm/__init__.py imports it
@@ -84,6 +86,7 @@ class Snippet:
     file_path: str | None = None
     binds: set[str] = field(default_factory=set)
     free: set[str] = field(default_factory=set)
+    registers: bool = False  # defines a decorated class at module level (a registration by side effect)
     note: str = ""
 
 
@@ -207,6 +210,7 @@ def classify(page: str, blocks: list[Block]) -> tuple[list[Snippet], dict[int, d
         except SyntaxError as exc:
             snip.kind, snip.note = "syntax-error", f"line {exc.lineno}: {exc.msg}"
             continue
+        snip.registers = any(isinstance(n, ast.ClassDef) and n.decorator_list for n in tree.body)
         if _placeholder(tree):
             snip.kind, snip.note = "illustrative", "`...` stands for left-out code"
     return snippets, files_before
@@ -226,6 +230,13 @@ def page_jobs(page: str, text: str, implied: dict[str, str] | None = None) -> li
         prereqs: set[int] = set()
         imports: set[str] = set()
         missing: set[str] = set()
+        for earlier in snippets[: s.index - 1]:
+            if earlier.kind == "snippet" and earlier.registers:
+                prereqs.add(earlier.index)
+                more, more_imports, lacking = resolve(earlier)
+                prereqs |= more
+                imports |= more_imports
+                missing |= lacking
         for name in sorted(s.free):
             source = next(
                 (p for p in reversed(snippets[: s.index - 1]) if p.kind != "file" and name in p.binds), None

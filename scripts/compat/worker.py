@@ -53,9 +53,13 @@ def install_core() -> None:
     """lllm-core calls `litellm.completion` / `litellm.responses`: answer through litellm's own mock_response.
 
     lllm-core binds them at import (`from litellm import completion as completion_api`), and nothing of
-    lllm-core is imported yet, so replacing the attributes on the litellm module is enough.
+    lllm-core is imported yet, so replacing the attributes on the litellm module is enough. A release without
+    litellm (0.2.x without its `native` extra) has no provider to replace.
     """
-    import litellm
+    try:
+        import litellm
+    except ImportError:
+        return
     from litellm import ModelResponse
 
     real_completion, real_acompletion, real_responses = litellm.completion, litellm.acompletion, litellm.responses
@@ -208,7 +212,10 @@ def main() -> int:
     if args.one:
         return _child(args.side, json.loads(sys.stdin.read()), new_session=False)  # started as a session leader
     for name in args.preload:
-        __import__(name)
+        try:
+            __import__(name)
+        except ImportError:
+            pass  # the side has no such module (install_core says what that means)
     run = _run_fresh if args.fresh else _run_forked
     for line in sys.stdin:
         if not line.strip():

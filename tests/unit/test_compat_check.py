@@ -108,6 +108,16 @@ class Base(ABC):
     @abstractmethod
     def run(self) -> Dialog: ...
 ```
+
+```python
+@dataclass
+class Registered:
+    n: int = 1
+```
+
+```python
+print("later")
+```
 '''
 
 
@@ -122,6 +132,7 @@ def test_page_rule_files_prerequisites_fragments_and_implied_imports() -> None:
     assert jobs[6].status == "run"
     assert jobs[6].implied == ["from abc import ABC", "from abc import abstractmethod", "from lllm import Dialog"]
     compile(jobs[6].code, "snippet.py", "exec")
+    assert jobs[8].prereqs == [7]  # a decorated class registers by side effect: later blocks run after it
 
 
 def test_examples_are_read_from_the_readme_commands() -> None:
