@@ -7,6 +7,7 @@ LLLMError
 ├── BudgetExceeded              a batch stopped starting tasks at its max_cost (carries what it finished)
 ├── ParseError                  a model's answer broke the prompt's format (the handler retries it)
 ├── AgentException              an agent gave up after its retries (carries the retry transcript)
+├── InfrastructureError         MARKER: lllm's own machinery failed; ends the run, never handed to the model
 ├── InvokerError                anything between lllm and a model provider
 │   ├── ModelAPIError           the provider answered with an error (status_code, model)
 │   │   ├── RateLimitError
@@ -14,24 +15,35 @@ LLLMError
 │   ├── ModelRequestsDisabled   a real provider call while LLLM_ALLOW_MODEL_REQUESTS=0
 │   └── ScriptError             the scripted model was asked for a step it does not have, or has steps left
 ├── SandboxError                anything about a sandbox
-│   ├── SandboxStartError       the container or kernel did not come up
+│   ├── SandboxStartError       the container or kernel did not come up                      (infrastructure)
+│   ├── SandboxEngineError      the Docker engine failed or stopped answering mid-session     (infrastructure)
 │   ├── SandboxClosed           the sandbox was used after close()
 │   ├── CellTimeout             a cell ran past its timeout
 │   ├── KernelDied              the kernel process died (os._exit, segfault)
 │   ├── SandboxOOM              the kernel was killed for memory
 │   └── SandboxFileError        upload/download refused (path escapes the workspace, missing file)
 ├── ProxyError                  anything about API proxies and the CALL_API gateway
+│   ├── GatewayStartError       the CALL_API gateway (or a session on it) could not start     (infrastructure)
 │   ├── GatewayAuthError        a bad or foreign session token
 │   ├── ProxyNotActivated       the proxy is not in this session's activate_proxies
 │   ├── EndpointNotFound        no such endpoint (lists the real ones)
 │   ├── RateLimited             the session called too fast
 │   └── PayloadTooLarge         a request or response over the size limit
 └── BrowserError                anything about the computer-use browser
+    ├── BrowserLaunchError      Playwright is missing or Chromium did not start               (infrastructure)
     ├── BlockedNavigation       a URL outside the allowlist
     ├── StaleRef                an element ref from an old snapshot
     ├── ActionTimeout           a browser action ran past its timeout
     └── ActionRefused           the confirmation hook refused a consequential action
 ```
+
+The rule of the tool loop: an error marked `(infrastructure)` above also derives from `InfrastructureError`
+(multiple inheritance, so `except SandboxError` still catches a `SandboxStartError`). It means lllm could not
+provide what the model was promised (a sandbox, the gateway, a browser): the Agent re-raises it from a tool
+call instead of returning "Error: ..." to the model, the tactic call ends with it and is logged as an error,
+and `lllm run`/`lllm demo` exit non-zero with its message. What the model's own code did (an exception, a
+timeout, running out of memory, a refused CALL_API) is not infrastructure: it goes back to the model.
+`isinstance(exc, InfrastructureError)` is the test.
 
 Rules: a message says what happened, shows the bad value with `!r` and says what to do next. Facts go in
 attributes; errors stay picklable (every constructor argument is kept in `self.args`); constructors never log.
@@ -61,6 +73,12 @@ class LLLMError(Exception):
 
 def _rebuild(cls: type[LLLMError], message: str, facts: dict[str, Any]) -> LLLMError:
     return cls(message, **facts)
+
+
+class InfrastructureError(LLLMError):
+    """A marker base: lllm's own machinery failed (the Docker engine, the sandbox image or start, the CALL_API
+    gateway, the browser launch). Such an error ends the agent call and the tactic call; it is never given to
+    the model as a tool result (see the module docstring)."""
 
 
 class ConfigError(LLLMError):
@@ -112,8 +130,12 @@ class SandboxError(LLLMError):
     """Anything about a sandbox."""
 
 
-class SandboxStartError(SandboxError):
-    """The container or its kernel did not come up."""
+class SandboxStartError(SandboxError, InfrastructureError):
+    """The container or its kernel did not come up (no engine, no image, a start or restart that failed)."""
+
+
+class SandboxEngineError(SandboxError, InfrastructureError):
+    """The Docker engine failed or stopped answering after the sandbox started, or its container is gone."""
 
 
 class SandboxClosed(SandboxError):
@@ -140,6 +162,10 @@ class ProxyError(LLLMError):
     """Anything about API proxies and the CALL_API gateway."""
 
 
+class GatewayStartError(ProxyError, InfrastructureError):
+    """The CALL_API gateway, or a session of a sandbox on it, could not be started."""
+
+
 class GatewayAuthError(ProxyError):
     """A CALL_API request carried a bad or foreign session token."""
 
@@ -162,6 +188,10 @@ class PayloadTooLarge(ProxyError):
 
 class BrowserError(LLLMError):
     """Anything about the computer-use browser."""
+
+
+class BrowserLaunchError(BrowserError, InfrastructureError):
+    """Playwright is not installed, or Chromium is missing or did not start."""
 
 
 class BlockedNavigation(BrowserError):

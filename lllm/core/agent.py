@@ -7,7 +7,10 @@ One `respond()`:
 2. if the model calls tools, appends its message, runs each call (an unknown tool, malformed JSON arguments,
    bad argument types or a tool that raises become an error text the model reads, never a crash), appends
    one tool message per call and, when tools returned images, one user message carrying them; after
-   `max_interrupt_steps` rounds the handler's `on_interrupt_final` prompt asks for the final answer;
+   `max_interrupt_steps` rounds the handler's `on_interrupt_final` prompt asks for the final answer.
+   The exception: a tool that raises an `InfrastructureError` (no Docker engine, no sandbox image, a gateway
+   or a browser that cannot start) ends the respond() with that error. The model is not asked to work around
+   a broken machine; the failed call keeps `error_message` ("not run: ...") and gets no tool message;
 3. otherwise parses the answer with the prompt's parser / `format`; a `ParseError` is retried through the
    handler's `on_exception` prompt at most `max_exception_retry` times, then `AgentException`. Rejected
    answers never enter the dialog; they stay in the `AgentCallSession` (`agent.last_session`) and in the
@@ -35,7 +38,7 @@ from lllm.core.const import InvokeCost, Roles
 from lllm.core.dialog import Dialog, Message
 from lllm.core.prompt import Prompt
 from lllm.core.trace import AgentCallRecord, ModelCallRecord, Tracer, null_tracer
-from lllm.errors import AgentException, ConfigError, InvokerError, ParseError, UsageError
+from lllm.errors import AgentException, ConfigError, InfrastructureError, InvokerError, ParseError, UsageError
 from lllm.invokers._responses import check_api_type
 from lllm.invokers.base import BaseStreamHandler, InvokeContext, InvokeResult
 
@@ -525,6 +528,11 @@ def _run_one(call: FunctionCall, functions: dict[str, Function]) -> tuple[str, l
         call.error_message = str(exc)
         call.result_str = f"Error: {exc}"
         return call.result_str, None
+    except InfrastructureError as exc:
+        call.error_message = f"not run: {type(exc).__name__}: {exc}"
+        exc.add_note(f"(raised by tool {call.name!r}: lllm's machinery failed, so the agent call ended here "
+                     "instead of handing the error to the model)")
+        raise
     call.result_str = text
     return text, images
 
@@ -554,6 +562,8 @@ def _execute(call: FunctionCall, functions: dict[str, Function]) -> tuple[str, l
         raise _CallFailed(f"tool {name!r} is declared but has no implementation; answer without it")
     try:
         out = fn.function(**kwargs)
+    except InfrastructureError:
+        raise  # not the model's doing: it ends the call (lllm.errors, "the rule of the tool loop")
     except Exception as exc:  # noqa: BLE001 - a failing tool is reported to the model, not raised
         raise _CallFailed(f"{name!r} raised {type(exc).__name__}: {exc}") from None
     try:

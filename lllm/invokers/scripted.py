@@ -15,9 +15,11 @@ Each request takes the next step. A request past the last step raises `ScriptErr
 the agent and dialog, and the request's last message; `assert_complete()` raises when steps are left.
 `.calls` records every request (messages, tools, model, context). The invoker is thread-safe.
 
-Usage is the step's own, or estimated at about 4 characters a token; cost is priced per million tokens at
-`input_price`/`output_price`, by default gpt-4o's list prices (2.50 / 10.00 USD), so that demos show a
-realistic figure. Pass 0 for both to report no cost.
+Usage is the step's own, or estimated at about 4 characters a token. The scripted model bills nobody, so its
+cost is $0 and every answer reports the model `scripted` (whatever model name the agent asked for), in the
+result, the log and `lllm logs cost`. A config may ask to simulate a price: `input_price`/`output_price` in
+USD per million tokens (e.g. `GPT_4O_INPUT_PRICE`/`GPT_4O_OUTPUT_PRICE`, gpt-4o's list prices 2.50 / 10.00),
+or a step's own `usage.cost`; the result's `cost_note` then says the figure is simulated.
 
 By default a step is answered in-process through the same normalisation code litellm's answers go
 through (about 20 µs a call). With `through_litellm=True` every step is sent through `litellm.completion`
@@ -42,12 +44,14 @@ from lllm.errors import ConfigError, ModelAPIError, ModelTimeoutError, RateLimit
 from lllm.invokers._normalize import StreamAssembler, Usage, estimate_prompt_tokens, estimate_text_tokens, normalize_response
 from lllm.invokers.base import BaseInvoker, InvokeContext, InvokeRequest, InvokeResult, RetryPolicy, resolve_dotted
 
-__all__ = ["FunctionInvoker", "ScriptedCall", "ScriptedInvoker"]
+__all__ = ["GPT_4O_INPUT_PRICE", "GPT_4O_OUTPUT_PRICE", "SCRIPTED_MODEL", "FunctionInvoker", "ScriptedCall", "ScriptedInvoker"]
 
 GPT_4O_INPUT_PRICE = 2.50
-"""USD per million prompt tokens: gpt-4o's list price, the scripted model's default."""
+"""USD per million prompt tokens: gpt-4o's list price (pass it as `input_price` to simulate that price)."""
 GPT_4O_OUTPUT_PRICE = 10.00
-"""USD per million completion tokens: gpt-4o's list price, the scripted model's default."""
+"""USD per million completion tokens: gpt-4o's list price (pass it as `output_price` to simulate that price)."""
+SCRIPTED_MODEL = "scripted"
+"""The model name every scripted answer reports (in `InvokeResult.model`, the log and `lllm logs cost`)."""
 
 
 # ---- step specs (validated once, when the script is built) ----------------------------------------------
@@ -167,8 +171,8 @@ class ScriptedInvoker(BaseInvoker):
         through_litellm: Send every step through `litellm.completion(mock_response=...)` and the real
             `LiteLLMInvoker` code instead of answering in-process.
         stream_chunk_chars: With a stream handler, text arrives in pieces of this many characters.
-        input_price: USD per million prompt tokens (default: gpt-4o's 2.50).
-        output_price: USD per million completion tokens (default: gpt-4o's 10.00).
+        input_price: USD per million prompt tokens to simulate (default 0: the scripted model bills nobody).
+        output_price: USD per million completion tokens to simulate (default 0).
         retry: The retry policy; the default waits 1 ms then 2 ms ... so scripted rate limits stay fast.
     """
 
@@ -182,8 +186,8 @@ class ScriptedInvoker(BaseInvoker):
         responder: Callable[..., Any] | str | None = None,
         through_litellm: bool = False,
         stream_chunk_chars: int = 4,
-        input_price: float = GPT_4O_INPUT_PRICE,
-        output_price: float = GPT_4O_OUTPUT_PRICE,
+        input_price: float = 0.0,
+        output_price: float = 0.0,
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(retry=retry)
@@ -325,14 +329,22 @@ class ScriptedInvoker(BaseInvoker):
             if step.content == "" and content is None:
                 content = ""
         got = got or usage
-        if step.usage is not None and step.usage.cost is not None:
-            cost = step.usage.cost
-        else:
-            cost = (got.prompt_tokens * self.input_price + got.completion_tokens * self.output_price) / 1_000_000
+        cost, note = self._price(step, got.prompt_tokens, got.completion_tokens)
         cost_model = InvokeCost.model_construct(
             prompt_tokens=got.prompt_tokens, completion_tokens=got.completion_tokens, total_tokens=got.total_tokens, cost=cost
         )
-        return InvokeResult(content=content, tool_calls=calls, model=request.model, usage=cost_model, raw=step, finish_reason=finish_reason)
+        return InvokeResult(content=content, tool_calls=calls, model=SCRIPTED_MODEL, usage=cost_model, raw=step,
+                            finish_reason=finish_reason, cost_note=note)
+
+    def _price(self, step: _Reply, prompt_tokens: int, completion_tokens: int) -> tuple[float, str | None]:
+        """The cost of one answer: $0 unless the config or the step asks to simulate one (then a note says so)."""
+        if step.usage is not None and step.usage.cost is not None:
+            return step.usage.cost, "simulated: the scripted step set this cost; no provider was billed"
+        if not (self.input_price or self.output_price):
+            return 0.0, None
+        cost = (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1_000_000
+        return cost, (f"simulated: the scripted model priced at {self.input_price:g}/{self.output_price:g} USD per "
+                      "million prompt/completion tokens; no provider was billed")
 
     @staticmethod
     def _usage(step: _Reply, request: InvokeRequest) -> Usage:
@@ -387,8 +399,11 @@ class ScriptedInvoker(BaseInvoker):
         if request.api_type == "response":  # a step is a chat-completion mock: answer through litellm.completion
             request = dataclasses.replace(request, api_type=None)
         result = self._litellm.attempt(request, extra)
-        if isinstance(step, _Reply) and step.usage is not None and step.usage.cost is not None:
-            result.usage = result.usage.model_copy(update={"cost": step.usage.cost})
+        # litellm priced it as the requested model (its list price, or "no price"): the scripted model's own rule wins
+        if isinstance(step, _Reply):  # (a failure step has raised inside attempt())
+            cost, result.cost_note = self._price(step, result.usage.prompt_tokens, result.usage.completion_tokens)
+            result.usage = result.usage.model_copy(update={"cost": cost})
+        result.model = SCRIPTED_MODEL
         return result
 
 
@@ -408,8 +423,8 @@ class FunctionInvoker(ScriptedInvoker):
         *,
         through_litellm: bool = False,
         stream_chunk_chars: int = 4,
-        input_price: float = GPT_4O_INPUT_PRICE,
-        output_price: float = GPT_4O_OUTPUT_PRICE,
+        input_price: float = 0.0,
+        output_price: float = 0.0,
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(

@@ -27,6 +27,11 @@ are removed by the cleanup `attach` registers (`agent.shutdown()` runs it when t
 fails). Variables persist across that agent's cells. Every cell is recorded in a notebook,
 `<ctx.workdir>/<agent>.ipynb`; the sandbox reports each cell as a `CellRecord`, the gateway each CALL_API as an
 `ApiCallRecord`, both to `ctx.tracer`.
+
+Failures of the machinery are not tool results: a sandbox that cannot start (no Docker engine, no image), a
+gateway session that cannot open, or an engine that fails mid-session raises an `InfrastructureError`, which
+the agent re-raises and which ends the tactic call (also in jupyter mode). What the cell's code did (an
+exception, a timeout, running out of memory) comes back to the model as the cell's output.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lllm.errors import ConfigError, LLLMError
+from lllm.errors import ConfigError, GatewayStartError, InfrastructureError, LLLMError
 from lllm.proxies.manager import ProxyManager
 
 __all__ = ["ProxyConfig", "ProxyTools", "SandboxBlock", "attach", "close_pools"]
@@ -118,6 +123,8 @@ class ProxyTools:
         self.notebook_path = workdir / f"{_safe_name(agent_name)}.ipynb"
         """Where the notebook of this agent's cells is written (after the first cell)."""
         self.cells = 0
+        self.ran_in: str | None = None
+        """Where this agent's cells ran, said plainly (set when its sandbox started; None: no sandbox started)."""
         self._pool: Any = None
         self._lock = threading.RLock()
         self._closed = False
@@ -148,9 +155,18 @@ class ProxyTools:
                 except ValidationError as exc:
                     raise ConfigError(f"agent {self.agent_name!r}: proxy.gateway is invalid: {exc}",
                                       key="proxy.gateway") from None
-                self.gateway_session = get_gateway().open_session(
-                    sandbox.session_dir, self.manager, session_id=self.session_id, tracer=self.tracer,
-                    limits=limits, token_owner=owner)
+                try:
+                    self.gateway_session = get_gateway().open_session(
+                        sandbox.session_dir, self.manager, session_id=self.session_id, tracer=self.tracer,
+                        limits=limits, token_owner=owner)
+                except InfrastructureError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the boundary: the host could not serve CALL_API
+                    raise GatewayStartError(
+                        f"agent {self.agent_name!r}: the CALL_API gateway could not open a session for sandbox "
+                        f"{getattr(sandbox, 'sandbox_id', '?')!r}: {type(exc).__name__}: {exc}. This is a fault of "
+                        "the host, not of the model's code: check that the run directory is writable and not full.",
+                        agent=self.agent_name) from exc
                 from lllm.sandbox.notebook import JupyterSession
 
                 self.notebook = JupyterSession(sandbox, path=self.notebook_path, autosave=True,
@@ -159,6 +175,7 @@ class ProxyTools:
                 self._discard(sandbox)
                 raise
             self.sandbox = sandbox
+            self.ran_in = _describe_sandbox(sandbox)
             return sandbox
 
     def _new_sandbox(self) -> Any:
@@ -262,6 +279,18 @@ class ProxyTools:
                             close()
                         except Exception:  # noqa: BLE001 - an HTTP pool that fails to close loses nothing
                             pass
+
+
+def _describe_sandbox(sandbox: Any) -> str:
+    """Where a started sandbox runs code, in the words `lllm demo` prints."""
+    if getattr(sandbox, "kind", None) == "docker":
+        network = "with network" if getattr(sandbox, "network", False) else "no network"
+        runtime = getattr(sandbox, "runtime", "runc")
+        under = f", runtime {runtime}" if runtime and runtime != "runc" else ""
+        return f"a Docker sandbox (image {getattr(sandbox, 'image', '?')}, {network}{under})"
+    if getattr(sandbox, "kind", None) == "local":
+        return "a local kernel on this host (NOT isolated)"
+    return f"a {type(sandbox).__name__} sandbox"
 
 
 # ---------------------------------------------------------------------- pools shared by tactic calls
@@ -415,12 +444,16 @@ def _wrap_respond_for_cells(agent: Any, tools: ProxyTools) -> None:
                 try:
                     tools.ensure_sandbox()
                     tools.notebook.add_markdown(prose)  # the model's reasoning, between its cells
+                except InfrastructureError:
+                    raise  # no sandbox: the call ends (not something the model can work around)
                 except LLLMError:
                     pass  # reported with the cell below
             outputs, images = [], []
             for code in cells:
                 try:
                     out = tools.run(code)
+                except InfrastructureError:
+                    raise
                 except LLLMError as exc:
                     out = f"[the cell could not run: {type(exc).__name__}: {exc}]"
                 text = getattr(out, "content", out)

@@ -1,8 +1,10 @@
 """The one boundary to the Docker SDK: a lazily imported client, error translation, labels, OOM counters.
 
 Only modules under `lllm/sandbox/` import `docker`, and only through `client()` and `translate_errors()` here:
-`docker.errors.*` and `requests` connection failures become `SandboxStartError`/`SandboxError` with a message
-that says what to do, raised `from` the original (like httpx's `map_httpcore_exceptions`).
+`docker.errors.*` and `requests` connection failures become `SandboxStartError` (no engine, no image) or
+`SandboxEngineError` (the engine failed, or the container is gone) with a message that says what to do, raised
+`from` the original (like httpx's `map_httpcore_exceptions`). Both are infrastructure errors: they end the
+agent's call instead of reaching the model as a tool result.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lllm.errors import SandboxError, SandboxStartError
+from lllm.errors import SandboxEngineError, SandboxError, SandboxStartError
 
 LABEL = "lllm.sandbox"
 """Every sandbox container carries `lllm.sandbox=1`; the reaper only ever looks at those."""
@@ -63,17 +65,17 @@ def translate_errors(action: str) -> Iterator[None]:
             raise SandboxStartError(f"cannot {action}: image not found ({exc.explanation}); build it with "
                                     "`lllm sandbox build`") from exc
         if isinstance(exc, docker.errors.NotFound):
-            raise SandboxError(f"cannot {action}: {exc.explanation}; the container is gone (removed by "
-                               "someone else, or by `lllm sandbox gc`)") from exc
+            raise SandboxEngineError(f"cannot {action}: {exc.explanation}; the container is gone (removed by "
+                                     "someone else, or by `lllm sandbox gc`)") from exc
         if isinstance(exc, (requests.exceptions.ConnectionError, docker.errors.DockerException)) and not isinstance(
             exc, docker.errors.APIError
         ):
             raise SandboxStartError(f"cannot {action}: no Docker engine answers ({exc}); start it (dockerd) or "
                                     "set DOCKER_HOST") from exc
         if isinstance(exc, docker.errors.APIError):
-            raise SandboxError(f"cannot {action}: the Docker engine said {exc.explanation or exc}") from exc
+            raise SandboxEngineError(f"cannot {action}: the Docker engine said {exc.explanation or exc}") from exc
         if isinstance(exc, requests.exceptions.RequestException):
-            raise SandboxError(f"cannot {action}: {exc}") from exc
+            raise SandboxEngineError(f"cannot {action}: {exc}") from exc
         raise
 
 

@@ -91,7 +91,9 @@ def test_pattern4_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     load_package(EXAMPLE)
     config = resolve_config("default")
     config["tactic_type"] = "classification"
-    config["invoker_config"] = {"responder": QuotaProvider(N_ITEMS + QUOTA_LEFT_FOR_SECOND_BATCH), "max_retries": 1}
+    # a simulated price (the scripted model is free unless asked), so the cost checks below are not sums of zeros
+    config["invoker_config"] = {"responder": QuotaProvider(N_ITEMS + QUOTA_LEFT_FOR_SECOND_BATCH), "max_retries": 1,
+                                "input_price": 2.5, "output_price": 10.0}
     namespace = {"ClassificationTactic": ClassificationTactic, "config": config,
                  "load_your_dataset": load_your_dataset}
 

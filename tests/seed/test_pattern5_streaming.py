@@ -50,7 +50,9 @@ def test_pattern5_streams_tokens_then_on_done(capsys: pytest.CaptureFixture[str]
         builtins.print(*args, **kwargs)
 
     namespace: dict[str, Any] = {"print": recording_print}
-    script = ScriptedInvoker([STORY], stream_chunk_chars=6, through_litellm=through_litellm)
+    # a simulated price: the scripted model costs $0 unless asked, and the cost must reach a streamed reply too
+    script = ScriptedInvoker([STORY], stream_chunk_chars=6, through_litellm=through_litellm, input_price=2.5,
+                             output_price=10.0)
     with override(script):
         exec(compile(PATTERN_5, "<seed pattern 5>", "exec"), namespace)
     script.assert_complete()

@@ -68,7 +68,8 @@ def test_open_receive_respond() -> None:
     msg = agent.respond()
     assert msg.content == "Hello Ann." and msg.role is Roles.ASSISTANT and msg.name == "tester"
     assert msg.parsed == {"raw": "Hello Ann."}
-    assert msg.usage.prompt_tokens > 0 and msg.cost == msg.usage.cost > 0
+    assert msg.usage.prompt_tokens > 0 and msg.cost == msg.usage.cost == 0.0  # the scripted model bills nobody
+    assert msg.metadata["model"] == "scripted"
     assert inv.calls[0].messages == [{"role": "system", "content": "You assist Ann."}, {"role": "user", "content": "Hi"}]
     assert inv.calls[0].context.agent == "tester" and inv.calls[0].context.dialog == "chat"
     assert agent.current_dialog.tail is msg and agent.current_alias == "chat"

@@ -31,20 +31,19 @@ def sleeps(inv: ScriptedInvoker) -> list[float]:
     return waits
 
 
-def test_text_step_usage_and_gpt4o_cost() -> None:
+def test_text_step_usage_costs_nothing_and_names_the_scripted_model() -> None:
     inv = ScriptedInvoker(["Hello, world!"])
     r = inv.call(USER, model="gpt-4o")
     assert r.content == "Hello, world!"
     assert r.tool_calls == []
-    assert r.model == "gpt-4o"
+    assert r.model == "scripted"  # not the gpt-4o the agent asked for: that model never answered
     assert r.finish_reason == "stop"
     assert r.attempts == 1 and r.errors == []
     # ~4 chars a token: "Hello, world!" is 13 chars -> 4 tokens; prompt = 2 messages * 4 + 4 + 6
     assert r.usage.completion_tokens == 4
     assert r.usage.prompt_tokens == 2 * 4 + 4 + 6
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
-    expected = (r.usage.prompt_tokens * 2.50 + r.usage.completion_tokens * 10.00) / 1e6
-    assert r.usage.cost == pytest.approx(expected)
+    assert r.usage.cost == 0.0  # nobody is billed for a scripted answer
     assert r.cost_note is None
     assert r.latency_s >= 0
     assert r.to_message() == {"role": "assistant", "content": "Hello, world!"}
@@ -61,12 +60,26 @@ def test_given_usage_and_prices() -> None:
     r = inv.call(USER, model="m")
     assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (1000, 500, 1500)
     assert r.usage.cost == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6)
-    assert inv.call(USER, model="m").usage.cost == 0.25
+    assert r.cost_note.startswith("simulated: the scripted model priced at 1/2 USD") and r.model == "scripted"
+    r = inv.call(USER, model="m")
+    assert r.usage.cost == 0.25 and r.cost_note.startswith("simulated: the scripted step set this cost")
+
+
+def test_a_simulated_gpt4o_price_is_asked_for_in_the_config() -> None:
+    from lllm.invokers import build_invoker
+    from lllm.invokers.scripted import GPT_4O_INPUT_PRICE, GPT_4O_OUTPUT_PRICE
+
+    inv = build_invoker({"invoker": "scripted", "steps": ["Hello, world!"], "input_price": GPT_4O_INPUT_PRICE,
+                         "output_price": GPT_4O_OUTPUT_PRICE})
+    r = inv.call(USER, model="gpt-4o")
+    assert r.usage.cost == pytest.approx((r.usage.prompt_tokens * 2.50 + r.usage.completion_tokens * 10.00) / 1e6)
+    assert r.usage.cost > 0 and "no provider was billed" in r.cost_note and r.model == "scripted"
 
 
 def test_zero_prices_report_no_cost() -> None:
     inv = ScriptedInvoker(["free"], input_price=0, output_price=0)
-    assert inv.call(USER, model="m").usage.cost == 0.0
+    r = inv.call(USER, model="m")
+    assert r.usage.cost == 0.0 and r.cost_note is None
 
 
 def test_tool_calls_dict_and_malformed_raw_arguments() -> None:
@@ -185,7 +198,7 @@ def test_streaming_text_arrives_in_chunks_then_on_done() -> None:
     r = inv.call(USER, model="gpt-4o", stream_handler=h)
     assert len(h.tokens) >= 5 and "".join(h.tokens) == text
     assert h.done == 1
-    assert r.content == text and r.usage.completion_tokens == (len(text) + 3) // 4 and r.usage.cost > 0
+    assert r.content == text and r.usage.completion_tokens == (len(text) + 3) // 4 and r.usage.cost == 0.0
 
 
 def test_streaming_tool_calls_are_assembled_from_deltas() -> None:

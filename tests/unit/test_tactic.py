@@ -17,7 +17,9 @@ from lllm.logging import sqlite_store
 
 def agent_config(*names: str, invoker: dict | None = None) -> dict:
     return {
-        **(invoker or {"invoker": "scripted", "invoker_config": {"responder": lambda m: f"echo: {m[-1]['content']}"}}),
+        # a simulated price, so that the cost sums below are not sums of zeros (the scripted model is free by default)
+        **(invoker or {"invoker": "scripted", "invoker_config": {"responder": lambda m: f"echo: {m[-1]['content']}",
+                                                                 "input_price": 2.5, "output_price": 10.0}}),
         "global": {"model_name": "gpt-4o"},
         "agent_configs": [{"name": n, "system_prompt": f"You are {n}."} for n in names],
     }
@@ -308,7 +310,7 @@ def test_a_batch_inside_a_call_folds_into_the_call() -> None:
     assert top.model_calls == 5 and top.cost == pytest.approx(session.total_cost.cost) and top.cost > 0
     assert [s.id for s in store.list_sessions()] == [session.session_id]
     (by_model,) = store.cost_summary(group_by="model", tags={"job": "fan"})
-    assert by_model.group == "gpt-4o" and by_model.sessions == 5 and by_model.cost == pytest.approx(top.cost)
+    assert by_model.group == "scripted" and by_model.sessions == 5 and by_model.cost == pytest.approx(top.cost)
 
 
 def test_a_config_name_or_a_wrong_type(tmp_path) -> None:

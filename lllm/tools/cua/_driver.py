@@ -19,7 +19,7 @@ import os
 import threading
 from typing import Any, Awaitable, Callable, TypeVar
 
-from lllm.errors import ActionTimeout, BrowserError, UsageError
+from lllm.errors import ActionTimeout, BrowserLaunchError, UsageError
 
 __all__ = ["BrowserDriver", "close_shared_drivers", "shared_driver"]
 
@@ -118,7 +118,8 @@ class BrowserDriver:
         """The running Chromium (launched on first use, relaunched after a crash). Call on the driver loop.
 
         Raises:
-            BrowserError: Playwright is missing or Chromium does not start (the message says why).
+            BrowserLaunchError: Playwright is missing or Chromium does not start (the message says why); an
+                infrastructure error, so it ends the agent's call rather than reaching the model.
         """
         if self._browser_lock is None:
             self._browser_lock = asyncio.Lock()
@@ -129,10 +130,10 @@ class BrowserDriver:
                 try:
                     from playwright.async_api import async_playwright
                 except ImportError as exc:
-                    raise BrowserError(_INSTALL_HINT) from exc
+                    raise BrowserLaunchError(_INSTALL_HINT) from exc
                 self._playwright = await async_playwright().start()
             if not os.path.exists(self.executable_path):
-                raise BrowserError(
+                raise BrowserLaunchError(
                     f"no Chromium at {self.executable_path!r}: apt-get install -y chromium, or set "
                     "computer_use.executable_path / LLLM_CHROMIUM (never `playwright install`)",
                     executable_path=self.executable_path,
@@ -142,7 +143,7 @@ class BrowserDriver:
                     executable_path=self.executable_path, headless=self.headless, args=self.args
                 )
             except Exception as exc:  # playwright.Error: translate at this boundary
-                raise BrowserError(
+                raise BrowserLaunchError(
                     f"Chromium at {self.executable_path!r} did not start: {str(exc).splitlines()[0]}",
                     executable_path=self.executable_path,
                 ) from exc

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lllm.core.trace import BrowserActionRecord, Tracer, null_tracer
-from lllm.errors import ActionRefused, ActionTimeout, BlockedNavigation, BrowserError, LLLMError, UsageError
+from lllm.errors import (ActionRefused, ActionTimeout, BlockedNavigation, BrowserError, BrowserLaunchError, LLLMError,
+                         UsageError)
 from lllm.tools.cua.config import LAUNCH_ARGS, BrowserConfig
 from lllm.tools.cua.safety import ConfirmHook, ConfirmRequest, Secrets, UrlPolicy, load_confirm_hook
 from lllm.tools.cua.snapshot import CappedText, cap_snapshot, find_lines, take_snapshot
@@ -187,7 +188,8 @@ class BrowserSession:
 
         Raises:
             UsageError: The session was closed.
-            BrowserError: Chromium did not start.
+            BrowserLaunchError: Chromium did not start, or the session's context or egress proxy could not open
+                (an infrastructure error: the agent's call ends with it).
             BlockedNavigation: The start URL is not allowed.
         """
         if self.state is SessionState.CLOSED:
@@ -202,11 +204,12 @@ class BrowserSession:
             self.secrets = Secrets(values)
             try:
                 self.driver.run(self._open, timeout=120)
-            except BaseException as exc:
+            except (BrowserLaunchError, KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - opening the session is machinery, whatever broke
                 error = _translate(exc)
-                if error is exc:
-                    raise
-                raise error from exc
+                raise BrowserLaunchError(f"the browser session could not open: {type(error).__name__}: {error}",
+                                         executable_path=self.config.chromium) from exc
             self.state = SessionState.OPEN
         if self.config.start_url:
             self.perform("navigate", url=self.config.start_url)

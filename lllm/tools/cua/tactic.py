@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 from lllm.core.tactic import Tactic
-from lllm.errors import BrowserError, ConfigError, UsageError
+from lllm.errors import BrowserError, BrowserLaunchError, ConfigError, UsageError
 from lllm.tools.cua.toolset import toolset_of
 
 __all__ = ["COMPUTER_USE_SYSTEM_PROMPT", "ComputerUseTactic"]
@@ -79,6 +79,7 @@ class ComputerUseTactic(Tactic):
 
         Raises:
             ConfigError: The agent has no `computer_use:` block.
+            BrowserLaunchError: Chromium is missing or did not start (the call is logged as an error).
         """
         agent_name = (self.agent_group or ["browser"])[0]
         agent = self.agents[agent_name]
@@ -101,6 +102,8 @@ class ComputerUseTactic(Tactic):
             if start_url:
                 session.perform("navigate", url=start_url)
             observation = session.observe().text
+        except BrowserLaunchError:
+            raise  # no browser: the call ends with the error (the model is never asked to work around it)
         except BrowserError as exc:
             observation = f"(the browser could not open the start page: {exc})"
         agent.open("computer_use")

@@ -19,7 +19,7 @@ import hashlib
 import weakref
 from typing import Any, Literal
 
-from lllm.errors import BrowserError, UsageError
+from lllm.errors import BrowserError, BrowserLaunchError, UsageError
 from lllm.tools.cua.config import BrowserConfig
 from lllm.tools.cua.session import BrowserSession
 
@@ -78,10 +78,14 @@ class BrowserToolset:
         try:
             if action != "snapshot":
                 outcome_text = self.session.perform(action, **kwargs).message
+        except BrowserLaunchError:
+            raise  # no browser: the agent's call ends (never a tool result the model should work around)
         except (BrowserError, UsageError) as exc:
             error = f"Error: {type(exc).__name__}: {self.session.secrets.redact(str(exc))}"
         try:
             obs = self.session.observe(screenshot=screenshot or self.config.screenshot_every_step, start_line=start_line)
+        except BrowserLaunchError:
+            raise
         except (BrowserError, UsageError) as exc:
             return (error + "\n" if error else "") + f"(no observation: {exc})"
         head = error if error else outcome_text
@@ -319,6 +323,8 @@ class BrowserToolset:
             """
             try:
                 return self.session.find_text(text)
+            except BrowserLaunchError:
+                raise
             except (BrowserError, UsageError) as exc:
                 return f"Error: {type(exc).__name__}: {exc}"
 
