@@ -99,7 +99,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     tags = parse_tags(args.tag)
     try:
         if len(tasks) == 1:
-            session = tactic(tasks[0], tags=tags, return_session=True)
+            try:
+                session = tactic(tasks[0], tags=tags, return_session=True)
+            except LLLMError:  # main() prints the error itself; say where the failed session is recorded
+                failed = tactic.last_session
+                if failed is not None:
+                    print(f"[{tactic.name}] session {failed.session_id[:12]}: FAILED"
+                          + (f", logged to {store.path}" if store else ""), file=sys.stderr)
+                raise
             print(_show(session.delivery))
             print(f"[{tactic.name}] session {session.session_id[:12]}: ${session.total_cost.cost:.6f}"
                   + (f", logged to {store.path}" if store else ""), file=sys.stderr)
@@ -162,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the `lllm` command; returns the exit status (errors of lllm print one line, status 1)."""
+    """Run the `lllm` command; returns the exit status (errors of lllm print one line, status 1).
+
+    An infrastructure failure (no Docker engine, no sandbox image, no Chromium) is such an error: the run
+    ends with it and the command exits 1 with its message, it is never worked around by the model."""
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

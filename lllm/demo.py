@@ -6,7 +6,10 @@ model is `scripted_analyst` below (a deterministic policy that plays the session
 proxies answer from bundled data. With `LLLM_MODEL` set (and that provider's key in the environment), the same
 tactic runs against the real model through litellm, and proxies whose API keys are set answer live.
 
-Prints the transcript, the cost, and where the log and the notebook are.
+Prints the transcript, where the code really ran, the cost, and where the log and the notebook are. When the
+machinery fails (no Docker engine, no sandbox image, a sandbox that does not start) the run ends with that
+error: the transcript so far is printed, the session is logged as an error, and `lllm demo` exits non-zero
+with the error's message; it never claims that code ran where it did not.
 """
 
 from __future__ import annotations
@@ -99,26 +102,50 @@ def run_demo(*, task: str = DEFAULT_TASK, backend: str = "docker", db: str | Pat
     store = sqlite_store(str(db))
     try:
         tactic = build_tactic(config, log_store=store)
-        session = tactic(task, return_session=True, tags={"job": "demo"})
+        try:
+            session = tactic(task, return_session=True, tags={"job": "demo"})
+        except BaseException:
+            failed = tactic.last_session
+            if failed is not None:  # what happened before the failure, and where it is logged
+                _print_transcript(failed, out)
+                print(f"\nthe run FAILED; {_where_code_ran(failed)}", file=out)
+                _print_log_line(failed, db, out)
+            raise
         _print_transcript(session, out)
         cost = session.total_cost
         notebooks = sorted(Path(config["workdir"]).glob(f"{session.session_id}/*.ipynb"))
-        if backend == "docker":
-            from lllm.sandbox.image import image_name
-
-            where = f"a Docker sandbox (image {image_name()}, no network), removed when the call ended"
-        else:
-            where = "a local kernel on this host (NOT isolated)"
-        print(f"\ncode ran in: {where}", file=out)
-        print(f"cost: ${cost.cost:.6f} ({cost.prompt_tokens} prompt + {cost.completion_tokens} completion tokens)",
-              file=out)
-        print(f"log: {Path(db).resolve()} (session {session.session_id}; `lllm logs show {session.session_id[:12]}"
-              f" --db {db}`)", file=out)
+        print(f"\n{_where_code_ran(session)}", file=out)
+        print(f"cost: ${cost.cost:.6f} ({cost.prompt_tokens} prompt + {cost.completion_tokens} completion tokens)"
+              + _cost_notes(session), file=out)
+        _print_log_line(session, db, out)
         for nb in notebooks:
             print(f"notebook: {nb}", file=out)
         return session
     finally:
         store.close()
+
+
+def _where_code_ran(session: Any) -> str:
+    """Where the agents' cells ran, from the sandboxes that really started (not from the configured backend)."""
+    places = []
+    for agent in session.agents.values():
+        tools = getattr(agent, "proxy_tools", None)
+        if tools is not None and tools.ran_in and tools.cells:
+            removed = ", removed when the call ended" if tools.ran_in.startswith("a Docker") else ""
+            places.append(f"{tools.ran_in}{removed}: {tools.cells} cell(s)")
+    return "code ran in: " + ("; ".join(places) if places else "nowhere (no cell ran)")
+
+
+def _cost_notes(session: Any) -> str:
+    """Why the cost may not be a provider's bill (no price known for the model, a simulated price)."""
+    notes = sorted({r.cost_note for r in session.records if getattr(r, "kind", None) == "model_call"
+                    and getattr(r, "cost_note", None)})
+    return "".join(f"\n  note: {note}" for note in notes)
+
+
+def _print_log_line(session: Any, db: str | Path, out: Any) -> None:
+    print(f"log: {Path(db).resolve()} (session {session.session_id}; `lllm logs show {session.session_id[:12]}"
+          f" --db {db}`)", file=out)
 
 
 def _print_transcript(session: Any, out: Any) -> None:
@@ -130,6 +157,9 @@ def _print_transcript(session: Any, out: Any) -> None:
                 if role == "system":
                     continue
                 if message.tool_calls:
+                    said = _text(message.content).strip()
+                    if said:  # a real model often says what it is about to do, in the same message
+                        print(f"[{role}]\n{textwrap.indent(said, '    ')}", file=out)
                     for call in message.tool_calls:
                         args = call.arguments if isinstance(call.arguments, dict) else {"raw": call.arguments}
                         body = args.get("code") or json.dumps(args)

@@ -164,3 +164,24 @@ def fake_api():
     yield make
     for s in servers:
         s.close()
+
+
+# -- a fake OpenAI-compatible model server on loopback (the real-model path, tests/fake_openai.py) ---------
+@pytest.fixture
+def fake_openai(monkeypatch: pytest.MonkeyPatch):
+    """A factory of fake OpenAI-compatible servers on 127.0.0.1: `fake_openai([text("hi"), ...]) -> FakeOpenAI`
+    (give its `.url` as api_base). Real model requests are allowed in the test so that litellm reaches them;
+    nothing else is reachable from these machines, and each server is closed when the test ends."""
+    import lllm.invokers.base as invoker_base
+    from fake_openai import FakeOpenAI
+
+    monkeypatch.setattr(invoker_base, "ALLOW_MODEL_REQUESTS", True)
+    servers: list[FakeOpenAI] = []
+
+    def make(replies: Any) -> FakeOpenAI:
+        servers.append(FakeOpenAI(replies))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()

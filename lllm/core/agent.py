@@ -343,7 +343,7 @@ class Agent:
                 pending = None
                 calls = [FunctionCall(id=tc.id, name=tc.name, raw_arguments=tc.arguments) for tc in result.tool_calls]
                 dialog.append(Message(role=_ASSISTANT, content=result.content, name=self.name, tool_calls=calls,
-                                      usage=usage, metadata={"model": result.model, "prompt": prompt.path}))
+                                      usage=usage, metadata=_answer_metadata(result, prompt)))
                 self._run_tools(calls, functions, dialog)
                 session.interrupts.append(calls)
                 if session.interrupts_count >= self.max_interrupt_steps:
@@ -386,7 +386,7 @@ class Agent:
                 pending, phase = usage, "retry"
                 continue
             message = Message(role=_ASSISTANT, content=result.content, name=self.name, parsed=parsed, usage=usage,
-                              metadata={"model": result.model, "prompt": prompt.path})
+                              metadata=_answer_metadata(result, prompt))
             message.output = output
             return dialog.append(message)
 
@@ -431,8 +431,8 @@ class Agent:
                                             status="error", error=err, started_at=started, stream=stream))
             self.tracer(ModelCallRecord(
                 agent=self.name, dialog=alias, model=result.model or self.model, prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens, cost=usage.cost, latency_s=result.latency_s,
-                attempt=result.attempts, started_at=started, stream=stream,
+                completion_tokens=usage.completion_tokens, cost=usage.cost, cost_note=result.cost_note,
+                latency_s=result.latency_s, attempt=result.attempts, started_at=started, stream=stream,
             ))
         return result
 
@@ -495,6 +495,14 @@ class Agent:
                 "Call agent.open(alias) or agent.switch(alias) first.",
             )
         return self._threads[self._current]
+
+
+def _answer_metadata(result: InvokeResult, prompt: Prompt) -> dict[str, Any]:
+    """The facts an assistant message keeps about the call that produced it."""
+    meta: dict[str, Any] = {"model": result.model, "prompt": prompt.path}
+    if result.cost_note:
+        meta["cost_note"] = result.cost_note  # why its cost is 0 (no price known) or simulated
+    return meta
 
 
 def _parse_answer(prompt: Prompt, result: InvokeResult, args: dict[str, Any]) -> tuple[dict[str, Any], Any]:

@@ -39,6 +39,8 @@ class ModelCallRecord(_Record):
     completion_tokens: int = 0
     cost: float = 0.0
     """USD."""
+    cost_note: str | None = None
+    """Why `cost` may not be what a provider billed (no price known for the model; a simulated price), else None."""
     latency_s: float = 0.0
     attempt: int = 1
     status: Literal["ok", "error"] = "ok"

@@ -184,15 +184,25 @@ class InvokeRequest:
     context: InvokeContext | None = None
     api_type: str | None = None
     """None or "completion": chat completions; "response": the OpenAI Responses API (invokers that can)."""
+    deadline_at: float | None = None
+    """`time.monotonic()` by which the whole call (every attempt and wait) must be over, or None: no deadline.
+    An attempt sizes its own timeouts to the time left (`remaining()`)."""
+
+    def remaining(self) -> float | None:
+        """Seconds left before the call's deadline (never below 0), or None without a deadline."""
+        return None if self.deadline_at is None else max(0.0, self.deadline_at - time.monotonic())
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Bounded retries with exponential backoff and jitter.
+    """Bounded retries with exponential backoff and jitter, within an optional deadline for the whole call.
 
     Attempt n (n >= 1) that fails with a retryable error waits `min(backoff_max, backoff * 2**(n-1))`,
-    scaled by a random factor in [0.5, 1.0] (or a provider's Retry-After, when larger and within
-    `backoff_max`), then tries again, at most `max_retries` times.
+    scaled by a random factor in [0.5, 1.0], then tries again, at most `max_retries` times. A provider's
+    `Retry-After` (the error's `retry_after`, seconds) is honoured in full when it is longer: retrying sooner
+    would only be refused again. When the wait would pass the `deadline`, or a `Retry-After` is longer than
+    `backoff_max` and there is no deadline, the call gives up at once and says how long the provider asked
+    to wait.
     """
 
     max_retries: int = 3
@@ -203,6 +213,8 @@ class RetryPolicy:
     """No wait is longer than this."""
     jitter: bool = True
     """Scale each wait by a random factor in [0.5, 1.0], so that parallel workers do not retry in step."""
+    deadline: float | None = None
+    """Seconds the whole call may take, attempts and waits included (None: no limit but the attempts')."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
@@ -211,14 +223,18 @@ class RetryPolicy:
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{key} must be a number of seconds >= 0, got {value!r}", key=key)
+        if self.deadline is not None and (not isinstance(self.deadline, (int, float)) or self.deadline <= 0):
+            raise ConfigError(f"deadline must be a number of seconds > 0 (or null), got {self.deadline!r}",
+                              key="deadline")
 
     def delay(self, attempt: int, exc: BaseException | None = None) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        """Seconds to wait after failed attempt number `attempt` (1-based): the backoff, or the provider's
+        Retry-After when that is longer."""
         wait = min(self.backoff_max, self.backoff * (2 ** (attempt - 1)))
         if self.jitter:
             wait *= random.uniform(0.5, 1.0)
         retry_after = getattr(exc, "retry_after", None)
-        if isinstance(retry_after, (int, float)) and wait < retry_after <= self.backoff_max:
+        if isinstance(retry_after, (int, float)) and retry_after > wait:
             wait = float(retry_after)
         return wait
 
@@ -245,6 +261,7 @@ def run_with_retries(
     *,
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
+    deadline_at: float | None = None,
 ) -> InvokeResult:
     """Run `attempt_fn` until it succeeds, retrying retryable `InvokerError`s at most `policy.max_retries` times.
 
@@ -252,6 +269,7 @@ def run_with_retries(
         attempt_fn: Makes one attempt and returns its result.
         policy: How often and how long to wait.
         sleep: The waiting function (tests pass a recorder).
+        deadline_at: `time.monotonic()` after which no attempt starts (default: `policy.deadline` from now).
 
     Returns:
         The successful result, with `attempts` and `errors` filled in.
@@ -262,6 +280,8 @@ def run_with_retries(
     """
     errors: list[str] = []
     attempt = 1
+    if deadline_at is None and policy.deadline is not None:
+        deadline_at = time.monotonic() + policy.deadline
     while True:
         try:
             result = attempt_fn()
@@ -278,7 +298,12 @@ def run_with_retries(
                     "raise max_retries in the invoker config, or lower the load, e.g. bcall(max_workers=...))",
                     **facts,
                 ) from exc
-            sleep(policy.delay(attempt, exc))
+            wait = policy.delay(attempt, exc)
+            why = _cannot_wait(wait, exc, policy, deadline_at)
+            if why:
+                facts = {**exc.facts, "attempts": attempt, "errors": errors}
+                raise type(exc)(f"{exc.message} (gave up after {attempt} attempt(s): {why})", **facts) from exc
+            sleep(wait)
             attempt += 1
             continue
         result.attempts = attempt
@@ -286,8 +311,25 @@ def run_with_retries(
         return result
 
 
+def _cannot_wait(wait: float, exc: BaseException, policy: RetryPolicy, deadline_at: float | None) -> str | None:
+    """Why waiting `wait` seconds before the next attempt makes no sense, or None when it does."""
+    retry_after = getattr(exc, "retry_after", None)
+    asked = isinstance(retry_after, (int, float)) and wait == float(retry_after)
+    if deadline_at is not None:
+        left = deadline_at - time.monotonic()
+        if wait >= left:
+            what = f"the provider asked to wait {wait:g}s (Retry-After)" if asked else f"the next wait is {wait:.1f}s"
+            of = f" of {policy.deadline:g}s" if policy.deadline is not None else ""
+            return (f"{what}, and the call's deadline{of} leaves {max(0.0, left):.1f}s; raise `deadline` in the "
+                    "invoker config, or retry later")
+    elif asked and wait > policy.backoff_max:
+        return (f"the provider asked to wait {wait:g}s (Retry-After), longer than backoff_max={policy.backoff_max:g}s; "
+                "raise backoff_max or set a `deadline` in the invoker config, or retry later")
+    return None
+
+
 # The keys every invoker config may carry besides its own constructor options.
-_RETRY_KEYS = ("max_retries", "backoff", "backoff_max", "jitter")
+_RETRY_KEYS = ("max_retries", "backoff", "backoff_max", "jitter", "deadline")
 
 
 class BaseInvoker(ABC):
@@ -374,8 +416,11 @@ class BaseInvoker(ABC):
 
             check_api_type(api_type, agent=context.agent if context else None)  # raises, naming the choices
         request = InvokeRequest(messages, model, tools, response_format, stream_handler, model_args, context, api_type)
+        if self.retry.deadline is not None:
+            request.deadline_at = time.monotonic() + self.retry.deadline
         start = time.perf_counter()
-        result = run_with_retries(lambda: self._call_once(request), policy=self.retry, sleep=self._sleep)
+        result = run_with_retries(lambda: self._call_once(request), policy=self.retry, sleep=self._sleep,
+                                  deadline_at=request.deadline_at)
         result.latency_s = time.perf_counter() - start
         if response_format is not None and result.parsed is None and result.content:
             result.parsed = _validate_structured(response_format, result.content)

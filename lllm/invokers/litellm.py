@@ -6,8 +6,16 @@ environment says otherwise, so litellm uses its bundled price table instead of d
 
 litellm's exceptions are translated at one boundary (`_provider_errors`) into `RateLimitError`,
 `ModelTimeoutError` and `ModelAPIError` (with `status_code` and `model`), `raise ... from exc`. Rate limits,
-timeouts, 5xx answers and lost connections are retried by `BaseInvoker.call` with bounded exponential
-backoff; litellm's own retries are turned off so that there is exactly one retry loop.
+timeouts, 5xx answers, malformed bodies and lost connections are retried by `BaseInvoker.call` with bounded
+exponential backoff (a 429's `Retry-After` is honoured); litellm's own retries are turned off so that there is
+exactly one retry loop. What a failure is called follows what happened on the wire, not litellm's label: a
+stream that stops mid-way is a `ModelTimeoutError` (litellm calls it a connection error), and a body that is
+not a chat completion is "malformed", not "status 500".
+
+Time limits (see docs/guide/models.md): `connect_timeout` (10 s) to open the connection, `timeout` (120 s)
+of silence from the provider (the wait for a whole non-streamed answer, or between two chunks of a stream),
+and the retry policy's `deadline` (300 s) for the whole call, retries and waits included: each attempt's
+timeouts are cut to the time left.
 
 Every call that would reach a provider first checks the guard (`LLLM_ALLOW_MODEL_REQUESTS`); a call with
 litellm's `mock_response` does not reach one and is allowed, which is how the tests and
@@ -16,9 +24,12 @@ litellm's `mock_response` does not reach one and is allowed, which is how the te
 
 from __future__ import annotations
 
+import email.utils
+import json
 import os
 import re
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -63,34 +74,78 @@ def _short(text: object, limit: int = 400) -> str:
     return s if len(s) <= limit else s[:limit] + "..."
 
 
+def _headers_of(exc: BaseException) -> Any:
+    """The provider's response headers: litellm keeps the real ones on `litellm_response_headers`; its
+    `response` is often a stand-in without them."""
+    for headers in (getattr(exc, "litellm_response_headers", None), getattr(getattr(exc, "response", None), "headers", None)):
+        if headers:
+            return headers
+    return None
+
+
 def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
+    """Seconds the provider asked to wait (`retry-after-ms`, or `retry-after` in seconds or as an HTTP date)."""
+    headers = _headers_of(exc)
+    if headers is None:
         return None
     try:
+        millis = headers.get("retry-after-ms")
+        if millis is not None:
+            return max(0.0, float(millis) / 1000)
         value = headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError, AttributeError):
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(str(value))
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, AttributeError, OverflowError):
         return None
+
+
+def _in_chain(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of these kinds in `exc`'s cause/context chain (litellm wraps the real one)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        if isinstance(current, kinds):
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
 
 
 def _is_connection_failure(exc: BaseException) -> bool:
     """True when the request never got an answer (litellm reports some of these as a 500)."""
     import httpx
 
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 8:
-        if isinstance(current, httpx.TransportError) or type(current).__name__ == "APIConnectionError":
+    if _in_chain(exc, (httpx.TransportError,)) is not None:
+        return True
+    seen, current = 0, exc
+    while current is not None and seen < 10:
+        if type(current).__name__ == "APIConnectionError":
             return True
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ or current.__context__  # type: ignore[assignment]
         seen += 1
     return "Connection error" in str(exc)
 
 
-def translate_error(exc: BaseException, model: str) -> ModelAPIError:
-    """The lllm error for an exception raised inside litellm (the single translation boundary)."""
+_REAL_STATUS = re.compile(r"<APIResponse \[(\d{3})")
+
+
+def translate_error(exc: BaseException, model: str, *, progress: str | None = None,
+                    read_timeout: float | None = None) -> ModelAPIError:
+    """The lllm error for an exception raised inside litellm (the single translation boundary).
+
+    Args:
+        exc: What litellm (or the SDK under it) raised.
+        model: The model of the call.
+        progress: For a stream, what had arrived when it failed ("3 chunks, 10 characters").
+        read_timeout: The seconds of silence the attempt allowed (named in a timeout's message).
+    """
+    import httpx
+
     litellm = load_litellm()
     provider = getattr(exc, "llm_provider", None) or "the provider"
     detail = _short(getattr(exc, "message", None) or exc)
@@ -103,12 +158,44 @@ def translate_error(exc: BaseException, model: str) -> ModelAPIError:
             model=model,
             retry_after=_retry_after(exc),
         )
-    if isinstance(exc, litellm.Timeout):
+    silence = _in_chain(exc, (httpx.TimeoutException,))
+    if isinstance(silence, httpx.ConnectTimeout):
+        return ModelAPIError(
+            f"could not reach {provider} for model {model!r}: the connection was not accepted in time ({detail}). "
+            "Check api_base and that the server is up.",
+            status_code=None, model=model, retryable=True,
+        )
+    if silence is not None or isinstance(exc, litellm.Timeout):
+        within = f" within {round(read_timeout, 1):g}s" if read_timeout is not None else " in time"
+        if progress is not None:
+            what = (f"model {model!r} stopped sending mid-stream ({provider}): nothing more arrived{within} after "
+                    f"{progress}")
+        else:
+            what = f"model {model!r} did not answer{within} ({provider})"
         return ModelTimeoutError(
-            f"model {model!r} did not answer in time ({provider}): {detail}. Raise the invoker's `timeout` "
-            "if long answers are expected.",
-            status_code=status or 408,
+            f"{what}. Raise the invoker's `timeout` (seconds of silence allowed) if long pauses are expected.",
+            status_code=408,
             model=model,
+        )
+    bad_json = _in_chain(exc, (json.JSONDecodeError,))
+    text = str(exc)
+    if bad_json is not None or "Received response - <APIResponse" in text or "LiteLLM: provider returned" in text:
+        found = _REAL_STATUS.search(text)
+        real = int(found.group(1)) if found else None
+        on_wire = f"HTTP {real}" if real else "its HTTP status was not an error"
+        if isinstance(bad_json, json.JSONDecodeError):
+            why = f"not JSON ({bad_json.msg} at character {bad_json.pos}); it begins {_short(bad_json.doc, 80)!r}"
+        else:
+            why = _short(re.sub(r"^.*?LiteLLM: ", "", detail), 240)
+        return ModelAPIError(
+            f"{provider} sent an answer for model {model!r} that is not a readable chat completion "
+            f"(a malformed body; {on_wire}): {why}. Check that api_base points at an OpenAI-compatible "
+            "endpoint (usually ending in /v1).",
+            status_code=None,
+            http_status=real,
+            model=model,
+            retryable=True,
+            malformed=True,
         )
     if isinstance(exc, litellm.APIConnectionError) or _is_connection_failure(exc):
         return ModelAPIError(
@@ -134,15 +221,52 @@ def translate_error(exc: BaseException, model: str) -> ModelAPIError:
     )
 
 
+DEFAULT_DEADLINE = 300.0
+"""Seconds a whole litellm call may take by default, retries and waits included."""
+
+
+class _Progress:
+    """One attempt's facts for its error message: the silence it allowed and, for a stream, what arrived so far
+    (named when it stops mid-way). A stream also checks the call's deadline at every piece."""
+
+    def __init__(self, read_timeout: float | None = None) -> None:
+        self.read_timeout = read_timeout
+        self.chunks = 0
+        self.chars = 0
+
+    def step(self, content: str | None, request: InvokeRequest) -> None:
+        self.chunks += 1
+        if content is not None:
+            self.chars = len(content)
+        left = request.remaining()
+        if left is not None and left <= 0:  # a provider that trickles bytes never trips the read timeout
+            raise ModelTimeoutError(
+                f"model {request.model!r} was still streaming ({self.describe()}) when the call's deadline passed; "
+                "raise `deadline` in the invoker config for answers this long",
+                status_code=408, model=request.model, retryable=False)
+
+    def describe(self) -> str:
+        return f"{self.chunks} chunk(s), {self.chars} characters of text"
+
+
+def _read_timeout(kwargs: dict[str, Any]) -> float | None:
+    """The seconds of silence a request's `timeout` allows (an httpx.Timeout, or a number from model_args)."""
+    timeout = kwargs.get("timeout")
+    read = getattr(timeout, "read", timeout)
+    return float(read) if isinstance(read, (int, float)) and not isinstance(read, bool) else None
+
+
 @contextmanager
-def _provider_errors(model: str) -> Iterator[None]:
+def _provider_errors(model: str, progress: _Progress | None = None) -> Iterator[None]:
     """Translate whatever litellm (or the provider SDK under it) raises into the lllm error tree."""
     try:
         yield
     except ModelAPIError:
         raise
     except Exception as exc:  # noqa: BLE001 - the boundary: anything litellm raises becomes an lllm error
-        raise translate_error(exc, model) from exc
+        started = progress is not None and progress.chunks > 0
+        raise translate_error(exc, model, progress=progress.describe() if started else None,
+                              read_timeout=progress.read_timeout if progress is not None else None) from exc
 
 
 class LiteLLMInvoker(BaseInvoker):
@@ -150,12 +274,15 @@ class LiteLLMInvoker(BaseInvoker):
     `api_type="response"`: see `lllm.invokers._responses`).
 
     Args:
-        timeout: Seconds one request may take.
+        timeout: Seconds of silence allowed from the provider: the wait for a whole non-streamed answer, or
+            between two pieces of a stream (default 120).
+        connect_timeout: Seconds to open the connection (default 10).
         api_key: Passed to litellm (otherwise it reads the provider's usual environment variable).
-        api_base: A custom endpoint (a proxy, a local server).
+        api_base: A custom endpoint: any OpenAI-compatible server (`http://127.0.0.1:8000/v1`), a proxy.
         extra_args: Default keyword arguments for every `litellm.completion` call (a call's `model_args`
             override them), e.g. `{"temperature": 0, "drop_params": True}`.
-        retry: The retry policy (default: 3 retries, 1 s doubling, at most 30 s, with jitter).
+        retry: The retry policy (default: 3 retries, 1 s doubling, at most 30 s, with jitter, and a deadline
+            of 300 s for the whole call).
     """
 
     name = "litellm"
@@ -163,20 +290,45 @@ class LiteLLMInvoker(BaseInvoker):
     def __init__(
         self,
         *,
-        timeout: float = 300.0,
+        timeout: float = 120.0,
+        connect_timeout: float = 10.0,
         api_key: str | None = None,
         api_base: str | None = None,
         extra_args: dict[str, Any] | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(retry=retry)
-        self.timeout = timeout
+        for key, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{key} must be a number of seconds > 0, got {value!r}", key=key)
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
         self.api_key = api_key
         self.api_base = api_base
         self.extra_args = dict(extra_args or {})
 
     def __repr__(self) -> str:
-        return f"LiteLLMInvoker(timeout={self.timeout!r}, api_base={self.api_base!r}, retry={self.retry!r})"
+        return (f"LiteLLMInvoker(timeout={self.timeout!r}, connect_timeout={self.connect_timeout!r}, "
+                f"api_base={self.api_base!r}, retry={self.retry!r})")
+
+    @classmethod
+    def default_retry(cls, **overrides: Any) -> RetryPolicy:
+        """3 retries with backoff, within a deadline of 300 s for the whole call, unless the config says otherwise."""
+        return RetryPolicy(**{"deadline": DEFAULT_DEADLINE, **overrides})
+
+    def _timeouts(self, request: InvokeRequest) -> Any:
+        """The httpx timeouts of one attempt: the configured ones, cut to what is left of the call's deadline."""
+        import httpx
+
+        left = request.remaining()
+        if left is not None and left <= 0:
+            raise ModelTimeoutError(
+                f"model {request.model!r}: the call's deadline of {self.retry.deadline:g}s passed before this "
+                "attempt could start; raise `deadline` in the invoker config",
+                status_code=408, model=request.model, retryable=False)
+        read = self.timeout if left is None else min(self.timeout, left)
+        connect = self.connect_timeout if left is None else min(self.connect_timeout, left)
+        return httpx.Timeout(read, connect=connect)
 
     def _call_once(self, request: InvokeRequest) -> InvokeResult:
         return self.attempt(request, {})
@@ -188,7 +340,8 @@ class LiteLLMInvoker(BaseInvoker):
             ModelRequestsDisabled: The call would reach a provider while LLLM_ALLOW_MODEL_REQUESTS=0.
             RateLimitError, ModelTimeoutError, ModelAPIError: Translated litellm errors.
         """
-        kwargs: dict[str, Any] = {"timeout": self.timeout, "max_retries": 0, **self.extra_args, **(request.model_args or {}), **extra}
+        kwargs: dict[str, Any] = {"timeout": self._timeouts(request), "max_retries": 0, **self.extra_args,
+                                  **(request.model_args or {}), **extra}
         if self.api_key is not None:
             kwargs.setdefault("api_key", self.api_key)
         if self.api_base is not None:
@@ -211,16 +364,25 @@ class LiteLLMInvoker(BaseInvoker):
             kwargs["stream"] = True
             kwargs["stream_options"] = {**kwargs.get("stream_options", {}), "include_usage": True}
             assembler = StreamAssembler(request.stream_handler)
-            with _provider_errors(model):
+            progress = _Progress(_read_timeout(kwargs))
+            with _provider_errors(model, progress):
                 for chunk in litellm.completion(model=model, messages=request.messages, **kwargs):
                     assembler.feed(chunk)
+                    progress.step(assembler.content, request)
+            if not assembler.content and not assembler.tool_calls() and assembler.usage is None:
+                # litellm makes up a final "stop" chunk even for an HTML page: nothing real arrived
+                raise ModelAPIError(
+                    f"the stream for model {model!r} ended without an answer (no text, no tool call, no usage "
+                    f"after {progress.describe()}): the server did not send OpenAI-style SSE events. Check that "
+                    "api_base points at an OpenAI-compatible endpoint (usually ending in /v1).",
+                    status_code=None, model=model, retryable=True, malformed=True)
             content, calls, finish = assembler.content, assembler.tool_calls(), assembler.finish_reason
             usage, raw = assembler.usage, None
             if usage is None:  # the provider ignored include_usage: count ourselves
                 usage = self._count(request, content, calls)
             cost, note = self._price(model, usage, None)
         else:
-            with _provider_errors(model):
+            with _provider_errors(model, _Progress(_read_timeout(kwargs))):
                 raw = litellm.completion(model=model, messages=request.messages, **kwargs)
             content, calls, finish, usage = normalize_response(raw)
             if usage is None:
@@ -237,13 +399,15 @@ class LiteLLMInvoker(BaseInvoker):
         litellm = load_litellm()
         model = request.model
         stream = ResponsesStream(request.stream_handler)
-        with _provider_errors(model):
+        progress = _Progress(_read_timeout(kwargs))
+        with _provider_errors(model, progress):
             answer = litellm.responses(model=model, **kwargs)
             if _get(answer, "output") is not None:  # a whole response (not streamed, or litellm's mock)
                 stream.feed(answer)
             else:
                 for event in answer:
                     stream.feed(event)
+                    progress.step(None, request)
         raw = stream.response
         content, calls, finish, usage = stream.result()
         if usage is None:

@@ -109,6 +109,8 @@ def _record_line(r: Any) -> str:
     extra = ""
     if kind == "model_call":
         extra = f"{r.model} {r.prompt_tokens}+{r.completion_tokens} tok ${r.cost:.5f} {r.latency_s * 1000:.0f} ms"
+        if getattr(r, "cost_note", None):
+            extra += f" (cost: {_cut(r.cost_note, 100)})"
     elif kind == "agent_call":
         extra = f"{r.model_calls} model calls, {r.exception_retries} retries, {r.interrupts} tool rounds"
     elif kind == "cell":
@@ -184,6 +186,11 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     total = sum(r.cost for r in rows)
     print(_table(table, [args.by.upper(), "SESSIONS", "ERRORS", "COST", "PROMPT TOK", "COMPLETION TOK"]))
     print(f"total ${total:.5f}")
+    noted = [(r.group, note) for r in rows for note in r.notes]
+    if noted:  # a $0 that is not a real zero, or a simulated figure, must say so next to the sum
+        print("notes on these costs:")
+        for group, note in noted:
+            print(f"  {group}: {note}")
     return 0
 
 

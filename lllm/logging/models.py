@@ -129,3 +129,6 @@ class CostRow(BaseModel):
     cost: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    notes: list[str] = Field(default_factory=list)
+    """Why some of the cost may be off: each distinct `cost_note` of the group's model calls, with their count
+    and model ("2 call(s) of 'my-model': litellm has no price for model ...; cost reported as 0")."""

@@ -527,7 +527,8 @@ class LogStore:
     def cost_summary(self, *, group_by: str = "tactic", since: Any = None,
                      tags: dict[str, Any] | None = None) -> list[CostRow]:
         """Cost and tokens of top-level sessions grouped by `"tactic"`, `"tag:<key>"`, `"batch"`, `"state"`
-        or `"model"` (the last one from the model calls themselves), biggest cost first."""
+        or `"model"` (the last one from the model calls themselves), biggest cost first. Each row's `notes` say
+        why part of its cost may be off (the model calls' `cost_note`s: no price known, a simulated price)."""
         where, params = self._filters(tags=tags, since=since)
         if group_by == "model":  # from the model calls themselves, sub-tactic sessions included
             cwhere, cparams = self._filters(tags=tags, since=since, include_children=True)
@@ -537,6 +538,7 @@ class LogStore:
                    f"JOIN (SELECT id, tags, state, started_at FROM sessions {cwhere}) s ON m.session_id = s.id "
                    "GROUP BY grp ORDER BY cost DESC")
             rows = self._rows(sql, cparams)
+            expr, extra = "m.model", []
         else:
             if group_by == "tactic":
                 expr, extra = "tactic", []
@@ -553,9 +555,35 @@ class LogStore:
                    "SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens "
                    f"FROM sessions {where} GROUP BY grp ORDER BY cost DESC")
             rows = self._rows(sql, [*extra, *params])
+        notes = self._cost_notes(group_by, expr, extra, since=since, tags=tags)
         return [CostRow(group=None if r["grp"] is None else str(r["grp"]), sessions=r["sessions"] or 0,
                         errors=r["errors"] or 0, cost=r["cost"] or 0.0, prompt_tokens=r["prompt_tokens"] or 0,
-                        completion_tokens=r["completion_tokens"] or 0) for r in rows]
+                        completion_tokens=r["completion_tokens"] or 0, notes=notes.get(r["grp"], []))
+                for r in rows]
+
+    def _cost_notes(self, group_by: str, expr: str, extra: list[Any], *, since: Any,
+                    tags: dict[str, Any] | None) -> dict[Any, list[str]]:
+        """group -> the distinct cost notes of its model calls (sub-tactic calls count for their top session)."""
+        if "cost_note" not in self._columns.get("model_calls", ()):
+            return {}
+        if group_by == "model":
+            where, params = self._filters(tags=tags, since=since, include_children=True)
+            sql = ("SELECT m.model AS grp, m.model AS model, m.cost_note AS note, COUNT(*) AS n FROM model_calls m "
+                   f"JOIN (SELECT id FROM sessions {where}) s ON m.session_id = s.id "
+                   "WHERE m.cost_note IS NOT NULL GROUP BY grp, model, note ORDER BY n DESC")
+        else:
+            where, params = self._filters(tags=tags, since=since)
+            params = [*extra, *params]
+            sql = ("WITH RECURSIVE tree(id, root) AS (SELECT id, id FROM sessions WHERE parent_id IS NULL "
+                   "UNION ALL SELECT c.id, t.root FROM sessions c JOIN tree t ON c.parent_id = t.id) "
+                   f"SELECT {expr} AS grp, m.model AS model, m.cost_note AS note, COUNT(*) AS n "
+                   f"FROM (SELECT * FROM sessions {where}) s JOIN tree ON tree.root = s.id "
+                   "JOIN model_calls m ON m.session_id = tree.id "
+                   "WHERE m.cost_note IS NOT NULL GROUP BY grp, model, note ORDER BY n DESC")
+        out: dict[Any, list[str]] = {}
+        for r in self._rows(sql, params):
+            out.setdefault(r["grp"], []).append(f"{r['n']} call(s) of {r['model']!r}: {r['note']}")
+        return out
 
     def completed_tasks(self, batch_id: str) -> dict[int, tuple[str | None, Any]]:
         """The tasks of a batch that succeeded and whose result can be given back exactly:

@@ -25,7 +25,8 @@ from lllm.core.prompt import (
     tool,
 )
 from lllm.core.trace import AgentCallRecord, ModelCallRecord
-from lllm.errors import AgentException, ConfigError, RateLimitError, ScriptError, UsageError
+from lllm.errors import (AgentException, BrowserLaunchError, ConfigError, GatewayStartError, InfrastructureError,
+                         RateLimitError, SandboxEngineError, SandboxError, SandboxStartError, ScriptError, UsageError)
 from lllm.invokers.base import RecordingStreamHandler
 from lllm.invokers.scripted import ScriptedInvoker
 
@@ -239,6 +240,53 @@ def test_tool_calls_run_and_bad_calls_go_back_as_errors() -> None:
     assert [m.get("tool_call_id") for m in sent if m["role"] == "tool"] == [c.id for c in calls]
     session = agent.last_session
     assert session.interrupts_count == 1 and len(session.model_calls) == 2
+
+
+@pytest.mark.parametrize("error", [
+    SandboxStartError("cannot connect to the Docker engine: no Docker engine answers"),
+    SandboxEngineError("cannot run the cell: the Docker engine said 500 Server Error"),
+    GatewayStartError("the CALL_API gateway could not open a session"),
+    BrowserLaunchError("no Chromium at '/nonexistent'"),
+], ids=lambda e: type(e).__name__)
+def test_an_infrastructure_failure_in_a_tool_ends_the_call_and_never_reaches_the_model(error: Exception) -> None:
+    def run_python(code: str) -> str:
+        """Run code."""
+        raise error
+
+    records: list[Any] = []
+    steps = [{"content": "let me run it", "tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}},
+                                                         {"name": "run_python", "arguments": {"code": "1+1"}}]},
+             "I worked around the broken sandbox."]  # must never be requested
+    agent, inv = make(steps, tools=[run_python], system=Prompt(path="t/s", prompt="Sys.", function_list=[add]),
+                      tracer=records.append)
+    agent.open("p")
+    agent.receive("compute")
+    with pytest.raises(type(error)) as info:
+        agent.respond()
+    assert info.value is error and isinstance(error, InfrastructureError)
+    assert "raised by tool 'run_python'" in "".join(getattr(error, "__notes__", []))
+    assert len(inv.calls) == 1 and inv.steps_remaining == 1  # the model was not asked to work around it
+    d = agent.current_dialog.messages
+    assert [m.role.value for m in d] == ["system", "user", "assistant", "tool"]  # no tool message for the failure
+    failed = d[2].tool_calls[1]
+    assert not failed.success and failed.result_str is None
+    assert failed.error_message == f"not run: {type(error).__name__}: {error}"
+    assert agent.last_session.state == "failure" and type(error).__name__ in agent.last_session.error
+    (call,) = [r for r in records if isinstance(r, AgentCallRecord)]
+    assert call.status == "error" and str(error) in call.error
+
+
+def test_a_sandbox_error_that_is_not_infrastructure_still_goes_back_to_the_model() -> None:
+    def run_python(code: str) -> str:
+        """Run code."""
+        raise SandboxError("upload of 'x' refused: the path escapes the workspace")
+
+    agent, inv = make([{"tool_calls": [{"name": "run_python", "arguments": {"code": "1"}}]}, "ok, another path"],
+                      tools=[run_python])
+    agent.open("p")
+    agent.receive("go")
+    assert agent.respond().content == "ok, another path"
+    assert "raised SandboxError: upload of 'x' refused" in agent.current_dialog.messages[3].content
 
 
 def test_tool_images_reach_the_model_after_the_tool_messages() -> None:
