@@ -134,7 +134,8 @@ def test_computer_use_with_no_chromium_exits_1_without_asking_the_model(tmp_path
 # -- in-process: the gateway, and jupyter mode ---------------------------------------------------------------
 
 
-def _tactic(tmp_path: Path, steps: list[Any], proxy: dict[str, Any]) -> Any:
+def _tactic(tmp_path: Path, steps: list[Any] | Any, proxy: dict[str, Any]) -> Any:
+    """A one-agent tactic with a proxy block, on a scripted model (`steps`, or a responder function)."""
     from lllm.core.tactic import Tactic
     from lllm.logging import sqlite_store
 
@@ -148,7 +149,8 @@ def _tactic(tmp_path: Path, steps: list[Any], proxy: dict[str, Any]) -> Any:
             agent.receive(task)
             return agent.respond().content
 
-    config = {"invoker": "scripted", "invoker_config": {"steps": steps}, "workdir": str(tmp_path / "runs"),
+    script = {"responder": steps} if callable(steps) else {"steps": steps}
+    config = {"invoker": "scripted", "invoker_config": script, "workdir": str(tmp_path / "runs"),
               "agent_configs": [{"name": "analyst", "model_name": "gpt-4o", "system_prompt": "You analyse.",
                                  "proxy": proxy}]}
     return Analyst(config, log_store=sqlite_store(str(tmp_path / "log.db")))
@@ -186,3 +188,55 @@ def test_jupyter_mode_ends_the_call_when_the_sandbox_cannot_start(tmp_path: Path
     data = json.dumps([d.data for d in tactic.log_store.load_session(row.id).dialogs])
     assert "could not run" not in data
     tactic.log_store.close()
+
+
+@pytest.mark.docker
+def test_a_container_removed_mid_session_ends_the_call(tmp_path: Path, sandbox_image: str) -> None:
+    from lllm.core.tactic import current_session
+    from lllm.errors import SandboxEngineError
+
+    removed: list[str] = []
+
+    def model(messages: list[dict[str, Any]]) -> Any:
+        done = sum(1 for m in messages if m.get("role") == "tool")
+        if done == 0:
+            return {"tool_calls": [{"name": "run_python", "arguments": {"code": "x = 41\nprint(x + 1)"}}]}
+        if done == 1:  # someone removes the container between two cells (another user's `lllm sandbox gc`)
+            sandbox = current_session().agents["analyst"].proxy_tools.sandbox
+            sandbox.container.remove(force=True)
+            removed.append(sandbox.sandbox_id)
+            return {"tool_calls": [{"name": "run_python", "arguments": {"code": "print(x)"}}]}
+        return "I worked around the missing sandbox."
+
+    tactic = _tactic(tmp_path, model, {"activate_proxies": [], "sandbox": {"backend": "docker"}})
+    with pytest.raises(SandboxEngineError, match="the container is gone") as info:
+        tactic("go")
+    assert isinstance(info.value, InfrastructureError) and removed
+    session = tactic.last_session
+    dialog = session.agents["analyst"].current_dialog
+    assert [m.role.value for m in dialog.messages].count("tool") == 1  # only the first cell's output went back
+    assert "42" in dialog.messages[3].content
+    row = tactic.log_store.get_session(session.session_id)
+    assert row.state == "error" and row.error.startswith("SandboxEngineError")
+    tactic.log_store.close()
+
+
+def test_a_browser_tool_that_cannot_launch_chromium_ends_the_call(tmp_path: Path) -> None:
+    from lllm.core.agent import Agent
+    from lllm.errors import BrowserLaunchError
+    from lllm.invokers import ScriptedInvoker
+    from lllm.tools.cua import attach
+
+    script = ScriptedInvoker([{"tool_calls": [{"name": "browser_navigate", "arguments": {"url": "http://127.0.0.1:9/"}}]},
+                              "I guessed the answer without a browser."])
+    agent = Agent(name="browser", system_prompt="You browse.", model="gpt-4o", llm_invoker=script)
+    attach(agent, {"allowed_domains": ["127.0.0.1:9"], "executable_path": "/nonexistent/chromium"}, None)
+    agent.open("main")
+    agent.receive("find the price")
+    try:
+        with pytest.raises(BrowserLaunchError, match="/nonexistent/chromium"):
+            agent.respond()  # the first browser tool call launches Chromium, which is not there
+    finally:
+        agent.shutdown()
+    assert script.steps_remaining == 1  # the model was not told "Error: ..." and asked to go on
+    assert not any(m.role.value == "tool" for m in agent.current_dialog.messages)
