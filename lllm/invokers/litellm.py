@@ -264,8 +264,8 @@ def _provider_errors(model: str, progress: _Progress | None = None) -> Iterator[
     except ModelAPIError:
         raise
     except Exception as exc:  # noqa: BLE001 - the boundary: anything litellm raises becomes an lllm error
-        started = progress is not None and progress.chunks > 0
-        raise translate_error(exc, model, progress=progress.describe() if started else None,
+        started = progress.describe() if progress is not None and progress.chunks > 0 else None
+        raise translate_error(exc, model, progress=started,
                               read_timeout=progress.read_timeout if progress is not None else None) from exc
 
 

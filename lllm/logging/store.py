@@ -530,6 +530,7 @@ class LogStore:
         or `"model"` (the last one from the model calls themselves), biggest cost first. Each row's `notes` say
         why part of its cost may be off (the model calls' `cost_note`s: no price known, a simulated price)."""
         where, params = self._filters(tags=tags, since=since)
+        extra: list[Any] = []
         if group_by == "model":  # from the model calls themselves, sub-tactic sessions included
             cwhere, cparams = self._filters(tags=tags, since=since, include_children=True)
             sql = ("SELECT m.model AS grp, COUNT(DISTINCT m.session_id) AS sessions, SUM(m.status = 'error') AS errors, "
@@ -538,7 +539,7 @@ class LogStore:
                    f"JOIN (SELECT id, tags, state, started_at FROM sessions {cwhere}) s ON m.session_id = s.id "
                    "GROUP BY grp ORDER BY cost DESC")
             rows = self._rows(sql, cparams)
-            expr, extra = "m.model", []
+            expr = "m.model"
         else:
             if group_by == "tactic":
                 expr, extra = "tactic", []
