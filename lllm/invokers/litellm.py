@@ -323,8 +323,8 @@ class LiteLLMInvoker(BaseInvoker):
         left = request.remaining()
         if left is not None and left <= 0:
             raise ModelTimeoutError(
-                f"model {request.model!r}: the call's deadline of {self.retry.deadline:g}s passed before this "
-                "attempt could start; raise `deadline` in the invoker config",
+                f"model {request.model!r}: the call's deadline passed before this attempt could start; raise "
+                "`deadline` in the invoker config",
                 status_code=408, model=request.model, retryable=False)
         read = self.timeout if left is None else min(self.timeout, left)
         connect = self.connect_timeout if left is None else min(self.connect_timeout, left)
