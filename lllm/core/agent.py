@@ -37,7 +37,7 @@ from lllm.core._images import ImageData, load_image
 from lllm.core.const import InvokeCost, Roles
 from lllm.core.dialog import Dialog, Message
 from lllm.core.prompt import Prompt
-from lllm.core.trace import AgentCallRecord, ModelCallRecord, Tracer, null_tracer
+from lllm.core.trace import AgentCallRecord, ModelCallRecord, ToolCallRecord, Tracer, cap, null_tracer
 from lllm.errors import AgentException, ConfigError, InfrastructureError, InvokerError, ParseError, UsageError
 from lllm.invokers._responses import check_api_type
 from lllm.invokers.base import BaseStreamHandler, InvokeContext, InvokeResult
@@ -440,7 +440,14 @@ class Agent:
         images: list[ImageData] = []
         sources: list[str] = []
         for call in calls:
+            started, t0 = time.time(), time.perf_counter()
             text, found = _run_one(call, functions)
+            if self.tracer is not null_tracer:
+                self.tracer(ToolCallRecord(
+                    agent=self.name, dialog=dialog.name, call_id=call.id, name=call.name,
+                    arguments=cap(call.raw_arguments), result=cap(text), images=len(found or ()),
+                    status="error" if call.error_message else "ok", error=cap(call.error_message, 2000),
+                    duration_s=time.perf_counter() - t0, started_at=started))
             if found:
                 images.extend(found)
                 sources.append(f"{call.name} ({call.id}): {len(found)}")

@@ -15,8 +15,24 @@ from typing import Annotated, Any, Callable, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
+PAYLOAD_CHARS = 20_000
+"""The most characters of one payload (tool arguments and results, cell output, CALL_API params and answers)
+a record keeps; `cap()` cuts longer ones and says how much was left out."""
+IMAGE_BYTES = 2_000_000
+"""The most base64 bytes of one image (a cell's display, a browser screenshot) a record keeps."""
+MAX_IMAGES = 8
+"""The most images one cell record keeps."""
+
+
 def _now() -> float:
     return time.time()
+
+
+def cap(text: str | None, limit: int = PAYLOAD_CHARS) -> str | None:
+    """`text` cut to `limit` characters, with a note of how many were left out (None stays None)."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n... [{len(text) - limit} more characters not kept in the log]"
 
 
 class _Record(BaseModel):
@@ -67,6 +83,28 @@ class AgentCallRecord(_Record):
     """The retries with their errors, tool calls and results, for the log."""
 
 
+class ToolCallRecord(_Record):
+    """One tool call an agent ran for the model (run_python, query_api_doc, a browser action, any function)."""
+
+    kind: Literal["tool_call"] = "tool_call"
+    agent: str
+    dialog: str | None = None
+    call_id: str | None = None
+    """The model's id for the call (the tool message's `tool_call_id`)."""
+    name: str
+    """The tool's name."""
+    arguments: str | None = None
+    """The arguments as the model wrote them (JSON text, possibly malformed), capped at `PAYLOAD_CHARS`."""
+    result: str | None = None
+    """The text the model got back (capped at `PAYLOAD_CHARS`)."""
+    images: int = 0
+    """How many images the tool returned to the model."""
+    status: Literal["ok", "error"] = "ok"
+    duration_s: float = 0.0
+    error: str | None = None
+    """Why the call failed (unknown tool, bad arguments, the tool raised), as the model read it."""
+
+
 class CellRecord(_Record):
     """One cell executed in a sandbox."""
 
@@ -79,6 +117,13 @@ class CellRecord(_Record):
     output_chars: int = 0
     truncated: bool = False
     error: str | None = None
+    output: str | None = None
+    """The cell's output as the model read it (stdout, stderr, result, error; capped at `PAYLOAD_CHARS`)."""
+    images: list[dict[str, str]] = Field(default_factory=list)
+    """Images the cell displayed: `{"mime": "image/png", "data": <base64>}`, at most `MAX_IMAGES`, each at
+    most `IMAGE_BYTES` bytes of base64 (larger ones are left out and said so in `notices`)."""
+    notices: list[str] = Field(default_factory=list)
+    """What the sandbox said about the cell (output cut, kernel restarted, timeout action, ...)."""
 
 
 class ApiCallRecord(_Record):
@@ -92,6 +137,11 @@ class ApiCallRecord(_Record):
     response_bytes: int = 0
     latency_s: float = 0.0
     error: str | None = None
+    agent: str | None = None
+    params: str | None = None
+    """The request's parameters as JSON text, secrets scrubbed, capped at `PAYLOAD_CHARS`."""
+    answer: str | None = None
+    """The proxy's answer as JSON text, secrets scrubbed, capped at `PAYLOAD_CHARS`."""
 
 
 class BrowserActionRecord(_Record):
@@ -108,10 +158,19 @@ class BrowserActionRecord(_Record):
     result: str | None = None
     """What the action reported (the one-line outcome the model read, secrets redacted)."""
     error: str | None = None
+    url: str | None = None
+    """The page the action ended on."""
+    screenshot: str | None = None
+    """A screenshot after the action, base64 (at most `IMAGE_BYTES`), when one was taken."""
+    screenshot_mime: str | None = None
+    """`image/png` or `image/jpeg`."""
 
 
+RECORD_TYPES: tuple[type[BaseModel], ...] = (ModelCallRecord, AgentCallRecord, ToolCallRecord, CellRecord,
+                                             ApiCallRecord, BrowserActionRecord)
+"""Every record class, in the order the LogStore creates their tables."""
 TraceRecord = Annotated[
-    Union[ModelCallRecord, AgentCallRecord, CellRecord, ApiCallRecord, BrowserActionRecord],
+    Union[ModelCallRecord, AgentCallRecord, ToolCallRecord, CellRecord, ApiCallRecord, BrowserActionRecord],
     Field(discriminator="kind"),
 ]
 TraceRecordAdapter: TypeAdapter[Any] = TypeAdapter(TraceRecord)

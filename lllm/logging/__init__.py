@@ -16,14 +16,16 @@ from lllm.logging.store import KIND_TABLES, LogStore
 __all__ = ["KIND_TABLES", "CostRow", "DialogRow", "LogStore", "SessionDetail", "SessionRow", "sqlite_store"]
 
 
-def sqlite_store(path: str | os.PathLike[str] = ":memory:", *, busy_timeout: float = 30.0) -> LogStore:
+def sqlite_store(path: str | os.PathLike[str] = ":memory:", *, busy_timeout: float = 30.0,
+                 readonly: bool = False) -> LogStore:
     """Open (or create) a SQLite log store.
 
     Args:
         path: the database file (its folder is created); `":memory:"` for a throwaway in-memory store.
         busy_timeout: seconds a write waits while another process holds the database.
+        readonly: open an existing log read-only (for readers; nothing can be written, nothing is migrated).
 
     Returns:
         The `LogStore`; pass it to a tactic: `MyTactic(config, log_store=store)`.
     """
-    return LogStore(path, busy_timeout=busy_timeout)
+    return LogStore(path, busy_timeout=busy_timeout, readonly=readonly)

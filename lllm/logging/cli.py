@@ -63,7 +63,7 @@ def parse_tags(items: list[str] | None) -> dict[str, str]:
 def _open(args: argparse.Namespace) -> Any:
     from lllm.logging import sqlite_store
 
-    return sqlite_store(resolve_db_path(args.db))
+    return sqlite_store(resolve_db_path(args.db), readonly=True)  # a reader never changes the log
 
 
 def _when(ts: float | None) -> str:
@@ -97,9 +97,30 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record_line(r: Any) -> str:
+def _indent(text: str, pad: str, full: bool, limit: int = 600) -> list[str]:
+    if not full and len(text) > limit:
+        text = text[:limit] + f"... ({len(text) - limit} more chars; --full shows all)"
+    return [pad + line for line in text.splitlines() or [""]]
+
+
+def _tool_arguments(raw: str | None) -> tuple[str, str | None]:
+    """A tool call's arguments as a one-line summary, plus its code when it has a `code` argument."""
+    if not raw:
+        return "()", None
+    try:
+        args = json.loads(raw)
+    except ValueError:
+        return f"({_cut(raw, 80)})  [not valid JSON]", None
+    if isinstance(args, dict) and isinstance(args.get("code"), str):
+        rest = {k: v for k, v in args.items() if k != "code"}
+        return f"({_cut(json.dumps(rest), 60)})" if rest else "", args["code"]
+    return f"({_cut(json.dumps(args), 100)})", None
+
+
+def _record_lines(r: Any, full: bool) -> list[str]:
+    """One trace record: a summary line, then (indented) the code, output and payloads it carries."""
     if isinstance(r, dict):
-        return f"  {r.get('kind', '?'):15} {json.dumps(r)[:120]}"
+        return [f"  {r.get('kind', '?'):15} {json.dumps(r)[:120]}"]
     kind = r.kind
     who = getattr(r, "agent", None) or ""
     dialog = getattr(r, "dialog", None)
@@ -107,20 +128,65 @@ def _record_line(r: Any) -> str:
         who = f"{who}/{dialog}"
     status = getattr(r, "status", "")
     extra = ""
+    body: list[tuple[str, str]] = []
     if kind == "model_call":
         extra = f"{r.model} {r.prompt_tokens}+{r.completion_tokens} tok ${r.cost:.5f} {r.latency_s * 1000:.0f} ms"
         if getattr(r, "cost_note", None):
             extra += f" (cost: {_cut(r.cost_note, 100)})"
     elif kind == "agent_call":
         extra = f"{r.model_calls} model calls, {r.exception_retries} retries, {r.interrupts} tool rounds"
+    elif kind == "tool_call":
+        summary, code = _tool_arguments(r.arguments)
+        extra = f"{r.name}{summary} {r.duration_s * 1000:.0f} ms" + (f", {r.images} image(s)" if r.images else "")
+        if code is not None:
+            body.append(("code", code))
+        if r.result is not None and r.status == "ok":
+            body.append(("result", r.result))
     elif kind == "cell":
-        extra = f"{r.duration_s:.2f}s {_cut(r.code, 60)}"
+        extra = f"{r.sandbox_id[:12]} {r.duration_s:.2f}s" + (f", {len(r.images)} image(s)" if r.images else "")
+        body.append(("code", r.code))
+        if r.output:
+            body.append(("output", r.output))
+        for notice in r.notices:
+            body.append(("notice", notice))
     elif kind == "api_call":
         extra = f"{r.proxy}/{r.endpoint} {r.latency_s * 1000:.0f} ms"
+        if r.params:
+            body.append(("params", r.params))
+        if r.answer:
+            body.append(("answer", r.answer))
     elif kind == "browser_action":
-        extra = f"{r.action} {_cut(r.target, 40)}"
-    err = f"  error: {_cut(r.error, 80)}" if getattr(r, "error", None) else ""
-    return f"  {_when(r.started_at)}  {kind:15} {who:24} {status:8} {extra}{err}"
+        extra = f"{r.action} {_cut(r.target, 40)}" + (f" @ {_cut(r.url, 60)}" if r.url else "")
+        if r.code:
+            body.append(("code", r.code))
+        if r.result:
+            body.append(("result", r.result))
+    err = f"  error: {_cut(r.error, 80) if not full else r.error}" if getattr(r, "error", None) else ""
+    lines = [f"  {_when(r.started_at)}  {kind:15} {who:24} {status:8} {extra}{err}"]
+    for label, text in body:
+        lines.append(f"      {label}:")
+        lines += _indent(text, "        ", full)
+    return lines
+
+
+def _message_text(m: dict[str, Any], full: bool) -> str:
+    content = m.get("content")
+    if isinstance(content, list):
+        parts = [p.get("text", "") if p.get("type") == "text" else f"[{p.get('type', 'part')}]" for p in content
+                 if isinstance(p, dict)]
+        text = " ".join(x for x in parts if x)
+    else:
+        text = "" if content is None else str(content)
+    calls = m.get("tool_calls") or []
+    if calls:
+        shown = []
+        for call in calls:
+            summary, code = _tool_arguments(call.get("raw_arguments") or json.dumps(call.get("arguments") or {}))
+            shown.append(f"{call.get('name')}{summary}" + (f" code: {code if full else _cut(code, 100)}" if code else ""))
+        text = (text + " " if text else "") + "calls " + "; ".join(shown)
+    if m.get("role") == "tool":
+        text = f"[{m.get('name') or 'tool'}] {text}"
+    return text if full else _cut(text, 160)
 
 
 def _dialog_lines(data: dict[str, Any], depth: int, full: bool) -> list[str]:
@@ -130,9 +196,7 @@ def _dialog_lines(data: dict[str, Any], depth: int, full: bool) -> list[str]:
     lines = [head]
     start = split or 0
     for m in (data.get("messages") or [])[start:]:
-        content = m.get("content")
-        text = content if isinstance(content, str) else json.dumps(content)
-        lines.append(f"{pad}    {m.get('role', '?')}: {text if full else _cut(text, 100)}")
+        lines.append(f"{pad}    {m.get('role', '?')}: {_message_text(m, full)}")
     for child in data.get("children") or []:
         lines += _dialog_lines(child, depth + 1, full)
     return lines
@@ -163,7 +227,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
             print(s.traceback.rstrip())
     print(f"trace ({len(detail.records)} records):")
     for r in detail.records:
-        print(_record_line(r))
+        for line in _record_lines(r, args.full):
+            print(line)
     for child in detail.children:
         print(f"  sub-tactic {child.tactic} {child.id[:12]} {child.state} ${child.cost:.5f}")
     if detail.dialogs:

@@ -35,12 +35,14 @@ from typing import Any, Iterable, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from lllm.errors import UsageError
+from lllm.logging._schema import SCHEMA_VERSION, check_log, connect_readonly, schema_version
 from lllm.logging._writer import GroupWriter
 from lllm.logging.models import CostRow, DialogRow, SessionDetail, SessionRow
 
 KIND_TABLES: dict[str, str] = {
     "model_call": "model_calls",
     "agent_call": "agent_calls",
+    "tool_call": "tool_calls",
     "cell": "cells",
     "api_call": "api_calls",
     "browser_action": "browser_actions",
@@ -79,6 +81,29 @@ def _sql_type(annotation: Any) -> type:
     if annotation is float:
         return float
     return str
+
+
+_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _record_fields(kind: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The fields of the record class of `kind`, and those stored as JSON text (dicts and lists)."""
+    found = _FIELDS.get(kind)
+    if found is None:
+        from lllm.core.trace import RECORD_TYPES
+
+        cls = next(c for c in RECORD_TYPES if c.model_fields["kind"].default == kind)
+        plain = {str, int, float, bool}
+        json_fields = {name for name, f in cls.model_fields.items()
+                       if _sql_type(f.annotation) is str and not _is_plain(f.annotation, plain)}
+        found = _FIELDS[kind] = (frozenset(cls.model_fields), frozenset(json_fields))
+    return found
+
+
+def _is_plain(annotation: Any, plain: set[type]) -> bool:
+    if get_origin(annotation) in (Union, UnionType):
+        return all(_is_plain(a, plain) for a in get_args(annotation) if a is not type(None))
+    return annotation in plain or get_origin(annotation) is Literal
 
 
 def _record_columns(cls: type[BaseModel]) -> dict[str, type]:
@@ -196,6 +221,11 @@ class LogStore:
     Args:
         path: the database file, created with its folder if missing; `":memory:"` keeps it in memory.
         busy_timeout: seconds a write waits for another process holding the database.
+        readonly: open the file read-only (`mode=ro`): for readers (`lllm logs`, the explorer), which must
+            never change a log; an older log is read as it is (not migrated), writes raise `UsageError`.
+
+    Raises:
+        UsageError: the file is not an lllm log, is locked, or was written by a newer lllm (nothing is written).
 
     Example:
         >>> store = LogStore(":memory:")
@@ -203,29 +233,54 @@ class LogStore:
         []
     """
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, busy_timeout: float = 30.0,
+                 readonly: bool = False) -> None:
         import sqlite_utils
 
         self.path = str(path)
+        self.readonly = readonly
         self._memory = self.path == ":memory:"
-        if not self._memory:
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if readonly:
+            if self._memory:
+                raise UsageError("a read-only LogStore needs a file; ':memory:' would be empty")
             self.path = str(Path(self.path).expanduser())
+            check_log(self.path)  # missing, empty, not a log, locked, newer: a clear error, nothing written
+            self._conn = connect_readonly(self.path, busy_timeout=busy_timeout)
+            self._conn.isolation_level = None
+        else:
+            if not self._memory:
+                Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                self.path = str(Path(self.path).expanduser())
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                         timeout=busy_timeout)
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                     timeout=busy_timeout)
-        self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self.db = sqlite_utils.Database(self._conn)
         """The sqlite-utils `Database` (for ad-hoc queries: `store.db.query("select ...")`)."""
-        if not self._memory:
-            _enable_wal(self._conn, busy_timeout)
-            self._conn.execute("PRAGMA synchronous = NORMAL")
         self._parents: dict[str, str | None] = {}
         self._columns: dict[str, set[str]] = {}
         self._closed = False
         self._pid = os.getpid()
-        self._ensure_schema()
-        self._writer = GroupWriter(self._conn, self._lock, self._apply, name=f"lllm-logstore-{Path(self.path).name}")
+        if readonly:
+            self.schema_version = schema_version(self._conn, self.path) or SCHEMA_VERSION
+            existing = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self._columns = {t: {r[1] for r in self._conn.execute(f"PRAGMA table_info({t})")}
+                             for t in KIND_TABLES.values() if t in existing}
+            self._writer: GroupWriter | None = None
+            return
+        try:
+            # before anything is written: a file that is not an lllm log, or is from a newer lllm, stays as it was
+            self.schema_version = schema_version(self._conn, self.path)
+            if not self._memory:
+                _enable_wal(self._conn, busy_timeout)
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._ensure_schema()
+        except BaseException:
+            self._conn.close()
+            raise
+        self.schema_version = SCHEMA_VERSION
+        self._writer = GroupWriter(self._conn, self._lock, self._apply,
+                                   name=f"lllm-logstore-{Path(self.path).name}")
 
     # -- schema ---------------------------------------------------------------------------------------
 
@@ -237,14 +292,15 @@ class LogStore:
             sessions.create(_SESSION_COLUMNS, pk="id", if_not_exists=True)  # type: ignore[union-attr]
             for cols in (["state"], ["started_at"], ["batch_id", "task_index"], ["parent_id"], ["tactic"]):
                 sessions.create_index(cols, if_not_exists=True)  # type: ignore[union-attr]
-            for cls in (trace.ModelCallRecord, trace.AgentCallRecord, trace.CellRecord, trace.ApiCallRecord,
-                        trace.BrowserActionRecord):
+            for cls in trace.RECORD_TYPES:
                 self._ensure_record_table(cls)
             self.db["events"].create({"seq": int, "session_id": str, "kind": str, "started_at": float,  # type: ignore[union-attr]
                                       "data": str}, pk="seq", if_not_exists=True)
             self.db["dialogs"].create({"session_id": str, "agent": str, "alias": str, "parent": str,  # type: ignore[union-attr]
                                        "messages": int, "data": str}, pk=("session_id", "agent", "alias"),
                                       if_not_exists=True)
+            if int(self._conn.execute("PRAGMA user_version").fetchone()[0]) != SCHEMA_VERSION:
+                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _ensure_record_table(self, cls: type[BaseModel]) -> None:
         kind = cls.model_fields["kind"].default
@@ -300,6 +356,8 @@ class LogStore:
 
     def _write(self, op: tuple[Any, ...]) -> None:
         self._check_open()
+        if self._writer is None:
+            raise UsageError(f"the LogStore {self.path!r} was opened read-only; open sqlite_store(path) to write")
         self._writer.submit(op)
 
     def _chain(self, session_id: str) -> list[str]:
@@ -323,6 +381,8 @@ class LogStore:
         data = record.model_dump()
         table = KIND_TABLES.get(kind) if kind else None
         now = time.time()
+        if self._writer is None:
+            raise UsageError(f"the LogStore {self.path!r} was opened read-only; open sqlite_store(path) to write")
         if table is not None and (table not in self._columns or not self._columns[table].issuperset(data)):
             with self._lock, self._transaction():  # a new kind or new fields: schema first, on its own
                 self._ensure_record_table(type(record))
@@ -502,18 +562,20 @@ class LogStore:
         for kind, table in list(KIND_TABLES.items()):
             if table not in self._columns:
                 continue
+            fields, json_fields = _record_fields(kind)
             for row in self._rows(f"SELECT * FROM {table} WHERE session_id = ? ORDER BY seq", [sid]):
                 seq = row.pop("seq")
-                for key, value in list(row.items()):
-                    if value is None:
-                        row.pop(key)
-                    elif key == "detail" or (isinstance(value, str) and value[:1] in "{[" and key != "code"):
+                data: dict[str, Any] = {"kind": kind}
+                for key, value in row.items():
+                    if value is None or key not in fields:  # a column of a later version of the record: skip
+                        continue
+                    if key in json_fields and isinstance(value, str):
                         try:
-                            row[key] = json.loads(value)
+                            value = json.loads(value)
                         except ValueError:
                             pass
-                row["kind"] = kind
-                records.append((row.get("started_at") or 0.0, seq, TraceRecordAdapter.validate_python(row)))
+                    data[key] = value
+                records.append((data.get("started_at") or 0.0, seq, TraceRecordAdapter.validate_python(data)))
         for row in self._rows("SELECT * FROM events WHERE session_id = ? ORDER BY seq", [sid]):
             records.append((row["started_at"] or 0.0, row["seq"], json.loads(row["data"])))
         records.sort(key=lambda item: (item[0], item[1]))
@@ -615,7 +677,8 @@ class LogStore:
         if self._closed:
             return
         self._closed = True
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
         with self._lock:
             self._conn.close()
 
