@@ -1,106 +1,180 @@
-"""The LogStore's writer thread: every write runs on one thread, many writes per transaction (group commit).
+"""The LogStore's group commit: many writes per transaction, run by the threads that write (leader commit).
 
-A caller hands over a write (an operation, as data) and waits until the transaction holding it is committed,
-so a write that returned is on disk for other processes to read, and a crash right after it loses nothing.
-Under load the writer takes every write queued since its last commit into the next transaction and hands
-them to `apply(ops)` together, which groups them into a few `executemany` calls: 50 threads cost a few
-statements and one commit instead of hundreds (each statement gives up the GIL and waits to get it back).
+A thread that writes while nobody else is writing becomes the leader: it runs its write, and every write that
+queues meanwhile, inside one `BEGIN IMMEDIATE` ... `COMMIT`, and keeps going until the queue is empty; the
+others' writes ride along. No writer thread means no hand-over between threads for a write that meets no
+contention (a lone writer commits its own write before `submit` returns), and under load 50 threads cost a
+few statements and one commit per round instead of hundreds of commits.
+
+Two kinds of write:
+- `submit(data)` (session start and end): returns once the transaction holding it is committed, re-raising
+  its error; the caller may wait for a leader.
+- `submit(data, wait=False)` (trace records): committed before `submit` returns when this thread leads (no
+  one else was writing); otherwise it is queued for the leader at work, which commits it in its next round
+  (milliseconds), and `submit` returns at once. So a process that dies loses at most the records queued
+  behind a transaction in flight, and a session's end (a waited write, after its records in the queue) is
+  committed together with everything before it.
+The queue is bounded (`max_pending`): a record that finds it full is dropped and counted (`dropped`, and per
+key in `dropped_by`), so a flood of records from any source cannot grow memory without bound; waited writes
+are never dropped.
 """
 
 from __future__ import annotations
 
-import queue
 import sqlite3
 import threading
+from collections import Counter
 from typing import Any, Callable
 
 from lllm.errors import UsageError
 
 __all__ = ["GroupWriter"]
 
-_STOP = object()
 _MAX_BATCH = 1000
+_HANDOVER_ROUNDS = 4  # a leader whose own write is done hands over after this many rounds if others wait
 
 
 class _Op:
-    __slots__ = ("data", "done", "error")
+    __slots__ = ("data", "done", "error", "wake", "lead")
 
-    def __init__(self, data: Any) -> None:
+    def __init__(self, data: Any, wait: bool) -> None:
         self.data = data
-        self.done = threading.Event()
+        self.done = False
         self.error: BaseException | None = None
+        self.lead = False
+        # a waiting writer sleeps on its own lock (the leader releases it), not on a shared condition: waking
+        # 50 threads to find the one whose write is done costs more than the write
+        self.wake: threading.Lock | None = None
+        if wait:
+            self.wake = threading.Lock()
+            self.wake.acquire()
 
 
 class GroupWriter:
-    """Runs writes on its own thread inside `BEGIN IMMEDIATE` ... `COMMIT`, holding `lock` meanwhile.
+    """Runs writes inside `BEGIN IMMEDIATE` ... `COMMIT`, holding `lock` meanwhile.
 
     Args:
         conn: the connection (opened with `check_same_thread=False`, `isolation_level=None`).
         lock: the lock that readers of the same connection hold.
         apply: executes a list of operations (in submission order) inside the open transaction.
-        name: the thread's name.
+        name: a name for error messages.
+        max_pending: the most writes that may wait in the queue; records past it are dropped and counted.
     """
 
     def __init__(self, conn: sqlite3.Connection, lock: threading.RLock, apply: Callable[[list[Any]], None], *,
-                 name: str) -> None:
+                 name: str, max_pending: int = 100_000) -> None:
         self._conn = conn
         self._lock = lock
         self._apply_ops = apply
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._mutex = threading.Lock()
+        self._pending: list[_Op] = []
+        self._busy = False
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self.name = name
+        self.max_pending = max_pending
+        self.dropped = 0
+        """Records dropped because the queue was full."""
+        self.dropped_by: Counter[Any] = Counter()
+        """The same, by the `key` given to `submit` (the LogStore passes the session id)."""
+        self.failed = 0
+        """Writes that failed (a waited write re-raises its error; a record's has nobody to go to)."""
 
-    def submit(self, data: Any) -> None:
-        """Apply operation `data` in the next transaction; return once it is committed (re-raising its error)."""
-        if self._closed:
-            raise UsageError("the LogStore is closed; open a new one with sqlite_store(path)")
-        op = _Op(data)
-        self._queue.put(op)
-        while not op.done.wait(1.0):
-            if not self._thread.is_alive():  # never hang on a writer that is gone
-                raise UsageError("the LogStore's writer thread has stopped; nothing more can be written. Open a "
-                                 "new store with sqlite_store(path)")
+    def submit(self, data: Any, *, wait: bool = True, key: Any = None, droppable: bool = True) -> bool:
+        """Write `data` (see the module docstring); returns False when a record was dropped (queue full).
+
+        Args:
+            wait: return only once it is committed (and re-raise its error).
+            key: what a dropped record is counted under in `dropped_by`.
+            droppable: a write that is not waited for may be dropped when the queue is full; with False it
+                is waited for instead.
+        """
+        with self._mutex:
+            if self._closed:
+                raise UsageError("the LogStore is closed; open a new one with sqlite_store(path)")
+            if not wait and len(self._pending) >= self.max_pending:
+                if not droppable:
+                    wait = True
+                else:
+                    self.dropped += 1
+                    self.dropped_by[key] += 1
+                    return False
+            op = _Op(data, wait)
+            self._pending.append(op)
+            lead = not self._busy
+            if lead:
+                self._busy = True
+        if not lead:
+            if not wait:
+                return True  # the leader at work commits it in its next round
+            assert op.wake is not None
+            op.wake.acquire()  # until our write is committed, or the leader hands over to us
+            lead = op.lead
+        if lead:
+            self._lead(op)
         if op.error is not None:
             raise op.error
+        return True
+
+    def _lead(self, own: _Op) -> None:
+        """Commit queued writes, round after round, until the queue is empty (`_busy` is ours)."""
+        rounds = 0
+        try:
+            while True:
+                with self._mutex:
+                    nxt: _Op | None = None
+                    if self._pending and own.done and rounds >= _HANDOVER_ROUNDS:
+                        # ours is written: hand over to a thread that waits anyway, so no caller leads forever
+                        nxt = next((op for op in self._pending if op.wake is not None), None)
+                    if not self._pending or nxt is not None:
+                        self._hand_over(nxt)
+                        return
+                    batch = self._pending[:_MAX_BATCH]
+                    del self._pending[:_MAX_BATCH]
+                try:
+                    self._apply(batch)
+                finally:
+                    failed = 0
+                    for op in batch:
+                        op.done = True
+                        failed += op.error is not None
+                        if op.wake is not None and op is not own:
+                            op.wake.release()
+                    if failed:
+                        with self._mutex:
+                            self.failed += failed
+                rounds += 1
+        except BaseException:  # e.g. KeyboardInterrupt mid-commit: never leave the writer marked busy
+            with self._mutex:
+                if self._busy:
+                    self._hand_over(next((op for op in self._pending if op.wake is not None), None))
+            raise
+
+    def _hand_over(self, nxt: _Op | None) -> None:
+        """End this leader's turn (holding `_mutex`): wake `nxt` to lead, or mark the writer idle."""
+        if nxt is None:
+            self._busy = False
+        else:
+            nxt.lead = True
+            nxt.wake.release()  # type: ignore[union-attr]
+
+    def flush(self) -> None:
+        """Commit every write queued so far (returns once they are committed)."""
+        self.submit(None)
 
     def close(self) -> None:
-        """Finish the queued writes and stop the thread (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
+        """Commit what is queued, then refuse further writes (idempotent)."""
+        with self._mutex:
+            if self._closed:
                 return
-            batch = [first]
-            stop = False
-            while len(batch) < _MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                batch.append(nxt)
-            try:
-                self._apply(batch)
-            finally:
-                for op in batch:
-                    op.done.set()
-            if stop:
-                return
+        self.flush()
+        with self._mutex:
+            self._closed = True
 
     def _apply(self, batch: list[_Op]) -> None:
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                self._apply_ops([op.data for op in batch])
+                self._apply_ops([op.data for op in batch if op.data is not None])
                 self._conn.execute("COMMIT")
                 return
             except BaseException as exc:  # noqa: BLE001 - handed back to the callers below

@@ -10,11 +10,17 @@ Tables (plain enough to query with `sqlite3 runs.db`):
   version does not know goes to `events` as JSON, so nothing is dropped.
 - `dialogs`: the dialog tree of every agent at the end of its session (`Dialog.to_dict()` as JSON).
 
-Concurrency: one connection and one writer thread that puts every write queued since its last commit into
-the next `BEGIN IMMEDIATE` transaction (group commit, `_writer.py`); readers share the connection under a
-lock; WAL journal and a busy timeout for other processes. So 50 threads of one process (and several
-processes on one file) never lose a row or see "database is locked", and every write is committed before
-`start_session`/`record`/`end_session` returns: a crash loses nothing that was written.
+Concurrency: one connection; writes are group-committed by the writing threads themselves (leader commit,
+`_writer.py`): the thread that finds no commit running commits its write and every write queued meanwhile in
+one `BEGIN IMMEDIATE` transaction; readers share the connection under a lock; WAL journal and a busy timeout
+for other processes. So 50 threads of one process (and several processes on one file) never lose a row or see
+"database is locked". `start_session` and `end_session` return once committed; a trace record is committed
+before `record` returns when no other thread is writing, else in the next round of the commit in flight
+(milliseconds later) and always before its session's end. The record queue is bounded: records past it are
+dropped, counted, and the count is written into their session's metadata (`dropped_records`).
+
+The file carries a schema version (`_schema.py`): older logs are migrated in place when opened for writing,
+logs of a newer lllm are refused, and readers (`readonly=True`) never change a file.
 """
 
 from __future__ import annotations
@@ -259,6 +265,7 @@ class LogStore:
         """The sqlite-utils `Database` (for ad-hoc queries: `store.db.query("select ...")`)."""
         self._parents: dict[str, str | None] = {}
         self._columns: dict[str, set[str]] = {}
+        self._plans: dict[type, tuple[str, tuple[str, ...], frozenset[str], str | None]] = {}
         self._closed = False
         self._pid = os.getpid()
         if readonly:
@@ -371,30 +378,52 @@ class LogStore:
     def record(self, record: Any) -> None:
         """Write one trace record (a `lllm.core.trace` model, or its dict) and update its session's row.
 
-        A model call adds its cost and tokens to its session and to every session it runs inside.
+        A model call adds its cost and tokens to its session and to every session it runs inside. The record is
+        committed before this returns when no other thread is writing; otherwise it goes into the commit in
+        flight's next round (see `_writer.py`), and it is always committed before its session's end is.
         """
-        from lllm.core.trace import TraceRecordAdapter
-
         if isinstance(record, dict):
+            from lllm.core.trace import TraceRecordAdapter
+
             record = TraceRecordAdapter.validate_python(record)
-        kind = getattr(record, "kind", None)
-        data = record.model_dump()
-        table = KIND_TABLES.get(kind) if kind else None
-        now = time.time()
+        self._check_open()
         if self._writer is None:
             raise UsageError(f"the LogStore {self.path!r} was opened read-only; open sqlite_store(path) to write")
-        if table is not None and (table not in self._columns or not self._columns[table].issuperset(data)):
-            with self._lock, self._transaction():  # a new kind or new fields: schema first, on its own
-                self._ensure_record_table(type(record))
-        if table is not None:
-            names = list(data)
-            sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
-            values = tuple(_to_sql(data[n]) for n in names)
+        plan = self._plans.get(type(record))
+        if plan is None:
+            plan = self._plan(record)
+        sql, names, json_names, kind = plan
+        data = record.__dict__ if names else record.model_dump()
+        if names:
+            values = tuple(data[n] if n not in json_names or data[n] is None
+                           else json.dumps(data[n], default=repr, ensure_ascii=False) for n in names)
         else:
-            sql = "INSERT INTO events (session_id, kind, started_at, data) VALUES (?, ?, ?, ?)"
             values = (data.get("session_id"), kind, data.get("started_at"), _to_sql(data))
-        self._write(("record", sql, values, data.get("session_id"), kind, data.get("cost") or 0.0,
-                     data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0, _last_event(record), now))
+        sid = data.get("session_id")
+        self._writer.submit(("record", sql, values, sid, kind, data.get("cost") or 0.0,
+                             data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0, record,
+                             time.time()), wait=False, key=sid)
+
+    def _plan(self, record: Any) -> tuple[str, tuple[str, ...], frozenset[str], str | None]:
+        """How a record class is written: its INSERT, columns, JSON columns and kind (new tables and columns
+        are created first, in a transaction of their own)."""
+        cls = type(record)
+        kind = getattr(record, "kind", None)
+        table = KIND_TABLES.get(kind) if kind else None
+        if table is None or not isinstance(record, BaseModel):
+            plan = ("INSERT INTO events (session_id, kind, started_at, data) VALUES (?, ?, ?, ?)", (), frozenset(),
+                    kind)
+        else:
+            names = tuple(cls.model_fields)
+            if table not in self._columns or not self._columns[table].issuperset(names):
+                with self._lock, self._transaction():
+                    self._ensure_record_table(cls)
+            json_names = frozenset(n for n, f in cls.model_fields.items()
+                                   if _sql_type(f.annotation) is str and not _is_plain(f.annotation, {str}))
+            plan = (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})", names,
+                    json_names, kind)
+        self._plans[cls] = plan
+        return plan
 
     def _apply(self, ops: list[tuple[Any, ...]]) -> None:
         """Apply queued writes inside the writer's transaction, grouped into a few `executemany` calls.
@@ -411,7 +440,7 @@ class LogStore:
         for op in ops:
             if op[0] != "record":
                 continue
-            _, sql, values, sid, kind, cost, prompt, completion, last, now = op
+            _, sql, values, sid, kind, cost, prompt, completion, record, now = op
             inserts.setdefault(sql, []).append(values)
             if not sid:
                 continue
@@ -426,10 +455,12 @@ class LogStore:
                     t[4] += 1
                 t[5] = max(t[5], now)
                 if i == 0:
-                    t[6] = last
+                    t[6] = record
         for sql, rows in inserts.items():
             self._conn.executemany(sql, rows)
         if totals:
+            for t in totals.values():
+                t[6] = _last_event(t[6]) if t[6] is not None else None
             self._conn.executemany(_TOTALS_SQL, [(*t, sid) for sid, t in totals.items()])
         ends: dict[str, list[tuple[Any, ...]]] = {}
         dialogs: list[tuple[Any, ...]] = []
@@ -462,6 +493,9 @@ class LogStore:
             sets.update(cost=cost, prompt_tokens=prompt_tokens or 0, completion_tokens=completion_tokens or 0)
         if store_result and state == "ok":
             sets["result"] = encode_result(result)
+        dropped = self._writer.dropped_by.pop(session_id, 0) if self._writer is not None else 0
+        if dropped:  # the record queue was full: say how many of this session's records are missing
+            metadata = {**(metadata or self.get_session(session_id).metadata), "dropped_records": dropped}
         if metadata is not None:
             sets["metadata"] = _to_sql(metadata)
         assignments = ", ".join(f"{k} = ?" for k in sets)

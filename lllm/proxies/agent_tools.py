@@ -171,6 +171,8 @@ class ProxyTools:
 
                 self.notebook = JupyterSession(sandbox, path=self.notebook_path, autosave=True,
                                                title=f"{self.agent_name}: session {self.session_id}")
+                _note_in_session(self.agent_name, notebook=str(self.notebook_path),
+                                 image=getattr(sandbox, "image", None) or f"{self.config.sandbox.backend} (no image)")
             except BaseException:
                 self._discard(sandbox)
                 raise
@@ -467,3 +469,13 @@ def _wrap_respond_for_cells(agent: Any, tools: ProxyTools) -> None:
 
     respond_with_cells.__doc__ = respond.__doc__
     agent.respond = respond_with_cells
+
+
+def _note_in_session(agent_name: str, *, notebook: str, image: str) -> None:
+    """Record the notebook's path and the sandbox image in the tactic call's session metadata (for the log)."""
+    from lllm.core.tactic import current_session
+
+    session = current_session()
+    if session is not None:
+        session.metadata.setdefault("notebooks", {})[agent_name] = notebook
+        session.metadata.setdefault("sandbox_images", {})[agent_name] = image

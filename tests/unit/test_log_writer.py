@@ -1,0 +1,92 @@
+"""The LogStore's group commit (`lllm/logging/_writer.py`): a lone writer's record is on disk when `record`
+returns; under contention every write lands, a session's records before its end; the record queue is bounded
+and what it drops is counted in the session's metadata."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from lllm.core.trace import ModelCallRecord
+from lllm.logging import sqlite_store
+
+
+def _count(path: Path, sql: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_lone_writers_record_is_committed_when_record_returns(tmp_path: Path) -> None:
+    db = tmp_path / "one.db"
+    with sqlite_store(db) as store:
+        store.start_session("s", tactic="t")
+        store.record(ModelCallRecord(session_id="s", agent="a", model="m", cost=0.5))
+        # another connection (another process would see the same) finds it at once
+        assert _count(db, "SELECT COUNT(*) FROM model_calls") == 1
+        assert _count(db, "SELECT model_calls FROM sessions WHERE id = 's'") == 1
+
+
+def test_under_contention_every_write_lands_and_records_precede_their_end(tmp_path: Path) -> None:
+    db = tmp_path / "many.db"
+    store = sqlite_store(db)
+    ended: list[int] = []
+    seen_at_end: dict[str, int] = {}
+
+    def one(i: int) -> None:
+        sid = f"s{i}"
+        store.start_session(sid, tactic="t")
+        for _ in range(5):
+            store.record(ModelCallRecord(session_id=sid, agent="a", model="m", cost=0.01, prompt_tokens=1))
+        store.end_session(sid, state="ok")
+        # end_session returned: its records are committed (they were queued before it)
+        seen_at_end[sid] = _count(db, f"SELECT COUNT(*) FROM model_calls WHERE session_id = '{sid}'")
+        ended.append(i)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    store.close()
+    assert len(ended) == 40 and set(seen_at_end.values()) == {5}
+    assert _count(db, "SELECT COUNT(*) FROM model_calls") == 200
+    assert _count(db, "SELECT SUM(model_calls) FROM sessions") == 200
+    assert _count(db, "SELECT COUNT(*) FROM sessions WHERE state = 'ok'") == 40
+
+
+def test_a_full_record_queue_drops_and_counts_into_the_session(tmp_path: Path) -> None:
+    db = tmp_path / "flood.db"
+    store = sqlite_store(db)
+    store.start_session("flood", tactic="t")
+    writer = store._writer
+    assert writer is not None
+    writer.max_pending = 10
+    release = threading.Event()
+    leading = threading.Event()
+    real_apply = writer._apply_ops
+
+    def slow_apply(ops: list[object]) -> None:  # hold the commit in flight while records pile up
+        leading.set()
+        release.wait(30)
+        real_apply(ops)
+
+    writer._apply_ops = slow_apply
+    blocker = threading.Thread(target=store.record,
+                               args=(ModelCallRecord(session_id="flood", agent="a", model="m"),))
+    blocker.start()
+    assert leading.wait(10)
+    for _ in range(25):  # 10 fit in the queue, 15 are dropped
+        store.record(ModelCallRecord(session_id="flood", agent="a", model="m"))
+    assert writer.dropped == 15 and writer.dropped_by["flood"] == 15
+    writer._apply_ops = real_apply
+    release.set()
+    blocker.join(10)
+    store.end_session("flood", state="ok", metadata={"mine": 1})
+    detail = store.load_session("flood")
+    assert detail.session.metadata == {"mine": 1, "dropped_records": 15}
+    assert len(detail.model_calls) == 11
+    store.close()
