@@ -1,4 +1,4 @@
-"""`lllm logs ls|show|cost`: read the SQLite log store from the command line.
+"""`lllm logs ls|show|cost|serve`: read the SQLite log store from the command line (or in a browser: `serve`).
 
 The database is `--db PATH`, else `$LLLM_LOG_DB`, else `[logging] db` of the nearest `lllm.toml` (relative
 to that file). Nothing is created: a missing database is an error.
@@ -259,6 +259,13 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from lllm.logging.explorer import serve
+
+    serve(resolve_db_path(args.db), port=args.port, host=args.host, open_browser=args.open)
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add the `logs` command group to the `lllm` parser."""
     logs = subparsers.add_parser("logs", help="read the SQLite log of tactic calls",
@@ -297,6 +304,18 @@ def register(subparsers: Any) -> None:
     cost.add_argument("--since", help="only sessions started since: 30m, 2h, 7d, an ISO date or a unix time")
     cost.add_argument("--tag", action="append", metavar="KEY=VALUE", help="only sessions with this tag")
     cost.set_defaults(func=_cmd_cost)
+
+    serve = sub.add_parser("serve", help="the run explorer: a local web app over the log (read-only)",
+                           description="Serve the run explorer on this machine: sessions (filter, sort, search), "
+                                       "each session's timeline, dialogs, cells, CALL_APIs and browser steps, costs "
+                                       "and batches, plus Datasette's table browsing. The log is opened read-only; "
+                                       "runs may keep writing to it (reload to see new sessions). Needs no internet.")
+    serve.add_argument("--db", help="the log database (default: $LLLM_LOG_DB or [logging] db in lllm.toml)")
+    serve.add_argument("--port", type=int, default=8765, help="the port (default 8765; 0 picks a free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1, this "
+                                                           "machine only)")
+    serve.add_argument("--open", action="store_true", help="open the explorer in the default web browser")
+    serve.set_defaults(func=_cmd_serve)
 
 
 def main(argv: list[str] | None = None) -> int:
