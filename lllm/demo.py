@@ -120,6 +120,7 @@ def run_demo(*, task: str = DEFAULT_TASK, backend: str = "docker", db: str | Pat
         _print_log_line(session, db, out)
         for nb in notebooks:
             print(f"notebook: {nb}", file=out)
+        print(f"explore it: lllm logs serve --db {db} --open --session {session.session_id[:12]}", file=out)
         return session
     finally:
         store.close()

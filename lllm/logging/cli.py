@@ -262,7 +262,7 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from lllm.logging.explorer import serve
 
-    serve(resolve_db_path(args.db), port=args.port, host=args.host, open_browser=args.open)
+    serve(resolve_db_path(args.db), port=args.port, host=args.host, open_browser=args.open, session=args.session)
     return 0
 
 
@@ -315,6 +315,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1, this "
                                                            "machine only)")
     serve.add_argument("--open", action="store_true", help="open the explorer in the default web browser")
+    serve.add_argument("--session", help="start at this session's page (an id or a unique prefix; checked first)")
     serve.set_defaults(func=_cmd_serve)
 
 

@@ -83,22 +83,44 @@ def bind_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(db: str | os.PathLike[str], *, port: int = 8765, host: str = "127.0.0.1", open_browser: bool = False,
-          out: Any = None) -> None:
-    """Serve the explorer until Ctrl-C.
+def find_session_id(db: str | os.PathLike[str], session: str) -> str:
+    """The full id of a session given by id or unique prefix (read-only).
 
     Raises:
-        UsageError: a bad log file (see `build_explorer`) or a port in use.
+        UsageError: no such session, or the prefix is ambiguous.
+    """
+    from lllm.logging._schema import connect_readonly
+    from lllm.logging.explorer._data import NotFound, find_session
+
+    conn = connect_readonly(db)
+    try:
+        return str(find_session(conn, session)["id"])
+    except NotFound as exc:
+        raise UsageError(f"{exc} ({Path(db)}); `lllm logs ls --db {db}` lists them", session_id=session) from None
+    finally:
+        conn.close()
+
+
+def serve(db: str | os.PathLike[str], *, port: int = 8765, host: str = "127.0.0.1", open_browser: bool = False,
+          session: str | None = None, out: Any = None) -> None:
+    """Serve the explorer until Ctrl-C.
+
+    Args:
+        session: start at this session's page (id or unique prefix).
+
+    Raises:
+        UsageError: a bad log file (see `build_explorer`), an unknown session, or a port in use.
     """
     out = out or sys.stdout
     ds = build_explorer(db)
+    start_path = f"-/lllm/session/{find_session_id(db, session)}" if session else ""
     sock = bind_port(host, port)
     try:
         import uvicorn
     except ImportError:
         sock.close()
         raise UsageError(_INSTALL_HINT) from None
-    url = f"http://{host}:{sock.getsockname()[1]}/"
+    url = f"http://{host}:{sock.getsockname()[1]}/{start_path}"
     print(f"lllm explorer: {url}  (log {Path(db).expanduser().resolve()}, read-only; Ctrl-C stops it)",
           file=out, flush=True)
     if open_browser:
