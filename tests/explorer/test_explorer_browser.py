@@ -1,0 +1,193 @@
+"""The run explorer in real Chromium (Playwright), served by the real command (`lllm logs serve --port 0`), over a
+log made by the real demo (local kernel backend) and a real forking tactic.
+
+Where a producer does not record a field yet (CALL_API params and answers: the gateway; browser screenshots:
+the browser toolset), the test writes those records itself through `LogStore.record` with the new fields; the
+producers are wired after issue 9 lands, and then this fixture switches to them.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from lllm import Tactic
+from lllm.core.runtime import Runtime
+from lllm.core.trace import ApiCallRecord, BrowserActionRecord, CellRecord
+from lllm.logging import sqlite_store
+from lllm.tools.cua.config import LAUNCH_ARGS
+
+pytestmark = pytest.mark.browser
+
+
+class Forker(Tactic, register=False):
+    name = "forker"
+    agent_group = ["analyst"]
+
+    def call(self, task: str, **kwargs: object) -> str:
+        a = self.agents["analyst"]
+        a.open("base")
+        a.receive(task)
+        a.respond()
+        a.fork("base", "branch_0")
+        a.receive("Now assume rates fall.")
+        out = a.respond().content
+        a.fork("branch_0", "branch_0_deep")
+        a.receive("And the dollar weakens.")
+        a.respond()
+        a.fork("base", "branch_1")
+        a.receive("Now assume rates rise.")
+        a.respond()
+        return out
+
+
+@pytest.fixture(scope="module")
+def browser(require_browser: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=require_browser, args=list(LAUNCH_ARGS))
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def explorer(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[dict[str, Any]]:
+    from lllm.demo import run_demo
+
+    tmp = tmp_path_factory.mktemp("explorer")
+    db = tmp / "demo.db"
+    demo = run_demo(backend="local", db=db, workdir=tmp / "runs", out=open(tmp / "demo.txt", "w"))  # noqa: SIM115
+    store = sqlite_store(db)
+    config = {"tactic_type": "forker", "invoker": "scripted",
+              "invoker_config": {"responder": lambda messages: f"answer to: {messages[-1]['content']}"},
+              "agent_configs": [{"name": "analyst", "model_name": "gpt-4o-mini", "system_prompt": "You analyse."}]}
+    forked = Forker(config, log_store=store, runtime=Runtime("explorer-browser"))(
+        "What do rates do to AAPL?", tags={"job": "forks"}, return_session=True)
+    # stand-ins for producers not wired yet (see the module docstring)
+    page = browser.new_page(viewport={"width": 480, "height": 240})
+    page.set_content("<body style='background:#e8f0ff'><h1>Checkout</h1><button>Pay now</button></body>")
+    shot = base64.b64encode(page.screenshot(type="png")).decode()
+    page.close()
+    store.record(ApiCallRecord(session_id=demo.session_id, agent="research_analyst", proxy="fmp", endpoint="price",
+                               status="ok", latency_s=0.004, params='{"symbol": "AAPL", "period": "1y"}',
+                               answer='[{"date": "2025-01-02", "close": 243.85}]'))
+    store.record(BrowserActionRecord(session_id=demo.session_id, agent="research_analyst", action="click",
+                                     target="button 'Pay now'", url="http://127.0.0.1/checkout", screenshot=shot,
+                                     screenshot_mime="image/png", code="await page.get_by_role('button').click()"))
+    store.start_session("big", tactic="analysis", task="200 cells")
+    for i in range(200):
+        store.record(CellRecord(session_id="big", agent="analyst", sandbox_id="sb", status="ok", duration_s=0.01,
+                                code=f"x = {i}\nprint(x * 2)", output="\n".join(f"row {k}: {i * 2}" for k in range(20))))
+    store.end_session("big", state="ok", result="done")
+    store.close()
+    proc = subprocess.Popen([sys.executable, "-m", "lllm.cli", "logs", "serve", "--db", str(db), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+    assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+    try:
+        yield {"url": match.group(1), "demo": demo.session_id, "forked": forked.session_id, "db": db}
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+@pytest.fixture
+def page(browser: Any, explorer: dict[str, Any]) -> Iterator[Any]:
+    context = browser.new_context()
+    outside: list[str] = []
+
+    def only_loopback(route: Any) -> None:  # the explorer must need nothing from the internet
+        if route.request.url.startswith(explorer["url"]) or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_loopback)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+    assert outside == [], f"the explorer asked for outside resources: {outside}"
+
+
+def test_from_the_sessions_page_to_the_demos_code_output_params_and_screenshot(page: Any,
+                                                                            explorer: dict[str, Any]) -> None:
+    page.goto(explorer["url"])
+    row = page.locator("tr", has=page.locator(f"a:text('{explorer['demo'][:12]}')"))
+    assert "research" in row.inner_text() and "ok" in row.inner_text()
+    row.locator("a.sid").click()
+    page.wait_for_url(re.compile(r"/-/lllm/session/"))
+    assert explorer["demo"] in page.locator("h1").inner_text()
+    # the run_python code and what it printed (from the Agent's tool-call records)
+    tool = page.locator(".item.tool", has=page.locator("pre.code:has-text('CALL_API(\"fmp/price\"')"))
+    assert "prices = CALL_API(\"fmp/price\", {\"symbol\": \"AAPL\", \"period\": \"1y\"})" in tool.locator(
+        "pre.code").inner_text()
+    assert "Got 261 price points, latest GDP: 29962.0" in tool.locator("pre.result").inner_text()
+    # a CALL_API's params and answer
+    api = page.locator(".item.api", has=page.locator("pre.params:has-text('AAPL')"))
+    assert '"period": "1y"' in api.locator("pre.params").inner_text()
+    assert "243.85" in api.locator("pre.answer").inner_text()
+    # a browser step's screenshot, decoded by the browser
+    shot = page.locator("img.screenshot")
+    shot.scroll_into_view_if_needed()
+    assert shot.evaluate("img => img.complete && img.naturalWidth") == 480
+    # the timeline holds every kind the run produced
+    kinds = set(page.locator(".tl-kind").all_inner_texts())
+    assert {"model_call", "tool_call", "cell", "api_call", "browser_action", "agent_call"} <= kinds
+    # the notebook can be downloaded
+    with page.expect_download() as download:
+        page.locator("a.notebook").first.click()
+    assert download.value.suggested_filename.endswith(".ipynb")
+
+
+def test_a_forked_dialog_is_drawn_as_a_tree(page: Any, explorer: dict[str, Any]) -> None:
+    page.goto(explorer["url"] + f"-/lllm/session/{explorer['forked']}")
+    tree = page.locator("ul.tree").first
+    assert tree.locator(".tree-node").all_inner_texts() == ["base", "branch_0", "branch_0_deep", "branch_1"]
+    # the drawing: branch_0_deep sits under branch_0, which sits under base
+    base = tree.locator(":scope > li")
+    assert base.locator(":scope > ul > li > a.tree-node").all_inner_texts() == ["branch_0", "branch_1"]
+    assert base.locator(":scope > ul > li > ul > li > a.tree-node").all_inner_texts() == ["branch_0_deep"]
+    boxes = [tree.locator(f".tree-node:text-is('{n}')").bounding_box() for n in ("base", "branch_0", "branch_0_deep")]
+    assert boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"] and boxes[0]["y"] < boxes[1]["y"] < boxes[2]["y"]
+    page.locator(".tree-node:text-is('branch_0_deep')").click()
+    convo = page.locator(".conversation:target")
+    assert "And the dollar weakens." in convo.inner_text() and "forked from branch_0" in convo.inner_text()
+
+
+def test_the_cost_chart_is_drawn(page: Any, explorer: dict[str, Any]) -> None:
+    page.goto(explorer["url"])
+    page.locator("a:text('Costs')").first.click()
+    page.wait_for_url(re.compile(r"/-/lllm/costs$"))
+    page.wait_for_function("(document.getElementById('chart-model') || {dataset: {}}).dataset.ready === '1'")
+    drawn = page.evaluate("""() => {
+        const chart = Chart.getChart(document.getElementById('chart-model'));
+        return {labels: chart.data.labels, cost: chart.data.datasets[0].data,
+                painted: document.getElementById('chart-model').toDataURL().length};
+    }""")
+    assert set(drawn["labels"]) == {"gpt-4o", "gpt-4o-mini"} and all(c > 0 for c in drawn["cost"])
+    blank = page.evaluate("""() => { const c = document.createElement('canvas');
+        const m = document.getElementById('chart-model'); c.width = m.width; c.height = m.height;
+        return c.toDataURL().length; }""")
+    assert drawn["painted"] > blank * 2  # bars and axes were painted
+    assert "job=forks" in page.locator("#table-tag").inner_text()
+
+
+def test_a_200_cell_session_page_loads_within_a_second(page: Any, explorer: dict[str, Any]) -> None:
+    loads = []
+    for _ in range(3):
+        page.goto(explorer["url"] + "-/lllm/session/big")
+        loads.append(page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd"))
+        assert page.locator(".item.cell").count() == 200
+    print(f"200-cell session page, load event after: {[round(x) for x in loads]} ms")
+    assert min(loads) <= 1000
