@@ -41,6 +41,7 @@ from lllm.core.config import AgentBuildContext, AgentSpec, invoker_config_of, pa
 from lllm.core.const import InvokeCost
 from lllm.core.runtime import build_tactic, get_default_runtime, register_tactic_class
 from lllm.errors import BudgetExceeded, UsageError
+from lllm.logging.sinks import SessionInfo, active_trace_sinks, notify
 
 if TYPE_CHECKING:
     from lllm.core.runtime import Runtime
@@ -105,6 +106,7 @@ class TacticCallSession:
         self.ended_at: float | None = None
         self._own = InvokeCost()
         self._lock = threading.Lock()
+        self._sinks = active_trace_sinks()  # OpenTelemetry and other trace sinks (lllm.logging.sinks)
 
     def __repr__(self) -> str:
         return (f"TacticCallSession({self.tactic_name!r}, id={self.session_id[:12]!r}, state={self.state!r}, "
@@ -127,6 +129,17 @@ class TacticCallSession:
                 self.agent_sessions.setdefault(record.agent, []).append(record)
         if self.store is not None:
             self.store.record(record)
+        if self._sinks:
+            notify(self._sinks, "record", record)
+
+    def info(self) -> SessionInfo:
+        """This session as trace sinks see it."""
+        total = self.total_cost
+        return SessionInfo(session_id=self.session_id, tactic=self.tactic_name, started_at=self.started_at or 0.0,
+                           parent_id=self.parent.session_id if self.parent else None, tags=dict(self.tags),
+                           batch_id=self.batch_id, task_index=self.task_index, ended_at=self.ended_at,
+                           state=self.state, error=self.error, cost=total.cost, prompt_tokens=total.prompt_tokens,
+                           completion_tokens=total.completion_tokens)
 
     def record_agent_call(self, agent_name: str, session: Any) -> None:
         """Add an agent call (lllm-core 0.1 name; the tracer does this for `AgentCallRecord`s)."""
@@ -147,6 +160,8 @@ class TacticCallSession:
                 self.session_id, tactic=self.tactic_name, tags=self.tags, metadata=self.metadata, task=task,
                 task_hash=self.task_hash, batch_id=self.batch_id, task_index=self.task_index,
                 parent_id=self.parent.session_id if self.parent else None, started_at=self.started_at)
+        if self._sinks:
+            notify(self._sinks, "session_started", self.info())
 
     def success(self, result: Any, *, dialogs: Sequence[tuple[str, str, dict[str, Any]]] = ()) -> None:
         """The call returned `result`."""
@@ -166,6 +181,8 @@ class TacticCallSession:
 
     def _end(self, dialogs: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
         self.ended_at = time.time()
+        if self._sinks:
+            notify(self._sinks, "session_ended", self.info())
         if self.store is not None:
             total = self.total_cost
             self.store.end_session(
