@@ -202,8 +202,19 @@ class BatchRun:
             for w in workers:
                 w.start()
             running = len(workers)
-            while running:
-                item = out.get()
+            store = self.tactic.log_store
+            ready: list[Any] = []
+            while running or ready:
+                if not ready:
+                    ready.append(out.get())
+                    while True:  # take what else finished, so one flush covers them all
+                        try:
+                            ready.append(out.get_nowait())
+                        except queue.Empty:
+                            break
+                    if store is not None:
+                        store.flush()  # the sessions of these results are committed before they are handed out
+                item = ready.pop(0)
                 if item is _DONE:
                     running -= 1
                     continue
@@ -227,6 +238,8 @@ class BatchRun:
             self._stop.set()
             for w in workers:
                 w.join()
+            if self.tactic.log_store is not None:
+                self.tactic.log_store.flush()
             self.progress.update(self.done, self.failed, self.spent, final=True)
         if first_error is not None:
             index, error = first_error

@@ -254,6 +254,10 @@ class Dialog:
         """A JSON-able dict of this dialog and (with `children`) every fork below it."""
         return dialog_adapter().dump_python(self._data(children), mode="json", fallback=repr)
 
+    def to_json(self, *, children: bool = True) -> str:
+        """`to_dict()` as JSON text, encoded in one pass (what the log store keeps)."""
+        return dialog_adapter().dump_json(self._data(children), fallback=repr).decode()
+
     def _data(self, children: bool) -> DialogData:
         return DialogData(
             id=self.id, name=self.name, messages=list(self._messages), parent_id=self.parent_id,

@@ -104,7 +104,7 @@ class TacticCallSession:
         self.exception: BaseException | None = None
         self.started_at: float | None = None
         self.ended_at: float | None = None
-        self._own = InvokeCost()
+        self._own = [0, 0, 0.0]  # prompt tokens, completion tokens, USD of this call's own model calls
         self._lock = threading.Lock()
         self._sinks = active_trace_sinks()  # OpenTelemetry and other trace sinks (lllm.logging.sinks)
 
@@ -122,9 +122,10 @@ class TacticCallSession:
         with self._lock:
             self.records.append(record)
             if kind == "model_call":
-                self._own = self._own + InvokeCost.model_construct(
-                    prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
-                    total_tokens=record.prompt_tokens + record.completion_tokens, cost=record.cost)
+                own = self._own
+                own[0] += record.prompt_tokens
+                own[1] += record.completion_tokens
+                own[2] += record.cost
             elif kind == "agent_call":
                 self.agent_sessions.setdefault(record.agent, []).append(record)
         if self.store is not None:
@@ -159,18 +160,19 @@ class TacticCallSession:
             self.store.start_session(
                 self.session_id, tactic=self.tactic_name, tags=self.tags, metadata=self.metadata, task=task,
                 task_hash=self.task_hash, batch_id=self.batch_id, task_index=self.task_index,
-                parent_id=self.parent.session_id if self.parent else None, started_at=self.started_at)
+                parent_id=self.parent.session_id if self.parent else None, started_at=self.started_at,
+                wait=self.batch_id is None)  # a batch flushes before it hands out results (BatchRun)
         if self._sinks:
             notify(self._sinks, "session_started", self.info())
 
-    def success(self, result: Any, *, dialogs: Sequence[tuple[str, str, dict[str, Any]]] = ()) -> None:
+    def success(self, result: Any, *, dialogs: Sequence[tuple[str, str, Any]] = ()) -> None:
         """The call returned `result`."""
         self.state = "ok"
         self.delivery = result
         self._end(dialogs)
 
     def failure(self, error: BaseException | None = None, *,
-                dialogs: Sequence[tuple[str, str, dict[str, Any]]] = ()) -> None:
+                dialogs: Sequence[tuple[str, str, Any]] = ()) -> None:
         """The call raised `error` (kept with its traceback)."""
         self.state = "error"
         if error is not None:
@@ -179,7 +181,7 @@ class TacticCallSession:
             self.traceback = "".join(tb_module.format_exception(error))
         self._end(dialogs)
 
-    def _end(self, dialogs: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+    def _end(self, dialogs: Sequence[tuple[str, str, Any]]) -> None:
         self.ended_at = time.time()
         if self._sinks:
             notify(self._sinks, "session_ended", self.info())
@@ -189,14 +191,16 @@ class TacticCallSession:
                 self.session_id, state="ok" if self.state == "ok" else "error", ended_at=self.ended_at,
                 cost=total.cost, prompt_tokens=total.prompt_tokens, completion_tokens=total.completion_tokens,
                 result=self.delivery, store_result=self.parent is None, error=self.error,
-                traceback=self.traceback, dialogs=dialogs, metadata=self.metadata)
+                traceback=self.traceback, dialogs=dialogs, metadata=self.metadata, wait=self.batch_id is None)
 
     # -- cost ---------------------------------------------------------------------------------------
 
     @property
     def agent_cost(self) -> InvokeCost:
         """Usage and USD of this call's own model calls."""
-        return self._own
+        prompt, completion, cost = self._own
+        return InvokeCost.model_construct(prompt_tokens=prompt, completion_tokens=completion,
+                                          total_tokens=prompt + completion, cost=cost)
 
     @property
     def sub_tactic_cost(self) -> InvokeCost:
@@ -208,6 +212,8 @@ class TacticCallSession:
     @property
     def total_cost(self) -> InvokeCost:
         """Everything this call spent, sub-tactic calls included."""
+        if not self.sub_tactic_sessions:  # the usual case: no sums of pydantic models to build
+            return self.agent_cost
         return self.agent_cost + self.sub_tactic_cost
 
     @property
@@ -240,9 +246,9 @@ def _track_roots(agent: Any) -> list[Any]:
     return roots
 
 
-def _dialog_trees(agents: dict[str, Any], roots: dict[str, list[Any]]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(agent, root alias, root.to_dict() with every fork) for each dialog tree of each agent."""
-    out: list[tuple[str, str, dict[str, Any]]] = []
+def _dialog_trees(agents: dict[str, Any], roots: dict[str, list[Any]]) -> list[tuple[str, str, Any]]:
+    """(agent, root alias, root.to_json() with every fork) for each dialog tree of each agent."""
+    out: list[tuple[str, str, Any]] = []
     for agent_name, agent in agents.items():
         dialogs = getattr(agent, "dialogs", None) or {}
         found: dict[int, Any] = {id(d): d for d in roots.get(agent_name, ())}
@@ -254,9 +260,9 @@ def _dialog_trees(agents: dict[str, Any], roots: dict[str, list[Any]]) -> list[t
         seen: set[str] = set()
         for root in found.values():
             try:
-                data = root.to_dict()
+                data: Any = root.to_json()  # JSON text: the log stores it as it is (no dict in between)
             except Exception as exc:  # noqa: BLE001 - a dialog that cannot serialise must not lose the call
-                data = {"error": f"to_dict failed: {type(exc).__name__}: {exc}"}
+                data = {"error": f"to_json failed: {type(exc).__name__}: {exc}"}
             alias = str(getattr(root, "name", None) or "dialog")
             if alias in seen:  # the alias was opened again: keep both
                 alias = f"{alias}#{getattr(root, 'id', len(seen))}"

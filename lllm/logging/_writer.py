@@ -77,7 +77,8 @@ class GroupWriter:
         self.dropped_by: Counter[Any] = Counter()
         """The same, by the `key` given to `submit` (the LogStore passes the session id)."""
         self.failed = 0
-        """Writes that failed (a waited write re-raises its error; a record's has nobody to go to)."""
+        """Writes that failed (a waited write re-raises its error; the others' go to the next `flush()`)."""
+        self._unclaimed: list[BaseException] = []
 
     def submit(self, data: Any, *, wait: bool = True, key: Any = None, droppable: bool = True) -> bool:
         """Write `data` (see the module docstring); returns False when a record was dropped (queue full).
@@ -133,15 +134,17 @@ class GroupWriter:
                 try:
                     self._apply(batch)
                 finally:
-                    failed = 0
+                    failed = []
                     for op in batch:
                         op.done = True
-                        failed += op.error is not None
+                        if op.error is not None:
+                            failed.append(op)
                         if op.wake is not None and op is not own:
                             op.wake.release()
                     if failed:
                         with self._mutex:
-                            self.failed += failed
+                            self.failed += len(failed)
+                            self._unclaimed += [op.error for op in failed if op.wake is None and op.error]
                 rounds += 1
         except BaseException:  # e.g. KeyboardInterrupt mid-commit: never leave the writer marked busy
             with self._mutex:
@@ -158,17 +161,27 @@ class GroupWriter:
             nxt.wake.release()  # type: ignore[union-attr]
 
     def flush(self) -> None:
-        """Commit every write queued so far (returns once they are committed)."""
+        """Commit every write queued so far (returns once they are committed); then raise the first error of
+        the writes nobody waited for, if any failed since the last flush."""
         self.submit(None)
+        with self._mutex:
+            errors, self._unclaimed = self._unclaimed, []
+        if errors:
+            first = errors[0]
+            if len(errors) > 1:
+                first.add_note(f"{len(errors) - 1} more log write(s) failed since the last flush")
+            raise first
 
     def close(self) -> None:
         """Commit what is queued, then refuse further writes (idempotent)."""
         with self._mutex:
             if self._closed:
                 return
-        self.flush()
-        with self._mutex:
-            self._closed = True
+        try:
+            self.flush()
+        finally:
+            with self._mutex:
+                self._closed = True
 
     def _apply(self, batch: list[_Op]) -> None:
         with self._lock:

@@ -2,7 +2,8 @@
 
 A sink receives every session's start, each of its trace records as it happens, and its end. Sinks are
 registered by name (`register_trace_sink(name, factory_or_dotted_path)`, or an entry point in the group
-`lllm.trace_sinks`) and turned on by `$LLLM_TRACE_SINKS` (names, comma separated) or `enable_trace_sink`.
+`lllm.trace_sinks`) and turned on by `$LLLM_TRACE_SINKS` (names, comma separated; read on first use) or
+`enable_trace_sink`.
 The built-in `otel` sink (`lllm.logging.otel`, extra `[otel]`) is also on by itself when a standard
 OpenTelemetry endpoint variable is set (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
 and `OTEL_SDK_DISABLED` is not true. With no sink on, a session pays one tuple check.
@@ -103,16 +104,17 @@ def _env_key() -> tuple[Any, ...]:
     env = os.environ
     otlp = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
     disabled = env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
-    return env.get("LLLM_TRACE_SINKS", ""), otlp and not disabled, len(_ENABLED)
+    return env.get("LLLM_TRACE_SINKS", ""), otlp and not disabled
 
 
-def active_trace_sinks() -> tuple[Any, ...]:
-    """The sinks that are on (built once for a given environment and kept: OTLP exporters are per process)."""
+def active_trace_sinks(*, reload: bool = False) -> tuple[Any, ...]:
+    """The sinks that are on. The environment is read on first use (every session asks, so it stays cheap);
+    `reload=True` reads it again. Built sinks are kept (an OTLP exporter is one per process)."""
     global _cache
-    key = _env_key()
     cached = _cache
-    if cached is not None and cached[0] == key:
+    if cached is not None and not reload:
         return cached[1]
+    key = _env_key()
     with _lock:
         names = [n.strip() for n in key[0].split(",") if n.strip()]
         if key[1] and "otel" not in names:

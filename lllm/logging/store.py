@@ -71,6 +71,9 @@ _START_SQL = (f"INSERT OR REPLACE INTO sessions ({', '.join(_START_COLUMNS)}) "
 _TOTALS_SQL = ("UPDATE sessions SET cost = cost + ?, prompt_tokens = prompt_tokens + ?, "
                "completion_tokens = completion_tokens + ?, model_calls = model_calls + ?, agent_calls = agent_calls + ?, "
                "updated_at = ?, last_event = COALESCE(?, last_event) WHERE id = ?")
+_DIALOG_SQL = ("INSERT OR REPLACE INTO dialogs (session_id, agent, alias, parent, messages, data) VALUES (?, ?, ?, "
+               "CASE WHEN json_valid(?4) THEN json_extract(?4, '$.parent') END, "
+               "CASE WHEN json_valid(?5) THEN COALESCE(json_array_length(?5, '$.messages'), 0) ELSE 0 END, ?6)")
 _TASK_TEXT_LIMIT = 10_000
 _NOT_RESTORABLE = object()
 
@@ -205,17 +208,18 @@ def parse_since(since: float | datetime | timedelta | str | None) -> float | Non
 
 
 def _last_event(record: Any) -> str:
-    parts = [record.kind]
-    agent = getattr(record, "agent", None)
+    fields = record.__dict__  # not getattr: a missing field goes through pydantic's slow __getattr__
+    parts = [fields.get("kind") or "event"]
+    agent = fields.get("agent")
     if agent:
-        dialog = getattr(record, "dialog", None)
+        dialog = fields.get("dialog")
         parts.append(f"{agent}/{dialog}" if dialog else str(agent))
     for attr in ("endpoint", "action", "sandbox_id"):
-        value = getattr(record, attr, None)
+        value = fields.get(attr)
         if value:
             parts.append(str(value))
             break
-    status = getattr(record, "status", None)
+    status = fields.get("status")
     if status:
         parts.append(str(status))
     return " ".join(parts)
@@ -265,7 +269,7 @@ class LogStore:
         """The sqlite-utils `Database` (for ad-hoc queries: `store.db.query("select ...")`)."""
         self._parents: dict[str, str | None] = {}
         self._columns: dict[str, set[str]] = {}
-        self._plans: dict[type, tuple[str, tuple[str, ...], frozenset[str], str | None]] = {}
+        self._plans: dict[type, tuple[str, tuple[str, ...], tuple[int, ...], str | None]] = {}
         self._closed = False
         self._pid = os.getpid()
         if readonly:
@@ -349,8 +353,14 @@ class LogStore:
     def start_session(self, session_id: str, *, tactic: str, tags: dict[str, Any] | None = None,
                       metadata: dict[str, Any] | None = None, task: Any = None, task_hash: str | None = None,
                       batch_id: str | None = None, task_index: int | None = None,
-                      parent_id: str | None = None, started_at: float | None = None) -> None:
-        """Write a session's row in state `running` (committed before this returns)."""
+                      parent_id: str | None = None, started_at: float | None = None, wait: bool = True) -> None:
+        """Write a session's row in state `running`.
+
+        Args:
+            wait: return once it is committed (the default). With False it is queued like a record (never
+                dropped) and committed in the next round; a batch does this and calls `flush()` before it hands
+                out results.
+        """
         now = started_at if started_at is not None else time.time()
         row = {
             "id": session_id, "tactic": tactic, "state": "running", "started_at": now, "updated_at": now,
@@ -359,13 +369,20 @@ class LogStore:
             "task": None if task is None else task_text(task), "task_hash": task_hash, "last_event": "started",
             "batch_id": batch_id, "task_index": task_index, "parent_id": parent_id, "pid": os.getpid(),
         }
-        self._write(("start", session_id, parent_id, tuple(row[c] for c in _START_COLUMNS)))
+        self._write(("start", session_id, parent_id, tuple(row[c] for c in _START_COLUMNS)), wait=wait)
 
-    def _write(self, op: tuple[Any, ...]) -> None:
+    def _write(self, op: tuple[Any, ...], *, wait: bool = True) -> None:
         self._check_open()
         if self._writer is None:
             raise UsageError(f"the LogStore {self.path!r} was opened read-only; open sqlite_store(path) to write")
-        self._writer.submit(op)
+        self._writer.submit(op, wait=wait, droppable=False)
+
+    def flush(self) -> None:
+        """Commit every write queued so far; raise the first error of writes nobody waited for since the last
+        flush (a session start or end queued with `wait=False`, a record), if any failed."""
+        self._check_open()
+        if self._writer is not None:
+            self._writer.flush()
 
     def _chain(self, session_id: str) -> list[str]:
         chain = [session_id]
@@ -392,43 +409,49 @@ class LogStore:
         plan = self._plans.get(type(record))
         if plan is None:
             plan = self._plan(record)
-        sql, names, json_names, kind = plan
-        data = record.__dict__ if names else record.model_dump()
+        sql, names, json_at, kind = plan
         if names:
-            values = tuple(data[n] if n not in json_names or data[n] is None
-                           else json.dumps(data[n], default=repr, ensure_ascii=False) for n in names)
+            data = record.__dict__
+            values = list(map(data.__getitem__, names))
+            for i in json_at:  # dicts and lists as JSON text; the common empty ones without the encoder
+                value = values[i]
+                if isinstance(value, (list, dict)) and not value:
+                    values[i] = "[]" if isinstance(value, list) else "{}"
+                elif value is not None:
+                    values[i] = json.dumps(value, default=repr, ensure_ascii=False)
         else:
-            values = (data.get("session_id"), kind, data.get("started_at"), _to_sql(data))
+            data = record.model_dump()
+            values = [data.get("session_id"), kind, data.get("started_at"), _to_sql(data)]
         sid = data.get("session_id")
         self._writer.submit(("record", sql, values, sid, kind, data.get("cost") or 0.0,
                              data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0, record,
                              time.time()), wait=False, key=sid)
 
-    def _plan(self, record: Any) -> tuple[str, tuple[str, ...], frozenset[str], str | None]:
+    def _plan(self, record: Any) -> tuple[str, tuple[str, ...], tuple[int, ...], str | None]:
         """How a record class is written: its INSERT, columns, JSON columns and kind (new tables and columns
         are created first, in a transaction of their own)."""
         cls = type(record)
         kind = getattr(record, "kind", None)
         table = KIND_TABLES.get(kind) if kind else None
         if table is None or not isinstance(record, BaseModel):
-            plan = ("INSERT INTO events (session_id, kind, started_at, data) VALUES (?, ?, ?, ?)", (), frozenset(),
-                    kind)
+            plan = ("INSERT INTO events (session_id, kind, started_at, data) VALUES (?, ?, ?, ?)", (), (), kind)
         else:
             names = tuple(cls.model_fields)
             if table not in self._columns or not self._columns[table].issuperset(names):
                 with self._lock, self._transaction():
                     self._ensure_record_table(cls)
-            json_names = frozenset(n for n, f in cls.model_fields.items()
-                                   if _sql_type(f.annotation) is str and not _is_plain(f.annotation, {str}))
+            json_at = tuple(i for i, f in enumerate(cls.model_fields.values())
+                            if _sql_type(f.annotation) is str and not _is_plain(f.annotation, {str}))
             plan = (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})", names,
-                    json_names, kind)
+                    json_at, kind)
         self._plans[cls] = plan
         return plan
 
     def _apply(self, ops: list[tuple[Any, ...]]) -> None:
         """Apply queued writes inside the writer's transaction, grouped into a few `executemany` calls.
 
-        Order within a batch: session starts, trace records, the session totals they add up to, session ends.
+        Order within a batch: session starts, trace records, the session totals they add up to, session ends (a
+        session whose end is in the batch and sets its final cost gets its counts in the end's UPDATE instead).
         """
         starts = [op for op in ops if op[0] == "start"]
         for op in starts:
@@ -458,33 +481,40 @@ class LogStore:
                     t[6] = record
         for sql, rows in inserts.items():
             self._conn.executemany(sql, rows)
-        if totals:
-            for t in totals.values():
-                t[6] = _last_event(t[6]) if t[6] is not None else None
-            self._conn.executemany(_TOTALS_SQL, [(*t, sid) for sid, t in totals.items()])
         ends: dict[str, list[tuple[Any, ...]]] = {}
         dialogs: list[tuple[Any, ...]] = []
         for op in ops:
             if op[0] == "end":
-                ends.setdefault(op[2], []).append(op[3])
-                dialogs.extend(op[4])
-                self._parents.pop(op[1], None)
+                _, sid, sql, values, rows, final_totals = op
+                counts = (0, 0)
+                own = totals.get(sid) if final_totals else None
+                if own is not None:  # the end sets the final cost and tokens: fold the counts into it, one UPDATE
+                    del totals[sid]
+                    counts = (own[3], own[4])
+                ends.setdefault(sql, []).append((*values[:-2], *counts, *values[-2:]))
+                dialogs.extend(rows)
+                self._parents.pop(sid, None)
+        if totals:  # before the ends: an end's last_event ("ended ok") must win
+            for t in totals.values():
+                t[6] = _last_event(t[6]) if t[6] is not None else None
+            self._conn.executemany(_TOTALS_SQL, [(*t, sid) for sid, t in totals.items()])
         for sql, rows in ends.items():
             self._conn.executemany(sql, rows)
         if dialogs:
-            self._conn.executemany("INSERT OR REPLACE INTO dialogs (session_id, agent, alias, parent, messages, data) "
-                                   "VALUES (?, ?, ?, ?, ?, ?)", dialogs)
+            self._conn.executemany(_DIALOG_SQL, dialogs)
 
     def end_session(self, session_id: str, *, state: Literal["ok", "error"], ended_at: float | None = None,
                     cost: float | None = None, prompt_tokens: int | None = None,
                     completion_tokens: int | None = None, result: Any = None, store_result: bool = True,
                     error: str | None = None, traceback: str | None = None,
-                    dialogs: Iterable[tuple[str, str, dict[str, Any]]] = (),
-                    metadata: dict[str, Any] | None = None) -> None:
+                    dialogs: Iterable[tuple[str, str, Any]] = (),
+                    metadata: dict[str, Any] | None = None, wait: bool = True) -> None:
         """Close a session: its final state, totals, result or error, and its agents' dialogs, in one commit.
 
         Args:
-            dialogs: `(agent, alias, Dialog.to_dict())` for every dialog of every agent.
+            dialogs: `(agent, alias, data)` for every dialog tree of every agent, `data` being
+                `Dialog.to_json()` (or the `to_dict()` it encodes).
+            wait: return once it is committed (the default); with False it is queued (see `start_session`).
         """
         now = ended_at if ended_at is not None else time.time()
         sets: dict[str, Any] = {"state": state, "ended_at": now, "updated_at": now,
@@ -499,11 +529,14 @@ class LogStore:
         if metadata is not None:
             sets["metadata"] = _to_sql(metadata)
         assignments = ", ".join(f"{k} = ?" for k in sets)
-        rows = [(session_id, agent, alias, d.get("parent") if isinstance(d.get("parent"), str) else None,
-                 len(d.get("messages") or ()), _to_sql(d)) for agent, alias, d in dialogs]
+        rows = []
+        for agent, alias, d in dialogs:
+            text = d if isinstance(d, str) else _to_sql(d)
+            rows.append((session_id, agent, alias, text, text, text))
         values = (*(_to_sql(v) for v in sets.values()), now, session_id)
-        sql = f"UPDATE sessions SET {assignments}, duration_s = ? - started_at WHERE id = ?"
-        self._write(("end", session_id, sql, values, rows))
+        sql = (f"UPDATE sessions SET {assignments}, model_calls = model_calls + ?, agent_calls = agent_calls + ?, "
+               "duration_s = ? - started_at WHERE id = ?")
+        self._write(("end", session_id, sql, values, rows, cost is not None), wait=wait)
 
     # -- reading --------------------------------------------------------------------------------------
 
