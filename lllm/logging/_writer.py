@@ -112,8 +112,8 @@ class GroupWriter:
             lead = op.lead
         if lead:
             self._lead(op)
-        if op.error is not None:
-            raise op.error
+        if wait and op.error is not None:
+            raise op.error  # (a write not waited for reports at the next flush, even when this thread ran it)
         return True
 
     def _lead(self, own: _Op) -> None:

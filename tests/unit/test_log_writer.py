@@ -8,6 +8,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
+
 from lllm.core.trace import ModelCallRecord
 from lllm.logging import sqlite_store
 
@@ -89,4 +91,55 @@ def test_a_full_record_queue_drops_and_counts_into_the_session(tmp_path: Path) -
     detail = store.load_session("flood")
     assert detail.session.metadata == {"mine": 1, "dropped_records": 15}
     assert len(detail.model_calls) == 11
+    store.close()
+
+
+def test_a_write_nobody_waited_for_fails_at_the_next_flush(tmp_path: Path) -> None:
+    store = sqlite_store(tmp_path / "fail.db")
+    writer = store._writer
+    assert writer is not None
+    real_apply = writer._apply_ops
+
+    def apply(ops: list[tuple[object, ...]]) -> None:
+        if any(op[0] == "end" and op[1] == "doomed" for op in ops):
+            raise sqlite3.OperationalError("disk I/O error")
+        real_apply(ops)
+
+    writer._apply_ops = apply
+    store.start_session("doomed", tactic="t")
+    store.end_session("doomed", state="ok", wait=False)  # queued: its error has nobody to go to yet
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        store.flush()
+    store.flush()  # raised once
+    assert store.get_session("doomed").state == "running"
+    store.close()
+
+
+def test_ccall_hands_out_a_result_only_once_its_session_is_committed(tmp_path: Path) -> None:
+    from lllm import Tactic
+    from lllm.core.runtime import Runtime
+
+    class Echo(Tactic, register=False):
+        name = "echo_commit"
+        agent_group = ["a"]
+
+        def call(self, task: str, **kwargs: object) -> str:
+            a = self.agents["a"]
+            a.open("main")
+            a.receive(task)
+            return a.respond().content
+
+    db = tmp_path / "ccall.db"
+    store = sqlite_store(db)
+    config = {"invoker": "scripted", "invoker_config": {"responder": lambda m: m[-1]["content"].upper()},
+              "agent_configs": [{"name": "a", "model_name": "gpt-4o", "system_prompt": "echo"}]}
+    stream = Echo(config, log_store=store, runtime=Runtime("ccall"))
+    seen = 0
+    for index, result in stream.ccall([f"t{i}" for i in range(60)], max_workers=12):
+        # another connection (another process) already finds the finished session, with its model call
+        assert _count(db, f"SELECT COUNT(*) FROM sessions WHERE task = 't{index}' AND state = 'ok' "
+                          f"AND model_calls = 1") == 1, index
+        assert result == f"T{index}"
+        seen += 1
+    assert seen == 60
     store.close()
