@@ -108,6 +108,9 @@ class BatchRun:
                              "process; read them from the log store (list_sessions(batch_id=...))", batch_id=resume)
         self.tags, self.metadata, self.call_kwargs = dict(tags or {}), metadata, dict(call_kwargs or {})
         self.return_sessions = return_sessions
+        self.stream = False
+        """True for `ccall`: every result is handed out as it comes, so its session is committed first
+        (`bcall` hands out nothing before the end, and flushes once then)."""
         self.batch_id = resume or uuid.uuid4().hex[:16]
         self.resume = resume
         self.progress = _Progress(len(self.tasks), enabled=progress, label=f"{tactic.name} {self.batch_id[:8]}")
@@ -212,7 +215,7 @@ class BatchRun:
                             ready.append(out.get_nowait())
                         except queue.Empty:
                             break
-                    if store is not None:
+                    if store is not None and self.stream:
                         store.flush()  # the sessions of these results are committed before they are handed out
                 item = ready.pop(0)
                 if item is _DONE:
@@ -265,6 +268,7 @@ class BatchStream:
 
     def __init__(self, run: BatchRun) -> None:
         self._run = run
+        run.stream = True
 
     @property
     def batch_id(self) -> str:

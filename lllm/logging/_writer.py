@@ -163,7 +163,10 @@ class GroupWriter:
     def flush(self) -> None:
         """Commit every write queued so far (returns once they are committed); then raise the first error of
         the writes nobody waited for, if any failed since the last flush."""
-        self.submit(None)
+        with self._mutex:
+            idle = not self._pending and not self._busy
+        if not idle:
+            self.submit(None)
         with self._mutex:
             errors, self._unclaimed = self._unclaimed, []
         if errors:
@@ -184,6 +187,8 @@ class GroupWriter:
                 self._closed = True
 
     def _apply(self, batch: list[_Op]) -> None:
+        if all(op.data is None for op in batch):
+            return  # only flush markers: nothing to commit
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")

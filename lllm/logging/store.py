@@ -75,6 +75,17 @@ _DIALOG_SQL = ("INSERT OR REPLACE INTO dialogs (session_id, agent, alias, parent
                "CASE WHEN json_valid(?4) THEN json_extract(?4, '$.parent') END, "
                "CASE WHEN json_valid(?5) THEN COALESCE(json_array_length(?5, '$.messages'), 0) ELSE 0 END, ?6)")
 _TASK_TEXT_LIMIT = 10_000
+_END_SQL: dict[tuple[str, ...], str] = {}
+
+
+def _end_sql(columns: tuple[str, ...]) -> str:
+    """The UPDATE that ends a session setting `columns` (plus the counts its last records add), built once."""
+    sql = _END_SQL.get(columns)
+    if sql is None:
+        assignments = ", ".join(f"{k} = ?" for k in columns)
+        sql = _END_SQL[columns] = (f"UPDATE sessions SET {assignments}, model_calls = model_calls + ?, "
+                                   "agent_calls = agent_calls + ?, duration_s = ? - started_at WHERE id = ?")
+    return sql
 _NOT_RESTORABLE = object()
 
 
@@ -122,6 +133,8 @@ def _record_columns(cls: type[BaseModel]) -> dict[str, type]:
 def _to_sql(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float)):
         return int(value) if isinstance(value, bool) else value
+    if not value and isinstance(value, (dict, list)):  # the usual empty tags and metadata, without the encoder
+        return "{}" if isinstance(value, dict) else "[]"
     return json.dumps(value, default=repr, ensure_ascii=False)
 
 
@@ -367,7 +380,7 @@ class LogStore:
             "cost": 0.0, "prompt_tokens": 0, "completion_tokens": 0, "model_calls": 0, "agent_calls": 0,
             "tags": _to_sql(tags or {}), "metadata": _to_sql(metadata or {}),
             "task": None if task is None else task_text(task), "task_hash": task_hash, "last_event": "started",
-            "batch_id": batch_id, "task_index": task_index, "parent_id": parent_id, "pid": os.getpid(),
+            "batch_id": batch_id, "task_index": task_index, "parent_id": parent_id, "pid": self._pid,
         }
         self._write(("start", session_id, parent_id, tuple(row[c] for c in _START_COLUMNS)), wait=wait)
 
@@ -528,14 +541,12 @@ class LogStore:
             metadata = {**(metadata or self.get_session(session_id).metadata), "dropped_records": dropped}
         if metadata is not None:
             sets["metadata"] = _to_sql(metadata)
-        assignments = ", ".join(f"{k} = ?" for k in sets)
         rows = []
         for agent, alias, d in dialogs:
             text = d if isinstance(d, str) else _to_sql(d)
             rows.append((session_id, agent, alias, text, text, text))
         values = (*(_to_sql(v) for v in sets.values()), now, session_id)
-        sql = (f"UPDATE sessions SET {assignments}, model_calls = model_calls + ?, agent_calls = agent_calls + ?, "
-               "duration_s = ? - started_at WHERE id = ?")
+        sql = _end_sql(tuple(sets))
         self._write(("end", session_id, sql, values, rows, cost is not None), wait=wait)
 
     # -- reading --------------------------------------------------------------------------------------
