@@ -286,7 +286,8 @@ class LogStore:
         self._closed = False
         self._pid = os.getpid()
         if readonly:
-            self.schema_version = schema_version(self._conn, self.path) or SCHEMA_VERSION
+            self.schema_version: int = schema_version(self._conn, self.path) or SCHEMA_VERSION
+            """The log's schema (a reader sees the file's own; after a writer opened it, this lllm's)."""
             existing = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             self._columns = {t: {r[1] for r in self._conn.execute(f"PRAGMA table_info({t})")}
                              for t in KIND_TABLES.values() if t in existing}
@@ -294,7 +295,7 @@ class LogStore:
             return
         try:
             # before anything is written: a file that is not an lllm log, or is from a newer lllm, stays as it was
-            self.schema_version = schema_version(self._conn, self.path)
+            schema_version(self._conn, self.path)
             if not self._memory:
                 _enable_wal(self._conn, busy_timeout)
                 self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -446,6 +447,7 @@ class LogStore:
         cls = type(record)
         kind = getattr(record, "kind", None)
         table = KIND_TABLES.get(kind) if kind else None
+        plan: tuple[str, tuple[str, ...], tuple[int, ...], str | None]
         if table is None or not isinstance(record, BaseModel):
             plan = ("INSERT INTO events (session_id, kind, started_at, data) VALUES (?, ?, ?, ?)", (), (), kind)
         else:
@@ -681,6 +683,7 @@ class LogStore:
             rows = self._rows(sql, cparams)
             expr = "m.model"
         else:
+            extra: list[Any]
             if group_by == "tactic":
                 expr, extra = "tactic", []
             elif group_by == "batch":

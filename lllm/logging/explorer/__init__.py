@@ -92,7 +92,7 @@ def find_session_id(db: str | os.PathLike[str], session: str) -> str:
     from lllm.logging._schema import connect_readonly
     from lllm.logging.explorer._data import NotFound, find_session
 
-    conn = connect_readonly(db)
+    conn = connect_readonly(Path(db))
     try:
         return str(find_session(conn, session)["id"])
     except NotFound as exc:

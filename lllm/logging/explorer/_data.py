@@ -96,8 +96,11 @@ class SessionFilters:
 
     @classmethod
     def from_args(cls, args: Any) -> SessionFilters:
-        f = cls(**{k: (args.get(k) or "").strip() for k in ("tactic", "state", "tag", "since", "until", "min_cost",
-                                                             "max_cost", "q", "batch")})
+        text = {k: str(args.get(k) or "").strip() for k in ("tactic", "state", "tag", "since", "until", "min_cost",
+                                                            "max_cost", "q", "batch")}
+        f = cls(tactic=text["tactic"], state=text["state"], tag=text["tag"], since=text["since"],
+                until=text["until"], min_cost=text["min_cost"], max_cost=text["max_cost"], q=text["q"],
+                batch=text["batch"])
         f.sort = args.get("sort") if args.get("sort") in _SORTS else "started"
         f.order = "asc" if args.get("order") == "asc" else "desc"
         f.children = args.get("children") in ("1", "on", "true")
