@@ -72,8 +72,8 @@ _TOTALS_SQL = ("UPDATE sessions SET cost = cost + ?, prompt_tokens = prompt_toke
                "completion_tokens = completion_tokens + ?, model_calls = model_calls + ?, agent_calls = agent_calls + ?, "
                "updated_at = ?, last_event = COALESCE(?, last_event) WHERE id = ?")
 _DIALOG_SQL = ("INSERT OR REPLACE INTO dialogs (session_id, agent, alias, parent, messages, data) VALUES (?, ?, ?, "
-               "CASE WHEN json_valid(?4) THEN json_extract(?4, '$.parent') END, "
-               "CASE WHEN json_valid(?5) THEN COALESCE(json_array_length(?5, '$.messages'), 0) ELSE 0 END, ?6)")
+               "CASE WHEN json_valid(?) THEN json_extract(?, '$.parent') END, "
+               "CASE WHEN json_valid(?) THEN COALESCE(json_array_length(?, '$.messages'), 0) ELSE 0 END, ?)")
 _TASK_TEXT_LIMIT = 10_000
 _END_SQL: dict[tuple[str, ...], str] = {}
 
@@ -472,7 +472,7 @@ class LogStore:
         for op in starts:
             self._parents[op[1]] = op[2]
         if starts:
-            self._conn.executemany(_START_SQL, [op[3] for op in starts])
+            _insert_many(self._conn, _START_SQL, [op[3] for op in starts])
         inserts: dict[str, list[tuple[Any, ...]]] = {}
         totals: dict[str, list[Any]] = {}
         for op in ops:
@@ -495,7 +495,7 @@ class LogStore:
                 if i == 0:
                     t[6] = record
         for sql, rows in inserts.items():
-            self._conn.executemany(sql, rows)
+            _insert_many(self._conn, sql, rows)
         ends: dict[str, list[tuple[Any, ...]]] = {}
         dialogs: list[tuple[Any, ...]] = []
         for op in ops:
@@ -512,11 +512,11 @@ class LogStore:
         if totals:  # before the ends: an end's last_event ("ended ok") must win
             for t in totals.values():
                 t[6] = _last_event(t[6]) if t[6] is not None else None
-            self._conn.executemany(_TOTALS_SQL, [(*t, sid) for sid, t in totals.items()])
+            _update_many(self._conn, _TOTALS_SQL, [(*t, sid) for sid, t in totals.items()])
         for sql, rows in ends.items():
-            self._conn.executemany(sql, rows)
+            _update_many(self._conn, sql, rows)
         if dialogs:
-            self._conn.executemany(_DIALOG_SQL, dialogs)
+            _insert_many(self._conn, _DIALOG_SQL, dialogs)
 
     def end_session(self, session_id: str, *, state: Literal["ok", "error"], ended_at: float | None = None,
                     cost: float | None = None, prompt_tokens: int | None = None,
@@ -546,7 +546,7 @@ class LogStore:
         rows = []
         for agent, alias, d in dialogs:
             text = d if isinstance(d, str) else _to_sql(d)
-            rows.append((session_id, agent, alias, text, text, text))
+            rows.append((session_id, agent, alias, text, text, text, text, text))
         values = (*(_to_sql(v) for v in sets.values()), now, session_id)
         sql = _end_sql(tuple(sets))
         self._write(("end", session_id, sql, values, rows, cost is not None), wait=wait)
@@ -771,6 +771,59 @@ class LogStore:
 
     def __repr__(self) -> str:
         return f"LogStore({self.path!r})"
+
+
+_CHUNKS = (256, 64, 16, 4)
+_MULTI_SQL: dict[tuple[str, int], str] = {}
+
+
+def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
+    """`executemany(sql, rows)` for an `INSERT ... VALUES (...)`, as multi-row INSERTs of a few fixed sizes.
+
+    SQLite runs a statement with the GIL released and the committing thread must take it back after each one;
+    under a batch's 50 busy threads that wait dominates, so many rows a statement beat one row a statement.
+    """
+    i, n = 0, len(rows)
+    width = len(rows[0]) if rows else 0
+    for size in _CHUNKS:
+        if size * width > 32_000:  # SQLite's limit is 32,766 parameters a statement
+            continue
+        while n - i >= size:
+            multi = _MULTI_SQL.get((sql, size))
+            if multi is None:
+                head, _, one = sql.rpartition(" VALUES ")
+                multi = _MULTI_SQL[(sql, size)] = f"{head} VALUES {', '.join([one] * size)}"
+            conn.execute(multi, [v for row in rows[i:i + size] for v in row])
+            i += size
+    if i < n:
+        conn.executemany(sql, rows[i:])
+
+
+def _update_many(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
+    """`executemany(sql, rows)` for this module's `UPDATE sessions SET ... = <expr with ?> ... WHERE id = ?`, as
+    `UPDATE ... FROM (VALUES ...)` statements of a few fixed sizes (see `_insert_many`); ids are distinct."""
+    i, n = 0, len(rows)
+    width = len(rows[0]) if rows else 0
+    for size in _CHUNKS:
+        if size * width > 32_000:
+            continue
+        while n - i >= size:
+            multi = _MULTI_SQL.get((sql, size))
+            if multi is None:
+                multi = _MULTI_SQL[(sql, size)] = _update_from_values(sql, width, size)
+            conn.execute(multi, [v for row in rows[i:i + size] for v in row])
+            i += size
+    if i < n:
+        conn.executemany(sql, rows[i:])
+
+
+def _update_from_values(sql: str, width: int, size: int) -> str:
+    head, _, where = sql.rpartition(" WHERE id = ?")
+    assert not where, sql
+    count = iter(range(1, width))
+    sets = re.sub(r"\?", lambda _: f"v.column{next(count)}", head)  # the k-th ? is the k-th VALUES column
+    one = "(" + ", ".join("?" * width) + ")"
+    return f"{sets} FROM (VALUES {', '.join([one] * size)}) AS v WHERE sessions.id = v.column{width}"
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
