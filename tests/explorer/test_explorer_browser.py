@@ -66,7 +66,8 @@ def explorer(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator
     demo = run_demo(backend="local", db=db, workdir=tmp / "runs", out=open(tmp / "demo.txt", "w"))  # noqa: SIM115
     store = sqlite_store(db)
     config = {"tactic_type": "forker", "invoker": "scripted",
-              "invoker_config": {"responder": lambda messages: f"answer to: {messages[-1]['content']}"},
+              "invoker_config": {"responder": lambda messages: f"answer to: {messages[-1]['content']}",
+                                 "input_price": 2.5, "output_price": 10.0},  # a simulated price: the chart has bars
               "agent_configs": [{"name": "analyst", "model_name": "gpt-4o-mini", "system_prompt": "You analyse."}]}
     forked = Forker(config, log_store=store, runtime=Runtime("explorer-browser"))(
         "What do rates do to AAPL?", tags={"job": "forks"}, return_session=True)
@@ -175,7 +176,7 @@ def test_the_cost_chart_is_drawn(page: Any, explorer: dict[str, Any]) -> None:
         return {labels: chart.data.labels, cost: chart.data.datasets[0].data,
                 painted: document.getElementById('chart-model').toDataURL().length};
     }""")
-    assert set(drawn["labels"]) == {"gpt-4o", "gpt-4o-mini"} and all(c > 0 for c in drawn["cost"])
+    assert drawn["labels"] == ["scripted"] and drawn["cost"][0] > 0  # the scripted model answers as "scripted"
     blank = page.evaluate("""() => { const c = document.createElement('canvas');
         const m = document.getElementById('chart-model'); c.width = m.width; c.height = m.height;
         return c.toDataURL().length; }""")

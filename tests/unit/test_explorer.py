@@ -61,7 +61,8 @@ class Forker(Tactic, register=False):
 
 def _forker(store: Any) -> Forker:
     config = {"tactic_type": "forker", "invoker": "scripted",
-              "invoker_config": {"responder": lambda messages: f"answer to: {messages[-1]['content']}"},
+              "invoker_config": {"responder": lambda messages: f"answer to: {messages[-1]['content']}",
+                                 "input_price": 2.5, "output_price": 10.0},
               "agent_configs": [{"name": "analyst", "model_name": "gpt-4o", "system_prompt": "You analyse."}]}
     return Forker(config, log_store=store, runtime=Runtime("explorer-test"))
 
@@ -104,7 +105,7 @@ def test_session_page_shows_the_run(log: dict[str, Any]) -> None:
     text = page.text
     assert page.status_code == 200
     assert "What do rates do to AAPL?" in text and "answer to: Now assume rates fall." in text
-    assert 'id="by-agent-model"' in text and "gpt-4o" in text
+    assert 'id="by-agent-model"' in text and "<td>scripted</td>" in text
     assert text.count('class="tl-row') >= 6  # model calls, agent calls, the cell, the CALL_API
     assert "print(&#39;hello from the cell&#39;)" in text and "hello from the cell</pre>" in text
     assert f"data:image/png;base64,{PNG}" in text and "output cut at 20000 chars" in text

@@ -51,4 +51,4 @@ def test_the_tracing_guide_examples_run() -> None:
         disable_trace_sinks()
     assert counting.kinds == {"model_call": 1, "agent_call": 1}
     assert {s.name for s in scope["exporter"].get_finished_spans()} == {  # type: ignore[attr-defined]
-        "tactic guide_hello", "invoke_agent a", "chat gpt-4o"}
+        "tactic guide_hello", "invoke_agent a", "chat scripted"}
