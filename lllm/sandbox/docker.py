@@ -5,10 +5,11 @@ starts the ipykernel on the connection file the host wrote into the session dire
 and records how it ended (exit code, OOM kills) in `kernel.state`. The host talks to the kernel over the ipc
 unix sockets in that directory, so the container needs no network at all.
 
-Hardening, all on by default: `--network none`, uid 1000, `--cap-drop ALL`, `no-new-privileges`, read-only
-root filesystem, tmpfs `/tmp`, home and workspace with size limits, memory == memory+swap, CPU and PID limits,
-tini as PID 1, no stdin (execute requests say `allow_stdin=False`, so `input()` fails at once), and labels
-naming the owner process and session for the reaper.
+Hardening, all on by default: `--network none`, uid 1000, `--cap-drop ALL`, `no-new-privileges`, lllm's
+seccomp profile (Docker's default minus io_uring, ptrace and kin: `lllm.sandbox.seccomp`), read-only root
+filesystem, tmpfs `/tmp`, home and workspace with size limits, memory == memory+swap, CPU and PID limits, tini
+as PID 1, no stdin (execute requests say `allow_stdin=False`, so `input()` fails at once), and labels naming
+the owner process and session for the reaper.
 
 Why the workspace is a tmpfs (`/home/sandbox/work`, the kernel's cwd): the kernel enforces its size without
 root, quotas or loop devices on the host; its pages are charged to the container's memory cgroup, so the
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from lllm.errors import SandboxError, SandboxFileError, SandboxStartError, UsageError
-from lllm.sandbox import _docker, files
+from lllm.sandbox import _docker, files, seccomp
 from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
 from lllm.sandbox._kernel import KernelChannels, write_connection_file
 from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
@@ -86,6 +87,9 @@ class DockerSandbox(KernelSandbox):
         max_stored_chars: cap of `CellResult.stdout`/`stderr` each.
         max_display_bytes: a display bundle over this is dropped with a notice.
         labels: extra container labels.
+        seccomp_profile: the syscall filter. None (the default): lllm's own profile, Docker's default minus
+            io_uring, ptrace and a few more (see `lllm.sandbox.seccomp`); `"docker-default"`: the engine's
+            default; or the path of a seccomp profile JSON file.
         tracer: receives a `CellRecord` per cell.
         agent: the agent name for those records.
     """
@@ -97,7 +101,7 @@ class DockerSandbox(KernelSandbox):
                  interrupt_grace: float = 3.0, start_timeout: float = 60.0,
                  max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, max_stored_chars: int = 1_000_000,
                  max_display_bytes: int = 8 << 20, labels: dict[str, str] | None = None, tracer: Any = None,
-                 agent: str | None = None) -> None:
+                 agent: str | None = None, seccomp_profile: str | Path | None = None) -> None:
         super().__init__(cell_timeout=cell_timeout, max_output_chars=max_output_chars, tracer=tracer, agent=agent)
         bad = sorted(set(env or {}) & _RESERVED_ENV)
         if bad:
@@ -114,6 +118,8 @@ class DockerSandbox(KernelSandbox):
         self.max_stored_chars = max_stored_chars
         self.max_display_bytes = max_display_bytes
         self.labels = dict(labels or {})
+        self.seccomp_profile = seccomp_profile
+        self._security_opt = ["no-new-privileges", *seccomp.security_opt(seccomp_profile)]  # checked here, once
         self.container: Any = None
         self.channels: KernelChannels | None = None
         self._conn: dict[str, Any] = {}
@@ -178,7 +184,7 @@ class DockerSandbox(KernelSandbox):
             "network_mode": "bridge" if self.network else "none",
             "runtime": self.runtime,
             "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
+            "security_opt": list(self._security_opt),
             "read_only": True,
             "tmpfs": {
                 "/tmp": f"{tmpfs_opts},size={lim.tmp_size},mode=1777",
