@@ -172,7 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run the `lllm` command; returns the exit status (errors of lllm print one line, status 1).
 
     An infrastructure failure (no Docker engine, no sandbox image, no Chromium) is such an error: the run
-    ends with it and the command exits 1 with its message, it is never worked around by the model."""
+    ends with it and the command exits 1 with its message, it is never worked around by the model.
+
+    Everything a command prints goes through `lllm._textsafe` (control characters made visible): sessions,
+    logs and errors carry text from sandboxes, which must not drive the user's terminal.
+    """
+    from lllm._textsafe import safe_stdio
+
+    with safe_stdio():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

@@ -94,7 +94,9 @@ def run_demo(*, task: str = DEFAULT_TASK, backend: str = "docker", db: str | Pat
     from lllm.core.runtime import build_tactic, get_default_runtime, load_package
     from lllm.logging import sqlite_store
 
-    out = out or sys.stdout
+    from lllm._textsafe import safe_writer
+
+    out = safe_writer(out or sys.stdout)  # the transcript carries sandbox text: no terminal controls
     load_package(EXAMPLE_PACKAGE)
     config = _config(get_default_runtime(), backend=backend, model=model)
     config["workdir"] = str(Path(workdir).resolve())

@@ -104,10 +104,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m lllm.sandbox.cli ...` (the same commands without the main CLI)."""
+    from lllm._textsafe import safe_stdio
+
     parser = argparse.ArgumentParser(prog="lllm sandbox")
     add_arguments(parser.add_subparsers(dest="sandbox_command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    with safe_stdio():  # container names, images and errors come from the engine: no terminal controls
+        return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":
