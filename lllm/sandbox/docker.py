@@ -36,6 +36,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import secrets
 import shutil
 import stat
 import threading
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from lllm.errors import SandboxError, SandboxFileError, SandboxStartError, UsageError
-from lllm.sandbox import _docker, files, seccomp
+from lllm.sandbox import _docker, _exec, files, seccomp
 from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
 from lllm.sandbox._kernel import KernelChannels, write_connection_file
 from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
@@ -87,6 +88,8 @@ class DockerSandbox(KernelSandbox):
         max_stored_chars: cap of `CellResult.stdout`/`stderr` each.
         max_display_bytes: a display bundle over this is dropped with a notice.
         labels: extra container labels.
+        file_timeout: seconds an `upload`/`download`/`list_files` may take in the container before its helper
+            is killed and the call fails with `SandboxFileError` (kernel code can stop or block the helpers).
         seccomp_profile: the syscall filter. None (the default): lllm's own profile, Docker's default minus
             io_uring, ptrace and a few more (see `lllm.sandbox.seccomp`); `"docker-default"`: the engine's
             default; or the path of a seccomp profile JSON file.
@@ -101,7 +104,8 @@ class DockerSandbox(KernelSandbox):
                  interrupt_grace: float = 3.0, start_timeout: float = 60.0,
                  max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, max_stored_chars: int = 1_000_000,
                  max_display_bytes: int = 8 << 20, labels: dict[str, str] | None = None, tracer: Any = None,
-                 agent: str | None = None, seccomp_profile: str | Path | None = None) -> None:
+                 agent: str | None = None, seccomp_profile: str | Path | None = None,
+                 file_timeout: float = 60.0) -> None:
         super().__init__(cell_timeout=cell_timeout, max_output_chars=max_output_chars, tracer=tracer, agent=agent)
         bad = sorted(set(env or {}) & _RESERVED_ENV)
         if bad:
@@ -119,6 +123,7 @@ class DockerSandbox(KernelSandbox):
         self.max_display_bytes = max_display_bytes
         self.labels = dict(labels or {})
         self.seccomp_profile = seccomp_profile
+        self.file_timeout = file_timeout
         self._security_opt = ["no-new-privileges", *seccomp.security_opt(seccomp_profile)]  # checked here, once
         self.container: Any = None
         self.channels: KernelChannels | None = None
@@ -336,16 +341,17 @@ class DockerSandbox(KernelSandbox):
         self._cell_started = time.time()
 
     # -- files ----------------------------------------------------------------------------------------------------
-    def _exec_files(self, *args: str) -> dict[str, Any]:
+    def _exec_files(self, op: str, **args: str) -> files.HelperReply:
+        """Run the file helper (`files.CONTAINER_SCRIPT`) for one operation: isolated Python (`-I`), the
+        request and a fresh nonce on stdin, output capped and timed (`_exec.run_capped`); only the output line
+        that carries the nonce is taken as the reply."""
         uid, gid = container_user()
-        with _docker.translate_errors("run a file operation in the sandbox"):
-            code, output = self.container.exec_run(["python3", "-c", files.CONTAINER_SCRIPT, WORKSPACE, RUN_DIR,
-                                                    *args], user=f"{uid}:{gid}", workdir=WORKSPACE, demux=False)
-        try:
-            return json.loads(output.decode(errors="replace").strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise SandboxFileError(f"file operation {args[0]!r} failed in the sandbox (exit {code}): "
-                                   f"{output[-500:].decode(errors='replace')}") from None
+        nonce = secrets.token_hex(16)
+        out = _exec.run_capped(self.container, ["python3", "-I", "-c", files.CONTAINER_SCRIPT], user=f"{uid}:{gid}",
+                               stdin=files.helper_request(op, nonce, workspace=WORKSPACE, run_dir=RUN_DIR, **args),
+                               timeout=self.file_timeout, max_bytes=files.MAX_REPLY_BYTES,
+                               what=f"the {op!r} file helper")
+        return files.parse_reply(out.stdout, out.stderr, nonce, op=op)
 
     def upload(self, src: str | Path | bytes, dest: str) -> str:
         self._require_running("upload")
@@ -355,35 +361,33 @@ class DockerSandbox(KernelSandbox):
                                    path=dest)
         name = files.host_write_xfer(self.session_dir, files.read_source(src))
         try:
-            reply = self._exec_files("put", name, rel)
+            reply = self._exec_files("put", xfer=name, rel=rel)
         finally:
-            try:
-                os.unlink(self.session_dir / name)
-            except OSError:
-                pass
-        if not reply.get("ok"):
-            raise SandboxFileError(f"upload to {dest!r} refused: {reply.get('error')}", path=dest)
+            _remove_entry(self.session_dir / name)
+        if not reply.ok:
+            raise SandboxFileError(f"upload to {dest!r} refused: {reply.error}", path=dest)
         return rel
 
     def download(self, path: str) -> bytes:
         self._require_running("download")
         rel = files.clean_relative(path, workspace=WORKSPACE)
         name = files.xfer_name()
-        reply = self._exec_files("get", rel, name)
-        if not reply.get("ok"):
-            try:
-                os.unlink(self.session_dir / name)
-            except OSError:
-                pass
-            raise SandboxFileError(f"download of {path!r} refused: {reply.get('error')}", path=path)
+        try:
+            reply = self._exec_files("get", rel=rel, xfer=name)
+        except SandboxFileError:
+            _remove_entry(self.session_dir / name)
+            raise
+        if not reply.ok:
+            _remove_entry(self.session_dir / name)
+            raise SandboxFileError(f"download of {path!r} refused: {reply.error}", path=path)
         return files.host_take_xfer(self.session_dir, name)
 
     def list_files(self, path: str = ".") -> list[str]:
         self._require_running("list_files")
-        reply = self._exec_files("ls", files.clean_relative(path, workspace=WORKSPACE))
-        if not reply.get("ok"):
-            raise SandboxFileError(f"cannot list {path!r}: {reply.get('error')}", path=path)
-        return list(reply["files"])
+        reply = self._exec_files("ls", rel=files.clean_relative(path, workspace=WORKSPACE))
+        if not reply.ok:
+            raise SandboxFileError(f"cannot list {path!r}: {reply.error}", path=path)
+        return list(reply.files or [])
 
 
 def _remove_entry(path: Path) -> None:

@@ -9,15 +9,29 @@ Docker transfers pass through the session directory, the one host directory the 
 writes `<session_dir>/.xfer-<random>` and the container moves it into place, or the container copies a file
 there and the host reads it with `O_NOFOLLOW` and checks it is a regular file, so a hostile kernel cannot
 point the host at a file of its own choosing.
+
+The helper that does the container's side runs as the sandbox user, the same uid as kernel code, so nothing it
+says is trusted further than it must be: it runs as `python3 -I` (no user site directory, where kernel code
+could plant a `usercustomize.py`; no PYTHON* variables; no cwd on `sys.path`); it gets its request and a
+per-call nonce on stdin and the host believes only the output line that starts with that nonce (`parse_reply`,
+validated by `HelperReply`); its output is read with a byte cap and a deadline and it is killed past either
+(`lllm.sandbox._exec`); every file it opens is opened non-blocking and must be a regular file, so a FIFO where
+a file should be fails at once instead of holding a host thread for ever. `LocalSandbox` opens files the same
+way on the host.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import posixpath
 import secrets
 import stat
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lllm.errors import SandboxFileError
 
@@ -84,10 +98,28 @@ def local_upload(workspace: Path, data: bytes, dest: str) -> str:
     final = os.path.join(parent, os.path.basename(target))
     if os.path.islink(final):
         raise SandboxFileError(f"upload destination {dest!r} is a symlink; refusing to write through it", path=dest)
-    fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    fd = _open_regular(final, os.O_WRONLY | os.O_CREAT, 0o644, what=f"upload to {dest!r}", path=dest)
     with os.fdopen(fd, "wb") as fh:
+        fh.truncate(0)
         fh.write(data)
     return rel
+
+
+def _open_regular(target: str, flags: int, mode: int = 0o600, *, what: str, **facts: str) -> int:
+    """Open without following a final symlink and without blocking (a FIFO would block the caller for ever),
+    and refuse what is not a regular file. Returns a blocking descriptor."""
+    try:
+        fd = os.open(target, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO without a reader, opened for writing
+            raise SandboxFileError(f"cannot {what}: not a regular file (a FIFO, device or directory)",
+                                   **facts) from None
+        raise SandboxFileError(f"cannot {what}: {exc.strerror}", **facts) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SandboxFileError(f"cannot {what}: not a regular file (a FIFO, device or directory)", **facts)
+    os.set_blocking(fd, True)
+    return fd
 
 
 def local_download(workspace: Path, path: str) -> bytes:
@@ -98,13 +130,8 @@ def local_download(workspace: Path, path: str) -> bytes:
     if not _inside(real, root):
         raise SandboxFileError(f"download of {path!r} refused: it resolves to {real!r}, outside the workspace "
                                "(a symlink)", path=path)
-    try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise SandboxFileError(f"cannot download {path!r}: {exc.strerror}", path=path) from exc
+    fd = _open_regular(real, os.O_RDONLY, what=f"download {path!r}", path=path)
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise SandboxFileError(f"cannot download {path!r}: not a regular file", path=path)
         data = fh.read(MAX_TRANSFER_BYTES + 1)
     if len(data) > MAX_TRANSFER_BYTES:
         raise SandboxFileError(f"{path!r} is over the {MAX_TRANSFER_BYTES:,}-byte download limit", path=path)
@@ -166,43 +193,116 @@ def host_take_xfer(session_dir: Path, name: str) -> bytes:
     return data
 
 
+MAX_REPLY_BYTES = 8 << 20
+"""Most output a file helper may write (a `list_files` reply of `MAX_LISTED` long names fits); more is a flood."""
+MAX_LISTED_BYTES = 4 << 20
+"""`list_files` stops listing (in the container) when the names reach this many bytes."""
+
+
+class HelperReply(BaseModel):
+    """The one line of a file helper's output the host believes: the one that starts with this call's nonce."""
+
+    model_config = ConfigDict(extra="forbid")
+    ok: bool
+    error: str | None = Field(default=None, max_length=2000)
+    files: list[Annotated[str, Field(max_length=4096)]] | None = Field(default=None, max_length=MAX_LISTED)
+
+
+def helper_request(op: str, nonce: str, *, workspace: str, run_dir: str, **args: str) -> bytes:
+    """The line a helper reads on stdin: the operation, its arguments and the nonce its reply must carry."""
+    return (json.dumps({"op": op, "nonce": nonce, "ws": workspace, "run": run_dir, **args}) + "\n").encode()
+
+
+def parse_reply(stdout: bytes, stderr: bytes, nonce: str, *, op: str) -> HelperReply:
+    """The reply line tagged with `nonce`; any other output (a forged reply without the nonce, noise) is ignored.
+
+    Raises:
+        SandboxFileError: no line, or more than one, carries the nonce, or it is not a valid reply.
+    """
+    tag = nonce.encode() + b" "
+    tagged = [line[len(tag):] for line in stdout.splitlines() if line.startswith(tag)]
+    if len(tagged) != 1:
+        tail = (stderr or stdout)[-400:].decode("utf-8", "replace")
+        raise SandboxFileError(f"file operation {op!r} got no valid answer from its helper in the sandbox "
+                               f"({len(tagged)} tagged replies); its last output: {tail!r}", op=op)
+    try:
+        return HelperReply.model_validate_json(tagged[0])
+    except ValidationError as exc:
+        raise SandboxFileError(f"file operation {op!r}: the helper's reply is malformed "
+                               f"({exc.error_count()} errors)", op=op) from None
+
+
+# Runs as `python3 -I -c CONTAINER_SCRIPT` (isolated: no user site, no PYTHON* variables, no cwd on sys.path),
+# as the sandbox user, with the request on stdin. First it makes itself non-dumpable, so that other processes
+# of the same uid (kernel code) cannot read or write its memory through /proc, and only then reads the nonce.
+# Every open is O_NOFOLLOW and O_NONBLOCK and checked to be a regular file: a FIFO or device where a file
+# should be is refused at once instead of blocking.
 CONTAINER_SCRIPT = r"""
-import json, os, shutil, stat, sys
-ws = os.path.realpath(sys.argv[1]); run = os.path.realpath(sys.argv[2]); op = sys.argv[3]
+import ctypes, errno, json, os, stat, sys
+try:
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
+except Exception:
+    pass
+req = json.loads(sys.stdin.buffer.readline(1 << 16))
+nonce = req["nonce"]; ws = os.path.realpath(req["ws"]); run = os.path.realpath(req["run"]); op = req["op"]
+LIMIT = %(limit)d
+def reply(**kw):
+    sys.stdout.write(nonce + " " + json.dumps(kw) + "\n"); sys.stdout.flush(); os._exit(0)
+def fail(msg): reply(ok=False, error=msg[:1000])
 def inside(p): return p == ws or p.startswith(ws + "/")
-def fail(msg): print(json.dumps({"ok": False, "error": msg})); sys.exit(0)
+NB = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+def open_regular(path, flags, what, mode=0o600):
+    try:
+        fd = os.open(path, flags | NB, mode)
+    except OSError as exc:  # ENXIO: a FIFO without a reader, opened for writing
+        if exc.errno != errno.ENXIO: raise
+        fail(what + " is not a regular file (a FIFO, device or directory)")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd); fail(what + " is not a regular file (a FIFO, device or directory)")
+    os.set_blocking(fd, True)
+    return fd
+def copy(src, dst):
+    done = 0
+    while True:
+        chunk = os.read(src, 1 << 20)
+        if not chunk: return
+        done += len(chunk)
+        if done > LIMIT: fail("the file is over the %%d-byte transfer limit" %% LIMIT)
+        view = memoryview(chunk)
+        while view: view = view[os.write(dst, view):]
 try:
     if op == "put":
-        xfer, rel = sys.argv[4], sys.argv[5]
-        target = os.path.join(ws, rel)
+        target = os.path.join(ws, req["rel"])
         parent = os.path.realpath(os.path.dirname(target))
         if not inside(parent): fail("the destination's directory resolves outside the workspace (a symlink)")
         os.makedirs(parent, exist_ok=True)
         final = os.path.join(parent, os.path.basename(target))
         if os.path.islink(final): fail("the destination is a symlink; refusing to write through it")
-        src = os.open(os.path.join(run, xfer), os.O_RDONLY | os.O_NOFOLLOW)
-        dst = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(src, "rb") as a, os.fdopen(dst, "wb") as b: shutil.copyfileobj(a, b, 1 << 20)
-        os.unlink(os.path.join(run, xfer))
-        print(json.dumps({"ok": True}))
+        src = open_regular(os.path.join(run, req["xfer"]), os.O_RDONLY, "the transfer file")
+        dst = open_regular(final, os.O_WRONLY | os.O_CREAT, "the destination", 0o644)
+        os.ftruncate(dst, 0)
+        copy(src, dst)
+        os.unlink(os.path.join(run, req["xfer"]))
+        reply(ok=True)
     elif op == "get":
-        rel, xfer = sys.argv[4], sys.argv[5]
-        real = os.path.realpath(os.path.join(ws, rel))
-        if not inside(real): fail("it resolves to %r, outside the workspace (a symlink)" % real)
-        src = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        if not stat.S_ISREG(os.fstat(src).st_mode): fail("not a regular file")
-        dst = os.open(os.path.join(run, xfer), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(src, "rb") as a, os.fdopen(dst, "wb") as b: shutil.copyfileobj(a, b, 1 << 20)
-        print(json.dumps({"ok": True}))
+        real = os.path.realpath(os.path.join(ws, req["rel"]))
+        if not inside(real): fail("it resolves to %%r, outside the workspace (a symlink)" %% real)
+        src = open_regular(real, os.O_RDONLY, "it")
+        dst = os.open(os.path.join(run, req["xfer"]), os.O_WRONLY | os.O_CREAT | os.O_EXCL | NB, 0o600)
+        copy(src, dst)
+        reply(ok=True)
     elif op == "ls":
-        start = os.path.realpath(os.path.join(ws, sys.argv[4]))
+        start = os.path.realpath(os.path.join(ws, req["rel"]))
         if not inside(start): fail("it resolves outside the workspace")
-        out = []
-        for d, dirs, files in os.walk(start):
-            for n in files + [x for x in dirs if os.path.islink(os.path.join(d, x))]:
-                out.append(os.path.relpath(os.path.join(d, n), ws))
-            if len(out) >= 10000: break
-        print(json.dumps({"ok": True, "files": sorted(out)[:10000]}))
+        out, size = [], 0
+        for d, dirs, names in os.walk(start):
+            for n in names + [x for x in dirs if os.path.islink(os.path.join(d, x))]:
+                rel = os.fsencode(os.path.relpath(os.path.join(d, n), ws)).decode("utf-8", "replace")
+                out.append(rel); size += len(rel.encode()) + 4
+                if len(out) >= %(listed)d or size >= %(listed_bytes)d: reply(ok=True, files=sorted(out))
+        reply(ok=True, files=sorted(out))
+    else:
+        fail("unknown operation %%r" %% op)
 except OSError as exc:
     fail(exc.strerror or str(exc))
-"""
+""" % {"limit": MAX_TRANSFER_BYTES, "listed": MAX_LISTED, "listed_bytes": MAX_LISTED_BYTES}

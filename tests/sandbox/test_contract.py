@@ -177,6 +177,24 @@ def test_files_refuse_escapes(sb: Any) -> None:
         sb.upload(b"x", "link-out")
 
 
+def test_files_refuse_fifos_without_blocking(sb: Any) -> None:
+    sb.run_cell("import os\nos.path.lexists('fifo') or os.mkfifo('fifo')")
+    box: dict[str, Any] = {}
+
+    def attempt() -> None:
+        for op in (lambda: sb.upload(b"x", "fifo"), lambda: sb.download("fifo")):
+            try:
+                op()
+            except SandboxFileError as exc:
+                box.setdefault("errors", []).append(str(exc))
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "a file operation on a FIFO blocked"
+    assert len(box["errors"]) == 2 and all("not a regular file" in e for e in box["errors"]), box
+
+
 def test_tracer_records_cells(sb: Any) -> None:
     sb.run_cell("'traced'")
     last = sb.records[-1]
