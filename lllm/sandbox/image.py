@@ -29,14 +29,26 @@ PUBLIC_BASE = "python:3.12-slim"
 _build_lock = threading.Lock()
 
 
+PACKAGED_SOURCE = Path(__file__).resolve().parent / "image_source"
+"""Where a wheel keeps its copy of `Dockerfile.sandbox` and `sandbox/` (put there by setup.py)."""
+
+
+def _is_source(root: Path) -> bool:
+    return (root / "Dockerfile.sandbox").is_file() and (root / "sandbox").is_dir()
+
+
 def source_root() -> Path:
-    """The checkout holding `Dockerfile.sandbox` and `sandbox/` (`$LLLM_SOURCE_ROOT` overrides)."""
-    root = Path(os.environ.get("LLLM_SOURCE_ROOT") or Path(__file__).resolve().parents[2])
-    if not (root / "Dockerfile.sandbox").is_file() or not (root / "sandbox").is_dir():
-        raise SandboxStartError(f"no Dockerfile.sandbox and sandbox/ under {str(root)!r}: building the sandbox "
-                                "image needs a source checkout of lllm (or set LLLM_SANDBOX_IMAGE to a built "
-                                "image, or LLLM_SOURCE_ROOT to the checkout)", root=str(root))
-    return root
+    """The folder holding `Dockerfile.sandbox` and `sandbox/`: `$LLLM_SOURCE_ROOT`, else the checkout this
+    package runs from, else the copy an installed wheel carries."""
+    given = os.environ.get("LLLM_SOURCE_ROOT")
+    candidates = [Path(given)] if given else [Path(__file__).resolve().parents[2], PACKAGED_SOURCE]
+    for root in candidates:
+        if _is_source(root):
+            return root
+    raise SandboxStartError(f"no Dockerfile.sandbox and sandbox/ under {str(candidates[0])!r}: building the sandbox "
+                            "image needs them (a source checkout of lllm, or a wheel built from one); set "
+                            "LLLM_SANDBOX_IMAGE to a built image, or LLLM_SOURCE_ROOT to the checkout",
+                            root=str(candidates[0]))
 
 
 def _context_files(root: Path) -> list[tuple[str, Path]]:

@@ -29,9 +29,9 @@ from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS
 
 def guest_dir() -> Path | None:
     """Where the guest modules (`lllm_kernel_init`, `lllm_guest`) live: the checkout's `sandbox/`, or the
-    copy packaged as `lllm/sandbox/guest/`."""
+    copy a wheel carries as `lllm/sandbox/image_source/sandbox/` (see setup.py)."""
     here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "sandbox", here.parent / "guest"):
+    for candidate in (here.parents[2] / "sandbox", here.parent / "image_source" / "sandbox"):
         if (candidate / "lllm_kernel_init.py").is_file():
             return candidate
     return None
