@@ -91,10 +91,9 @@ def _config(runtime: Any, *, backend: str, model: str | None) -> dict[str, Any]:
 def run_demo(*, task: str = DEFAULT_TASK, backend: str = "docker", db: str | Path = "runs/demo.db",
              workdir: str | Path = "runs", model: str | None = None, out: Any = None) -> Any:
     """Run the research tactic once and print its transcript; returns the tactic call session."""
+    from lllm._textsafe import safe_writer
     from lllm.core.runtime import build_tactic, get_default_runtime, load_package
     from lllm.logging import sqlite_store
-
-    from lllm._textsafe import safe_writer
 
     out = safe_writer(out or sys.stdout)  # the transcript carries sandbox text: no terminal controls
     load_package(EXAMPLE_PACKAGE)

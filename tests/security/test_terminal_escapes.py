@@ -50,7 +50,7 @@ def test_hostile_cell_output_is_neutralised_in_demo_and_logs(tmp_path: Path, san
     from lllm.cli import main
 
     db = tmp_path / "demo.db"
-    with override(ScriptedInvoker(SCRIPT, input_price=0, output_price=0)):
+    with override(ScriptedInvoker(SCRIPT)):
         code = main(["demo", "--db", str(db), "--workdir", str(tmp_path / "runs"), "--task", "look \x1b]0;t\x07"])
     out, err = capfdbinary.readouterr()
     assert code == 0, err.decode(errors="replace")
