@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "FakeSandbox": "lllm.sandbox.fake",
     "JupyterSession": "lllm.sandbox.notebook",
     "LocalSandbox": "lllm.sandbox.local",
+    "RecordLimits": "lllm.sandbox.base",
     "Sandbox": "lllm.sandbox.base",
     "SandboxLimits": "lllm.sandbox.base",
     "SandboxPool": "lllm.sandbox.pool",
@@ -27,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "ensure_image": "lllm.sandbox.image",
     "image_name": "lllm.sandbox.image",
     "reap": "lllm.sandbox.reaper",
+    "render_cell": "lllm.sandbox.render",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lllm.sandbox._kernel import KernelChannels
-from lllm.sandbox._output import OutputCollector
-from lllm.sandbox.base import BaseSandbox, CellResult, CellStatus
+from lllm.sandbox._output import OutputCollector, RecordBudget
+from lllm.sandbox._zmtp import ChannelError
+from lllm.sandbox.base import BaseSandbox, CellResult, CellStatus, RecordLimits
 
 _HEALTH_EVERY_S = 0.25
 _IDLE_AFTER_REPLY_S = 1.0
+_REPLY_AFTER_IDLE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class KernelHandle(Protocol):
     def restart_kernel(self) -> None:
         """Kill the kernel (if alive), start a new one and wait until it answers; replaces `channels`."""
 
+    def restart_note(self) -> str:
+        """What the last restart cleaned up besides the kernel ('' when nothing worth saying)."""
+
 
 @dataclass
 class CellLimits:
@@ -80,22 +85,30 @@ class CellLimits:
     max_output_chars: int
     max_stored_chars: int
     max_display_bytes: int
+    budget: RecordBudget | None = None
+    """The sandbox's session budget for what cells store (None: `RecordLimits()` per cell, no session cap)."""
 
 
 def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
-    """Run `code` on `kernel`; see the module docstring. Never raises for what the cell did."""
+    """Run `code` on `kernel`; see the module docstring. Never raises for what the cell (or the kernel) sent."""
     out = OutputCollector(max_output_chars=limits.max_output_chars, max_stored_chars=limits.max_stored_chars,
-                          max_display_bytes=limits.max_display_bytes)
+                          max_display_bytes=limits.max_display_bytes, budget=limits.budget)
     started = time.monotonic()
     channels = kernel.channels
-    # Anything left from an earlier cell (a late message after a timeout) is not ours: drop it.
-    while channels.recv_iopub() is not None:
-        pass
-    while channels.recv_shell() is not None:
-        pass
-    msg_id = channels.execute(code)
+    # Anything left from an earlier cell (a late message after a timeout) is not ours: drop it, within a small
+    # bound (whatever else is queued is skipped below as not this cell's).
+    channels.discard_pending()
+    if not channels.resync():
+        out.notices.append("the kernel's IOPub channel did not answer a check before the cell; output may be "
+                           "missing")
+    channels.take_problems()
+    try:
+        msg_id = channels.execute(code)
+    except ChannelError as exc:
+        return _unreachable(kernel, out, started, exc)
     deadline = started + limits.timeout if limits.timeout is not None else None
     idle = False
+    idle_at = 0.0
     reply: dict | None = None
     reply_at = 0.0
     interrupted_at: float | None = None
@@ -104,6 +117,7 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
     status: CellStatus | None = None
     timeout_action: str | None = None
     restarted = False
+    status_lost = False
 
     while True:
         now = time.monotonic()
@@ -111,6 +125,12 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
             break
         if reply is not None and now - max(reply_at, last_iopub) > _IDLE_AFTER_REPLY_S:
             out.notices.append("the kernel's final status message was lost; output may be incomplete")
+            status_lost = True
+            break
+        if idle and reply is None and now - idle_at > _REPLY_AFTER_IDLE_S:
+            # IOPub says the cell is done; its shell reply (status and count only) is not coming
+            out.notices.append("the kernel's reply to the cell was lost; its output is complete")
+            channels.reset_shell()
             break
         if deadline is not None and now >= deadline:
             if interrupted_at is None:
@@ -129,20 +149,21 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
         has_iopub, has_shell, has_control = channels.poll(wait)
         if has_iopub:
             last_iopub = time.monotonic()
-            while (msg := channels.recv_iopub()) is not None:
-                if msg["parent_header"].get("msg_id") != msg_id:
+            for msg in channels.read_iopub(msg_id):
+                if msg.get("foreign"):
                     continue
-                msg_type = msg["msg_type"]
-                if "oversized" in msg:
-                    out.add_oversized(msg_type, msg["oversized"])
-                elif msg_type == "status":
-                    if msg["content"].get("execution_state") == "idle":
-                        idle = True
+                if "malformed" in msg:
+                    out.malformed(f"a message with {msg['malformed']}")
+                elif "oversized" in msg:
+                    out.add_oversized(msg["msg_type"], msg["oversized"])
+                elif msg["msg_type"] == "status":
+                    if msg["content"].get("execution_state") == "idle" and not idle:
+                        idle, idle_at = True, time.monotonic()
                 else:
-                    out.add(msg_type, msg["content"], msg.get("metadata"))
+                    out.add(msg["msg_type"], msg["content"], msg["metadata"])
         if has_shell:
-            while (msg := channels.recv_shell()) is not None:
-                if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_reply":
+            for msg in channels.read_shell(msg_id):
+                if not msg.get("foreign") and "malformed" not in msg and msg["msg_type"] == "execute_reply":
                     reply, reply_at = msg, time.monotonic()
         if has_control:
             channels.drain_control()
@@ -152,14 +173,21 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
                 ended = kernel.exit_status()
                 if ended is not None:
                     status = "oom" if ended.oom else "died"
-                    lost = ("the container was started again: every variable and every file in the workspace, /tmp "
-                            "and home were lost" if ended.container else
-                            "it was restarted and every variable was lost")
-                    out.notices.append(f"{ended.describe()}; {lost}")
+                    out.notices.append(f"{ended.describe()}; {_lost(ended)}{_cleanup_note(kernel)}")
                     restarted = True
                     kernel.restart_kernel()
                     break
 
+    if restarted:
+        if timeout_action == "restarted":
+            note = _cleanup_note(kernel)
+            if note:
+                out.notices[-1] += note
+    else:
+        for problem in channels.take_problems():
+            out.notices.append(problem)
+        if status_lost:
+            channels.reset_iopub()  # out of step: the next cell starts on a clean connection
     if status is None:
         if interrupted_at is not None:
             status = "timeout"
@@ -172,26 +200,61 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
         else:
             status = "ok"
     if reply is not None and out.execution_count is None:
-        out.execution_count = reply["content"].get("execution_count")
+        out._count(reply["content"].get("execution_count"))
     return out.finish(status=status, duration_s=time.monotonic() - started, timeout_action=timeout_action,
                       restarted=restarted, state_lost=restarted)
+
+
+def _lost(ended: ExitStatus) -> str:
+    return ("the container was started again: every variable and every file in the workspace, /tmp and home were "
+            "lost" if ended.container else "it was restarted and every variable was lost")
+
+
+def _cleanup_note(kernel: KernelHandle) -> str:
+    """What the restart cleaned up, as the backend reports it (`restart_note()`), e.g. leftover processes."""
+    note = getattr(kernel, "restart_note", None)
+    return f"; {note()}" if callable(note) and note() else ""
+
+
+def _unreachable(kernel: KernelHandle, out: OutputCollector, started: float, exc: ChannelError) -> CellResult:
+    """The kernel did not take the cell (its socket is gone or it stopped reading): restart it, say so."""
+    ended = kernel.exit_status()
+    why = ended.describe() if ended is not None else f"the kernel did not take the cell ({exc})"
+    status: CellStatus = "oom" if ended is not None and ended.oom else "died"
+    kernel.restart_kernel()
+    lost = _lost(ended) if ended is not None else "it was restarted and every variable was lost"
+    out.notices.append(f"{why}; {lost}{_cleanup_note(kernel)}; the cell did not run")
+    return out.finish(status=status, duration_s=time.monotonic() - started, restarted=True, state_lost=True)
 
 
 class KernelSandbox(BaseSandbox):
     """A sandbox whose cells run on a Jupyter kernel through `run_cell` (the Docker and local backends).
 
-    Subclasses set `channels`, `interrupt_grace`, `max_stored_chars`, `max_display_bytes` and `_lock`, and
-    provide `send_interrupt()`, `restart_kernel()` and `exit_status()` (the `KernelHandle` protocol).
+    Subclasses set `channels`, `interrupt_grace`, `max_stored_chars`, `max_display_bytes`, `record_limits` and
+    `_lock`, and provide `send_interrupt()`, `restart_kernel()` and `exit_status()` (the `KernelHandle`
+    protocol).
     """
 
     channels: KernelChannels | None
     interrupt_grace: float
     max_stored_chars: int
     max_display_bytes: int
+    record_limits: RecordLimits
     _lock: threading.RLock
+    _record_budget: RecordBudget | None = None
 
     def _on_cell_start(self) -> None:
         """Called under the lock just before a cell is sent (Docker notes the time, for OOM events)."""
+
+    def restart_note(self) -> str:
+        return ""
+
+    @property
+    def record_budget(self) -> RecordBudget:
+        """What this sandbox's cells have stored so far, against `record_limits` (over the whole session)."""
+        if self._record_budget is None:
+            self._record_budget = RecordBudget(getattr(self, "record_limits", None) or RecordLimits())
+        return self._record_budget
 
     def _run_cell(self, code: str, *, timeout: float | None) -> CellResult:
         with self._lock:
@@ -200,7 +263,7 @@ class KernelSandbox(BaseSandbox):
             self._on_cell_start()
             limits = CellLimits(timeout=timeout, interrupt_grace=self.interrupt_grace,
                                 max_output_chars=self.max_output_chars, max_stored_chars=self.max_stored_chars,
-                                max_display_bytes=self.max_display_bytes)
+                                max_display_bytes=self.max_display_bytes, budget=self.record_budget)
             return run_cell(self, code, limits)  # type: ignore[arg-type]
 
     def _interrupt(self) -> None:

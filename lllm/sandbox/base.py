@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from lllm.errors import SandboxClosed, SandboxError, UsageError
 
@@ -82,7 +82,11 @@ class CellResult(BaseModel):
     notices: list[str] = Field(default_factory=list)
     """Human-readable notes on what the sandbox did: truncation, dropped displays, restarts."""
     text: str = ""
-    """The model's view: output, result and error, capped at `max_output_chars` with a marker where cut."""
+    """The model's view: output, result, error and notices, all within `max_output_chars` (see
+    `lllm.sandbox.render.render_cell`, which can render it again with a header or another cap)."""
+
+    _view: dict[str, Any] | None = PrivateAttr(default=None)
+    """The output's kept head and tail and the error text behind `text`, for `render_cell`."""
 
     @property
     def ok(self) -> bool:
@@ -116,6 +120,25 @@ class SandboxLimits(BaseModel):
     def _size(cls, value: str) -> str:
         parse_size(value)
         return value
+
+
+class RecordLimits(BaseModel):
+    """How much of what cells send back the host keeps (in `CellResult`s, the notebook, the log), applied as it
+    arrives: per cell, and over a sandbox's whole session. What passes a budget is dropped with a notice; the
+    model's capped view of each cell is not counted (it is bounded by `max_output_chars` anyway)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cell_display_bytes: int = Field(default=16 << 20, ge=0)
+    """All displays and the result of one cell together (one display alone is capped by `max_display_bytes`)."""
+    cell_images: int = Field(default=8, ge=0)
+    """Images of one cell handed on as images (to a model); the rest stay in the notebook only."""
+    error_chars: int = Field(default=20_000, ge=1000)
+    """Characters kept of one error: its message and the end of its traceback together."""
+    session_stored_chars: int = Field(default=32_000_000, ge=0)
+    """Characters of stream output and error text stored over the whole session."""
+    session_display_bytes: int = Field(default=64 << 20, ge=0)
+    """Bytes of displays and results (figures included) stored over the whole session."""
 
 
 def parse_size(value: str | int) -> int:
@@ -338,5 +361,5 @@ class BaseSandbox:
         raise NotImplementedError
 
 
-__all__ = ["BaseSandbox", "CellImage", "CellResult", "CellStatus", "DEFAULT_MAX_OUTPUT_CHARS", "Sandbox",
-           "SandboxError", "SandboxLimits", "SandboxState", "parse_size"]
+__all__ = ["BaseSandbox", "CellImage", "CellResult", "CellStatus", "DEFAULT_MAX_OUTPUT_CHARS", "RecordLimits",
+           "Sandbox", "SandboxError", "SandboxLimits", "SandboxState", "parse_size"]

@@ -22,7 +22,7 @@ from typing import Any
 from lllm.errors import SandboxStartError, UsageError
 from lllm.sandbox import files
 from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
-from lllm.sandbox._kernel import KernelChannels, write_connection_file
+from lllm.sandbox._kernel import KernelChannels, iopub_message_limit, write_connection_file
 from lllm.sandbox._rundir import make_session_dir, new_sandbox_id, remove_session_dir
 from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS
 
@@ -110,7 +110,7 @@ class LocalSandbox(KernelSandbox):
                                     python=self.python) from exc
         finally:
             log.close()
-        self.channels = KernelChannels(self._conn, max_message_bytes=max(self.max_display_bytes * 2, 32 << 20))
+        self.channels = KernelChannels(self._conn, max_message_bytes=iopub_message_limit(self.max_display_bytes))
         self.channels.wait_ready(self.start_timeout, check_alive=self._check_alive_for_start)
 
     def _check_alive_for_start(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -67,7 +68,9 @@ def test_head_tail_render() -> None:
     whole = _HeadTail(1000)
     whole.add("a" * 500 + "b" * 500)
     text, omitted = whole.render(200)
-    assert text.startswith("a" * 98) and text.endswith("b" * 42) and omitted == 1000 - 98 - 42
+    head, tail = text.split("\n")[0], text.split("\n")[-1]
+    assert len(text) <= 200 and set(head) == {"a"} and set(tail) == {"b"} and len(head) > 2 * len(tail)
+    assert omitted == 1000 - len(head) - len(tail) and f"[... {omitted} characters of output omitted ...]" in text
 
 
 def test_error_is_kept_and_ansi_stripped() -> None:
@@ -142,6 +145,7 @@ class ScriptedChannels:
         self.iopub: list[dict] = []
         self.shell: list[dict] = []
         self.controls: list[str] = []
+        self.resets: list[str] = []
 
     def execute(self, code: str) -> str:
         msg_id = f"m{len(self.controls)}-{code}"
@@ -158,11 +162,34 @@ class ScriptedChannels:
             time.sleep(min(timeout, 0.02))
         return bool(self.iopub), bool(self.shell), False
 
-    def recv_iopub(self) -> dict | None:
-        return self.iopub.pop(0) if self.iopub else None
+    @staticmethod
+    def _read(queue: list[dict], want: str) -> Iterator[dict]:
+        while queue:
+            msg = dict(queue.pop(0))
+            msg.setdefault("metadata", {})
+            msg["foreign"] = msg["parent_header"].get("msg_id") != want
+            yield msg
 
-    def recv_shell(self) -> dict | None:
-        return self.shell.pop(0) if self.shell else None
+    def read_iopub(self, want: str) -> Iterator[dict]:
+        return self._read(self.iopub, want)
+
+    def read_shell(self, want: str) -> Iterator[dict]:
+        return self._read(self.shell, want)
+
+    def discard_pending(self) -> None:
+        pass
+
+    def resync(self) -> bool:
+        return True
+
+    def take_problems(self) -> list[str]:
+        return []
+
+    def reset_iopub(self) -> None:
+        self.resets.append("iopub")
+
+    def reset_shell(self) -> None:
+        self.resets.append("shell")
 
     def drain_control(self) -> None:
         pass
