@@ -11,13 +11,22 @@ It talks to the host through the same directory and through signals (tini forwar
   `oom_kills_at_start`/`oom_kills` (the container cgroup's OOM-kill counter when the kernel started and when it
   exited: a difference means the kernel was killed for memory) and `killed_by` (`supervisor` when a restart
   killed it).
-- SIGHUP: kill the kernel's whole process group (SIGKILL) and start a new kernel on the same sockets.
+- SIGHUP: kill the kernel and every other process in the container that is not tini, this supervisor or a
+  host-started `docker exec` helper (a process the kernel put in its own session or double-forked would
+  otherwise survive), reset the home directory (everything in it but the workspace mount is deleted, so no
+  file planted there reaches the next kernel), then start a new kernel on the same sockets. `kernel.state`
+  then says what was cleaned up (`cleanup`: `killed`, the other processes killed; `home_removed`, the
+  entries deleted from home).
 - SIGINT: forwarded to the kernel's process group (the host normally interrupts with a control message).
 - SIGTERM: kill the kernel and exit.
 
 An exited kernel is not restarted until the host asks (SIGHUP): the host reads the exit status first, so that
 it can report a death or an OOM kill as such. Only the standard library is used; the kernel's own start-up
 (`lllm_kernel_init`) is loaded as an IPython extension.
+
+The kernel runs with `python3 -s -P` and `PYTHONNOUSERSITE=1`: no user site-packages (a `usercustomize.py` or
+`.pth` in `~/.local`) and not the workspace ahead of the standard library at start-up. The supervisor makes
+itself non-dumpable, so kernel code (same uid) cannot ptrace it or read its memory.
 """
 
 from __future__ import annotations
@@ -34,7 +43,9 @@ RUN_DIR = os.environ.get("LLLM_RUN_DIR", "/run/lllm")
 CONNECTION_FILE = os.path.join(RUN_DIR, "kernel.json")
 STATE_FILE = os.path.join(RUN_DIR, "kernel.state")
 GUEST_DIR = os.path.dirname(os.path.abspath(__file__))
+HOME = os.environ.get("HOME", "/home/sandbox")
 _SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+_PR_SET_DUMPABLE = 4
 
 
 def oom_kill_count() -> int:
@@ -78,7 +89,99 @@ def prepare_home() -> dict[str, str]:
     env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     paths = [GUEST_DIR] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != GUEST_DIR]
     env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONNOUSERSITE"] = "1"
     return env
+
+
+def _ppid_and_state(pid: int) -> tuple[int, str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), fields[0]
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def kill_leftovers(timeout: float = 5.0) -> int:
+    """SIGKILL every process but PID 1 (tini), this one and `docker exec` helpers (parent 0: started by the
+    host, never by the kernel), until none is left; return how many were killed. Kernel processes can fork
+    while we look: each pass kills what it saw and the next pass catches what they made before dying."""
+    me = os.getpid()
+    killed: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) in (1, me):
+                continue
+            info = _ppid_and_state(int(name))
+            if info is None or info[0] == 0 or info[1] in ("Z", "X"):
+                continue  # gone, a host helper, or dead already (tini or we reap it)
+            found.append(int(name))
+        if not found:
+            break
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except (ProcessLookupError, PermissionError):
+                pass
+        _reap_children()
+        time.sleep(0.005)
+    return len(killed)
+
+
+def _reap_children() -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def reset_home() -> int:
+    """Delete everything in HOME except mount points (the workspace is a tmpfs of its own); return how many
+    entries went. Never follows a symlink; a directory made unreadable is made readable again first."""
+    removed = 0
+    try:
+        home_dev = os.lstat(HOME).st_dev
+        entries = list(os.scandir(HOME))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if st.st_dev != home_dev:
+                continue  # a mount point: the workspace
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, onerror=_make_writable_and_retry)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _make_writable_and_retry(func: object, path: str, _exc: object) -> None:
+    try:
+        os.chmod(os.path.dirname(path), 0o700)
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.chmod(path, 0o700)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _not_dumpable() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _child_setup() -> None:
@@ -99,14 +202,16 @@ class Supervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.oom_at_start = -1
         self.killed_by: str | None = None
+        self.cleanup: dict[str, int] = {}
 
     def spawn(self) -> None:
         self.gen += 1
         self.killed_by = None
         self.oom_at_start = oom_kill_count()
         write_state(gen=self.gen, pid=None, state="starting", rc=None, oom_kills_at_start=self.oom_at_start,
-                    oom_kills=self.oom_at_start, killed_by=None)
-        cmd = [sys.executable, "-m", "ipykernel_launcher", "-f", CONNECTION_FILE,
+                    oom_kills=self.oom_at_start, killed_by=None, cleanup=self.cleanup)
+        isolate = ["-s", "-P"] if sys.version_info >= (3, 11) else ["-s"]
+        cmd = [sys.executable, *isolate, "-m", "ipykernel_launcher", "-f", CONNECTION_FILE,
                "--IPKernelApp.extra_extensions=['lllm_kernel_init']", "--HistoryManager.enabled=False",
                "--IPKernelApp.log_level=WARN"]
         for attempt in range(50):  # a fork bomb's leftovers may hold every pid for a moment
@@ -119,7 +224,8 @@ class Supervisor:
         else:
             raise SystemExit("kernel_start: could not fork the kernel (pid limit?)")
         write_state(gen=self.gen, pid=self.proc.pid, state="running", rc=None,
-                    oom_kills_at_start=self.oom_at_start, oom_kills=self.oom_at_start, killed_by=None)
+                    oom_kills_at_start=self.oom_at_start, oom_kills=self.oom_at_start, killed_by=None,
+                    cleanup=self.cleanup)
 
     def kill_group(self) -> None:
         if self.proc is None:
@@ -149,6 +255,7 @@ class Supervisor:
                     oom_kills=oom_kill_count(), killed_by=self.killed_by)
 
     def run(self) -> None:
+        _not_dumpable()
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         self.spawn()
         while True:
@@ -160,6 +267,8 @@ class Supervisor:
                     self.record_exit(rc)
             elif sig == signal.SIGHUP:
                 self.kill_group()
+                self.cleanup = {"killed": kill_leftovers(), "home_removed": reset_home()}
+                self.env = prepare_home()
                 self.spawn()
             elif sig == signal.SIGINT:
                 if self.proc is not None:

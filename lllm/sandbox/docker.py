@@ -48,7 +48,7 @@ from typing import Any
 from lllm.errors import SandboxError, SandboxFileError, SandboxStartError, UsageError
 from lllm.sandbox import _docker, _exec, files, seccomp
 from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
-from lllm.sandbox._kernel import KernelChannels, write_connection_file
+from lllm.sandbox._kernel import KernelChannels, iopub_message_limit, write_connection_file
 from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
 from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, SandboxLimits, parse_size
 
@@ -132,6 +132,7 @@ class DockerSandbox(KernelSandbox):
         self._lock = threading.RLock()
         self._last_container_check = 0.0
         self._cell_started = time.time()
+        self._restart_note = ""
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -217,7 +218,7 @@ class DockerSandbox(KernelSandbox):
     def _connect(self) -> None:
         if self.channels is not None:
             self.channels.close()
-        self.channels = KernelChannels(self._conn, max_message_bytes=max(self.max_display_bytes * 2, 32 << 20))
+        self.channels = KernelChannels(self._conn, max_message_bytes=iopub_message_limit(self.max_display_bytes))
         self.channels.wait_ready(self.start_timeout, check_alive=self._check_alive_for_start)
 
     def _check_alive_for_start(self) -> None:
@@ -334,7 +335,13 @@ class DockerSandbox(KernelSandbox):
                 raise SandboxStartError(f"the kernel of sandbox {self.sandbox_id!r} did not restart within "
                                         f"{self.start_timeout:.0f}s", sandbox_id=self.sandbox_id)
             time.sleep(0.01)
+        self._restart_note = _cleanup_note((state or {}).get("cleanup")) if self._gen > 1 else ""
         self._connect()
+
+    def restart_note(self) -> str:
+        """What the last restart cleaned up besides the kernel: the old kernel's other processes (all killed)
+        and the home directory (reset); '' after a restart of the whole container (nothing of it is left)."""
+        return self._restart_note
 
     # -- backend hooks --------------------------------------------------------------------------------------------
     def _on_cell_start(self) -> None:
@@ -388,6 +395,18 @@ class DockerSandbox(KernelSandbox):
         if not reply.ok:
             raise SandboxFileError(f"cannot list {path!r}: {reply.error}", path=path)
         return list(reply.files or [])
+
+
+def _cleanup_note(cleanup: Any) -> str:
+    """The supervisor's report of a restart's clean-up (`kernel.state`'s `cleanup`), for a notice. Kernel code can
+    write that file too, so only whole numbers are taken from it."""
+    cleanup = cleanup if isinstance(cleanup, dict) else {}
+    killed = cleanup.get("killed")
+    if not isinstance(killed, int) or isinstance(killed, bool) or killed < 0:
+        return "the old kernel's other processes were killed and the home directory was reset (the workspace is kept)"
+    others = (f"{killed} process{'es' if killed != 1 else ''} it had left running were killed" if killed else
+              "it had left no other process running")
+    return f"nothing of the old kernel is left ({others}) and the home directory was reset (the workspace is kept)"
 
 
 def _remove_entry(path: Path) -> None:
