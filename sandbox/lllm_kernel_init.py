@@ -6,6 +6,9 @@
 - Keeps output messages small: stdout/stderr are flushed every `LLLM_FLUSH_BYTES` (default 1 MiB) so one huge
   `print` reaches the host as many modest messages, and a display bundle larger than `LLLM_MAX_DISPLAY_BYTES`
   (default 8 MiB) is replaced by a text notice before it is serialised.
+- Keeps error messages small: an exception's message and each traceback line are cut in the middle to half of
+  `LLLM_MAX_ERROR_CHARS` (default 20,000) and the traceback to its last 200 lines before the `error` message
+  is sent, so a 10 MB exception message costs neither side 10 MB (and keeps its type and its end).
 - Caps one cell's stream output at `LLLM_MAX_CELL_OUTPUT` characters (default 16 Mi): past that, writes are
   counted and discarded in the kernel, and a notice at the end of the cell says how much. A cell that prints
   a gigabyte then finishes at the kernel's speed instead of queueing a gigabyte of messages in the
@@ -23,6 +26,7 @@ from typing import Any
 FLUSH_BYTES = int(os.environ.get("LLLM_FLUSH_BYTES", str(1 << 20)))
 MAX_DISPLAY_BYTES = int(os.environ.get("LLLM_MAX_DISPLAY_BYTES", str(8 << 20)))
 MAX_CELL_OUTPUT = int(os.environ.get("LLLM_MAX_CELL_OUTPUT", str(16 << 20)))
+MAX_ERROR_CHARS = int(os.environ.get("LLLM_MAX_ERROR_CHARS", "20000"))
 
 
 class _CellBudget:
@@ -112,6 +116,30 @@ def _cap_display(shell: Any, limit: int) -> None:
     pub.publish = publish
 
 
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    marker = f"\n[... {len(text) - limit:,} characters omitted ...]\n"
+    keep = max(0, limit - len(marker))
+    return text[: keep // 2] + marker + text[len(text) - (keep - keep // 2) :]
+
+
+def _cap_errors(shell: Any, limit: int) -> None:
+    original = getattr(shell, "_showtraceback", None)
+    if original is None:
+        return
+
+    def _showtraceback(etype: Any, evalue: Any, stb: Any) -> Any:
+        try:
+            text = str(evalue)
+        except Exception:  # noqa: BLE001 - a broken __str__ must not hide the error
+            text = f"<{type(evalue).__name__} whose str() failed>"
+        lines = [_cut(line, limit // 2) if isinstance(line, str) else line for line in list(stb or [])[-200:]]
+        return original(etype, _cut(text, limit // 2), lines)
+
+    shell._showtraceback = _showtraceback
+
+
 def load_ipython_extension(shell: Any) -> None:
     """IPython entry point: called once when the kernel starts."""
     for name in ("stdout", "stderr"):
@@ -123,6 +151,7 @@ def load_ipython_extension(shell: Any) -> None:
     shell.events.register("pre_execute", _budget.reset)
     shell.events.register("post_execute", _budget.report)
     _cap_display(shell, MAX_DISPLAY_BYTES)
+    _cap_errors(shell, MAX_ERROR_CHARS)
     try:
         import lllm_guest  # type: ignore[import-not-found]
     except ImportError:

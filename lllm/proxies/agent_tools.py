@@ -53,7 +53,6 @@ __all__ = ["ProxyConfig", "ProxyTools", "SandboxBlock", "attach", "close_pools"]
 
 _IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 _CELL_RE = re.compile(r"<python_cell>(.*?)</python_cell>", re.S)
-_SANDBOX_MARK = re.compile(r"\[\.\.\. [\d,]+ characters of output omitted \.\.\.\]")
 
 
 class SandboxBlock(BaseModel):
@@ -241,19 +240,20 @@ class ProxyTools:
         return text
 
     def view(self, result: Any) -> str:
-        """The model's view of a CellResult: its text, the status when not ok, capped at max_output_chars."""
-        cap, mark = self.config.max_output_chars, self.config.truncation_indicator
-        text = _SANDBOX_MARK.sub(lambda _: mark, result.text) if mark else result.text
+        """The model's view of a CellResult: a status line when not ok, then the sandbox's rendering of the
+        cell (output, error, notices), all within max_output_chars."""
+        from lllm.sandbox.render import render_cell
+
+        header = ""
         if result.status == "timeout":
             how = ("the kernel was restarted and earlier variables are gone" if result.timeout_action == "restarted"
                    else "it was interrupted; earlier variables are kept")
-            text = f"[timeout: the cell ran past {self.config.timeout:g}s; {how}]\n{text}"
+            header = f"[timeout: the cell ran past {self.config.timeout:g}s; {how}]"
         elif result.status in ("oom", "died"):
             what = "ran out of memory" if result.status == "oom" else "died"
-            text = f"[the kernel {what}; it was restarted and earlier variables are gone]\n{text}"
-        if len(text) > cap:
-            keep = max(0, cap - len(mark) - 1)
-            text = text[:keep] + "\n" + mark if mark else text[:cap]
+            header = f"[the kernel {what}; it was restarted and earlier variables are gone]"
+        text = render_cell(result, max_chars=self.config.max_output_chars, header=header,
+                           marker=self.config.truncation_indicator or None)
         if not text.strip():
             text = "(no output: print() what you want to see)"
         return text

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lllm.sandbox._kernel import KernelChannels
-from lllm.sandbox._output import OutputCollector, RecordBudget
+from lllm.sandbox._output import OutputCollector, RecordBudget, clean_text
 from lllm.sandbox._zmtp import ChannelError
 from lllm.sandbox.base import BaseSandbox, CellResult, CellStatus, RecordLimits
 
@@ -102,8 +102,12 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
         out.notices.append("the kernel's IOPub channel did not answer a check before the cell; output may be "
                            "missing")
     channels.take_problems()
+    sendable = clean_text(code)
+    if sendable != code:
+        out.notices.append("the code held lone surrogates (text that is not valid Unicode); they were replaced "
+                           "with U+FFFD")
     try:
-        msg_id = channels.execute(code)
+        msg_id = channels.execute(sendable)
     except ChannelError as exc:
         return _unreachable(kernel, out, started, exc)
     deadline = started + limits.timeout if limits.timeout is not None else None
@@ -140,7 +144,7 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
                 deadline = now + limits.interrupt_grace
                 continue
             status, timeout_action, restarted = "timeout", "restarted", True
-            out.notices.append(f"the cell ran past its {limits.timeout:g}s timeout and did not stop within "
+            out.fate.append(f"the cell ran past its {limits.timeout:g}s timeout and did not stop within "
                                f"{limits.interrupt_grace:g}s of an interrupt: the kernel was killed and "
                                "restarted, and every variable was lost")
             kernel.restart_kernel()
@@ -173,7 +177,7 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
                 ended = kernel.exit_status()
                 if ended is not None:
                     status = "oom" if ended.oom else "died"
-                    out.notices.append(f"{ended.describe()}; {_lost(ended)}{_cleanup_note(kernel)}")
+                    out.fate.append(f"{ended.describe()}; {_lost(ended)}{_cleanup_note(kernel)}")
                     restarted = True
                     kernel.restart_kernel()
                     break
@@ -182,7 +186,7 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
         if timeout_action == "restarted":
             note = _cleanup_note(kernel)
             if note:
-                out.notices[-1] += note
+                out.fate[-1] += note
     else:
         for problem in channels.take_problems():
             out.notices.append(problem)
@@ -191,7 +195,7 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
     if status is None:
         if interrupted_at is not None:
             status = "timeout"
-            out.notices.append(f"the cell ran past its {limits.timeout:g}s timeout and was interrupted "
+            out.fate.append(f"the cell ran past its {limits.timeout:g}s timeout and was interrupted "
                                "(KeyboardInterrupt); variables are kept")
         elif out.error_name == "MemoryError":
             status = "oom"
@@ -223,7 +227,7 @@ def _unreachable(kernel: KernelHandle, out: OutputCollector, started: float, exc
     status: CellStatus = "oom" if ended is not None and ended.oom else "died"
     kernel.restart_kernel()
     lost = _lost(ended) if ended is not None else "it was restarted and every variable was lost"
-    out.notices.append(f"{why}; {lost}{_cleanup_note(kernel)}; the cell did not run")
+    out.fate.append(f"{why}; {lost}{_cleanup_note(kernel)}; the cell did not run")
     return out.finish(status=status, duration_s=time.monotonic() - started, restarted=True, state_lost=True)
 
 

@@ -227,7 +227,7 @@ class KernelChannels:
             return f"{len(msg_list)} frames after the delimiter, not 5"
         try:
             header, parent = json.loads(msg_list[1]), json.loads(msg_list[2])
-        except ValueError:
+        except (ValueError, RecursionError):
             return "a header that is not JSON"
         if not isinstance(header, dict) or not isinstance(parent, dict):
             return "a header that is not a JSON object"
@@ -251,7 +251,7 @@ class KernelChannels:
             return self._malformed("a bad signature")
         try:
             metadata, content = json.loads(msg_list[3]), json.loads(msg_list[4])
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past Python's recursion limit
             return self._malformed(f"a {msg_type} whose content is not JSON")
         if not isinstance(content, dict) or not isinstance(metadata, dict):
             return self._malformed(f"a {msg_type} whose content is not a JSON object")

@@ -219,6 +219,8 @@ class OutputCollector:
         self.traceback: list[str] = []
         self.execution_count: int | None = None
         self.notices: list[str] = []
+        self.fate: list[str] = []
+        """Notices of what happened to the kernel (timeout, death, restart): rendered before all others."""
         self.truncated = False
         self._display_bytes = 0
         self._once: set[str] = set()
@@ -392,7 +394,7 @@ class OutputCollector:
             error_name=self.error_name, error_value=self.error_value, traceback=self.traceback,
             execution_count=self.execution_count, duration_s=round(duration_s, 6), truncated=self.truncated,
             output_chars=self.stdout.total + self.stderr.total, timeout_action=timeout_action,  # type: ignore[arg-type]
-            restarted=restarted, state_lost=state_lost, notices=list(self.notices),
+            restarted=restarted, state_lost=state_lost, notices=self.fate + self.notices,
         )
         result._view = {"head": self.body.head, "tail": self.body.tail, "total": self.body.total,
                         "error": error_text}

@@ -22,6 +22,8 @@ TimeoutAction = Literal["interrupted", "restarted"]
 
 DEFAULT_MAX_OUTPUT_CHARS = 20_000
 """How much of a cell's output `CellResult.text` (what a model sees) keeps."""
+RECORD_ERROR_CHARS = 2_000
+"""How much of a cell's error (name and message, or the sandbox's notices) its log record keeps."""
 
 
 class SandboxState(str, enum.Enum):
@@ -292,15 +294,28 @@ class BaseSandbox:
         started = time.time()
         result = self._run_cell(code, timeout=limit)  # type: ignore[arg-type]
         if self.tracer is not None:
-            from lllm.core.trace import CellRecord
-
-            error = f"{result.error_name}: {result.error_value}" if result.error_name else None
-            if error is None and result.status in ("timeout", "oom", "died"):
-                error = "; ".join(result.notices) or result.status
-            self.tracer(CellRecord(agent=self.agent, sandbox_id=self.sandbox_id, code=code, status=result.status,
-                                   duration_s=result.duration_s, output_chars=result.output_chars,
-                                   truncated=result.truncated, error=error, started_at=started))
+            self._record(code, result, started)
         return result
+
+    def _record(self, code: str, result: CellResult, started: float) -> None:
+        """Send the cell's `CellRecord` to the tracer. Its texts are sanitised and the error summary capped
+        (`RECORD_ERROR_CHARS`), so what the cell sent cannot make the row fail to insert; should the record
+        still be refused for its content, a plain one without the error text is sent instead."""
+        from lllm.core.trace import CellRecord
+        from lllm.sandbox._output import clean_text, cut_middle
+
+        error = f"{result.error_name}: {result.error_value}" if result.error_name else None
+        if error is None and result.status in ("timeout", "oom", "died"):
+            error = "; ".join(result.notices) or result.status
+        fields = dict(agent=self.agent, sandbox_id=self.sandbox_id, code=clean_text(code), status=result.status,
+                      duration_s=result.duration_s, output_chars=result.output_chars, truncated=result.truncated,
+                      started_at=started)
+        try:
+            self.tracer(CellRecord(**fields, error=clean_text(cut_middle(error, RECORD_ERROR_CHARS))
+                                   if error is not None else None))
+        except (UnicodeError, ValueError, TypeError) as exc:
+            self.tracer(CellRecord(**fields, error=f"(the cell's error text could not be recorded: "
+                                                   f"{type(exc).__name__})"))
 
     def interrupt(self) -> None:
         """Send a KeyboardInterrupt to the running cell (from another thread)."""

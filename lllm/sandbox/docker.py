@@ -50,7 +50,7 @@ from lllm.sandbox import _docker, _exec, files, seccomp
 from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
 from lllm.sandbox._kernel import KernelChannels, iopub_message_limit, write_connection_file
 from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
-from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, SandboxLimits, parse_size
+from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, RecordLimits, SandboxLimits, parse_size
 
 WORKSPACE = "/home/sandbox/work"
 HOME = "/home/sandbox"
@@ -95,6 +95,7 @@ class DockerSandbox(KernelSandbox):
             default; or the path of a seccomp profile JSON file.
         tracer: receives a `CellRecord` per cell.
         agent: the agent name for those records.
+        record_limits: how much the host keeps of what cells send, per cell and over the session.
     """
 
     kind = "docker"
@@ -105,7 +106,7 @@ class DockerSandbox(KernelSandbox):
                  max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, max_stored_chars: int = 1_000_000,
                  max_display_bytes: int = 8 << 20, labels: dict[str, str] | None = None, tracer: Any = None,
                  agent: str | None = None, seccomp_profile: str | Path | None = None,
-                 file_timeout: float = 60.0) -> None:
+                 file_timeout: float = 60.0, record_limits: RecordLimits | None = None) -> None:
         super().__init__(cell_timeout=cell_timeout, max_output_chars=max_output_chars, tracer=tracer, agent=agent)
         bad = sorted(set(env or {}) & _RESERVED_ENV)
         if bad:
@@ -121,6 +122,7 @@ class DockerSandbox(KernelSandbox):
         self.start_timeout = start_timeout
         self.max_stored_chars = max_stored_chars
         self.max_display_bytes = max_display_bytes
+        self.record_limits = record_limits or RecordLimits()
         self.labels = dict(labels or {})
         self.seccomp_profile = seccomp_profile
         self.file_timeout = file_timeout
@@ -182,7 +184,7 @@ class DockerSandbox(KernelSandbox):
         uid, gid = container_user()
         mem = parse_size(lim.memory)
         env = {**self.env, "LLLM_RUN_DIR": RUN_DIR, "HOME": HOME, "LLLM_MAX_DISPLAY_BYTES": str(self.max_display_bytes),
-               "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+               "LLLM_MAX_ERROR_CHARS": str(self.record_limits.error_chars), "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
         tmpfs_opts = "rw,nosuid,nodev"
         return {
             "detach": True,

@@ -24,7 +24,7 @@ from lllm.sandbox import files
 from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
 from lllm.sandbox._kernel import KernelChannels, iopub_message_limit, write_connection_file
 from lllm.sandbox._rundir import make_session_dir, new_sandbox_id, remove_session_dir
-from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS
+from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, RecordLimits
 
 
 def guest_dir() -> Path | None:
@@ -45,7 +45,7 @@ class LocalSandbox(KernelSandbox):
         workdir: the workspace (kernel cwd); default `<session_dir>/work`, deleted with the sandbox.
         python: the interpreter to run the kernel with (needs ipykernel); default this one.
         cell_timeout, interrupt_grace, start_timeout, max_output_chars, max_stored_chars, max_display_bytes,
-        tracer, agent: as for `DockerSandbox`.
+        tracer, agent, record_limits: as for `DockerSandbox`.
     """
 
     kind = "local"
@@ -54,7 +54,7 @@ class LocalSandbox(KernelSandbox):
                  python: str | None = None, cell_timeout: float | None = 60.0, interrupt_grace: float = 3.0,
                  start_timeout: float = 60.0, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
                  max_stored_chars: int = 1_000_000, max_display_bytes: int = 8 << 20, tracer: Any = None,
-                 agent: str | None = None) -> None:
+                 agent: str | None = None, record_limits: RecordLimits | None = None) -> None:
         super().__init__(cell_timeout=cell_timeout, max_output_chars=max_output_chars, tracer=tracer, agent=agent)
         if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise UsageError(f"env must map str to str, got {env!r}")
@@ -65,6 +65,7 @@ class LocalSandbox(KernelSandbox):
         self.start_timeout = start_timeout
         self.max_stored_chars = max_stored_chars
         self.max_display_bytes = max_display_bytes
+        self.record_limits = record_limits or RecordLimits()
         self.channels: KernelChannels | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self._conn: dict[str, Any] = {}
@@ -96,7 +97,8 @@ class LocalSandbox(KernelSandbox):
         paths += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         env.update({"PYTHONPATH": os.pathsep.join(paths), "LLLM_RUN_DIR": str(self.session_dir),
                     "MPLBACKEND": "module://matplotlib_inline.backend_inline", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-                    "LLLM_MAX_DISPLAY_BYTES": str(self.max_display_bytes)})
+                    "LLLM_MAX_DISPLAY_BYTES": str(self.max_display_bytes),
+                    "LLLM_MAX_ERROR_CHARS": str(self.record_limits.error_chars)})
         cmd = [self.python, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f",
                str(self.session_dir / "kernel.json"), "--HistoryManager.enabled=False", "--IPKernelApp.log_level=WARN"]
         if guest:

@@ -50,13 +50,14 @@ def render_cell(result: Any, *, max_chars: int, header: str = "", marker: str | 
     Args:
         result: the cell's result.
         max_chars: the cap, everything included.
-        header: a first line of the caller's (a status line); kept whole unless it alone passes a quarter of
-            the cap.
+        header: a first line of the caller's (a status line); kept whole unless it alone passes half the cap
+            (or what the notices leave).
         marker: the line put where output was cut (default: one that says how many characters were left out).
     """
     notices = _fit_notices([f"[sandbox: {note}]" for note in result.notices], max_chars)
     fixed = sum(len(n) + 1 for n in notices)
-    header = header[: max(0, max_chars // 4)] if len(header) > max_chars // 4 else header
+    header_room = min(max_chars // 2, max_chars - fixed - 1)
+    header = header if len(header) <= header_room else header[: max(0, header_room - 1)] + "…" * (header_room > 0)
     if header:
         fixed += len(header) + 1
     room = max(0, max_chars - fixed)
@@ -82,19 +83,25 @@ def render_cell(result: Any, *, max_chars: int, header: str = "", marker: str | 
 
 
 def _fit_notices(notices: list[str], max_chars: int) -> list[str]:
-    """Each notice capped; in order, as many as fit in the cap (the first ones are the kernel's fate)."""
+    """In order (the kernel's fate comes first), each capped, as many as fit in the cap; then a line saying how
+    many more were left out, if that fits. The first one is always kept, cut only if it alone passes the cap."""
     kept: list[str] = []
     used = 0
     for i, note in enumerate(notices):
         if len(note) > _NOTICE_MAX:
             note = note[: _NOTICE_MAX - 2] + "…]"
-        rest = len(notices) - i - 1
-        if used + len(note) + 1 > max_chars or (rest and used + len(note) + 1 > max_chars - 40):
-            kept.append(f"[sandbox: {len(notices) - i} more notices left out]"[: max(0, max_chars - used)])
+        if used + len(note) + 1 <= max_chars:
+            kept.append(note)
+            used += len(note) + 1
+            continue
+        if not kept:
+            kept.append(note[: max(0, max_chars - 2)] + "…]")
             break
-        kept.append(note)
-        used += len(note) + 1
-    return [k for k in kept if k]
+        more = f"[sandbox: {len(notices) - i} more notice{'s' if len(notices) - i > 1 else ''} left out]"
+        if used + len(more) + 1 <= max_chars:
+            kept.append(more)
+        break
+    return kept
 
 
 def _pieces(result: Any) -> dict[str, Any]:

@@ -161,3 +161,23 @@ def test_python_without_apis(tmp_path: Path) -> None:
         assert "ProxyNotActivated" in out and "activated: []" in out
     finally:
         agent.shutdown()
+
+
+def test_the_model_sees_one_cut_and_every_notice_within_max_output_chars(tmp_path: Path) -> None:
+    # The sandbox renders; the tool only adds its status line: one truncation marker, the timeout notice kept.
+    from lllm.proxies.agent_tools import ProxyTools
+    from lllm.sandbox._output import OutputCollector
+
+    cfg = ProxyConfig(max_output_chars=500, timeout=3.0)
+    tools = ProxyTools(cfg, manager=None, agent_name="a", session_id="s", tracer=None,  # type: ignore[arg-type]
+                       workdir=tmp_path)
+    out = OutputCollector(max_output_chars=500, max_stored_chars=1000, max_display_bytes=1000)
+    out.add("stream", {"name": "stdout", "text": "x" * 5000})
+    out.fate.append("the cell ran past its 3s timeout and did not stop within 1s of an interrupt: the kernel was "
+                    "killed and restarted, and every variable was lost")
+    result = out.finish(status="timeout", duration_s=3.0, timeout_action="restarted", restarted=True)
+    text = tools.view(result)
+    assert len(text) <= 500
+    assert text.startswith("[timeout: the cell ran past 3s; the kernel was restarted")
+    assert text.count("... (output truncated)") == 1 and "characters of output omitted" not in text
+    assert f"[sandbox: {result.notices[0]}]" in text  # the timeout notice, whole

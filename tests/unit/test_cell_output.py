@@ -278,3 +278,101 @@ def test_loop_maps_memory_error_to_oom() -> None:
     err = ("error", {"ename": "MemoryError", "evalue": "", "traceback": ["MemoryError"]})
     res = run_cell(ScriptedKernel(ScriptedChannels([err, IDLE], reply="error")), "bytearray(10**11)", limits())
     assert res.status == "oom" and not res.restarted
+
+
+# -- one rendering, within the cap, notices whole ------------------------------------------------------------------
+def test_text_holds_output_error_and_notices_within_the_cap() -> None:
+    out = collector(max_output_chars=400, max_stored_chars=2000)
+    for _ in range(50):
+        out.add("stream", {"name": "stdout", "text": "y" * 99 + "\n"})
+    out.add("error", {"ename": "ValueError", "evalue": "bad", "traceback": ["line " * 100, "ValueError: bad"]})
+    out.notices.append("the cell ran past its 3s timeout and was interrupted (KeyboardInterrupt); variables are kept")
+    res = out.finish(status="timeout", duration_s=1.0)
+    assert len(res.text) <= 400
+    for note in res.notices:  # every notice whole, the timeout first among them
+        assert f"[sandbox: {note}]" in res.text
+    assert res.text.count("characters of output omitted") == 1 and "ValueError: bad" in res.text
+
+
+def test_render_cell_fits_a_header_and_one_marker() -> None:
+    from lllm.sandbox.render import render_cell
+
+    out = collector(max_output_chars=1000)
+    out.add("stream", {"name": "stdout", "text": "x" * 5000})
+    out.notices.append("the kernel was killed and restarted, and every variable was lost")
+    res = out.finish(status="timeout", duration_s=1.0)
+    header = "[timeout: the cell ran past 3s; the kernel was restarted and earlier variables are gone]"
+    text = render_cell(res, max_chars=300, header=header, marker="... (output truncated)")
+    assert len(text) <= 300 and text.startswith(header + "\nxxx")
+    assert text.count("... (output truncated)") == 1 and "omitted" not in text
+    assert text.endswith("[sandbox: the kernel was killed and restarted, and every variable was lost]")
+    assert render_cell(res, max_chars=1000) == res.text  # the sandbox's own rendering, again
+
+
+def test_render_cell_keeps_notices_before_output_when_the_cap_is_tiny() -> None:
+    from lllm.sandbox.render import render_cell
+
+    out = collector(max_output_chars=100)
+    out.add("stream", {"name": "stdout", "text": "z" * 10_000})
+    out.notices.append("the cell ran past its 1s timeout and was interrupted")
+    res = out.finish(status="timeout", duration_s=1.0)
+    text = render_cell(res, max_chars=100)
+    assert len(text) <= 100 and "[sandbox: the cell ran past its 1s timeout and was interrupted]" in text
+
+
+# -- sanitised intake and budgets ------------------------------------------------------------------------------------
+def test_junk_fields_are_sanitised_or_dropped_with_a_notice() -> None:
+    import json
+
+    out = collector()
+    out.add("stream", {"name": "stdout", "text": {"not": "text"}})
+    out.add("stream", {"name": "stdout", "text": "lone \ud800 surrogate\n"})
+    out.add("display_data", {"data": "not a bundle"})
+    out.add("display_data", {"data": {"text/plain": ["a", "b"], "image/png": 123, 7: "x",
+                                      "application/json": {"k": "\udc00", "deep": [[[[1]]]]}}, "metadata": []})
+    out.add("execute_input", {"execution_count": "abc"})
+    out.add("execute_result", {"data": {"text/plain": {"x": 1}}, "execution_count": True})
+    out.add("error", {"ename": 5, "evalue": "\ud800", "traceback": "not a list"})
+    out.add("stream", [1, 2])  # type: ignore[arg-type]
+    res = out.finish(status="error", duration_s=0.0)
+    json.dumps(res.model_dump()).encode("utf-8")  # every text is valid Unicode
+    assert "lone \ufffd surrogate" in res.stdout and res.error_name == "5" and res.error_value == "\ufffd"
+    assert res.display_data == [{"text/plain": "ab", "image/png": "123",
+                                 "application/json": {"k": "\ufffd", "deep": [[[[1]]]]}}]
+    assert res.result == '{"x": 1}' and res.execution_count is None
+    assert any(note.startswith("the kernel sent") and "malformed" in note for note in res.notices)
+
+
+def test_error_text_is_capped_keeping_its_end() -> None:
+    out = collector()
+    out.add("error", {"ename": "ValueError", "evalue": "v" * 10_000_000 + " END",
+                      "traceback": ["frame\n"] * 5000 + ["ValueError: " + "v" * 10_000_000 + " END"]})
+    res = out.finish(status="error", duration_s=0.0)
+    assert res.error_value.endswith(" END") and res.traceback[-1].endswith(" END")
+    assert len(res.error_value) + sum(map(len, res.traceback)) <= 20_000 + 200
+    assert res.truncated and any("cut to 20,000 characters" in note for note in res.notices)
+
+
+def test_displays_and_images_are_budgeted_per_cell_and_per_session() -> None:
+    from lllm.sandbox._output import RecordBudget
+    from lllm.sandbox.base import RecordLimits
+
+    limits = RecordLimits(cell_display_bytes=3000, cell_images=1, session_display_bytes=3000,
+                          session_stored_chars=7000)
+    budget = RecordBudget(limits)
+    out = OutputCollector(max_output_chars=1000, max_stored_chars=5000, max_display_bytes=2000, budget=budget)
+    for _ in range(3):
+        out.add("display_data", {"data": {"image/png": "QUJD" * 250, "text/plain": "fig"}})
+    res = out.finish(status="ok", duration_s=0.0)
+    assert len(res.display_data) == 2 and len(res.images) == 1  # 3000 bytes a cell; one image a cell
+    assert any("displays passed" in n for n in res.notices) and any("first 1 images" in n for n in res.notices)
+    out = OutputCollector(max_output_chars=1000, max_stored_chars=5000, max_display_bytes=2000, budget=budget)
+    out.add("display_data", {"data": {"text/plain": "p" * 1500}})
+    out.add("stream", {"name": "stdout", "text": "s" * 6000})
+    res = out.finish(status="ok", duration_s=0.0)
+    assert res.display_data == [] and any("session's budget for stored displays" in n for n in res.notices)
+    assert len(res.stdout) == 5000  # the cell's own cap; the session has 7000 - 0 left
+    out = OutputCollector(max_output_chars=1000, max_stored_chars=5000, max_display_bytes=2000, budget=budget)
+    out.add("stream", {"name": "stdout", "text": "t" * 6000})
+    res = out.finish(status="ok", duration_s=0.0)
+    assert len(res.stdout) == 2000 and "session's budget for stored output" in res.notices[0]
