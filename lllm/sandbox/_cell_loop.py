@@ -107,7 +107,7 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
         out.notices.append("the code held lone surrogates (text that is not valid Unicode); they were replaced "
                            "with U+FFFD")
     try:
-        msg_id = channels.execute(sendable)
+        msg_id = channels.execute(sendable, timeout=min(10.0, limits.timeout or 10.0))
     except ChannelError as exc:
         return _unreachable(kernel, out, started, exc)
     deadline = started + limits.timeout if limits.timeout is not None else None

@@ -99,28 +99,28 @@ class KernelChannels:
         return self.iopub, self.shell, self.control
 
     # -- sending --------------------------------------------------------------------------------------------------
-    def _send(self, channel: ZmtpChannel, msg_type: str, content: dict[str, Any]) -> str:
+    def _send(self, channel: ZmtpChannel, msg_type: str, content: dict[str, Any], timeout: float) -> str:
         msg = self.session.msg(msg_type, content)
         if not channel.connect():
-            raise ChannelError(f"the kernel's {msg_type} socket is not there (yet)")
-        channel.send(self.session.serialize(msg))
+            raise ChannelError(f"the kernel's socket for {msg_type} is not there (yet)")
+        channel.send(self.session.serialize(msg), timeout=timeout)
         return str(msg["header"]["msg_id"])
 
-    def send_shell(self, msg_type: str, content: dict[str, Any]) -> str:
+    def send_shell(self, msg_type: str, content: dict[str, Any], *, timeout: float = 10.0) -> str:
         """Send a shell request; return its msg_id.
 
         Raises:
-            ChannelError: the kernel's shell socket is not there or does not take the request.
+            ChannelError: the kernel's shell socket is not there, or it did not take the request in `timeout`.
         """
-        return self._send(self.shell, msg_type, content)
+        return self._send(self.shell, msg_type, content, timeout)
 
-    def execute(self, code: str) -> str:
+    def execute(self, code: str, *, timeout: float = 10.0) -> str:
         """Send an execute_request with stdin disallowed (so `input()` fails at once); return its msg_id."""
         return self.send_shell("execute_request", {"code": code, "silent": False, "store_history": True,
                                                    "user_expressions": {}, "allow_stdin": False,
                                                    # one cell at a time: nothing queued to abort, and
                                                    # no abort window that would swallow the next cell
-                                                   "stop_on_error": False})
+                                                   "stop_on_error": False}, timeout=timeout)
 
     def send_control(self, msg_type: str, content: dict[str, Any] | None = None) -> bool:
         """Send a control request (thread-safe: `interrupt()` may come from another thread); False when the
@@ -129,7 +129,7 @@ class KernelChannels:
             if self.closed:
                 return False
             try:
-                self._send(self.control, msg_type, content or {})
+                self._send(self.control, msg_type, content or {}, 1.0)
             except ChannelError as exc:
                 self._note(f"a {msg_type} could not be sent: {exc}")
                 return False
@@ -139,9 +139,12 @@ class KernelChannels:
     def poll(self, timeout_s: float) -> tuple[bool, bool, bool]:
         """Wait up to `timeout_s` for input; return (iopub, shell, control) readiness. A channel whose connection
         broke is connected again here (a new connection starts a clean stream)."""
-        for channel in self._channels():
+        for channel in (self.iopub, self.shell):
             if not channel.connected:
                 channel.connect(timeout=0.5)
+        with self._control_lock:  # `send_control` (another thread) may be connecting it
+            if not self.control.connected and not self.closed:
+                self.control.connect(timeout=0.5)
         ready = wait_readable(list(self._channels()), timeout_s)
         return ready[0], ready[1], ready[2]
 

@@ -147,7 +147,7 @@ class ScriptedChannels:
         self.controls: list[str] = []
         self.resets: list[str] = []
 
-    def execute(self, code: str) -> str:
+    def execute(self, code: str, *, timeout: float = 10.0) -> str:
         msg_id = f"m{len(self.controls)}-{code}"
         stale = {"msg_type": "stream", "parent_header": {"msg_id": "old"}, "content": {"name": "stdout", "text": "X"}}
         self.iopub = [stale] + [{"msg_type": t, "parent_header": {"msg_id": msg_id}, "content": c, "metadata": {}}
@@ -261,7 +261,7 @@ def test_loop_reports_an_interrupted_timeout() -> None:
     channels = ScriptedChannels([], reply=None)
     kernel = StopsOnInterrupt(channels)
     original = channels.execute
-    channels.execute = lambda code: setattr(kernel, "msg_id", original(code)) or kernel.msg_id  # type: ignore[method-assign]
+    channels.execute = lambda code, **kw: setattr(kernel, "msg_id", original(code)) or kernel.msg_id  # type: ignore[method-assign]
     res = run_cell(kernel, "loop", limits(timeout=0.2))
     assert kernel.calls == ["interrupt"]
     assert res.status == "timeout" and res.timeout_action == "interrupted" and not res.state_lost
