@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import stat
 import struct
 import time
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ class ZmtpChannel:
     Args:
         path: the unix socket path the kernel bound.
         socket_type: `b"DEALER"` or `b"SUB"` (a SUB subscribes to everything).
-        identity: the DEALER's routing id (jupyter_client uses the session id).
+        identity: a DEALER's routing id (none: the peer's ROUTER gives each connection its own).
         max_message_bytes: a message larger than this (all frames) is dropped as it streams by.
         max_frames: so is a message of more frames than this.
     """
@@ -112,7 +113,7 @@ class ZmtpChannel:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)
-            sock.connect(self.path)
+            _connect_no_follow(sock, self.path)
             self._handshake(sock)
             sock.setblocking(False)
         except (OSError, ChannelError):
@@ -379,6 +380,19 @@ class ZmtpChannel:
         if part.nframes or part.frames or self._skip or self._big is not None or pending:
             return max(1, part.size + pending + self._skip)
         return 0
+
+
+def _connect_no_follow(sock: socket.socket, path: str) -> None:
+    """Connect to the unix socket at `path` itself, never through a symlink: kernel code can write the directory
+    the sockets live in, and the host (often root) must not follow a link it planted to a socket of the host's.
+    The name is opened O_PATH|O_NOFOLLOW, checked to be a socket, and connected to through /proc/self/fd."""
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise ChannelError(f"{path} is not a socket (a symlink or a file put there by kernel code?)")
+        sock.connect(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
 
 
 def _property(name: bytes, value: bytes) -> bytes:

@@ -65,3 +65,33 @@ threading.Thread(target=_lllm_huge, daemon=True).start()
     growth, results = hostile.attack_growth(sb, code, idle_s=3.0)
     assert growth < LIMIT, f"host RSS grew by {growth / 2**20:.0f} MiB"
     assert results[-1].result == "2", results[-1].text
+
+
+def test_the_host_never_follows_a_socket_path_the_kernel_replaced(sb: DockerSandbox, tmp_path: Path) -> None:
+    # The kernel's sockets live in a directory kernel code can write. It swaps IOPub's for a symlink to a socket
+    # of the host's (the container cannot reach it, but the host, reconnecting as root, would) and breaks the
+    # live connection so that the host connects again.
+    import socket
+
+    bait = socket.socket(socket.AF_UNIX)
+    bait.bind(str(tmp_path / "host-only.sock"))
+    bait.listen(1)
+    bait.settimeout(4.0)
+    code = hostile._PRELUDE + f'''
+fds = _lllm_channel_fds().get('2', [])
+os.unlink('/run/lllm/kernel-2')
+os.symlink({str(tmp_path / "host-only.sock")!r}, '/run/lllm/kernel-2')
+for fd in fds:
+    socket.socket(fileno=os.dup(fd)).shutdown(socket.SHUT_RDWR)
+'''
+    sb.run_cell(code)
+    sb.run_cell("1+1", timeout=5)  # the host reads IOPub, sees it closed, connects again
+    try:
+        conn, _ = bait.accept()
+    except socket.timeout:
+        conn = None
+    finally:
+        bait.close()
+    assert conn is None, "the host followed the kernel's symlink to one of its own sockets"
+    sb.restart()  # a new kernel binds its sockets again
+    assert sb.run_cell("1+1").result == "2"

@@ -126,3 +126,12 @@ def test_a_wrong_peer_type_is_refused(tmp_path: Path) -> None:
     raw_peer(path, b"PUSH", b"")
     ch = ZmtpChannel(path, b"SUB", max_message_bytes=1 << 20)
     assert not ch.connect() and not ch.connected
+
+
+def test_a_symlink_in_place_of_the_socket_is_never_followed(ctx: zmq.Context, tmp_path: Path) -> None:
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(f"ipc://{tmp_path}/real")
+    (tmp_path / "planted").symlink_to(tmp_path / "real")
+    ch = ZmtpChannel(str(tmp_path / "planted"), b"DEALER", max_message_bytes=1 << 20)
+    assert not ch.connect()
+    assert ZmtpChannel(str(tmp_path / "real"), b"DEALER", max_message_bytes=1 << 20).connect()
