@@ -14,7 +14,8 @@ It talks to the host through the same directory and through signals (tini forwar
 - SIGHUP: kill the kernel and every other process in the container that is not tini, this supervisor or a
   host-started `docker exec` helper (a process the kernel put in its own session or double-forked would
   otherwise survive), reset the home directory (everything in it but the workspace mount is deleted, so no
-  file planted there reaches the next kernel), then start a new kernel on the same sockets. `kernel.state`
+  file planted there reaches the next kernel), write the connection file again from the copy read at start-up
+  (kernel code can rewrite it), then start a new kernel on the same sockets. `kernel.state`
   then says what was cleaned up (`cleanup`: `killed`, the other processes killed; `home_removed`, the
   entries deleted from home).
 - SIGINT: forwarded to the kernel's process group (the host normally interrupts with a control message).
@@ -62,11 +63,27 @@ def oom_kill_count() -> int:
     return -1
 
 
+def _write_file(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` atomically. Kernel code can write this directory: whatever it left at the temporary name
+    (a FIFO that would block us, a symlink) is removed, and the file is created anew, never followed."""
+    tmp = path + ".tmp"
+    try:
+        os.unlink(tmp)
+    except IsADirectoryError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
 def write_state(**state: object) -> None:
-    tmp = STATE_FILE + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(state, fh)
-    os.replace(tmp, STATE_FILE)
+    try:
+        _write_file(STATE_FILE, json.dumps(state).encode())
+    except OSError:
+        pass  # the host then times out waiting and says so; never let kernel code's junk stop the supervisor
 
 
 def prepare_home() -> dict[str, str]:
@@ -144,6 +161,7 @@ def reset_home() -> int:
     entries went. Never follows a symlink; a directory made unreadable is made readable again first."""
     removed = 0
     try:
+        os.chmod(HOME, 0o700)  # kernel code may have taken its own rights away
         home_dev = os.lstat(HOME).st_dev
         entries = list(os.scandir(HOME))
     except OSError:
@@ -175,6 +193,27 @@ def _make_writable_and_retry(func: object, path: str, _exc: object) -> None:
         pass
 
 
+def clear_socket_names(connection: bytes) -> None:
+    """Remove whatever is at the kernel's ipc socket names (the old kernel's sockets, or a directory or link
+    kernel code put there, which would stop the new kernel from binding)."""
+    try:
+        info = json.loads(connection)
+        names = [f"{info['ip']}-{info[key]}" for key in ("shell_port", "iopub_port", "stdin_port", "control_port",
+                                                          "hb_port")]
+    except (ValueError, KeyError, TypeError):
+        return
+    for name in names:
+        if os.path.dirname(name) != RUN_DIR:
+            continue
+        try:
+            if os.path.isdir(name) and not os.path.islink(name):
+                shutil.rmtree(name, ignore_errors=True)
+            else:
+                os.unlink(name)
+        except OSError:
+            pass
+
+
 def _not_dumpable() -> None:
     try:
         import ctypes
@@ -197,6 +236,10 @@ class Supervisor:
     """Owns one kernel process at a time; see the module docstring for the protocol."""
 
     def __init__(self) -> None:
+        with open(CONNECTION_FILE, "rb") as fh:
+            # Kept from start-up: kernel code can rewrite the file (another key, another transport), so each
+            # kernel is started from this copy, written back once the old kernel's processes are all gone.
+            self.connection = fh.read()
         self.env = prepare_home()
         self.gen = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -269,6 +312,8 @@ class Supervisor:
                 self.kill_group()
                 self.cleanup = {"killed": kill_leftovers(), "home_removed": reset_home()}
                 self.env = prepare_home()
+                _write_file(CONNECTION_FILE, self.connection)
+                clear_socket_names(self.connection)
                 self.spawn()
             elif sig == signal.SIGINT:
                 if self.proc is not None:

@@ -94,3 +94,20 @@ open('kept.txt', 'w').write('the workspace stays')
              "sys.flags.no_user_site, open('kept.txt').read())")
     assert eval(sb.run_cell(check).result) == (False, False, False, False, 1, "the workspace stays")  # noqa: S307
     assert sb.run_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()").images  # home works
+
+
+def test_a_rewritten_connection_file_or_planted_state_names_do_not_break_the_next_kernel(sandbox_image: str) -> None:
+    # /run/lllm is writable by kernel code: it rewrites the connection file the supervisor starts each kernel
+    # from (another key, another transport), plants a FIFO where the supervisor writes its state and a directory
+    # where the next kernel binds its shell socket, and locks itself out of home.
+    with DockerSandbox(image=sandbox_image, limits=SandboxLimits(memory="512m", pids=64), start_timeout=15,
+                       interrupt_grace=1.0) as sb:
+        code = ("import json, os\ninfo = json.load(open('/run/lllm/kernel.json'))\n"
+                "info.update(key='0' * 64, transport='tcp', ip='127.0.0.1')\n"
+                "json.dump(info, open('/run/lllm/kernel.json', 'w'))\n"
+                "os.mkfifo('/run/lllm/kernel.state.tmp')\nos.chmod('/home/sandbox', 0)\n"
+                "os.unlink('/run/lllm/kernel-1')\nos.mkdir('/run/lllm/kernel-1')")
+        assert sb.run_cell(code).status == "ok"
+        sb.restart()
+        assert sb.run_cell("1+1").result == "2"
+        assert "reset" in sb.restart_note()
