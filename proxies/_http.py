@@ -2,7 +2,10 @@
 
 Subclasses set `api_key_env`, `base_url_env` and `default_base_url`, and call `self._get(path, params)` or
 `self._post(path, json)`. The key is read from the host's environment when the proxy is built and sent by
-`_auth()`; it never appears in results or error messages. The offline variants override `_get`/`_post`.
+`_auth()`, in a header wherever the API accepts one (FMP, Exa; FRED takes it only in the query string). It is
+registered with `lllm.proxies.redact` at once, so it is scrubbed from every result, error and httpx log line;
+an upstream's error page is scrubbed before an excerpt of it is cut (a cut could leave half a key).
+The offline variants override `_get`/`_post`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, ClassVar
 
 from lllm.errors import ProxyError
 from lllm.proxies.base import BaseProxy
+from lllm.proxies.redact import register_secret, scrub
 
 PERIODS: dict[str, int] = {"1m": 31, "3m": 92, "6m": 183, "1y": 366, "2y": 731, "5y": 1827, "10y": 3653}
 """`period` values of date-ranged endpoints, in days back from today (or from the offline data's last day)."""
@@ -36,6 +40,7 @@ class HTTPProxy(BaseProxy):
                  timeout: float = 20.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.api_key = api_key if api_key is not None else (os.environ.get(self.api_key_env or "") or None)
+        register_secret(self.api_key, self.api_key_env or type(self).__name__)
         self.base_url = (base_url or os.environ.get(self.base_url_env) or self.default_base_url).rstrip("/")
         self.timeout = timeout
         self._client: Any = None
@@ -127,5 +132,5 @@ class HTTPProxy(BaseProxy):
 
 
 def _excerpt(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
+    text = " ".join(scrub(text).split())
     return text if len(text) <= limit else text[:limit] + "..."

@@ -1,7 +1,8 @@
 """The `fmp` proxy: Financial Modeling Prep's stable API (prices, quotes, profiles, earnings, statements).
 
 Docs of the API behind it: https://site.financialmodelingprep.com/developer/docs/stable. Key: `FMP_API_KEY`
-(sent as the `apikey` query parameter); base URL: `FMP_BASE_URL` (default https://financialmodelingprep.com/stable).
+(sent in the `apikey` header, which the stable API accepts as well as the query parameter, so that URLs in
+logs and echoes carry no key); base URL: `FMP_BASE_URL` (default https://financialmodelingprep.com/stable).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class FMPProxy(HTTPProxy):
     service: ClassVar[str] = "Financial Modeling Prep"
 
     def _auth(self, params: dict[str, Any], headers: dict[str, str]) -> None:
-        params["apikey"] = self._require_key()
+        headers["apikey"] = self._require_key()
 
     @staticmethod
     def _symbol(symbol: str) -> str:

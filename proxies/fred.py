@@ -1,7 +1,8 @@
 """The `fred` proxy: FRED, the St. Louis Fed's economic data (series observations, search, series info).
 
 Docs of the API behind it: https://fred.stlouisfed.org/docs/api/fred/. Key: `FRED_API_KEY` (the `api_key` query
-parameter); base URL: `FRED_BASE_URL` (default https://api.stlouisfed.org/fred).
+parameter: FRED accepts it nowhere else, so the URL carries it and is scrubbed wherever it is shown); base URL:
+`FRED_BASE_URL` (default https://api.stlouisfed.org/fred).
 """
 
 from __future__ import annotations

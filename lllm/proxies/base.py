@@ -19,6 +19,10 @@ class FMPProxy(BaseProxy):
 A trailing `*` marks a required parameter. A spec is `(type, example)`, `(type, example, description)` or a dict
 `{"type", "required", "example", "description", "default", "enum"}`. An endpoint method takes the parameters as
 keyword arguments, or (lllm-core 0.1 style) one positional `params` dict.
+
+`BaseProxy.call` is the one place every result and error of a proxy passes through: there, the secrets
+registered with `lllm.proxies.redact.register_secret` (API keys) are scrubbed from them, so an upstream that
+echoes a request cannot hand a key to the sandbox, the log or the notebook.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
-from lllm.errors import ConfigError, EndpointNotFound, ProxyError, UsageError
+from lllm.errors import ConfigError, EndpointNotFound, LLLMError, ProxyError, UsageError
+from lllm.proxies.redact import has_secrets, scrub, scrub_error, scrub_value
 
 __all__ = [
     "PROXY_REGISTRY",
@@ -361,14 +366,27 @@ class BaseProxy:
                              proxy=path, endpoint=endpoint)
         clean = spec.validate(params, path)
         method = getattr(self, spec.func_name)
-        result = method(clean) if _takes_params_dict(method) else method(**clean)
-        if spec.remove_keys:
-            result = _remove_keys(result, spec.remove_keys)
-        if self.cutoff_date is not None and spec.dt_cutoff:
-            result = _before_cutoff(result, spec.dt_cutoff, self.cutoff_date)
-        for hook in self._postcalls():
-            result = hook(endpoint, result)
-        return result
+        try:
+            result = method(clean) if _takes_params_dict(method) else method(**clean)
+            if spec.remove_keys:
+                result = _remove_keys(result, spec.remove_keys)
+            if self.cutoff_date is not None and spec.dt_cutoff:
+                result = _before_cutoff(result, spec.dt_cutoff, self.cutoff_date)
+            for hook in self._postcalls():
+                result = hook(endpoint, result)
+        except LLLMError as exc:
+            if not has_secrets():
+                raise
+            # the chain (an httpx error naming the URL, say) stays behind: it may hold what was scrubbed
+            raise scrub_error(exc) from None
+        except Exception as exc:
+            text = str(exc)
+            scrubbed = scrub(text)
+            if scrubbed == text:
+                raise  # the manager names it (`'<path>' failed: ...`)
+            raise ProxyError(f"'{path}/{endpoint}' failed: {type(exc).__name__}: {scrubbed}",
+                             proxy=path, endpoint=endpoint).with_traceback(exc.__traceback__) from None
+        return scrub_value(result)
 
 
 _PARAMS_DICT_CACHE: dict[Any, bool] = {}

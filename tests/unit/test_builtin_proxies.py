@@ -15,7 +15,7 @@ from proxies.fred import FREDProxy
 
 # ------------------------------------------------------------------------------------------------ FMP
 def fmp_route(path: str, q: dict, h: dict, body: Any) -> tuple[int, Any]:
-    if q.get("apikey") != "fmp-key":
+    if h.get("apikey") != "fmp-key" or "apikey" in q:  # the key travels in a header, never in the URL
         return 401, {"Error Message": "Invalid API KEY."}
     sym = q.get("symbol")
     if path == "/stable/historical-price-eod/full":  # newest first, as FMP sends it
