@@ -132,7 +132,8 @@ class ApiCallRecord(_Record):
     kind: Literal["api_call"] = "api_call"
     proxy: str | None = None
     endpoint: str | None = None
-    status: Literal["ok", "error", "denied", "rate_limited", "timeout", "too_large", "not_found", "bad_request"]
+    status: Literal["ok", "error", "denied", "rate_limited", "timeout", "too_large", "not_found", "bad_request",
+                    "over_budget", "dropped"]
     request_bytes: int = 0
     response_bytes: int = 0
     latency_s: float = 0.0
@@ -142,6 +143,8 @@ class ApiCallRecord(_Record):
     """The request's parameters as JSON text, secrets scrubbed, capped at `PAYLOAD_CHARS`."""
     answer: str | None = None
     """The proxy's answer as JSON text, secrets scrubbed, capped at `PAYLOAD_CHARS`."""
+    count: int = 1
+    """Requests this record stands for: refusals are tallied per session and reason, one record per interval."""
 
 
 class BrowserActionRecord(_Record):

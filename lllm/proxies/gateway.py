@@ -10,13 +10,22 @@ session.close()                                       # socket and token gone; r
 
 `open_session` binds `<session_dir>/gateway.sock` (mode 0666) and writes a fresh random token to
 `<session_dir>/gateway.token` (mode 0400, owned by `token_owner`: uid 1000 for a Docker sandbox, the current
-user for a local one). Every request is checked, in this order: frame size, JSON and schema, token (a token
-of another session is named as such), the session's token-bucket rate limit, the allowlist (the session's
-`ProxyManager` holds only its activated proxies), then the proxy runs on the host in a worker thread under a
-per-call timeout; the response is refused when over the size limit. A malformed or forged frame gets an error
-reply; a frame whose length is over the limit closes that connection. Nothing a client sends stops the server.
-Each request, refused or not, is reported as one `ApiCallRecord` to the session's tracer, from a reporter
-thread so that a slow tracer does not slow calls down.
+user for a local one). The socket is reachable only from that session's sandbox, so everything that arrives on
+it is charged to that session, before it is parsed or authenticated: each new connection and each frame takes
+a token from the session's bucket (`rate`, `burst`), a frame over the bucket is answered `RateLimited` without
+being parsed. Then, in this order: frame size, JSON and schema, token (a token of another session is named as
+such), the allowlist (the session's `ProxyManager` holds only its activated proxies, and their budgets), then
+the proxy runs on the host in a worker thread under a per-call timeout; the response is refused when over the
+size limit. A frame has one deadline as a whole (`frame_timeout`), a silent connection is closed after
+`idle_timeout`, and a connection whose refused frames (bad token, malformed, over the rate) outnumber its
+answered ones by `max_refused` is closed; the session then accepts no new connection for `refusal_backoff` seconds (doubling while
+it goes on), so a flooding cell costs the host little and other sessions nothing. Nothing a client sends stops
+the server.
+
+Records: every call that ran a proxy is one `ApiCallRecord` for the session's tracer; refusals are tallied per
+session and reason and written as one record per reason (with `count`) every `summary_interval` seconds and
+when the session closes. Records reach the tracer from a reporter thread, through a bounded queue: when a
+tracer falls that far behind, records are dropped and counted (`records_dropped`, and a `dropped` record).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import socket
 import stat
 import threading
 import time
+from collections import Counter
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -51,6 +61,7 @@ from lllm.errors import (
 )
 from lllm.proxies.base import to_json_bytes
 from lllm.proxies.manager import ProxyManager
+from lllm.proxies.redact import scrub
 from lllm.proxies.wire import (
     ERROR_TYPES,
     HEADER,
@@ -58,6 +69,7 @@ from lllm.proxies.wire import (
     META_DIRECTORY,
     CallRequest,
     FrameError,
+    FrameTimeout,
     encode_error,
     encode_ok,
 )
@@ -70,8 +82,15 @@ TOKEN_NAME = "gateway.token"
 _STATUS = {
     "GatewayAuthError": "denied", "ProxyNotActivated": "denied", "EndpointNotFound": "not_found",
     "RateLimited": "rate_limited", "PayloadTooLarge": "too_large", "ProxyTimeout": "timeout",
-    "BadRequest": "bad_request",
+    "BadRequest": "bad_request", "ApiBudgetExceeded": "over_budget", "FrameTimeout": "bad_request",
+    "TooManyConnections": "denied",
 }
+_TALLIED = frozenset({"ProxyNotActivated", "EndpointNotFound", "ApiBudgetExceeded"})
+"""Refusals of authenticated requests: tallied like the refusals before authentication, but no strike."""
+_STRIKES = frozenset({"GatewayAuthError", "BadRequest"})
+"""Refusals before authentication (the rate limit, a frame too large or too slow are handled where read)."""
+_MAX_TALLY_KEYS = 64
+"""Distinct (reason, proxy, endpoint) tallies per session; beyond that, tallies are per reason only."""
 
 
 class GatewayLimits(BaseModel):
@@ -94,7 +113,19 @@ class GatewayLimits(BaseModel):
     max_connections: int = Field(default=16, gt=0)
     """Open connections per session."""
     frame_timeout: float = Field(default=10.0, gt=0)
-    """Seconds to finish sending a frame once it has started."""
+    """Seconds to receive one whole frame from its first byte (one deadline for the frame, not per read), and to
+    send a reply; a late frame is refused and its connection closed."""
+    idle_timeout: float = Field(default=120.0, gt=0)
+    """Seconds a connection may stay silent between frames; then it is closed (the guest reconnects)."""
+    max_refused: int = Field(default=32, gt=0)
+    """A connection is closed when its refused frames (bad token, malformed, over the rate) outnumber its
+    answered ones by this many (32 refusals in a row, or mostly refusals for longer)."""
+    refusal_backoff: float = Field(default=0.5, ge=0)
+    """Seconds the session accepts no new connection after one was closed for refusals; doubles while the
+    refusals go on (up to 16x) and is back to this after an accepted call."""
+    summary_interval: float = Field(default=5.0, gt=0)
+    """Seconds between the records that tally the session's refusals (one per reason, with a count); they are
+    also written when the session closes or is flushed."""
 
 
 class _Bucket:
@@ -172,6 +203,19 @@ class _Refused(Exception):
         self.error_type = error_type
 
 
+class _Tally:
+    """Refusals of one reason (and path) since the session's last summary record."""
+
+    __slots__ = ("status", "error", "proxy", "endpoint", "count", "request_bytes", "response_bytes", "latency",
+                 "started_at")
+
+    def __init__(self, status: str, error: str, proxy: str | None, endpoint: str | None) -> None:
+        self.status, self.error, self.proxy, self.endpoint = status, error, proxy, endpoint
+        self.count = self.request_bytes = self.response_bytes = 0
+        self.latency = 0.0
+        self.started_at = time.time()
+
+
 class GatewaySession:
     """One session's socket, token, allowlist and limits. Made by `Gateway.open_session`."""
 
@@ -189,10 +233,23 @@ class GatewaySession:
         self.closed = False
         self.calls = 0
         """Requests answered (every status)."""
+        self.refusals: Counter[str] = Counter()
+        """Refused requests and connections since the session opened, by reason (`GatewayAuthError`,
+        `RateLimited`, `BadRequest`, `FrameTimeout`, `TooManyConnections`, `ProxyNotActivated`, ...)."""
+        self.connections_closed = 0
+        """Connections the gateway closed for refusals (mostly refused frames, a bad or late frame)."""
+        self.records_dropped = 0
+        """Records of this session the bounded queue had no room for."""
         self._bucket = _Bucket(limits.rate, limits.burst)
         self._inflight = threading.BoundedSemaphore(limits.max_inflight)
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._tallies: dict[tuple[str, str | None, str | None], _Tally] = {}
+        self._tally_lock = threading.Lock()
+        self._dropped_unreported = 0
+        self._next_summary = time.monotonic() + limits.summary_interval
+        self._backoff_level = 0
+        self._penalty_until = 0.0
         self._listener = _bind_unix(self.socket_path)
         try:
             _chmod_socket(self.socket_path, 0o666)
@@ -216,19 +273,45 @@ class GatewaySession:
     # ------------------------------------------------------------------ serving
     def _serve(self, conn: socket.socket) -> None:
         limits = self.limits
+        strikes = 0
         try:
             while not self.closed:
                 try:
-                    payload = _recv_frame(conn, limits.max_request_bytes, limits.frame_timeout)
+                    frame = self._read_frame(conn)
+                except FrameTimeout as exc:
+                    self._tally("FrameTimeout", f"{exc}; the connection was closed.")
+                    self._close_for_refusals()
+                    return
                 except FrameError as exc:
-                    self._report(None, None, "too_large", 0, 0, 0.0, str(exc))
-                    _send(conn, encode_error(None, "PayloadTooLarge",
-                                             f"{exc}; send smaller params (or raise the session's "
-                                             "gateway limit max_request_bytes). The connection was closed."))
+                    message = (f"{exc}; send smaller params (or raise the session's gateway limit "
+                               "max_request_bytes). The connection was closed.")
+                    self._tally("PayloadTooLarge", message)
+                    _send(conn, encode_error(None, "PayloadTooLarge", message), limits.frame_timeout)
+                    self._close_for_refusals()
                     return
-                if payload is None:
+                if frame is None:
                     return
-                _send(conn, self.handle(payload))
+                payload, wait = frame
+                if wait:  # over the rate: answered without being parsed or authenticated
+                    message = (f"session {self.session_id!r} is over its CALL_API rate limit ({limits.rate:g} "
+                               f"calls/s, burst {limits.burst}); retry after {wait:.3f}s, or batch your requests.")
+                    self._tally("RateLimited", message, request_bytes=len(payload))
+                    reply, strike, ok = encode_error(None, "RateLimited", message), True, False
+                else:
+                    reply, strike, ok = self._answer(payload)
+                if not _send(conn, reply, limits.frame_timeout):
+                    return
+                # refusals count up and answered calls count down: a connection whose frames are mostly
+                # refused is closed, even when an allowed call slips in between (a token refilled)
+                if strike:
+                    strikes += 1
+                    if strikes >= limits.max_refused or self._penalized():
+                        self._close_for_refusals()
+                        return
+                else:
+                    strikes = max(0, strikes - 1)
+                    if ok:
+                        self._backoff_level = 0
         except (OSError, EOFError):
             return
         finally:
@@ -236,8 +319,43 @@ class GatewaySession:
                 self._conns.discard(conn)
             conn.close()
 
+    def _read_frame(self, conn: socket.socket) -> tuple[bytes, float] | None:
+        """The next frame's payload and the rate limit's verdict on it (0.0: allowed, else seconds to wait), or
+        None when the client closed the connection or stayed silent for `idle_timeout` between frames.
+
+        The frame is charged to the session's bucket as soon as its header is in: before its body is read,
+        parsed or authenticated. The whole frame must arrive within `frame_timeout` of its first byte.
+        """
+        limits = self.limits
+        conn.settimeout(limits.idle_timeout)
+        try:
+            head = conn.recv(4)
+        except TimeoutError:
+            return None
+        if not head:
+            return None
+        deadline = time.monotonic() + limits.frame_timeout
+        if len(head) < 4:
+            head += _recv_before(conn, 4 - len(head), deadline, limits.frame_timeout)
+        (length,) = HEADER.unpack(head)
+        if length > limits.max_request_bytes:
+            raise FrameError(f"request frame of {length} bytes is over the gateway's limit of "
+                             f"{limits.max_request_bytes} bytes")
+        wait = self._bucket.take()
+        return _recv_before(conn, length, deadline, limits.frame_timeout), wait
+
     def handle(self, payload: bytes) -> bytes:
-        """Answer one request payload (the JSON of a frame) with a whole reply frame; never raises."""
+        """Answer one request payload (the JSON of a frame) with a whole reply frame, charged to the session's
+        rate limit as if it came over the socket; never raises."""
+        wait = self._bucket.take()
+        if wait:
+            message = f"session {self.session_id!r} is over its CALL_API rate limit; retry after {wait:.3f}s."
+            self._tally("RateLimited", message, request_bytes=len(payload))
+            return encode_error(None, "RateLimited", message)
+        return self._answer(payload)[0]
+
+    def _answer(self, payload: bytes) -> tuple[bytes, bool, bool]:
+        """(reply frame, refused before authentication, ok) for one request payload that the rate allowed."""
         t0 = time.perf_counter()
         call_id: Any = None
         proxy = endpoint = None
@@ -258,12 +376,6 @@ class GatewaySession:
             call_id = req.id
             proxy, _, endpoint = req.path.partition("/")
             self._check_token(req.token)
-            wait = self._bucket.take()
-            if wait:
-                raise RateLimited(
-                    f"session {self.session_id!r} is over its CALL_API rate limit ({self.limits.rate:g} calls/s, "
-                    f"burst {self.limits.burst}); retry after {wait:.3f}s, or batch your requests.",
-                    retry_after=wait)
             if req.path.startswith("_meta/"):
                 data = self._meta(req)
                 proxy = endpoint = None
@@ -277,23 +389,27 @@ class GatewaySession:
                     size=len(data))
             frame = encode_ok(call_id, data)
             self._report(proxy, endpoint, "ok", len(payload), len(frame), time.perf_counter() - t0, None)
-            return frame
+            return frame, False, True
         except _Refused as exc:
-            return self._error(call_id, exc.error_type, str(exc), proxy, endpoint, len(payload), t0)
+            error_type, message = exc.error_type, str(exc)
         except LLLMError as exc:
             name = type(exc).__name__
-            return self._error(call_id, name if name in ERROR_TYPES else "ProxyError", str(exc), proxy,
-                               endpoint, len(payload), t0)
+            error_type, message = (name if name in ERROR_TYPES else "ProxyError"), str(exc)
         except Exception as exc:  # never let one request take the server down
-            return self._error(call_id, "ProxyError", f"gateway error: {type(exc).__name__}: {exc}", proxy,
-                               endpoint, len(payload), t0)
-
-    def _error(self, call_id: Any, error_type: str, message: str, proxy: str | None, endpoint: str | None,
-               request_bytes: int, t0: float) -> bytes:
+            error_type, message = "ProxyError", f"gateway error: {type(exc).__name__}: {exc}"
+        message = scrub(message)
         frame = encode_error(call_id, error_type, message)
-        self._report(proxy, endpoint, _STATUS.get(error_type, "error"), request_bytes, len(frame),
-                     time.perf_counter() - t0, f"{error_type}: {message}")
-        return frame
+        latency = time.perf_counter() - t0
+        if error_type in _STRIKES or error_type in _TALLIED:
+            # a bad token names no trustworthy path: tally it by reason only
+            trusted = error_type in _TALLIED
+            self._tally(error_type, message, proxy=proxy if trusted else None,
+                        endpoint=endpoint if trusted else None, request_bytes=len(payload),
+                        response_bytes=len(frame), latency=latency)
+        else:
+            self._report(proxy, endpoint, _STATUS.get(error_type, "error"), len(payload), len(frame), latency,
+                         f"{error_type}: {message}")
+        return frame, error_type in _STRIKES, False
 
     def _check_token(self, token: str) -> None:
         if hmac.compare_digest(token.encode(), self.token.encode()):
@@ -338,6 +454,59 @@ class GatewaySession:
             raise _Refused("ProxyTimeout", f"{path!r} did not answer within {self.limits.call_timeout:g}s (the "
                                            "gateway's per-call timeout); try again later or ask for less.") from None
 
+    # ------------------------------------------------------------------ refusals
+    def _penalized(self) -> bool:
+        return time.monotonic() < self._penalty_until
+
+    def _close_for_refusals(self) -> None:
+        """A connection is being closed for its refusals: accept no new one for a while (backpressure on the
+        listen backlog costs the host nothing, whatever the client does meanwhile)."""
+        with self._lock:
+            self.connections_closed += 1
+            backoff = self.limits.refusal_backoff * (2 ** min(self._backoff_level, 4))
+            self._backoff_level += 1
+            self._penalty_until = max(self._penalty_until, time.monotonic() + backoff)
+            until = self._penalty_until
+        if backoff > 0:
+            self.gateway._pause(self, until)
+
+    def _tally(self, reason: str, message: str, *, proxy: str | None = None, endpoint: str | None = None,
+               request_bytes: int = 0, response_bytes: int = 0, latency: float = 0.0) -> None:
+        """Count one refusal; the session's next summary record carries it (not a record of its own)."""
+        self.calls += 1
+        key = (reason, proxy and proxy[:120], endpoint and endpoint[:120])
+        with self._tally_lock:
+            self.refusals[reason] += 1
+            tally = self._tallies.get(key)
+            if tally is None:
+                if len(self._tallies) >= _MAX_TALLY_KEYS:
+                    key = (reason, None, None)
+                    tally = self._tallies.get(key)
+                if tally is None:
+                    tally = self._tallies[key] = _Tally(_STATUS.get(reason, "error"), f"{reason}: {message}"[:2000],
+                                                        key[1], key[2])
+            tally.count += 1
+            tally.request_bytes += request_bytes
+            tally.response_bytes += response_bytes
+            tally.latency += latency
+
+    def _summaries(self) -> list[ApiCallRecord]:
+        """The records of the refusals tallied (and records dropped) since the last summary; resets them."""
+        with self._tally_lock:
+            tallies, self._tallies = self._tallies, {}
+            dropped, self._dropped_unreported = self._dropped_unreported, 0
+            self._next_summary = time.monotonic() + self.limits.summary_interval
+        records = [ApiCallRecord(session_id=self.session_id, proxy=t.proxy, endpoint=t.endpoint,
+                                 status=t.status, request_bytes=t.request_bytes,  # type: ignore[arg-type]
+                                 response_bytes=t.response_bytes, latency_s=t.latency / t.count, error=t.error,
+                                 count=t.count, started_at=t.started_at) for t in tallies.values()]
+        if dropped:
+            records.append(ApiCallRecord(
+                session_id=self.session_id, status="dropped", count=dropped,
+                error=f"RecordsDropped: {dropped} records of this session were dropped: its tracer fell more than "
+                      f"{self.gateway.max_queued_records} records behind."))
+        return records
+
     def _report(self, proxy: str | None, endpoint: str | None, status: str, request_bytes: int,
                 response_bytes: int, latency: float, error: str | None) -> None:
         self.calls += 1
@@ -347,7 +516,10 @@ class GatewaySession:
                                endpoint=(endpoint or None) and endpoint[:120], status=status,  # type: ignore[arg-type]
                                request_bytes=request_bytes, response_bytes=response_bytes, latency_s=latency,
                                error=error[:2000] if error else None)
-        self.gateway._reports.put((self.tracer, record))
+        if not self.gateway._enqueue(self.tracer, record):
+            with self._tally_lock:
+                self.records_dropped += 1
+                self._dropped_unreported += 1
 
     # ------------------------------------------------------------------ lifecycle
     def _accept(self) -> None:
@@ -355,23 +527,38 @@ class GatewaySession:
             conn, _ = self._listener.accept()
         except (BlockingIOError, OSError):
             return
-        conn.setblocking(True)
+        wait = self._bucket.take()  # a connection is charged like a frame
         with self._lock:
-            if self.closed or len(self._conns) >= self.limits.max_connections:
-                _send(conn, encode_error(None, "ProxyError", f"too many open gateway connections (limit "
-                                                             f"{self.limits.max_connections}); reuse one."))
-                conn.close()
-                return
-            self._conns.add(conn)
+            too_many = len(self._conns) >= self.limits.max_connections
+            admitted = not (self.closed or too_many or wait)
+            if admitted:
+                self._conns.add(conn)
+        if not admitted:
+            if not self.closed:
+                if wait:
+                    reason, error_type = "RateLimited", "RateLimited"
+                    message = (f"session {self.session_id!r} opens gateway connections faster than its rate limit "
+                               f"({self.limits.rate:g}/s); keep one open, and retry after {wait:.3f}s.")
+                else:
+                    reason, error_type = "TooManyConnections", "ProxyError"
+                    message = f"too many open gateway connections (limit {self.limits.max_connections}); reuse one."
+                self._tally(reason, message)
+                conn.setblocking(False)
+                _send(conn, encode_error(None, error_type, message), 0)
+                self._close_for_refusals()
+            conn.close()
+            return
         threading.Thread(target=self._serve, args=(conn,), name=f"lllm-gw-{self.session_id}",
                          daemon=True).start()
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Wait until every record of this gateway so far reached its tracer."""
+        """Write this session's tallied refusals now, then wait until every record so far reached its tracer."""
+        self.gateway._enqueue_summaries(self)
         self.gateway.flush(timeout)
 
     def close(self) -> None:
-        """Stop serving: close the socket and every connection, remove the socket and token files."""
+        """Stop serving: close the socket and every connection, remove the socket and token files, write the
+        tallied refusals and wait for the records to reach the tracer."""
         with self._lock:
             if self.closed:
                 return
@@ -396,16 +583,19 @@ class GatewaySession:
 
 class Gateway:
     """The host-side CALL_API server: one acceptor thread for every session's socket, a thread per
-    connection, and a shared worker pool in which proxies run.
+    connection, a shared worker pool in which proxies run, and a reporter thread for the records.
 
     Args:
         limits: the default limits of new sessions.
         workers: threads in the proxy worker pool (shared by all sessions; each session is capped by
             `limits.max_inflight`).
+        max_queued_records: records waiting for their tracers, at most; past it they are dropped and counted.
     """
 
-    def __init__(self, *, limits: GatewayLimits | None = None, workers: int = 64) -> None:
+    def __init__(self, *, limits: GatewayLimits | None = None, workers: int = 64,
+                 max_queued_records: int = 10_000) -> None:
         self.limits = limits or GatewayLimits()
+        self.max_queued_records = max_queued_records
         self._pool = _DaemonPool(workers)
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -413,11 +603,16 @@ class Gateway:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._sessions: dict[int, GatewaySession] = {}
         self._tokens: dict[str, GatewaySession] = {}
+        self._paused: dict[GatewaySession, float] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self._reports: queue.Queue[Any] = queue.Queue()
+        self._reports: queue.Queue[Any] = queue.Queue(maxsize=max_queued_records)
         self.tracer_errors = 0
         """Tracer calls that raised (the gateway keeps going)."""
+        self.records_dropped = 0
+        """Records the bounded queue had no room for (every session)."""
+        self.queued_records_peak = 0
+        """The most records that were ever waiting for their tracers at once."""
         self._acceptor = threading.Thread(target=self._accept_loop, name="lllm-gw-accept", daemon=True)
         self._acceptor.start()
         self._reporter = threading.Thread(target=self._report_loop, name="lllm-gw-report", daemon=True)
@@ -432,7 +627,7 @@ class Gateway:
             session_dir: the sandbox's session directory (host side); it must exist.
             manager: the session's proxies: its activated proxies are the allowlist.
             session_id: names the session in records and messages.
-            tracer: receives one ApiCallRecord per request.
+            tracer: receives one ApiCallRecord per call that ran a proxy, and the tallies of refusals.
             limits: this session's limits (default: the gateway's).
             token_owner: uid that owns gateway.token (1000 in a Docker sandbox; None: the current user).
 
@@ -458,6 +653,7 @@ class Gateway:
     def _forget(self, session: GatewaySession) -> None:
         with self._lock:
             self._tokens.pop(session.token, None)
+            self._paused.pop(session, None)
             fd = session._listener.fileno()
             if fd >= 0 and self._sessions.pop(fd, None) is not None:
                 try:
@@ -466,6 +662,35 @@ class Gateway:
                     pass
             session._listener.close()
         self._wake()
+
+    def _pause(self, session: GatewaySession, until: float) -> None:
+        """Stop accepting `session`'s connections until `until` (monotonic): they wait in the listen backlog."""
+        with self._lock:
+            if session.closed or session._listener.fileno() < 0:
+                return
+            if session in self._paused:
+                self._paused[session] = max(self._paused[session], until)
+                return
+            self._paused[session] = until
+            try:
+                self._selector.unregister(session._listener)
+            except (KeyError, ValueError):
+                pass
+        self._wake()
+
+    def _resume_due(self) -> float:
+        """Accept again on the sessions whose pause is over; the seconds until the next one is (at most 1)."""
+        now = time.monotonic()
+        nearest = 1.0
+        with self._lock:
+            for session, until in list(self._paused.items()):
+                if until > now:
+                    nearest = min(nearest, until - now)
+                    continue
+                del self._paused[session]
+                if not session.closed and session._listener.fileno() >= 0:
+                    self._selector.register(session._listener, selectors.EVENT_READ, session)
+        return nearest
 
     def _is_foreign_token(self, token: str, session: GatewaySession) -> bool:
         other = self._tokens.get(token)
@@ -480,7 +705,7 @@ class Gateway:
     def _accept_loop(self) -> None:
         while not self._closed:
             try:
-                events = self._selector.select(timeout=1.0)
+                events = self._selector.select(timeout=self._resume_due())
             except (OSError, ValueError):
                 if self._closed:
                     return
@@ -496,19 +721,57 @@ class Gateway:
                 if not session.closed:
                     session._accept()
 
+    # ------------------------------------------------------------------ records
+    def _enqueue(self, tracer: Tracer, record: Any) -> bool:
+        """Queue a record for the reporter thread; False when the queue is full (the record is dropped)."""
+        try:
+            self._reports.put_nowait((tracer, record))
+        except queue.Full:
+            self.records_dropped += 1
+            return False
+        size = self._reports.qsize()
+        if size > self.queued_records_peak:
+            self.queued_records_peak = size
+        return True
+
+    def _enqueue_summaries(self, session: GatewaySession, timeout: float = 5.0) -> None:
+        """Queue a session's tally records, waiting for room (they are few, and they carry the counts)."""
+        if session.tracer is null_tracer:
+            session._summaries()
+            return
+        for record in session._summaries():
+            try:
+                self._reports.put((session.tracer, record), timeout=timeout)
+            except queue.Full:
+                self.records_dropped += 1
+
+    def _deliver(self, tracer: Tracer, record: Any) -> None:
+        try:
+            tracer(record)
+        except Exception:  # a broken tracer must not break the gateway
+            self.tracer_errors += 1
+
     def _report_loop(self) -> None:
         while True:
-            item = self._reports.get()
+            try:
+                item = self._reports.get(timeout=0.25)
+            except queue.Empty:
+                item = ()
             try:
                 if item is None:
                     return
-                tracer, record = item
-                try:
-                    tracer(record)
-                except Exception:  # a broken tracer must not break the gateway
-                    self.tracer_errors += 1
+                if item:
+                    self._deliver(*item)
             finally:
-                self._reports.task_done()
+                if item != ():
+                    self._reports.task_done()
+            now = time.monotonic()
+            for session in self.sessions:  # due tallies go straight to their tracers, never into the queue
+                if session._next_summary <= now and not session.closed:
+                    records = session._summaries()
+                    if session.tracer is not null_tracer:
+                        for record in records:
+                            self._deliver(session.tracer, record)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait (up to `timeout` s) until every queued record reached its tracer."""
@@ -596,39 +859,35 @@ def _bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-def _recv_frame(conn: socket.socket, max_bytes: int, frame_timeout: float) -> bytes | None:
-    """One frame's payload, or None on EOF between frames; the body must arrive within `frame_timeout`."""
-    head = conn.recv(4)
-    if not head:
-        return None
-    conn.settimeout(frame_timeout)
-    try:
-        while len(head) < 4:
-            more = conn.recv(4 - len(head))
-            if not more:
-                raise EOFError("connection closed mid-frame")
-            head += more
-        (length,) = HEADER.unpack(head)
-        if length > max_bytes:
-            raise FrameError(f"request frame of {length} bytes is over the gateway's limit of {max_bytes} bytes")
-        buf = bytearray()
-        while len(buf) < length:
-            chunk = conn.recv(min(length - len(buf), 1 << 20))
-            if not chunk:
-                raise EOFError("connection closed mid-frame")
-            buf += chunk
-        return bytes(buf)
-    except socket.timeout:
-        raise EOFError(f"a frame was not completed within {frame_timeout}s") from None
-    finally:
-        conn.settimeout(None)
+def _recv_before(conn: socket.socket, n: int, deadline: float, frame_timeout: float) -> bytes:
+    """Exactly `n` bytes, all of them before `deadline` (monotonic): one deadline for the frame, not per read."""
+    buf = bytearray()
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise FrameTimeout(f"a frame was not completed within {frame_timeout:g}s of its first byte")
+        conn.settimeout(left)
+        try:
+            chunk = conn.recv(min(n - len(buf), 1 << 20))
+        except TimeoutError:
+            raise FrameTimeout(f"a frame was not completed within {frame_timeout:g}s of its first byte") from None
+        if not chunk:
+            raise EOFError("connection closed mid-frame")
+        buf += chunk
+    return bytes(buf)
 
 
-def _send(conn: socket.socket, frame: bytes) -> None:
+def _send(conn: socket.socket, frame: bytes, timeout: float) -> bool:
+    """Send a whole reply within `timeout` s (0: only what fits now); False when the connection is unusable."""
     try:
-        conn.sendall(frame)
+        if timeout > 0:
+            conn.settimeout(timeout)
+            conn.sendall(frame)
+        else:
+            conn.send(frame)
+        return True
     except OSError:
-        pass
+        return False
 
 
 def _unlink(path: Path) -> None:

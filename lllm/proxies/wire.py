@@ -26,6 +26,7 @@ __all__ = [
     "ErrorBody",
     "ErrorReply",
     "FrameError",
+    "FrameTimeout",
     "OkReply",
     "Reply",
     "ReplyAdapter",
@@ -42,7 +43,7 @@ META_DIRECTORY = "_meta/directory"
 
 ERROR_TYPES = (
     "GatewayAuthError", "ProxyNotActivated", "EndpointNotFound", "RateLimited", "PayloadTooLarge",
-    "ProxyError", "ProxyTimeout", "BadRequest",
+    "ProxyError", "ProxyTimeout", "BadRequest", "ApiBudgetExceeded",
 )
 """Every `error.type` the gateway sends."""
 
@@ -91,6 +92,10 @@ ReplyAdapter: TypeAdapter[Any] = TypeAdapter(Reply)
 
 class FrameError(Exception):
     """Internal to the gateway: the byte stream cannot be read as frames (the connection is closed)."""
+
+
+class FrameTimeout(FrameError):
+    """Internal to the gateway: a frame did not arrive whole within its deadline (the connection is closed)."""
 
 
 def encode_frame(payload: bytes) -> bytes:

@@ -74,7 +74,10 @@ def raw_call(path: Path, payload: bytes, *, header: bytes | None = None) -> dict
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(10)
         s.connect(str(path / "gateway.sock"))
-        s.sendall((header if header is not None else struct.pack(">I", len(payload))) + payload)
+        try:
+            s.sendall((header if header is not None else struct.pack(">I", len(payload))) + payload)
+        except BrokenPipeError:  # refused on accept: its reply is waiting
+            pass
         head = b""
         while len(head) < 4:
             chunk = s.recv(4 - len(head))
@@ -178,8 +181,13 @@ def test_refusals_reach_the_kernel_as_call_api_errors(session, tmp_path: Path) -
     assert out["badpath"][0] == "ProxyError"
     assert out["after"] == 2
     session.flush()
-    statuses = [r.status for r in session.records]
-    assert statuses.count("denied") == 2 and statuses.count("not_found") == 1 and statuses[-1] == "ok"
+    # calls that ran a proxy are a record each; refusals are tallied (one record per reason and path, counted)
+    assert [r.status for r in session.records if r.count == 1 and r.status in ("ok", "error")] == \
+        ["error", "error", "error", "ok"]
+    tallies = {(r.status, r.proxy, r.endpoint): r.count for r in session.records if r.status not in ("ok", "error")}
+    assert tallies == {("denied", "fmp", "price"): 1, ("denied", "_meta", "api_doc"): 1,
+                       ("not_found", "toy", "ech0"): 1}
+    assert session.refusals == {"ProxyNotActivated": 2, "EndpointNotFound": 1}
 
 
 def test_bad_and_foreign_tokens(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
@@ -209,7 +217,8 @@ def test_bad_and_foreign_tokens(gateway: Gateway, toy: Toy, tmp_path: Path) -> N
         ok = raw_call(a_dir, json.dumps({"token": a.token, "path": "toy/echo", "id": 3}).encode())
         assert ok == {"id": 3, "ok": True, "data": {"x": 0, "pad_len": 0}}
         a.flush()
-        assert [r.status for r in rec_a] == ["denied", "denied", "denied", "ok"]
+        assert [(r.status, r.count) for r in rec_a] == [("ok", 1), ("denied", 3)]
+        assert rec_a[1].error.startswith("GatewayAuthError: bad gateway token") and rec_a[1].proxy is None
     finally:
         a.close()
         b.close()
@@ -310,12 +319,15 @@ def test_hung_calls_are_capped_per_session(gateway: Gateway, toy: Toy, tmp_path:
         s.close()
 
 
-def test_ten_thousand_calls_are_rate_limited_and_other_sessions_unaffected(gateway: Gateway, tmp_path: Path) -> None:
+def test_a_tight_loop_is_rate_limited_and_throttled_and_other_sessions_unaffected(gateway: Gateway,
+                                                                                   tmp_path: Path) -> None:
     loud_dir, quiet_dir = tmp_path / "loud", tmp_path / "quiet"
     loud_dir.mkdir()
     quiet_dir.mkdir()
+    loud_records: list = []
     loud = gateway.open_session(loud_dir, ProxyManager(proxies={"toy": Toy()}), session_id="loud",
-                                limits=GatewayLimits(rate=200, burst=50))
+                                tracer=loud_records.append,
+                                limits=GatewayLimits(rate=200, burst=50, max_refused=32, refusal_backoff=0.05))
     quiet = gateway.open_session(quiet_dir, ProxyManager(proxies={"toy": Toy()}), session_id="quiet",
                                  limits=GatewayLimits(rate=200, burst=50))
     results: dict = {}
@@ -324,7 +336,7 @@ def test_ten_thousand_calls_are_rate_limited_and_other_sessions_unaffected(gatew
         results["loud"] = guest(loud_dir, """
             ok = limited = 0
             t0 = time.monotonic()
-            for i in range(10_000):
+            for i in range(3_000):
                 try:
                     CALL_API("toy/echo", {"x": i})
                     ok += 1
@@ -346,13 +358,19 @@ def test_ten_thousand_calls_are_rate_limited_and_other_sessions_unaffected(gatew
     thread.join(120)
     loud_out = results["loud"]
     assert quiet_out["xs"] == list(range(40))  # never limited while the loud session hammers
-    assert loud_out["ok"] + loud_out["limited"] == 10_000
+    # every call got an answer (the guest reconnects when its connection is closed for refusals) ...
+    assert loud_out["ok"] + loud_out["limited"] == 3_000
     allowed = 50 + 200 * loud_out["elapsed"]
-    assert loud_out["limited"] > 5_000 and loud_out["ok"] <= allowed * 1.1 + 5
+    assert loud_out["limited"] > 1_000 and loud_out["ok"] <= allowed * 1.1 + 5
+    # ... and 32 refusals in a row closed the connection, so the loop was slowed down instead of answered
+    # at full speed: the session waited (refusal_backoff) before its next connection was accepted
+    assert loud.connections_closed >= 10 and loud_out["elapsed"] > 0.05 * 10
     assert guest(loud_dir, 'time.sleep(0.3); out["x"] = CALL_API("toy/echo", {"x": 1})["x"]') == {"x": 1}
-    assert loud.calls >= 10_001 and quiet.calls == 40
+    assert loud.calls >= 3_001 and quiet.calls == 40
     loud.close()
     quiet.close()
+    limited = [r for r in loud_records if r.status == "rate_limited"]
+    assert 1 <= len(limited) <= 3 and sum(r.count for r in limited) == loud_out["limited"]
 
 
 def test_a_broken_tracer_does_not_break_calls(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
@@ -469,3 +487,104 @@ def test_socket_permissions_never_follow_a_swapped_in_symlink(tmp_path) -> None:
         assert (os.lstat(real).st_mode & 0o777) == 0o666
     finally:
         sock.close()
+
+
+# ------------------------------------------------------------------------------ issue 9: flooding before auth
+def bad_frames(n: int) -> bytes:
+    body = json.dumps({"token": "x" * 43, "path": "toy/echo", "id": 1}).encode()
+    return (struct.pack(">I", len(body)) + body) * n
+
+
+def read_replies(sock: socket.socket) -> int:
+    """Replies read until the gateway closes the connection."""
+    got = 0
+    buf = b""
+    sock.settimeout(5)
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            return got
+        if not chunk:
+            return got
+        buf += chunk
+        while len(buf) >= 4 and len(buf) >= 4 + struct.unpack(">I", buf[:4])[0]:
+            buf = buf[4 + struct.unpack(">I", buf[:4])[0]:]
+            got += 1
+
+
+def test_refused_frames_close_the_connection_and_pause_the_session(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
+    records: list = []
+    limits = GatewayLimits(max_refused=5, refusal_backoff=0.6)
+    s = gateway.open_session(tmp_path, ProxyManager(proxies={"toy": toy}), limits=limits, tracer=records.append)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as flood:
+            flood.connect(str(tmp_path / "gateway.sock"))
+            flood.sendall(bad_frames(50))
+            assert read_replies(flood) == 5  # five refusals answered, then the connection was closed
+        assert s.connections_closed == 1 and s.refusals["GatewayAuthError"] == 5
+        # the session accepts no new connection for refusal_backoff: a call made now waits, then succeeds
+        t0 = time.monotonic()
+        assert guest(tmp_path, 'out["x"] = CALL_API("toy/echo", {"x": 3})["x"]') == {"x": 3}
+        assert time.monotonic() - t0 > 0.3
+        s.flush()
+        assert [(r.status, r.count, r.error.split(":")[0]) for r in records if r.status != "ok"] == \
+            [("denied", 5, "GatewayAuthError")]
+    finally:
+        s.close()
+
+
+def test_refusals_are_tallied_every_interval_without_a_flush(gateway: Gateway, toy: Toy, tmp_path: Path) -> None:
+    records: list = []
+    s = gateway.open_session(tmp_path, ProxyManager(proxies={"toy": toy}), tracer=records.append,
+                             limits=GatewayLimits(summary_interval=0.3))
+    try:
+        for _ in range(3):
+            raw_call(tmp_path, b"not json")
+        deadline = time.monotonic() + 5
+        while not records and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [(r.status, r.count) for r in records] == [("bad_request", 3)]
+        assert records[0].error.startswith("BadRequest: the request is not UTF-8 JSON")
+    finally:
+        s.close()
+    assert len(records) == 1  # nothing new to tally at close
+
+
+def test_the_record_queue_is_bounded_and_counts_what_it_drops(toy: Toy, tmp_path: Path) -> None:
+    release = threading.Event()
+    records: list = []
+
+    def slow_tracer(record: object) -> None:
+        release.wait(10)
+        records.append(record)
+
+    with Gateway(max_queued_records=5) as gw:
+        s = gw.open_session(tmp_path, ProxyManager(proxies={"toy": toy}), tracer=slow_tracer)
+        out = guest(tmp_path, 'out["n"] = len([CALL_API("toy/echo", {"x": i}) for i in range(30)])')
+        assert out == {"n": 30}  # calls never wait for the tracer
+        assert gw.queued_records_peak <= 5 and gw.records_dropped >= 20 and s.records_dropped == gw.records_dropped
+        release.set()
+        s.close()
+    ok = [r for r in records if r.status == "ok"]
+    dropped = [r for r in records if r.status == "dropped"]
+    assert len(dropped) == 1 and dropped[0].count == s.records_dropped and "RecordsDropped" in dropped[0].error
+    assert len(ok) + dropped[0].count == 30
+
+
+def test_a_connection_over_the_rate_or_the_connection_limit_is_charged_and_refused(gateway: Gateway, toy: Toy,
+                                                                                   tmp_path: Path) -> None:
+    limits = GatewayLimits(rate=1, burst=2, max_connections=1, refusal_backoff=0)
+    s = gateway.open_session(tmp_path, ProxyManager(proxies={"toy": toy}), limits=limits)
+    try:
+        held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        held.connect(str(tmp_path / "gateway.sock"))  # takes a token and the one connection slot
+        time.sleep(0.2)
+        assert raw_call(tmp_path, b"{}")["error"]["message"].startswith("too many open gateway connections")
+        held.close()
+        time.sleep(0.2)
+        replies = [raw_call(tmp_path, b"{}") for _ in range(3)]  # the bucket (2 tokens) is spent by now
+        assert any(r is not None and r["error"]["type"] == "RateLimited" for r in replies)
+        assert s.refusals["TooManyConnections"] == 1 and s.refusals["RateLimited"] >= 1
+    finally:
+        s.close()
