@@ -28,7 +28,8 @@ LLLMError
 │   ├── ProxyNotActivated       the proxy is not in this session's activate_proxies
 │   ├── EndpointNotFound        no such endpoint (lists the real ones)
 │   ├── RateLimited             the session called too fast
-│   └── PayloadTooLarge         a request or response over the size limit
+│   ├── PayloadTooLarge         a request or response over the size limit
+│   └── ApiBudgetExceeded       the session spent its budget for a proxy (calls or cost)
 └── BrowserError                anything about the computer-use browser
     ├── BrowserLaunchError      Playwright is missing or Chromium did not start               (infrastructure)
     ├── BlockedNavigation       a URL outside the allowlist
@@ -184,6 +185,11 @@ class RateLimited(ProxyError):
 
 class PayloadTooLarge(ProxyError):
     """A CALL_API request or response is over the size limit."""
+
+
+class ApiBudgetExceeded(ProxyError):
+    """The session spent its budget for a proxy (`calls`, or `cost` in USD where the proxy has a price);
+    `proxy`, `spent` and `limit` say which, and `proxy.budgets` in the agent config raises it."""
 
 
 class BrowserError(LLLMError):

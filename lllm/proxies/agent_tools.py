@@ -12,6 +12,7 @@ agent_configs:
       source: live                   # live | offline | auto (default: $LLLM_PROXY_SOURCE or live)
       sandbox: {backend: docker, image: null, limits: {memory: 1g}, pool_size: 0}
       gateway: {rate: 1000, call_timeout: 30}
+      budgets: {fmp: {calls: 500, cost: 2.0}}   # per session; live keyed proxies default to 200 calls
 ```
 
 `attach(agent, block, ctx)` (registered in `lllm.core.config.AGENT_EXTENSIONS`) validates the block, builds the
@@ -47,6 +48,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lllm.errors import ConfigError, GatewayStartError, InfrastructureError, LLLMError
+from lllm.proxies.budget import ProxyBudget
 from lllm.proxies.manager import ProxyManager
 
 __all__ = ["ProxyConfig", "ProxyTools", "SandboxBlock", "attach", "close_pools"]
@@ -95,6 +97,8 @@ class ProxyConfig(BaseModel):
     """`GatewayLimits` fields: rate, burst, call_timeout, max_request_bytes, max_response_bytes, ..."""
     cutoff_date: str | None = None
     """Passed to every proxy (lllm-core 0.1 option)."""
+    budgets: dict[str, ProxyBudget] = Field(default_factory=dict)
+    """Per proxy path (or `"*"`): what one session may spend, `{calls, cost}` (see `lllm.proxies.budget`)."""
 
     @field_validator("activate_proxies", mode="before")
     @classmethod
@@ -389,7 +393,8 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
         raise ConfigError(f"LLLM_PROXY_SOURCE must be live, offline or auto, got {source!r}.", key="proxy.source")
     try:
         manager = ProxyManager(cfg.activate_proxies, source=source,  # type: ignore[arg-type]
-                               runtime=getattr(ctx, "runtime", None), cutoff_date=cfg.cutoff_date)
+                               runtime=getattr(ctx, "runtime", None), cutoff_date=cfg.cutoff_date,
+                               budgets=dict(cfg.budgets))
     except ConfigError as exc:
         raise ConfigError(f"agent {agent.name!r}: {exc.message}", key="proxy.activate_proxies") from None
     session_id = getattr(ctx, "session_id", None) or secrets.token_hex(6)

@@ -22,7 +22,8 @@ keyword arguments, or (lllm-core 0.1 style) one positional `params` dict.
 
 `BaseProxy.call` is the one place every result and error of a proxy passes through: there, the secrets
 registered with `lllm.proxies.redact.register_secret` (API keys) are scrubbed from them, so an upstream that
-echoes a request cannot hand a key to the sandbox, the log or the notebook.
+echoes a request cannot hand a key to the sandbox, the log or the notebook. A proxy may declare a price per
+call (`price_per_call`, or `price=` on one endpoint) that session budgets count (`ProxyManager(budgets=)`).
 """
 
 from __future__ import annotations
@@ -236,9 +237,11 @@ class BaseProxy:
 
     Class attributes:
         api_key_env: the environment variable that holds the API key (None: no key needed).
+        price_per_call: USD one call costs (0: free or unknown); an endpoint may declare its own `price=`.
     """
 
     api_key_env: ClassVar[str | None] = None
+    price_per_call: ClassVar[float] = 0.0
     _proxy_path: ClassVar[str]
     _proxy_name: ClassVar[str]
     _proxy_description: ClassVar[str]
@@ -337,14 +340,30 @@ class BaseProxy:
         return {"id": self.proxy_path(), "display_name": getattr(self, "_proxy_name", type(self).__name__),
                 "description": getattr(self, "_proxy_description", ""), "endpoints": self.endpoint_directory()}
 
+    def endpoint_price(self, endpoint: str) -> float:
+        """USD one call of `endpoint` costs (its `price=`, else the proxy's `price_per_call`)."""
+        spec = self.endpoint_specs().get(endpoint)
+        declared = spec.extra.get("price") if spec is not None else None
+        return float(declared if declared is not None else self.price_per_call)
+
+    @property
+    def keyed_live(self) -> bool:
+        """Whether calls spend a real API quota: a live proxy that needs a key (budgeted by default)."""
+        return bool(self.api_key_env) and getattr(self, "_proxy_variant", "live") == "live"
+
     def _postcalls(self) -> Iterator[Callable[..., Any]]:
         for _, member in inspect.getmembers(type(self)):
             if getattr(member, "is_postcall", False):
                 yield getattr(self, member.__name__)
 
     # ------------------------------------------------------------------ dispatch
-    def call(self, endpoint: str, params: dict[str, Any] | None = None) -> Any:
+    def call(self, endpoint: str, params: dict[str, Any] | None = None, *,
+             charge: Callable[[], None] | None = None) -> Any:
         """Run the endpoint called `endpoint` with `params`.
+
+        Args:
+            charge: called once the parameters are valid, right before the endpoint runs (the session's budget;
+                it raises to refuse the call).
 
         Raises:
             EndpointNotFound: no endpoint has that name (the message lists the real ones).
@@ -365,6 +384,8 @@ class BaseProxy:
             raise ProxyError(f"params of '{path}/{endpoint}' must be a dict, got {type(params).__name__}.",
                              proxy=path, endpoint=endpoint)
         clean = spec.validate(params, path)
+        if charge is not None:
+            charge()
         method = getattr(self, spec.func_name)
         try:
             result = method(clean) if _takes_params_dict(method) else method(**clean)

@@ -6,6 +6,9 @@ proxy is refused with `ProxyNotActivated`, which is also how the gateway enforce
 
 `source` picks the implementation: "live" (the real APIs, keys from the host's environment), "offline" (data
 shipped in the repo, same endpoint names) or "auto" (live where the proxy's key is set, offline otherwise).
+
+A manager is one session's: it also holds the session's budgets (`budgets=`, see `lllm.proxies.budget`), and
+every call is charged to them before it is dispatched.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any, Iterable, Literal
 
 from lllm.errors import ConfigError, LLLMError, ProxyError, ProxyNotActivated, UsageError
 from lllm.proxies.base import PROXY_REGISTRY, BaseProxy
+from lllm.proxies.budget import DEFAULT_LIVE_BUDGET, ProxyBudget, SessionBudgets
 
-__all__ = ["BUILTIN_PROXY_MODULES", "ProxyManager", "Source"]
+__all__ = ["BUILTIN_PROXY_MODULES", "DEFAULT_LIVE_BUDGET", "ProxyManager", "Source"]
 
 Source = Literal["live", "offline", "auto"]
 
@@ -49,16 +53,25 @@ class ProxyManager:
         proxies: ready instances by path, added to (and overriding) the activated ones; for tests and
             for proxies that need constructor arguments.
         cutoff_date, deploy_mode, use_cache: passed to each proxy's constructor (lllm-core 0.1 options).
+        budgets: this session's budget per proxy path (`{"fmp": {"calls": 500}, "*": {...}}`); live proxies
+            that need a key get `DEFAULT_LIVE_BUDGET` unless named here.
 
     Raises:
-        ConfigError: a name in `activate_proxies` is not registered (the message lists the known ones).
+        ConfigError: a name in `activate_proxies` is not registered (the message lists the known ones), or a
+            budget is malformed.
     """
 
     def __init__(self, activate_proxies: Iterable[str] | None = None, *, source: Source = "live",
                  proxies: dict[str, BaseProxy] | None = None, cutoff_date: Any = None, deploy_mode: bool = False,
-                 use_cache: bool = True, runtime: Any = None) -> None:
+                 use_cache: bool = True, runtime: Any = None,
+                 budgets: dict[str, ProxyBudget | dict[str, Any]] | None = None) -> None:
         if source not in ("live", "offline", "auto"):
             raise ConfigError(f"proxy source must be 'live', 'offline' or 'auto', got {source!r}.")
+        try:
+            self.budgets = SessionBudgets(budgets)
+            """What this session spent on each proxy, against its budgets."""
+        except ValueError as exc:  # a pydantic ValidationError
+            raise ConfigError(f"proxy budgets are invalid: {exc}", key="proxy.budgets") from None
         if isinstance(activate_proxies, str):
             activate_proxies = [activate_proxies]
         self.source: Source = source
@@ -156,11 +169,13 @@ class ProxyManager:
         """Dispatch `CALL_API(path, params)` to its proxy, in this process.
 
         Raises:
-            ProxyNotActivated, EndpointNotFound, ProxyError: what went wrong, with the next step.
+            ProxyNotActivated, EndpointNotFound, ApiBudgetExceeded, ProxyError: what went wrong, with the next
+                step.
         """
         proxy, name, endpoint = self.resolve(path)
         try:
-            return proxy.call(endpoint, params)
+            # charged once the parameters are valid, before the endpoint runs: a refused call reaches nothing
+            return proxy.call(endpoint, params, charge=lambda: self.budgets.charge(name, proxy, endpoint))
         except LLLMError:
             raise
         except Exception as exc:  # a proxy bug or an API library error: one line for the model
