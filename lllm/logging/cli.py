@@ -150,7 +150,7 @@ def _record_lines(r: Any, full: bool) -> list[str]:
         for notice in r.notices:
             body.append(("notice", notice))
     elif kind == "api_call":
-        extra = f"{r.proxy}/{r.endpoint} {r.latency_s * 1000:.0f} ms"
+        extra = f"{r.proxy}/{r.endpoint} {r.latency_s * 1000:.0f} ms" + (f" x{r.count}" if r.count > 1 else "")
         if r.params:
             body.append(("params", r.params))
         if r.answer:
@@ -217,6 +217,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"tags     {json.dumps(s.tags)}")
     if s.batch_id:
         print(f"batch    {s.batch_id} task {s.task_index}")
+    if s.metadata.get("dropped_records"):
+        print(f"dropped  {s.metadata['dropped_records']} trace records (the log's writer fell too far behind)")
     if s.task is not None:
         print(f"task     {s.task if args.full else _cut(s.task, 200)}")
     if s.state == "ok":

@@ -1,0 +1,39 @@
+"""docs/guide/proxies.md: its YAML blocks are valid `proxy:` blocks and its Python blocks run as written."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import yaml
+
+from lllm.proxies.agent_tools import ProxyConfig
+from lllm.proxies.gateway import GatewayLimits
+
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "guide" / "proxies.md"
+
+
+def blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", PAGE.read_text(), flags=re.S)
+
+
+def test_the_yaml_blocks_are_valid_proxy_blocks() -> None:
+    found = blocks("yaml")
+    assert len(found) == 2
+    for text in found:
+        cfg = ProxyConfig.model_validate(yaml.safe_load(text)["proxy"])
+        GatewayLimits(**cfg.gateway)
+    first = ProxyConfig.model_validate(yaml.safe_load(found[0])["proxy"])
+    assert first.budgets["fmp"].calls == 500 and first.budgets["exa"].calls is None
+
+
+def test_the_python_blocks_run_and_print_what_their_comments_say() -> None:
+    for code in blocks("python"):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, str(PAGE), "exec"), {})
+        printed = out.getvalue().splitlines()
+        expected = [c.strip() for c in re.findall(r"print\(.*?\)\s*#\s*(.+)$", code, flags=re.M)]
+        assert printed == expected, (printed, expected)
