@@ -791,7 +791,10 @@ class Gateway:
             session.close()
         self._closed = True
         self._wake()
-        self._reports.put(None)
+        try:
+            self._reports.put(None, timeout=5)
+        except queue.Full:  # a tracer that hangs: its daemon reporter thread is left behind
+            pass
         self._acceptor.join(timeout=5)
         self._reporter.join(timeout=5)
         self._pool.shutdown()
