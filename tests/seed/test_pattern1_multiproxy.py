@@ -50,7 +50,7 @@ TURN_5 = '''print("\\n".join(f"{p['date']} {p['close']:.2f} " + "#" * 60 for p i
 def fake_apis_route(path: str, query: dict[str, str], headers: dict[str, str], body: Any) -> tuple[int, Any]:
     """Responses of the documented shapes of FMP (stable), FRED and Exa; each checks its key."""
     if path == "/fmp/stable/historical-price-eod/full":
-        if query.get("apikey") != "fmp-test-key":
+        if headers.get("apikey") != "fmp-test-key":  # FMP takes its key in a header (never in the URL)
             return 401, {"Error Message": "Invalid API KEY."}
         return 200, [{"symbol": query["symbol"], "date": f"2025-06-{d:02d}", "open": 200.0, "high": 202.0,
                       "low": 199.0, "close": 200.0 + d, "volume": 1000 * d, "change": 1.0, "changePercent": 0.5,
