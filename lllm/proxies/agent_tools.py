@@ -161,7 +161,7 @@ class ProxyTools:
                 try:
                     self.gateway_session = get_gateway().open_session(
                         sandbox.session_dir, self.manager, session_id=self.session_id, tracer=self.tracer,
-                        limits=limits, token_owner=owner)
+                        limits=limits, token_owner=owner, agent=self.agent_name)
                 except InfrastructureError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the boundary: the host could not serve CALL_API

@@ -49,7 +49,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lllm.core.trace import ApiCallRecord, Tracer, null_tracer
+from lllm.core.trace import PAYLOAD_CHARS, ApiCallRecord, Tracer, cap, null_tracer
 from lllm.errors import (
     EndpointNotFound,
     GatewayAuthError,
@@ -221,8 +221,9 @@ class GatewaySession:
     """One session's socket, token, allowlist and limits. Made by `Gateway.open_session`."""
 
     def __init__(self, gateway: Gateway, session_dir: Path, manager: ProxyManager, *, session_id: str,
-                 tracer: Tracer, limits: GatewayLimits, token_owner: int | None) -> None:
+                 tracer: Tracer, limits: GatewayLimits, token_owner: int | None, agent: str | None = None) -> None:
         self.gateway = gateway
+        self.agent = agent
         self.session_dir = session_dir
         self.manager = manager
         self.session_id = session_id
@@ -347,6 +348,7 @@ class GatewaySession:
         t0 = time.perf_counter()
         call_id: Any = None
         proxy = endpoint = None
+        params: Any = None
         try:
             try:
                 obj = json.loads(payload)
@@ -364,6 +366,7 @@ class GatewaySession:
             call_id = req.id
             proxy, _, endpoint = req.path.partition("/")
             self._check_token(req.token)
+            params = req.params
             if req.path.startswith("_meta/"):
                 data = self._meta(req)
                 proxy = endpoint = None
@@ -376,7 +379,8 @@ class GatewaySession:
                     f"{self.limits.max_response_bytes}; ask for less (a smaller limit or date range).",
                     size=len(data))
             frame = encode_ok(call_id, data)
-            self._report(proxy, endpoint, "ok", len(payload), len(frame), time.perf_counter() - t0, None)
+            self._report(proxy, endpoint, "ok", len(payload), len(frame), time.perf_counter() - t0, None,
+                         params=params, answer=data)
             return frame, False, True
         except _Refused as exc:
             error_type, message = exc.error_type, str(exc)
@@ -396,7 +400,7 @@ class GatewaySession:
                         response_bytes=len(frame), latency=latency)
         else:
             self._report(proxy, endpoint, _STATUS.get(error_type, "error"), len(payload), len(frame), latency,
-                         f"{error_type}: {message}")
+                         f"{error_type}: {message}", params=params)
         return frame, error_type in _STRIKES, False
 
     def _check_token(self, token: str) -> None:
@@ -496,14 +500,20 @@ class GatewaySession:
         return records
 
     def _report(self, proxy: str | None, endpoint: str | None, status: str, request_bytes: int,
-                response_bytes: int, latency: float, error: str | None) -> None:
+                response_bytes: int, latency: float, error: str | None, *, params: Any = None,
+                answer: bytes | None = None) -> None:
+        """One record for a call that got as far as its proxy: its params and answer (JSON text, secrets
+        scrubbed, capped), built only when someone listens."""
         self.calls += 1
         if self.tracer is null_tracer:
             return
-        record = ApiCallRecord(session_id=self.session_id, proxy=(proxy or None) and proxy[:120],
+        params_text = None if params is None else cap(scrub(json.dumps(params, ensure_ascii=False, default=str)))
+        # the answer's secrets were scrubbed by the proxy; cut before decoding (it may be megabytes)
+        answer_text = None if answer is None else cap(answer[:PAYLOAD_CHARS * 4].decode("utf-8", "replace"))
+        record = ApiCallRecord(session_id=self.session_id, agent=self.agent, proxy=(proxy or None) and proxy[:120],
                                endpoint=(endpoint or None) and endpoint[:120], status=status,  # type: ignore[arg-type]
                                request_bytes=request_bytes, response_bytes=response_bytes, latency_s=latency,
-                               error=error[:2000] if error else None)
+                               error=error[:2000] if error else None, params=params_text, answer=answer_text)
         if not self.gateway._enqueue(self.tracer, record):
             with self._tally_lock:
                 self.records_dropped += 1
@@ -608,7 +618,8 @@ class Gateway:
 
     def open_session(self, session_dir: str | os.PathLike[str], manager: ProxyManager, *,
                      session_id: str | None = None, tracer: Tracer | None = None,
-                     limits: GatewayLimits | None = None, token_owner: int | None = None) -> GatewaySession:
+                     limits: GatewayLimits | None = None, token_owner: int | None = None,
+                     agent: str | None = None) -> GatewaySession:
         """Serve `manager`'s proxies on `<session_dir>/gateway.sock` with a fresh token.
 
         Args:
@@ -618,6 +629,7 @@ class Gateway:
             tracer: receives one ApiCallRecord per call that ran a proxy, and the tallies of refusals.
             limits: this session's limits (default: the gateway's).
             token_owner: uid that owns gateway.token (1000 in a Docker sandbox; None: the current user).
+            agent: the agent whose sandbox this is (its name goes into the records).
 
         Raises:
             UsageError: the gateway is closed, or `session_dir` does not exist.
@@ -629,7 +641,7 @@ class Gateway:
             raise UsageError(f"session_dir {str(path)!r} is not a directory; start the sandbox first.")
         session = GatewaySession(self, path, manager, session_id=session_id or secrets.token_hex(6),
                                  tracer=tracer or null_tracer, limits=limits or self.limits,
-                                 token_owner=token_owner)
+                                 token_owner=token_owner, agent=agent)
         with self._lock:
             self._sessions[session._listener.fileno()] = session
             self._tokens[session.token] = session

@@ -127,6 +127,9 @@ def test_call_api_round_trip_and_records(session, tmp_path: Path) -> None:
     assert isinstance(first, ApiCallRecord)
     assert (first.session_id, first.proxy, first.endpoint) == ("s-main", "toy", "echo")
     assert first.request_bytes > 0 and first.response_bytes > 0 and 0 < first.latency_s < 1
+    # what was asked and answered, as JSON text (no token: only the params)
+    assert (first.params, first.answer) == ('{"x": 7}', '{"x":7,"pad_len":0}')
+    assert session.token not in json.dumps([r.model_dump() for r in session.records])
 
 
 def test_files_modes_and_owner(session, tmp_path: Path) -> None:
