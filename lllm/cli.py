@@ -32,7 +32,7 @@ def _version() -> str:
 
 
 def _pick_config(runtime: Any, target: str) -> dict[str, Any]:
-    from lllm.core.config import suggest
+    from lllm.registry import suggest
 
     if target in runtime.configs:
         return runtime.get_config(target)

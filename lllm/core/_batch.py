@@ -15,12 +15,22 @@ import sys
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator, Sequence
+from typing import Any, AsyncIterator, Iterator, Protocol, Sequence
 
 from lllm.errors import BudgetExceeded, UsageError
+from lllm.records import task_fingerprint
 
-if TYPE_CHECKING:
-    from lllm.core.tactic import Tactic
+
+class Tactic(Protocol):
+    """What a batch needs of a `lllm.core.tactic.Tactic` (that module sits above this one)."""
+
+    name: Any
+    log_store: Any
+
+    def _execute(self, task: Any, *, call_kwargs: dict[str, Any], tags: dict[str, Any] | None = None,
+                 metadata: dict[str, Any] | None = None, batch_id: str | None = None,
+                 task_index: int | None = None, task_hash: str | None = None,
+                 session_out: list[Any] | None = None) -> Any: ...
 
 __all__ = ["BatchResult", "BatchRun", "BatchStream"]
 
@@ -129,8 +139,6 @@ class BatchRun:
         """Results of tasks that already succeeded under the resumed batch id (checked against the tasks)."""
         if self.resume is None:
             return {}
-        from lllm.logging.store import task_fingerprint
-
         store = self.tactic.log_store
         if not store.batch_exists(self.resume):
             raise UsageError(f"resume={self.resume!r}: the log store {store.path!r} has no batch with that id; "
@@ -149,8 +157,6 @@ class BatchRun:
         return out
 
     def _worker(self, cursor: Iterator[int], out: queue.Queue[Any]) -> None:
-        from lllm.logging.store import task_fingerprint
-
         try:
             while True:
                 with self._lock:

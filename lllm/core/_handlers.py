@@ -18,14 +18,26 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from lllm.core.const import InvokeCost
+from lllm.records import InvokeCost
 
 if TYPE_CHECKING:
     from lllm.core._functions import FunctionCall
     from lllm.core.dialog import Message
-    from lllm.core.prompt import Prompt
+
+
+class _Extendable(Protocol):
+    """What a handler needs of a `lllm.core.prompt.Prompt` (that module sits above this one and uses it)."""
+
+    @property
+    def path(self) -> str: ...
+
+    def extend(self, **changes: Any) -> Any: ...
+
+
+Prompt = TypeVar("Prompt", bound=_Extendable)
+"""The prompt a handler is given; it returns one of the same kind (`prompt.extend(...)`)."""
 
 __all__ = ["HANDLER_VARIABLES", "AgentCallSession", "BaseHandler", "DefaultSimpleHandler", "ModelCallInfo", "Retry"]
 

@@ -37,7 +37,7 @@ from lllm.core._images import ImageData, load_image
 from lllm.core.const import InvokeCost, Roles
 from lllm.core.dialog import Dialog, Message
 from lllm.core.prompt import Prompt
-from lllm.core.trace import AgentCallRecord, ModelCallRecord, ToolCallRecord, Tracer, cap, null_tracer
+from lllm.records import AgentCallRecord, ModelCallRecord, ToolCallRecord, Tracer, cap, null_tracer
 from lllm.errors import AgentException, ConfigError, InfrastructureError, InvokerError, ParseError, UsageError
 from lllm.invokers._responses import check_api_type
 from lllm.invokers.base import BaseStreamHandler, InvokeContext, InvokeResult

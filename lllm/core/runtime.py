@@ -37,15 +37,16 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lllm.core.config import load_config, suggest
+from lllm.core._configfile import load_config
+from lllm.core.prompt import Prompt
 from lllm.errors import ConfigError
+from lllm.registry import Registry, suggest
 
-if TYPE_CHECKING:
-    from lllm.core.tactic import Tactic
+Tactic = Any  # a `lllm.core.tactic.Tactic` subclass (that module sits above this one and registers into it)
 
 __all__ = [
     "PackageInfo",
@@ -62,8 +63,9 @@ __all__ = [
 
 TOML_NAME = "lllm.toml"
 SECTIONS = ("prompts", "configs", "tactics", "proxies")
-BUILTIN_TACTICS: dict[str, str] = {"computer_use": "lllm.tools.cua.tactic"}
-"""Tactics lllm itself ships, by name: the module that defines each, imported on first use."""
+TACTIC_GROUP = "lllm.tactics"
+"""The entry point group where rooms above the core (and other distributions) declare the tactics they ship by
+name (lllm's own: `computer_use`); the default runtime reads it for a name it does not have."""
 
 
 # -- lllm.toml schema ---------------------------------------------------------------------------------------
@@ -136,8 +138,11 @@ class Runtime:
         """Prompt path -> `Prompt`."""
         self.configs: dict[str, str] = {}
         """Config name -> YAML file (loaded and merged by `get_config`)."""
-        self.tactics: dict[str, type[Tactic]] = {}
+        self.tactics: Registry[type[Tactic]] = Registry(
+            "tactic", group=TACTIC_GROUP if name == "default" else None)
+        """Tactic name -> class (the registry of tactics: classes register here when they are defined)."""
         self.proxies: dict[str, type] = {}
+        """Proxy classes the loaded packages declared in proxies/, by `name` and `namespace::name`."""
         self.packages: dict[Path, PackageInfo] = {}
         """Loaded packages by their lllm.toml path."""
         self._lock = threading.RLock()
@@ -173,8 +178,8 @@ class Runtime:
     def register_tactic(self, name: str, cls: type[Tactic]) -> None:
         """Register a Tactic class under a name (replacing a class of the same module and qualname)."""
         with self._lock:
-            old = self.tactics.get(name)
-            if old is not None and old is not cls and _class_id(old) != _class_id(cls):
+            old = self.tactics.entry(name) if name in self.tactics else None
+            if old is not None and not isinstance(old, str) and old is not cls and _class_id(old) != _class_id(cls):
                 raise ConfigError(f"a tactic named {name!r} is already registered ({_class_id(old)}); "
                                   f"{_class_id(cls)} cannot take the name too. Rename one of them.", key=name)
             self.tactics[name] = cls
@@ -219,11 +224,10 @@ class Runtime:
         return load_config(path, runtime=self)
 
     def get_tactic(self, name: str) -> type[Tactic]:
-        """The Tactic class registered under `name` (lllm's own tactics load on first use)."""
+        """The Tactic class registered under `name` (a tactic declared by entry point loads on first use)."""
         cls = self.tactics.get(name)
-        if cls is None and name in BUILTIN_TACTICS:
-            importlib.import_module(BUILTIN_TACTICS[name])  # defining the class registers it by name
-            cls = self.tactics.get(name) or get_default_runtime().tactics.get(name)
+        if cls is None and self is not get_default_runtime():
+            cls = get_default_runtime().tactics.get(name)
         if cls is None:
             raise ConfigError(f"unknown tactic_type {name!r}; registered tactics: {sorted(self.tactics)!r}."
                               f"{suggest(name, self.tactics)}", key="tactic_type")
@@ -415,8 +419,6 @@ def _py_files(folder: Path) -> list[Path]:
 
 
 def _discover(runtime: Runtime, info: PackageInfo, *, bare: str) -> None:
-    from lllm.core.prompt import Prompt
-
     ns = info.namespaces
     for folder in _section_dirs(info, "configs"):
         prefix = info.toml.configs.prefix
@@ -456,27 +458,17 @@ def _discover(runtime: Runtime, info: PackageInfo, *, bare: str) -> None:
 def _register_imported_tactics(module: ModuleType) -> None:
     """Register the Tactic subclasses of a tactics/ module that was imported before (by another Runtime
     loading the same package): their class statements do not run again, so they register here."""
-    from lllm.core.tactic import Tactic
-
-    for value in list(vars(module).values()):
-        if (isinstance(value, type) and issubclass(value, Tactic) and value.__module__ == module.__name__
+    for value in list(vars(module).values()):  # `_lllm_registers` is set on the Tactic subclasses that register
+        if (isinstance(value, type) and value.__module__ == module.__name__
                 and value.__dict__.get("_lllm_registers")):
             register_tactic_class(value)
 
 
 def _is_proxy_class(value: Any) -> bool:
-    if not isinstance(value, type):
-        return False
-    if getattr(value, "_lllm_proxy", False) is True:
-        return True
-    base = sys.modules.get("lllm.proxies")
-    base_cls = getattr(base, "BaseProxy", None) if base is not None else None
-    if base_cls is None:
-        try:
-            from lllm.proxies import BaseProxy as base_cls  # type: ignore[no-redef]
-        except ImportError:
-            return False
-    return issubclass(value, base_cls) and value is not base_cls and not getattr(value, "__abstractmethods__", None)
+    """A proxy class: it says so with `_lllm_proxy = True` (every `lllm.proxies.BaseProxy` subclass inherits it;
+    the core does not import the proxies room) and is not abstract."""
+    return (isinstance(value, type) and getattr(value, "_lllm_proxy", False) is True
+            and not getattr(value, "__abstractmethods__", None))
 
 
 def proxy_name(cls: type) -> str:

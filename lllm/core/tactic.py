@@ -38,10 +38,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from lllm.core._batch import BatchResult, BatchRun, BatchStream
 from lllm.core.config import AgentBuildContext, AgentSpec, invoker_config_of, parse_agent_configs
-from lllm.core.const import InvokeCost
 from lllm.core.runtime import build_tactic, get_default_runtime, register_tactic_class
-from lllm.errors import BudgetExceeded, UsageError
+from lllm.errors import BudgetExceeded, ConfigError, UsageError
+from lllm.invokers import build_invoker
 from lllm.logging.sinks import SessionInfo, active_trace_sinks, notify
+from lllm.records import InvokeCost
 
 if TYPE_CHECKING:
     from lllm.core.runtime import Runtime
@@ -53,17 +54,11 @@ __all__ = [
     "TacticCallSession",
     "build_tactic",
     "current_session",
-    "get_tactic_class",
     "register_tactic_class",
 ]
 
 _CURRENT: contextvars.ContextVar[TacticCallSession | None] = contextvars.ContextVar("lllm_tactic_session",
                                                                                       default=None)
-
-
-def get_tactic_class(name: str, runtime: Runtime | None = None) -> type[Tactic]:
-    """The Tactic class registered under `name` (lllm-core 0.1 name; ConfigError with near names if none)."""
-    return (runtime or get_default_runtime()).get_tactic(name)
 
 
 def current_session() -> TacticCallSession | None:
@@ -296,8 +291,6 @@ class Tactic:
 
     def __init__(self, config: dict[str, Any] | str | None = None, log_store: LogStore | None = None, *,
                  runtime: Runtime | None = None, tags: dict[str, Any] | None = None) -> None:
-        from lllm.invokers import build_invoker
-
         if not self.name:
             raise UsageError(f"{type(self).__qualname__} has no `name`; give the Tactic subclass a class "
                              "attribute name = '...'")
@@ -476,8 +469,6 @@ class Tactic:
 
 def _build_invoker(build: Any, invoker_config: dict[str, Any], config: dict[str, Any], who: str) -> Any:
     """`build_invoker(invoker_config)`, its ConfigError naming the config file and the invoker keys."""
-    from lllm.errors import ConfigError
-
     try:
         return build(invoker_config)
     except ConfigError as exc:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from lllm._lazy import lazy_getattr
 from lllm.errors import ConfigError
+from lllm.registry import Registry, suggest
 from lllm.invokers.base import (
     BaseInvoker,
     BaseStreamHandler,
@@ -37,6 +38,7 @@ __all__ = [
     "BaseInvoker",
     "BaseStreamHandler",
     "FunctionInvoker",
+    "INVOKERS",
     "InvokeContext",
     "InvokeResult",
     "LiteLLMInvoker",
@@ -49,12 +51,21 @@ __all__ = [
     "register_invoker",
 ]
 
-_BUILTIN: dict[str, str] = {
-    "litellm": "lllm.invokers.litellm:LiteLLMInvoker",
-    "scripted": "lllm.invokers.scripted:ScriptedInvoker",
-    "function": "lllm.invokers.scripted:FunctionInvoker",
-}
-_registry: dict[str, type[BaseInvoker] | str] = dict(_BUILTIN)
+
+def _check_invoker(name: str, obj: Any) -> None:
+    if not (isinstance(obj, type) and issubclass(obj, BaseInvoker)):
+        raise ConfigError(f"invoker {name!r}: {obj!r} is not a BaseInvoker subclass (subclass "
+                          "lllm.invokers.base.BaseInvoker and implement _call_once)", key="invoker")
+
+
+INVOKERS: Registry[type[BaseInvoker]] = Registry(
+    "invoker", group="lllm.invokers", check=_check_invoker,
+    hint="Register your own with lllm.invokers.register_invoker(name, cls_or_dotted_path).")
+"""The invoker registry: config name -> `BaseInvoker` subclass (or its dotted path until first use)."""
+INVOKERS.register("litellm", "lllm.invokers.litellm:LiteLLMInvoker")
+INVOKERS.register("scripted", "lllm.invokers.scripted:ScriptedInvoker")
+INVOKERS.register("function", "lllm.invokers.scripted:FunctionInvoker")
+_registry = INVOKERS._entries  # the raw entries (tests save and restore them)
 _overrides: list[BaseInvoker] = []
 _lock = threading.Lock()
 
@@ -79,62 +90,29 @@ def register_invoker(name: str, cls_or_path: type[BaseInvoker] | str, *, replace
     Raises:
         ConfigError: Not a BaseInvoker subclass or a dotted path, or the name is taken and `replace` is False.
     """
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"an invoker name must be a non-empty string, got {name!r}", key="invoker")
-    if isinstance(cls_or_path, str):
-        if ":" not in cls_or_path and "." not in cls_or_path:
-            raise ConfigError(
-                f"invoker {name!r}: {cls_or_path!r} is not a dotted path; write 'package.module:ClassName'", key="invoker"
-            )
-    elif not (isinstance(cls_or_path, type) and issubclass(cls_or_path, BaseInvoker)):
-        raise ConfigError(
-            f"invoker {name!r}: {cls_or_path!r} is not a BaseInvoker subclass (subclass "
-            "lllm.invokers.base.BaseInvoker and implement _call_once)",
-            key="invoker",
-        )
-    with _lock:
-        current = _registry.get(name)
-        if current is not None and current != cls_or_path and not replace:
-            raise ConfigError(
-                f"an invoker named {name!r} is already registered ({_describe(current)}); pass replace=True to "
-                "replace it, or choose another name",
-                key="invoker",
-            )
-        _registry[name] = cls_or_path
+    try:
+        INVOKERS.register(name, cls_or_path, replace=replace)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, key="invoker") from None
 
 
 def known_invokers() -> list[str]:
     """The registered invoker names, sorted."""
-    with _lock:
-        return sorted(_registry)
-
-
-def _describe(target: type[BaseInvoker] | str) -> str:
-    return target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+    return INVOKERS.names()
 
 
 def _resolve(name: str) -> type[BaseInvoker]:
-    with _lock:
-        target = _registry.get(name)
-    if target is None:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), known_invokers(), n=2, cutoff=0.6)
-        hint = " Did you mean " + " or ".join(repr(c) for c in close) + "?" if close else ""
+    if name not in INVOKERS:
+        known = known_invokers()
         raise ConfigError(
-            f"unknown invoker {name!r}; known invokers: {known_invokers()!r}.{hint} Register your own with "
+            f"unknown invoker {name!r}; known invokers: {known!r}.{suggest(name, known)} Register your own with "
             "lllm.invokers.register_invoker(name, cls_or_dotted_path).",
             key="invoker",
         )
-    if isinstance(target, str):
-        cls = resolve_dotted(target, what=f"invoker {name!r}")
-        if not (isinstance(cls, type) and issubclass(cls, BaseInvoker)):
-            raise ConfigError(f"invoker {name!r}: {target!r} is {cls!r}, not a BaseInvoker subclass", key="invoker")
-        with _lock:
-            if _registry.get(name) == target:
-                _registry[name] = cls
-        return cls
-    return target
+    try:
+        return INVOKERS[name]
+    except ConfigError as exc:
+        raise ConfigError(exc.message, key="invoker") from exc
 
 
 def build_invoker(config: dict[str, Any] | str | None = None) -> BaseInvoker:

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from lllm.core.const import InvokeCost
+from lllm.records import InvokeCost
 from lllm.errors import ConfigError, InvokerError, ModelAPIError, ModelRequestsDisabled, ModelTimeoutError, RateLimitError
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from lllm.core.const import InvokeCost
+from lllm.records import InvokeCost
 from lllm.errors import ConfigError, ModelAPIError, ModelTimeoutError, RateLimitError
 from lllm.invokers._normalize import StreamAssembler, Usage, _get, normalize_response
 from lllm.invokers._responses import ResponsesStream, to_responses_input, to_responses_tools

@@ -39,7 +39,7 @@ from typing import Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lllm.core.const import InvokeCost
+from lllm.records import InvokeCost
 from lllm.errors import ConfigError, ModelAPIError, ModelTimeoutError, RateLimitError, ScriptError
 from lllm.invokers._normalize import StreamAssembler, Usage, estimate_prompt_tokens, estimate_text_tokens, normalize_response
 from lllm.invokers.base import BaseInvoker, InvokeContext, InvokeRequest, InvokeResult, RetryPolicy, resolve_dotted

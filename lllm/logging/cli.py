@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lllm.errors import UsageError
+from lllm.errors import LLLMError, UsageError
 
 __all__ = ["register", "resolve_db_path"]
 
@@ -322,10 +322,15 @@ def register(subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m lllm.logging.cli ...` (the same as `lllm logs ...`)."""
-    from lllm.cli import main as lllm_main
-
-    return lllm_main(["logs", *(argv if argv is not None else sys.argv[1:])])
+    """`python -m lllm.logging.cli ...` (the same as `lllm logs ...`; the `lllm` command sits above this room)."""
+    parser = argparse.ArgumentParser(prog="python -m lllm.logging.cli", description="Read the SQLite log store.")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(["logs", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return int(args.func(args) or 0)
+    except LLLMError as exc:
+        print(f"lllm: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

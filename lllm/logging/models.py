@@ -7,11 +7,17 @@ gets validated, typed objects; the SQLite tables themselves stay plain enough to
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lllm.registry import Registry
+
 SessionState = Literal["running", "ok", "error"]
+
+DIALOG_LOADERS: Registry[Callable[[dict[str, Any]], Any]] = Registry("dialog loader", group="lllm.dialog_loaders")
+"""How `DialogRow.to_dialog()` rebuilds a stored dialog: `"dialog"` -> a function of `Dialog.to_dict()` data.
+The core declares `lllm.core.dialog:Dialog.from_dict` there (an entry point); the log store does not import it."""
 
 
 class SessionRow(BaseModel):
@@ -81,10 +87,8 @@ class DialogRow(BaseModel):
     """The full `Dialog.to_dict()`; `to_dialog()` rebuilds the Dialog."""
 
     def to_dialog(self) -> Any:
-        """Rebuild the `lllm.core.dialog.Dialog` with `Dialog.from_dict`."""
-        from lllm.core.dialog import Dialog
-
-        return Dialog.from_dict(self.data)
+        """Rebuild the `lllm.core.dialog.Dialog` (with `Dialog.from_dict`, found in `DIALOG_LOADERS`)."""
+        return DIALOG_LOADERS.lookup("dialog")(self.data)
 
 
 class SessionDetail(BaseModel):
@@ -94,7 +98,7 @@ class SessionDetail(BaseModel):
 
     session: SessionRow
     records: list[Any] = Field(default_factory=list)
-    """Every trace record (`lllm.core.trace` models) of this session, in the order they happened."""
+    """Every trace record (`lllm.records` models) of this session, in the order they happened."""
     dialogs: list[DialogRow] = Field(default_factory=list)
     children: list[SessionRow] = Field(default_factory=list)
     """Sessions of sub-tactic calls made inside this one."""

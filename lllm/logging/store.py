@@ -5,7 +5,7 @@ Tables (plain enough to query with `sqlite3 runs.db`):
 - `sessions`: one row per tactic call, written when the call starts (`state='running'`), updated with every
   event (cost, tokens, counts, `last_event`, `updated_at`) and closed with `ok` or `error` (+ traceback).
   A process that dies mid-call leaves its row `running`, with `last_event` saying where it stopped.
-- one table per trace record kind of `lllm.core.trace`: `model_calls`, `agent_calls`, `cells`, `api_calls`,
+- one table per trace record kind of `lllm.records`: `model_calls`, `agent_calls`, `cells`, `api_calls`,
   `browser_actions`; their columns are the record's fields (dicts and lists as JSON). A record of a kind this
   version does not know goes to `events` as JSON, so nothing is dropped.
 - `dialogs`: the dialog tree of every agent at the end of its session (`Dialog.to_dict()` as JSON).
@@ -25,7 +25,6 @@ logs of a newer lllm are refused, and readers (`readonly=True`) never change a f
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -40,10 +39,12 @@ from typing import Any, Iterable, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
+from lllm import records as trace
 from lllm.errors import UsageError
 from lllm.logging._schema import SCHEMA_VERSION, check_log, connect_readonly, schema_version
 from lllm.logging._writer import GroupWriter
 from lllm.logging.models import CostRow, DialogRow, SessionDetail, SessionRow
+from lllm.records import TraceRecordAdapter, task_fingerprint, task_text
 
 KIND_TABLES: dict[str, str] = {
     "model_call": "model_calls",
@@ -110,9 +111,7 @@ def _record_fields(kind: str) -> tuple[frozenset[str], frozenset[str]]:
     """The fields of the record class of `kind`, and those stored as JSON text (dicts and lists)."""
     found = _FIELDS.get(kind)
     if found is None:
-        from lllm.core.trace import RECORD_TYPES
-
-        cls = next(c for c in RECORD_TYPES if c.model_fields["kind"].default == kind)
+        cls = next(c for c in trace.RECORD_TYPES if c.model_fields["kind"].default == kind)
         plain = {str, int, float, bool}
         json_fields = {name for name, f in cls.model_fields.items()
                        if _sql_type(f.annotation) is str and not _is_plain(f.annotation, plain)}
@@ -136,28 +135,6 @@ def _to_sql(value: Any) -> Any:
     if not value and isinstance(value, (dict, list)):  # the usual empty tags and metadata, without the encoder
         return "{}" if isinstance(value, dict) else "[]"
     return json.dumps(value, default=repr, ensure_ascii=False)
-
-
-def _render_task(task: Any) -> str:
-    if isinstance(task, str):
-        return task
-    if isinstance(task, BaseModel):
-        return task.model_dump_json()
-    try:
-        return json.dumps(task, ensure_ascii=False, sort_keys=True, default=repr)
-    except (TypeError, ValueError):
-        return repr(task)
-
-
-def task_text(task: Any) -> str:
-    """A text rendering of a task for the `sessions.task` column."""
-    return _render_task(task)[:_TASK_TEXT_LIMIT]
-
-
-def task_fingerprint(task: Any) -> str:
-    """A stable fingerprint of a task (sha256 of its type and full text rendering)."""
-    text = _render_task(task)
-    return hashlib.sha256(f"{type(task).__name__}\0{text}".encode()).hexdigest()[:32]
 
 
 def encode_result(value: Any) -> str:
@@ -310,8 +287,6 @@ class LogStore:
     # -- schema ---------------------------------------------------------------------------------------
 
     def _ensure_schema(self) -> None:
-        from lllm.core import trace
-
         with self._lock, self._transaction():
             sessions = self.db["sessions"]
             sessions.create(_SESSION_COLUMNS, pk="id", if_not_exists=True)  # type: ignore[union-attr]
@@ -407,15 +382,13 @@ class LogStore:
         return chain
 
     def record(self, record: Any) -> None:
-        """Write one trace record (a `lllm.core.trace` model, or its dict) and update its session's row.
+        """Write one trace record (a `lllm.records` model, or its dict) and update its session's row.
 
         A model call adds its cost and tokens to its session and to every session it runs inside. The record is
         committed before this returns when no other thread is writing; otherwise it goes into the commit in
         flight's next round (see `_writer.py`), and it is always committed before its session's end is.
         """
         if isinstance(record, dict):
-            from lllm.core.trace import TraceRecordAdapter
-
             record = TraceRecordAdapter.validate_python(record)
         self._check_open()
         if self._writer is None:
@@ -634,8 +607,6 @@ class LogStore:
 
     def load_session(self, session_id: str) -> SessionDetail:
         """A session with its full trace (records of every kind, in order), its dialogs and child sessions."""
-        from lllm.core.trace import TraceRecordAdapter
-
         session = self.get_session(session_id)
         sid = session.id
         records: list[tuple[float, int, Any]] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from lllm._lazy import lazy_getattr
 from lllm.proxies.base import PROXY_REGISTRY, BaseProxy, EndpointSpec, ParamSpec, ProxyRegistrator, register_proxy
-from lllm.proxies.manager import BUILTIN_PROXY_MODULES, ProxyManager
+from lllm.proxies.manager import ProxyManager
 
 _LAZY = {
     "Gateway": "lllm.proxies.gateway",
@@ -24,7 +24,7 @@ _LAZY = {
 }
 
 __all__ = sorted([
-    "BUILTIN_PROXY_MODULES", "PROXY_REGISTRY", "BaseProxy", "EndpointSpec", "ParamSpec", "ProxyManager",
+    "PROXY_REGISTRY", "BaseProxy", "EndpointSpec", "ParamSpec", "ProxyManager",
     "ProxyRegistrator", "register_proxy", *_LAZY,
 ])
 

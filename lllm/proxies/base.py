@@ -37,6 +37,7 @@ from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 from lllm.errors import ConfigError, EndpointNotFound, LLLMError, ProxyError, UsageError
 from lllm.proxies.redact import has_secrets, scrub, scrub_error, scrub_value
+from lllm.registry import Registry
 
 __all__ = [
     "PROXY_REGISTRY",
@@ -242,6 +243,7 @@ class BaseProxy:
 
     api_key_env: ClassVar[str | None] = None
     price_per_call: ClassVar[float] = 0.0
+    _lllm_proxy: ClassVar[bool] = True  # how lllm.toml discovery (in the core, below this room) knows a proxy
     _proxy_path: ClassVar[str]
     _proxy_name: ClassVar[str]
     _proxy_description: ClassVar[str]
@@ -473,31 +475,37 @@ def _before_cutoff(result: Any, dt_cutoff: tuple[str, str], cutoff: dt.datetime)
 
 
 # ---------------------------------------------------------------------- registry
-PROXY_REGISTRY: dict[str, dict[str, type[BaseProxy]]] = {"live": {}, "offline": {}}
-"""Registered proxy classes: `PROXY_REGISTRY[variant][path]`; `variant` is "live" or "offline"."""
+def _check_proxy_class(path: str, obj: Any) -> None:
+    if not (isinstance(obj, type) and issubclass(obj, BaseProxy)):
+        raise UsageError(f"register_proxy({path!r}, ...) needs a BaseProxy subclass, got {obj!r}.")
 
 
-def register_proxy(path: str, proxy_cls: type[BaseProxy], *, overwrite: bool = True,
+PROXY_REGISTRY: dict[str, Registry[type[BaseProxy]]] = {
+    "live": Registry("proxy", group="lllm.proxies", check=_check_proxy_class),
+    "offline": Registry("offline proxy", group="lllm.offline_proxies", check=_check_proxy_class),
+}
+"""The registry of proxy classes: `PROXY_REGISTRY[variant][path]`; `variant` is "live" or "offline". Proxies
+that ship in other packages (lllm's own `proxies/`: fmp, fred, exa) declare themselves as entry points of the
+groups `lllm.proxies` and `lllm.offline_proxies`, and load when a session first activates them."""
+
+
+def register_proxy(path: str, proxy_cls: type[BaseProxy] | str, *, overwrite: bool = True,
                    variant: str = "live") -> None:
     """Register `proxy_cls` under `path` (what `activate_proxies` and CALL_API paths name).
 
     Args:
         path: the proxy's name, e.g. "fmp".
-        proxy_cls: a BaseProxy subclass.
+        proxy_cls: a BaseProxy subclass, or its dotted path "package.module:Class" (imported on first use).
         overwrite: replace an existing registration (else a ConfigError).
         variant: "live" (calls the real API) or "offline" (serves data shipped with the code).
     """
     if variant not in PROXY_REGISTRY:
         raise UsageError(f"variant must be one of {list(PROXY_REGISTRY)!r}, got {variant!r}.")
-    if not (isinstance(proxy_cls, type) and issubclass(proxy_cls, BaseProxy)):
-        raise UsageError(f"register_proxy({path!r}, ...) needs a BaseProxy subclass, got {proxy_cls!r}.")
+    if not isinstance(proxy_cls, str):
+        _check_proxy_class(path, proxy_cls)
     if not path or path.startswith("/") or path.endswith("/") or path.startswith("_"):
         raise ConfigError(f"proxy path {path!r} must be non-empty, not start with '_' and not begin or end with '/'.")
-    table = PROXY_REGISTRY[variant]
-    if path in table and table[path] is not proxy_cls and not overwrite:
-        raise ConfigError(f"proxy {path!r} is already registered as {table[path].__qualname__}; "
-                          "pass overwrite=True to replace it.")
-    table[path] = proxy_cls
+    PROXY_REGISTRY[variant].register(path, proxy_cls, replace=overwrite)
 
 
 def ProxyRegistrator(path: str, name: str, description: str, *, runtime: Any = None,

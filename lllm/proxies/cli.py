@@ -65,7 +65,8 @@ def _manager(args: argparse.Namespace, names: list[str] | None) -> Any:
     import os
     from pathlib import Path
 
-    from lllm.proxies.manager import BUILTIN_PROXY_MODULES, ProxyManager
+    from lllm.proxies.base import PROXY_REGISTRY
+    from lllm.proxies.manager import ProxyManager
 
     runtime = None
     if not args.no_package and (os.environ.get("LLLM_CONFIG") or _find_toml(Path.cwd())):
@@ -75,10 +76,8 @@ def _manager(args: argparse.Namespace, names: list[str] | None) -> Any:
         runtime = get_default_runtime()
     source = args.source or os.environ.get("LLLM_PROXY_SOURCE") or "live"
     if names is None:
-        from lllm.proxies.base import PROXY_REGISTRY
-
         variant = "offline" if source == "offline" else "live"
-        names = sorted(set(BUILTIN_PROXY_MODULES[variant]) | set(PROXY_REGISTRY[variant]))
+        names = PROXY_REGISTRY[variant].names()
     return ProxyManager(names, source=source, runtime=runtime)
 
 

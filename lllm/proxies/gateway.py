@@ -49,7 +49,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lllm.core.trace import PAYLOAD_CHARS, ApiCallRecord, Tracer, cap, null_tracer
+from lllm.records import PAYLOAD_CHARS, ApiCallRecord, Tracer, cap, null_tracer
 from lllm.errors import (
     EndpointNotFound,
     GatewayAuthError,

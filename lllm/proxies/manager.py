@@ -1,7 +1,7 @@
 """ProxyManager: the activated proxies of one session, dispatch by `<proxy>/<endpoint>`, the directory and docs.
 
 `ProxyManager(activate_proxies=["fmp", "fred"])` instantiates the registered proxies named there (importing the
-built-in ones from the top-level `proxies` package on first use) and nothing else: a path that names any other
+ones declared by entry point, like lllm's own in the top-level `proxies` package, on first use) and nothing else: a path that names any other
 proxy is refused with `ProxyNotActivated`, which is also how the gateway enforces a session's allowlist.
 
 `source` picks the implementation: "live" (the real APIs, keys from the host's environment), "offline" (data
@@ -13,7 +13,6 @@ every call is charged to them before it is dispatched.
 
 from __future__ import annotations
 
-import importlib
 import os
 import textwrap
 from typing import Any, Iterable, Literal
@@ -22,25 +21,14 @@ from lllm.errors import ConfigError, LLLMError, ProxyError, ProxyNotActivated, U
 from lllm.proxies.base import PROXY_REGISTRY, BaseProxy
 from lllm.proxies.budget import DEFAULT_LIVE_BUDGET, ProxyBudget, SessionBudgets
 
-__all__ = ["BUILTIN_PROXY_MODULES", "DEFAULT_LIVE_BUDGET", "ProxyManager", "Source"]
+__all__ = ["DEFAULT_LIVE_BUDGET", "ProxyManager", "Source"]
 
 Source = Literal["live", "offline", "auto"]
 
-BUILTIN_PROXY_MODULES: dict[str, dict[str, str]] = {
-    "live": {"fmp": "proxies.fmp", "fred": "proxies.fred", "exa": "proxies.exa"},
-    "offline": {"fmp": "proxies.offline", "fred": "proxies.offline", "exa": "proxies.offline"},
-}
-"""Where the built-in proxies live, imported the first time a session activates one of them."""
-
 
 def _lookup(path: str, variant: str) -> type[BaseProxy] | None:
-    cls = PROXY_REGISTRY[variant].get(path)
-    if cls is None:
-        module = BUILTIN_PROXY_MODULES[variant].get(path)
-        if module is not None:
-            importlib.import_module(module)
-            cls = PROXY_REGISTRY[variant].get(path)
-    return cls
+    """The class registered under `path` (a proxy declared by entry point is imported now), or None."""
+    return PROXY_REGISTRY[variant].get(path)
 
 
 class ProxyManager:
@@ -116,7 +104,7 @@ class ProxyManager:
                 value = getattr(node, "value", node)
                 if name in (key, getattr(node, "key", None), getattr(value, "_proxy_path", None)):
                     return value
-        known = sorted(set(PROXY_REGISTRY[order[0]]) | set(BUILTIN_PROXY_MODULES[order[0]]))
+        known = PROXY_REGISTRY[order[0]].names()
         raise ConfigError(
             f"activate_proxies names {name!r}, but no {order[0]} proxy is registered under that path; known: "
             f"{known!r}. Register one with @ProxyRegistrator(path={name!r}, ...) in a module your lllm.toml "

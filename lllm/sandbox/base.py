@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from lllm.errors import SandboxClosed, SandboxError, UsageError
+from lllm.records import CellRecord
 
 CellStatus = Literal["ok", "error", "timeout", "oom", "died"]
 TimeoutAction = Literal["interrupted", "restarted"]
@@ -201,7 +202,7 @@ class BaseSandbox:
     Args:
         cell_timeout: default timeout of `run_cell` in seconds (None: no limit).
         max_output_chars: cap of `CellResult.text`.
-        tracer: called with a `lllm.core.trace.CellRecord` after each cell (e.g. a LogStore's `record`).
+        tracer: called with a `lllm.records.CellRecord` after each cell (e.g. a LogStore's `record`).
         agent: the agent name written into those records.
     """
 
@@ -301,7 +302,6 @@ class BaseSandbox:
         """Send the cell's `CellRecord` to the tracer. Its texts are sanitised and the error summary capped
         (`RECORD_ERROR_CHARS`), so what the cell sent cannot make the row fail to insert; should the record
         still be refused for its content, a plain one without the error text is sent instead."""
-        from lllm.core.trace import CellRecord
         from lllm.sandbox._output import clean_text, cut_middle
 
         error = f"{result.error_name}: {result.error_value}" if result.error_name else None

@@ -143,9 +143,6 @@ def test_extension_blocks_are_carried_to_their_attach(monkeypatch: pytest.Monkey
 
     monkeypatch.setitem(AGENT_EXTENSIONS, "proxy", f"{__name__}:_attach_for_test")
     monkeypatch.setitem(globals(), "_attach_for_test", attach)
-    from lllm.core import config as config_module
-
-    monkeypatch.setattr(config_module, "_extension_cache", {})
     config = {"agent_configs": [{"name": "w", "model_name": "m", "system_prompt": "x",
                                  "proxy": {"activate_proxies": ["fmp"], "exec_env": "interpreter"}}]}
     spec = parse_agent_configs(config, ["w"], "t", runtime=Runtime("t"))["w"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lllm.core.trace import BrowserActionRecord, Tracer, null_tracer
+from lllm.records import BrowserActionRecord, Tracer, null_tracer
 from lllm.errors import (ActionRefused, ActionTimeout, BlockedNavigation, BrowserError, BrowserLaunchError, LLLMError,
                          UsageError)
 from lllm.tools.cua.config import LAUNCH_ARGS, BrowserConfig
