@@ -23,7 +23,7 @@ from typing import Any
 
 from lllm.errors import ConfigError, UsageError
 from lllm.invokers._normalize import Usage, _get
-from lllm.invokers.base import BaseStreamHandler, ToolCallRequest
+from lllm.invokers.base import API_TYPES, BaseStreamHandler, ToolCallRequest, check_api_type
 
 __all__ = [
     "API_TYPES",
@@ -34,21 +34,6 @@ __all__ = [
     "to_responses_tools",
 ]
 
-API_TYPES = ("completion", "response")
-"""The accepted values of `api_type` (None means "completion")."""
-
-
-def check_api_type(api_type: Any, *, agent: str | None = None) -> str | None:
-    """Return `api_type` when it is None, "completion" or "response"; otherwise raise `ConfigError`."""
-    if api_type is None or api_type in API_TYPES:
-        return api_type
-    who = f"agent {agent!r}: " if agent else ""
-    raise ConfigError(
-        f"{who}unknown api_type {api_type!r}; use 'completion' (chat completions, the default) or 'response' "
-        "(the OpenAI Responses API, e.g. for native web search with model_args={'tools': [{'type': "
-        "'web_search_preview'}]})",
-        key="api_type",
-    )
 
 
 def _text_of(content: Any) -> str:

@@ -411,9 +411,7 @@ class BaseInvoker(ABC):
             ModelRequestsDisabled: A real call while LLLM_ALLOW_MODEL_REQUESTS=0.
             ScriptError: The scripted model has no step for this request.
         """
-        if api_type is not None and api_type not in ("completion", "response"):
-            from lllm.invokers._responses import check_api_type
-
+        if api_type is not None and api_type not in API_TYPES:
             check_api_type(api_type, agent=context.agent if context else None)  # raises, naming the choices
         request = InvokeRequest(messages, model, tools, response_format, stream_handler, model_args, context, api_type)
         if self.retry.deadline is not None:
@@ -456,6 +454,23 @@ class BaseInvoker(ABC):
     @abstractmethod
     def _call_once(self, request: InvokeRequest) -> InvokeResult:
         """Make one attempt; raise an `InvokerError` subclass on failure (retryable ones are retried)."""
+
+
+API_TYPES = ("completion", "response")
+"""The accepted values of `api_type` (None means "completion")."""
+
+
+def check_api_type(api_type: Any, *, agent: str | None = None) -> str | None:
+    """Return `api_type` when it is None, "completion" or "response"; otherwise raise `ConfigError`."""
+    if api_type is None or api_type in API_TYPES:
+        return api_type
+    who = f"agent {agent!r}: " if agent else ""
+    raise ConfigError(
+        f"{who}unknown api_type {api_type!r}; use 'completion' (chat completions, the default) or 'response' "
+        "(the OpenAI Responses API, e.g. for native web search with model_args={'tools': [{'type': "
+        "'web_search_preview'}]})",
+        key="api_type",
+    )
 
 
 def resolve_dotted(path: str, *, what: str) -> Any:

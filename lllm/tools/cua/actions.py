@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from lllm.errors import ActionRefused, BlockedNavigation, BrowserError, UsageError
 from lllm.tools.cua.safety import ConfirmRequest
-from lllm.tools.cua.session import ActionOutcome
+from lllm.tools.cua._records import ActionOutcome
 from lllm.tools.cua.snapshot import ref_locator
 
 if TYPE_CHECKING:

@@ -137,8 +137,8 @@ def script_from_records(records: Iterable[Any], *, config: Any = None, filename:
     """
     import re
 
+    from lllm.tools.cua._records import ActionLog
     from lllm.tools.cua.config import BrowserConfig
-    from lllm.tools.cua.session import ActionLog
 
     ordered = sorted(records, key=lambda r: r.started_at)
     log = [ActionLog(r.action, r.target, r.status, r.duration_s, code=(r.code or "").splitlines(), error=r.error)

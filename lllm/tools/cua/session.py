@@ -24,6 +24,7 @@ from typing import Any, Callable
 from lllm.records import BrowserActionRecord, Tracer, null_tracer
 from lllm.errors import (ActionRefused, ActionTimeout, BlockedNavigation, BrowserError, BrowserLaunchError, LLLMError,
                          UsageError)
+from lllm.tools.cua._records import ActionLog, ActionOutcome
 from lllm.tools.cua.config import LAUNCH_ARGS, BrowserConfig
 from lllm.tools.cua.safety import ConfirmHook, ConfirmRequest, Secrets, UrlPolicy, load_confirm_hook
 from lllm.tools.cua.snapshot import CappedText, cap_snapshot, find_lines, take_snapshot
@@ -65,26 +66,6 @@ class SessionState(enum.Enum):
 
 
 @dataclass
-class ActionLog:
-    """One action the session ran, as kept for the replay script and the log."""
-
-    action: str
-    """The action's name (click, type, navigate, ...)."""
-    target: str | None
-    """The element (ref, selector, coordinates), URL or file it acted on."""
-    status: str
-    """ok, error, blocked or timeout."""
-    duration_s: float
-    """How long it took."""
-    code: list[str] = field(default_factory=list)
-    """The Playwright (sync API) lines it ran; secrets appear as `os.environ[...]` lookups."""
-    message: str = ""
-    """What the model was told."""
-    error: str | None = None
-    """The error, when it failed (secrets redacted)."""
-
-
-@dataclass
 class Observation:
     """What the model sees after an action."""
 
@@ -100,18 +81,6 @@ class Observation:
     """The events reported in `text`."""
     screenshot: bytes | None = None
     """A PNG of the viewport, when asked for."""
-
-
-@dataclass
-class ActionOutcome:
-    """The result of one action (before the observation)."""
-
-    message: str
-    """A one-line account of what happened."""
-    code: list[str] = field(default_factory=list)
-    """The Playwright lines it ran."""
-    target: str | None = None
-    """What it acted on (for the log)."""
 
 
 class BrowserSession:
