@@ -39,12 +39,14 @@ from lllm.core.dialog import Dialog, Message
 from lllm.core.prompt import Prompt
 from lllm.records import AgentCallRecord, ModelCallRecord, ToolCallRecord, Tracer, cap, null_tracer
 from lllm.errors import AgentException, ConfigError, InfrastructureError, InvokerError, ParseError, UsageError
-from lllm.invokers._responses import check_api_type
-from lllm.invokers.base import BaseStreamHandler, InvokeContext, InvokeResult
+from lllm.invokers.base import BaseStreamHandler, InvokeContext, InvokeResult, check_api_type
 
 __all__ = ["Agent"]
 
 _log = logging.getLogger("lllm.agent")
+
+AnswerHook = Callable[["Message"], "str | ToolResult | None"]
+"""`hook(answer)` -> None (the answer stands) or what to send the model next (see `Agent.add_answer_hook`)."""
 _ASSISTANT, _USER, _TOOL, _SYSTEM = Roles.ASSISTANT, Roles.USER, Roles.TOOL, Roles.SYSTEM
 
 
@@ -153,6 +155,7 @@ class Agent:
         self._threads: dict[str, _Thread] = {}
         self._current: str | None = None
         self._cleanups: list[Callable[[], Any]] = []
+        self._answer_hooks: list[AnswerHook] = []
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, model={self.model!r}, dialogs={list(self._threads)!r}, current={self._current!r})"
@@ -293,6 +296,24 @@ class Agent:
             raise ExceptionGroup(f"{len(errors)} cleanup(s) of agent {self.name!r} failed", errors)
         return errors
 
+    # -- answer hooks ----------------------------------------------------------------------------------------
+
+    def add_answer_hook(self, hook: AnswerHook) -> None:
+        """Let `hook(message)` look at every answer `respond()` is about to return, and answer it back.
+
+        A hook returns None to let the answer stand, or what to send the model next: a string, or a
+        `ToolResult` (text and images). `respond()` then adds it to the dialog as a user message and asks the
+        model again, at most `max_interrupt_steps` times, and returns the answer no hook answered back. The
+        first hook (in the order added) that answers back wins. Extensions use this instead of replacing
+        `respond` (the `proxy:` block's jupyter mode runs the `<python_cell>`s of each answer this way).
+
+        Raises:
+            UsageError: `hook` is not callable.
+        """
+        if not callable(hook):
+            raise UsageError(f"agent {self.name!r}: add_answer_hook() takes a callable, got {hook!r}")
+        self._answer_hooks.append(hook)
+
     # -- the turn --------------------------------------------------------------------------------------------
 
     def respond(self, *, alias: str | None = None) -> Message:
@@ -307,8 +328,22 @@ class Agent:
             AgentException: The answer was rejected `max_exception_retry` + 1 times (`retries` has them all).
             InvokerError: The model call failed (after the invoker's own bounded retries).
         """
-        thread = self._target(alias, "respond")
-        alias = thread.dialog.name
+        alias = self._target(alias, "respond").dialog.name
+        message = self._respond_once(alias)
+        for _ in range(self.max_interrupt_steps if self._answer_hooks else 0):
+            follow_up = next((f for f in (hook(message) for hook in list(self._answer_hooks)) if f is not None), None)
+            if follow_up is None:
+                break
+            text, images = ((str(follow_up.content), follow_up.images) if isinstance(follow_up, ToolResult)
+                            else (str(follow_up), []))
+            self._thread(alias, "respond").dialog.append(Message(
+                role=_USER, content=text, images=[load_image(i, source="answer hook") for i in images or ()],
+                metadata={"answer_hook": True}))
+            message = self._respond_once(alias)
+        return message
+
+    def _respond_once(self, alias: str) -> Message:
+        thread = self._thread(alias, "respond")
         prompt = thread.turn_prompt if thread.turn_prompt is not None else self.system_prompt
         args = thread.turn_args if thread.turn_prompt is not None else thread.prompt_args
         thread.turn_prompt, thread.turn_args = None, {}

@@ -15,12 +15,13 @@ agent_configs:
       budgets: {fmp: {calls: 500, cost: 2.0}}   # per session; live keyed proxies default to 200 calls
 ```
 
-`attach(agent, block, ctx)` (registered in `lllm.core.config.AGENT_EXTENSIONS`) validates the block, builds the
+`attach(agent, block, ctx)` (the `proxy` entry point of `lllm.agent_extensions`) validates the block, builds the
 agent's `ProxyManager` at once (an unknown proxy is a ConfigError at build time), appends the compact proxy
 directory to the system prompt and adds the tools:
 - `interpreter`: `run_python(code)` and `query_api_doc(proxy_name)`;
-- `jupyter`: the agent writes `<python_cell>...</python_cell>` in its answers; each cell runs and the outputs
-  come back as the next user message, until an answer has no cell (at most `max_interrupt_steps` rounds);
+- `jupyter`: the agent writes `<python_cell>...</python_cell>` in its answers; an answer hook
+  (`Agent.add_answer_hook`) runs each cell and sends the outputs back as the next user message, until an answer
+  has no cell (at most `max_interrupt_steps` rounds);
 - null: `query_api_doc` only (docs, no code execution).
 
 One sandbox per agent per tactic call, created on the first cell, with a gateway session for its allowlist; both
@@ -62,8 +63,9 @@ class SandboxBlock(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["docker", "local"] = "docker"
-    """`docker` (isolated, no network) or `local` (a kernel on the host: trusted code and tests only)."""
+    backend: str = "docker"
+    """A registered sandbox backend: `docker` (isolated, no network), `local` (a kernel on the host: trusted code
+    and tests only), `fake`, or one registered with `lllm.sandbox.register_sandbox_backend`."""
     image: str | None = None
     """The Docker image (default: the project's sandbox image)."""
     limits: dict[str, Any] = Field(default_factory=dict)
@@ -72,6 +74,15 @@ class SandboxBlock(BaseModel):
     """Keep this many sandboxes started ahead of time (Docker; 0: start one on first use)."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment variables of the kernel (never secrets: they would be readable by the model's code)."""
+
+    @field_validator("backend")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from lllm.sandbox.backends import SANDBOX_BACKENDS
+
+        if value not in SANDBOX_BACKENDS:
+            raise ValueError(f"unknown sandbox backend {value!r}; registered: {SANDBOX_BACKENDS.names()!r}")
+        return value
 
 
 class ProxyConfig(BaseModel):
@@ -146,11 +157,7 @@ class ProxyTools:
             try:
                 from lllm.proxies.gateway import GatewayLimits, get_gateway
 
-                owner = None
-                if self.config.sandbox.backend == "docker":
-                    from lllm.sandbox._rundir import container_user
-
-                    owner = container_user()[0]
+                owner = sandbox.guest_uid  # the token must be readable by the kernel's user
                 # a proxy call may not outlive the cell that made it
                 options = {"call_timeout": min(30.0, self.config.timeout), **self.config.gateway}
                 try:
@@ -184,32 +191,29 @@ class ProxyTools:
             return sandbox
 
     def _new_sandbox(self) -> Any:
-        cfg = self.config
-        common = dict(cell_timeout=cfg.timeout, max_output_chars=cfg.max_output_chars, tracer=self.tracer,
-                      agent=self.agent_name)
-        if cfg.sandbox.backend == "local":
-            from lllm.sandbox.local import LocalSandbox
-
-            sandbox = LocalSandbox(env=dict(cfg.sandbox.env), **common)
-            sandbox.start()
-            return sandbox
+        from lllm.sandbox.backends import backend_options, create_sandbox
         from lllm.sandbox.base import SandboxLimits
+        from lllm.sandbox.pool import shared_pool
 
-        try:
-            limits = SandboxLimits(**cfg.sandbox.limits)
-        except ValidationError as exc:
-            raise ConfigError(f"agent {self.agent_name!r}: proxy.sandbox.limits is invalid: {exc}",
-                              key="proxy.sandbox.limits") from None
+        cfg = self.config
+        use = dict(cell_timeout=cfg.timeout, max_output_chars=cfg.max_output_chars, tracer=self.tracer,
+                   agent=self.agent_name)
+        takes = backend_options(cfg.sandbox.backend)
+        options: dict[str, Any] = {"env": dict(cfg.sandbox.env)} if "env" in takes else {}
+        if cfg.sandbox.image is not None or "image" in takes:
+            options["image"] = cfg.sandbox.image
+        if "limits" in takes:
+            try:
+                options["limits"] = SandboxLimits(**cfg.sandbox.limits)
+            except ValidationError as exc:
+                raise ConfigError(f"agent {self.agent_name!r}: proxy.sandbox.limits is invalid: {exc}",
+                                  key="proxy.sandbox.limits") from None
         if cfg.sandbox.pool_size:
-            self._pool = _pool_for(cfg.sandbox, limits)
-            sandbox = self._pool.acquire()
-            for key, value in common.items():
-                setattr(sandbox, key, value)
-            return sandbox
-        from lllm.sandbox.docker import DockerSandbox
-
-        sandbox = DockerSandbox(image=cfg.sandbox.image, limits=limits, env=dict(cfg.sandbox.env),
-                                labels={"lllm.tactic_session": self.session_id}, **common)
+            self._pool = shared_pool(cfg.sandbox.backend, size=cfg.sandbox.pool_size, **options)
+            return self._pool.acquire(**use)
+        if "labels" in takes:
+            options["labels"] = {"lllm.tactic_session": self.session_id}
+        sandbox = create_sandbox(cfg.sandbox.backend, **options, **use)
         try:
             sandbox.start()
         except BaseException:
@@ -299,34 +303,11 @@ def _describe_sandbox(sandbox: Any) -> str:
     return f"a {type(sandbox).__name__} sandbox"
 
 
-# ---------------------------------------------------------------------- pools shared by tactic calls
-_POOLS: dict[tuple[Any, ...], Any] = {}
-_POOLS_LOCK = threading.Lock()
-
-
 def close_pools() -> None:
     """Close every sandbox pool that `proxy.sandbox.pool_size` started (also done at interpreter exit)."""
-    with _POOLS_LOCK:
-        pools = list(_POOLS.values())
-        _POOLS.clear()
-    for pool in pools:
-        pool.close()
+    from lllm.sandbox.pool import close_shared_pools
 
-
-def _pool_for(block: SandboxBlock, limits: Any) -> Any:
-    key = (block.image, limits.model_dump_json(), tuple(sorted(block.env.items())), block.pool_size)
-    with _POOLS_LOCK:
-        pool = _POOLS.get(key)
-        if pool is None:
-            import atexit
-
-            from lllm.sandbox.pool import SandboxPool
-
-            pool = SandboxPool(size=block.pool_size, image=block.image, limits=limits, env=dict(block.env))
-            pool.start()
-            atexit.register(pool.close)
-            _POOLS[key] = pool
-        return pool
+    close_shared_pools()
 
 
 # ---------------------------------------------------------------------- attach
@@ -432,48 +413,43 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
                         "matplotlib figures come back as images.",
             prop_desc={"code": "Python source to execute"}))
     elif cfg.exec_env == "jupyter":
-        _wrap_respond_for_cells(agent, tools)
+        agent.add_answer_hook(_cell_runner(tools))
     return tools
 
 
-def _wrap_respond_for_cells(agent: Any, tools: ProxyTools) -> None:
-    """Jupyter mode: run the `<python_cell>` blocks of each answer and feed their outputs back."""
-    respond = agent.respond
+def _cell_runner(tools: ProxyTools) -> Any:
+    """Jupyter mode, as an answer hook: run the `<python_cell>` blocks of an answer and send their outputs back
+    (the Agent asks the model again, at most `max_interrupt_steps` times; an answer without a cell stands)."""
 
-    def respond_with_cells() -> Any:
-        message = respond()
-        for _ in range(agent.max_interrupt_steps):
-            cells = [c.strip("\n") for c in _CELL_RE.findall(message.content or "") if c.strip()]
-            if not cells:
-                return message
-            prose = _CELL_RE.sub("", message.content or "").strip()
-            if prose:
-                try:
-                    tools.ensure_sandbox()
-                    tools.notebook.add_markdown(prose)  # the model's reasoning, between its cells
-                except InfrastructureError:
-                    raise  # no sandbox: the call ends (not something the model can work around)
-                except LLLMError:
-                    pass  # reported with the cell below
-            outputs, images = [], []
-            for code in cells:
-                try:
-                    out = tools.run(code)
-                except InfrastructureError:
-                    raise
-                except LLLMError as exc:
-                    out = f"[the cell could not run: {type(exc).__name__}: {exc}]"
-                text = getattr(out, "content", out)
-                images.extend(getattr(out, "images", []) or [])
-                outputs.append(f"<cell_output>\n{text}\n</cell_output>")
-            agent.receive("\n".join(outputs))
-            for image in images:
-                agent.receive_image(image, caption="a figure from the cell above")
-            message = respond()
-        return message
+    def run_cells(message: Any) -> Any:
+        cells = [c.strip("\n") for c in _CELL_RE.findall(message.content or "") if c.strip()]
+        if not cells:
+            return None
+        prose = _CELL_RE.sub("", message.content or "").strip()
+        if prose:
+            try:
+                tools.ensure_sandbox()
+                tools.notebook.add_markdown(prose)  # the model's reasoning, between its cells
+            except InfrastructureError:
+                raise  # no sandbox: the call ends (not something the model can work around)
+            except LLLMError:
+                pass  # reported with the cell below
+        outputs, images = [], []
+        for code in cells:
+            try:
+                out = tools.run(code)
+            except InfrastructureError:
+                raise
+            except LLLMError as exc:
+                out = f"[the cell could not run: {type(exc).__name__}: {exc}]"
+            text = getattr(out, "content", out)
+            images.extend(getattr(out, "images", []) or [])
+            outputs.append(f"<cell_output>\n{text}\n</cell_output>")
+        from lllm.core.prompt import ToolResult
 
-    respond_with_cells.__doc__ = respond.__doc__
-    agent.respond = respond_with_cells
+        return ToolResult(content="\n".join(outputs), images=images) if images else "\n".join(outputs)
+
+    return run_cells
 
 
 def _note_in_session(agent_name: str, *, notebook: str, image: str) -> None:

@@ -3,7 +3,10 @@
 - `DockerSandbox`: a hardened container per session with a Jupyter kernel and no network (the real one).
 - `LocalSandbox`: a local ipykernel subprocess, NOT isolated: for machines without Docker.
 - `FakeSandbox`: a function answers each cell (for tests).
-- `SandboxPool`: started sandboxes ready to hand out; `reap()`: remove orphans; `ensure_image()`: build the image.
+- `create_sandbox(backend, **options)`, `register_sandbox_backend(name, cls_or_path)`: the backend registry
+  (`lllm.sandbox.backends`).
+- `SandboxPool`: started sandboxes ready to hand out; `shared_pool()`: the process-wide cache of pools;
+  `reap()`: remove orphans; `ensure_image()`: build the image.
 - `JupyterSession`: run cells on any sandbox and write a `.ipynb`.
 """
 
@@ -23,12 +26,17 @@ _EXPORTS: dict[str, str] = {
     "RecordLimits": "lllm.sandbox.base",
     "Sandbox": "lllm.sandbox.base",
     "SandboxLimits": "lllm.sandbox.base",
+    "SANDBOX_BACKENDS": "lllm.sandbox.backends",
     "SandboxPool": "lllm.sandbox.pool",
     "SandboxState": "lllm.sandbox.base",
+    "close_shared_pools": "lllm.sandbox.pool",
+    "create_sandbox": "lllm.sandbox.backends",
     "ensure_image": "lllm.sandbox.image",
     "image_name": "lllm.sandbox.image",
     "reap": "lllm.sandbox.reaper",
     "render_cell": "lllm.sandbox.render",
+    "register_sandbox_backend": "lllm.sandbox.backends",
+    "shared_pool": "lllm.sandbox.pool",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -162,6 +162,10 @@ def parse_size(value: str | int) -> int:
         raise UsageError(f"{value!r} is not a size; write it like '512m' or '1g'") from None
 
 
+USE_OPTIONS = ("cell_timeout", "max_output_chars", "tracer", "agent")
+"""Options that belong to one use of a sandbox rather than to how it was started (see `BaseSandbox.configure`)."""
+
+
 class NoSessionDir(UsageError, AttributeError):
     """`session_dir` read before `start()` (also an AttributeError, so `hasattr`/`isinstance` checks work)."""
 
@@ -207,18 +211,31 @@ class BaseSandbox:
     """
 
     kind: str = "base"
+    guest_uid: int | None = None
+    """The uid the kernel runs as when it is not this process's user (files written for the guest, like the
+    gateway token, are given to it); None: the kernel runs as this user."""
 
     def __init__(self, *, cell_timeout: float | None = 60.0, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
                  tracer: Any = None, agent: str | None = None) -> None:
-        if max_output_chars < 100:
-            raise UsageError(f"max_output_chars={max_output_chars!r} is too small; use at least 100")
-        self.cell_timeout = cell_timeout
-        self.max_output_chars = max_output_chars
-        self.tracer = tracer
-        self.agent = agent
+        self.configure(cell_timeout=cell_timeout, max_output_chars=max_output_chars, tracer=tracer, agent=agent)
         self.sandbox_id: str = ""
         self._state = SandboxState.NEW
         self._session_dir: Path | None = None
+
+    def configure(self, **use: Any) -> None:
+        """Set the per-use options (`USE_OPTIONS`: cell_timeout, max_output_chars, tracer, agent), e.g. on a
+        sandbox a pool started ahead of time, when it is handed to its user (`SandboxPool.acquire(**use)`).
+
+        Raises:
+            UsageError: an option that is not per-use, or max_output_chars under 100.
+        """
+        unknown = sorted(set(use) - set(USE_OPTIONS))
+        if unknown:
+            raise UsageError(f"{unknown[0]!r} is not a per-use sandbox option; those are {list(USE_OPTIONS)!r}")
+        if "max_output_chars" in use and use["max_output_chars"] < 100:
+            raise UsageError(f"max_output_chars={use['max_output_chars']!r} is too small; use at least 100")
+        for key, value in use.items():
+            setattr(self, key, value)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     @property
@@ -377,4 +394,4 @@ class BaseSandbox:
 
 
 __all__ = ["BaseSandbox", "CellImage", "CellResult", "CellStatus", "DEFAULT_MAX_OUTPUT_CHARS", "RecordLimits",
-           "Sandbox", "SandboxError", "SandboxLimits", "SandboxState", "parse_size"]
+           "Sandbox", "SandboxError", "SandboxLimits", "SandboxState", "USE_OPTIONS", "parse_size"]

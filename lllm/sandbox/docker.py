@@ -100,6 +100,11 @@ class DockerSandbox(KernelSandbox):
 
     kind = "docker"
 
+    @property
+    def guest_uid(self) -> int | None:  # type: ignore[override]  # a property over the base's plain attribute
+        """The container user's uid (1000 when the host runs as root, else the host's own)."""
+        return container_user()[0]
+
     def __init__(self, *, image: str | None = None, limits: SandboxLimits | None = None, network: bool = False,
                  runtime: str | None = None, env: dict[str, str] | None = None, cell_timeout: float | None = 60.0,
                  interrupt_grace: float = 3.0, start_timeout: float = 60.0,

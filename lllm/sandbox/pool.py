@@ -4,18 +4,23 @@ The pool keeps `size` sandboxes started (container up, kernel answering) and han
 background thread starts a replacement at once. A sandbox is never handed out twice: `release()` (or the
 sandbox's own `close()`) destroys it, in the background. The gateway's socket and token are written into the
 acquired sandbox's `session_dir` after `acquire()`, which is why pooled sandboxes need nothing per session at
-start. At `start()` the pool runs the reaper, so containers left by a crashed earlier run go first.
+start. What belongs to one use (cell timeout, output cap, tracer, agent name) is given to `acquire(**use)`.
+At `start()` a Docker pool runs the reaper, so containers left by a crashed earlier run go first.
 
     with SandboxPool(size=4, limits=SandboxLimits(memory="512m")) as pool:
-        sb = pool.acquire()
+        sb = pool.acquire(cell_timeout=30, tracer=records.append)
         try:
             sb.run_cell("1+1")
         finally:
             pool.release(sb)
+
+`shared_pool(backend, size=, **options)` is the process-wide cache of pools that callers with the same options
+share (the `proxy:` block's `pool_size`); `close_shared_pools()` closes them (also at interpreter exit).
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import threading
@@ -23,8 +28,13 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
+from pydantic import BaseModel
+
 from lllm.errors import SandboxClosed, SandboxError, SandboxStartError, UsageError
-from lllm.sandbox.base import Sandbox
+from lllm.sandbox.backends import check_options, create_sandbox
+from lllm.sandbox.base import USE_OPTIONS, Sandbox
+
+__all__ = ["SandboxPool", "close_shared_pools", "shared_pool"]
 
 
 class SandboxPool:
@@ -32,26 +42,27 @@ class SandboxPool:
 
     Args:
         size: how many ready sandboxes to keep.
-        factory: makes one unstarted sandbox; default `DockerSandbox(**sandbox_options)`.
+        factory: makes one unstarted sandbox; default `create_sandbox(backend, **sandbox_options)`.
+        backend: the registered sandbox backend the default factory makes (`lllm.sandbox.backends`).
         parallel: how many sandboxes start at once while refilling.
         reap: run the reaper (`lllm.sandbox.reaper.reap`) at `start()` (Docker pools only).
         max_failures: after this many start failures in a row, `acquire()` raises the last one.
-        **sandbox_options: passed to `DockerSandbox` when no factory is given (image, limits, env, ...).
+        **sandbox_options: passed to the backend when no factory is given (image, limits, env, ...).
     """
 
-    def __init__(self, size: int = 2, *, factory: Callable[[], Any] | None = None, parallel: int = 2,
-                 reap: bool = True, max_failures: int = 3, **sandbox_options: Any) -> None:
+    def __init__(self, size: int = 2, *, factory: Callable[[], Any] | None = None, backend: str = "docker",
+                 parallel: int = 2, reap: bool = True, max_failures: int = 3, **sandbox_options: Any) -> None:
         if not isinstance(size, int) or size < 1:
             raise UsageError(f"SandboxPool(size={size!r}): size must be an int >= 1")
         if factory is not None and sandbox_options:
-            raise UsageError(f"give either factory= or DockerSandbox options, not both (got {sorted(sandbox_options)})")
+            raise UsageError(f"give either factory= or sandbox options, not both (got {sorted(sandbox_options)})")
         if factory is None:
-            from lllm.sandbox.docker import DockerSandbox
+            check_options(backend, sandbox_options)  # here, not in a filler thread
 
             def factory() -> Any:
-                return DockerSandbox(**sandbox_options)
+                return create_sandbox(backend, **sandbox_options)
 
-            self._docker = True
+            self._docker = backend == "docker"
         else:
             self._docker = False
         self.size = size
@@ -131,12 +142,33 @@ class SandboxPool:
         self.close()
 
     # -- use --------------------------------------------------------------------------------------------------
-    def acquire(self, *, timeout: float = 120.0) -> Any:
+    def acquire(self, *, timeout: float = 120.0, **use: Any) -> Any:
         """A started sandbox, yours alone; wait up to `timeout` seconds if none is ready.
+
+        Args:
+            timeout: seconds to wait for a ready sandbox.
+            **use: per-use options set on it before it is handed out (`cell_timeout`, `max_output_chars`,
+                `tracer`, `agent`; see `BaseSandbox.configure`).
 
         Raises:
             SandboxClosed: the pool is closed. SandboxStartError: none came up (the last start error is chained).
+            UsageError: an option that is not per-use.
         """
+        if use:
+            unknown = sorted(set(use) - set(USE_OPTIONS))
+            if unknown:  # before a sandbox leaves the pool
+                raise UsageError(f"acquire() got {unknown[0]!r}, which is not a per-use option; those are "
+                                 f"{list(USE_OPTIONS)!r}")
+        sandbox = self._take(timeout)
+        if use:
+            try:
+                sandbox.configure(**use)
+            except BaseException:
+                self.release(sandbox)
+                raise
+        return sandbox
+
+    def _take(self, timeout: float) -> Any:
         if not self._started:
             self.start()
         deadline = time.monotonic() + timeout
@@ -219,3 +251,42 @@ class SandboxPool:
             if closing:
                 self._destroy(sandbox)
                 return
+
+
+# -- pools shared by the callers that ask for the same options ----------------------------------------------------
+_SHARED: dict[tuple[Any, ...], SandboxPool] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _option_key(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    if isinstance(value, dict):
+        return tuple(sorted((k, _option_key(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_option_key(v) for v in value)
+    return value
+
+
+def shared_pool(backend: str = "docker", *, size: int, **options: Any) -> SandboxPool:
+    """The process-wide pool of `size` sandboxes of `backend` started with `options` (created and started on
+    first use; later calls with the same backend, size and options get the same pool). Per-use options go to
+    `acquire(**use)`, never here, so users with different timeouts or tracers share one pool."""
+    key = (backend, size, _option_key(options))
+    with _SHARED_LOCK:
+        pool = _SHARED.get(key)
+        if pool is None:
+            pool = SandboxPool(size=size, backend=backend, **options)
+            pool.start()
+            _SHARED[key] = pool
+        return pool
+
+
+@atexit.register
+def close_shared_pools() -> None:
+    """Close every pool `shared_pool` started (also done at interpreter exit)."""
+    with _SHARED_LOCK:
+        pools = list(_SHARED.values())
+        _SHARED.clear()
+    for pool in pools:
+        pool.close()
