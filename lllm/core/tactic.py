@@ -41,8 +41,9 @@ from lllm.core.config import AgentBuildContext, AgentSpec, invoker_config_of, pa
 from lllm.core.runtime import build_tactic, get_default_runtime, register_tactic_class
 from lllm.errors import BudgetExceeded, ConfigError, UsageError
 from lllm.invokers import build_invoker
+from lllm.invokers.base import call_scope
 from lllm.logging.sinks import SessionInfo, active_trace_sinks, notify
-from lllm.records import InvokeCost
+from lllm.records import InvokeCost, task_text
 
 if TYPE_CHECKING:
     from lllm.core.runtime import Runtime
@@ -371,7 +372,8 @@ class Tactic:
         try:
             session.start(task)
             ctx._build_agents(session, agents, roots)
-            result = ctx.call(task, **call_kwargs)
+            with call_scope(session.session_id, task_text(task)):  # this call's model requests belong to it
+                result = ctx.call(task, **call_kwargs)
         except BaseException as exc:
             error = exc
             raise

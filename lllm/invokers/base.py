@@ -14,16 +14,19 @@ Tests set the variable to 0 (tests/conftest.py) and may also flip the module fla
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import os
 import random
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from lllm.records import InvokeCost
 from lllm.errors import ConfigError, InvokerError, ModelAPIError, ModelRequestsDisabled, ModelTimeoutError, RateLimitError
+from lllm.records import InvokeCost
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -32,12 +35,16 @@ __all__ = [
     "ALLOW_MODEL_REQUESTS",
     "BaseInvoker",
     "BaseStreamHandler",
+    "CallScope",
     "InvokeContext",
     "InvokeRequest",
     "InvokeResult",
     "RetryPolicy",
     "ToolCallRequest",
+    "call_scope",
+    "check_api_type",
     "check_model_requests_allowed",
+    "current_call_scope",
     "is_retryable",
     "resolve_dotted",
     "run_with_retries",
@@ -118,6 +125,35 @@ class InvokeContext:
     """The agent's name."""
     dialog: str | None = None
     """The alias of the dialog the call belongs to."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallScope:
+    """The unit of work a model request belongs to: one tactic call (set by the core for the call's length)."""
+
+    call_id: str
+    """Unique per call (the tactic call session's id)."""
+    task: str | None = None
+    """The call's task as text (`lllm.records.task_text`), e.g. for a scripted model keyed by task."""
+
+
+_CALL_SCOPE: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar("lllm_call_scope", default=None)
+
+
+def current_call_scope() -> CallScope | None:
+    """The call scope model requests made here belong to (None outside a tactic call)."""
+    return _CALL_SCOPE.get()
+
+
+@contextmanager
+def call_scope(call_id: str, task: str | None = None) -> Iterator[CallScope]:
+    """Make the model requests of this block (and of threads that copy its context) belong to one call."""
+    scope = CallScope(call_id, task)
+    token = _CALL_SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _CALL_SCOPE.reset(token)
 
 
 @dataclass(slots=True)

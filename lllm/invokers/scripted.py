@@ -13,6 +13,12 @@ It is the model of tests and of the offline demo, so it lives in the package (li
 
 Each request takes the next step. A request past the last step raises `ScriptError` naming the step count,
 the agent and dialog, and the request's last message; `assert_complete()` raises when steps are left.
+
+`steps` is one queue in the order requests arrive, so in a concurrent batch which task gets which step is up to
+the scheduler. `scripts={task: [steps]}` gives tasks scripts of their own: a request made inside a tactic call
+(`lllm.invokers.base.call_scope`) whose task has a script takes the next step of that call's own copy of it,
+so every call on that task replays it from the first step and concurrent calls never take each other's steps.
+Other requests take from `steps`. A responder gets the call's task as `call.task`.
 `.calls` records every request (messages, tools, model, context). The invoker is thread-safe.
 
 Usage is the step's own, or estimated at about 4 characters a token. The scripted model bills nobody, so its
@@ -39,10 +45,18 @@ from typing import Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lllm.records import InvokeCost
 from lllm.errors import ConfigError, ModelAPIError, ModelTimeoutError, RateLimitError, ScriptError
 from lllm.invokers._normalize import StreamAssembler, Usage, estimate_prompt_tokens, estimate_text_tokens, normalize_response
-from lllm.invokers.base import BaseInvoker, InvokeContext, InvokeRequest, InvokeResult, RetryPolicy, resolve_dotted
+from lllm.invokers.base import (
+    BaseInvoker,
+    InvokeContext,
+    InvokeRequest,
+    InvokeResult,
+    RetryPolicy,
+    current_call_scope,
+    resolve_dotted,
+)
+from lllm.records import InvokeCost
 
 __all__ = ["GPT_4O_INPUT_PRICE", "GPT_4O_OUTPUT_PRICE", "SCRIPTED_MODEL", "FunctionInvoker", "ScriptedCall", "ScriptedInvoker"]
 
@@ -143,6 +157,8 @@ class ScriptedCall:
     response_format: Any = None
     api_type: str | None = None
     """The agent's `api_type` ("response": it asked for the Responses API; the script answers the same way)."""
+    task: str | None = None
+    """The task of the tactic call the request was made in, as text (None outside a tactic call)."""
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)
@@ -165,7 +181,9 @@ class ScriptedInvoker(BaseInvoker):
     """A model that replays a script of steps (see the module docstring), or answers from a `responder`.
 
     Args:
-        steps: The ordered steps; mutually exclusive with `responder`.
+        steps: The ordered steps, one queue for every request (see the module docstring); mutually exclusive
+            with `responder`.
+        scripts: Task text -> that task's own steps: each tactic call on the task replays them from the first.
         responder: `f(messages) -> step` or `f(messages, call: ScriptedCall) -> step`, called once per request
             (possibly from many threads at once); a dotted path 'pkg.mod:func' works in YAML.
         through_litellm: Send every step through `litellm.completion(mock_response=...)` and the real
@@ -183,6 +201,7 @@ class ScriptedInvoker(BaseInvoker):
         self,
         steps: list[Any] | None = None,
         *,
+        scripts: dict[str, list[Any]] | None = None,
         responder: Callable[..., Any] | str | None = None,
         through_litellm: bool = False,
         stream_chunk_chars: int = 4,
@@ -207,6 +226,15 @@ class ScriptedInvoker(BaseInvoker):
             if not isinstance(price, (int, float)) or price < 0:
                 raise ConfigError(f"{key} must be USD per million tokens >= 0, got {price!r}", key=key)
         self._steps: list[_Reply | _Failure] = [_parse_step(s, i) for i, s in enumerate(steps or ())]
+        if scripts is not None and (responder is not None or not isinstance(scripts, dict) or not all(
+                isinstance(k, str) and isinstance(v, (list, tuple)) for k, v in scripts.items())):
+            raise ConfigError("scripted `scripts` maps each task's text to its list of steps (and does not go with "
+                              f"a responder); got {scripts!r:.200}", key="scripts")
+        self._scripts: dict[str, list[_Reply | _Failure]] = {
+            task: [_parse_step(s, f"{task!r}[{i}]") for i, s in enumerate(task_steps)]
+            for task, task_steps in (scripts or {}).items()}
+        self._cursors: dict[str, tuple[str, int]] = {}
+        """Call id -> (its task, the next step of its copy of that task's script)."""
         self._responder = responder
         self._responder_takes_call = responder is not None and _takes_two_args(responder)
         self.through_litellm = bool(through_litellm)
@@ -249,12 +277,20 @@ class ScriptedInvoker(BaseInvoker):
             self._steps.extend(_parse_step(s, start + i) for i, s in enumerate(steps))
 
     def assert_complete(self) -> None:
-        """Raise `ScriptError` when scripted steps were never requested."""
+        """Raise `ScriptError` when scripted steps were never requested: in `steps`, or in the copy of its task's
+        script that a call began (a task script no call ran is not checked: scripts are a table by task)."""
         with self._lock:
+            short = [(task, n) for task, n in self._cursors.values() if n < len(self._scripts[task])]
             left = len(self._steps) - self._next
-            if left <= 0:
-                return
-            nxt = self._steps[self._next]
+            nxt = self._steps[self._next] if left > 0 else None
+        if short:
+            task, n = short[0]
+            raise ScriptError(
+                f"a call on task {task!r} used {n} of the {len(self._scripts[task])} steps of its script (the next "
+                f"one: {_show(self._scripts[task][n])}); {len(short)} call(s) stopped early. Remove the extra steps, "
+                "or find out why the agent stopped early.", task=task, steps_left=len(self._scripts[task]) - n)
+        if nxt is None:
+            return
         raise ScriptError(
             f"{left} of {len(self._steps)} scripted steps were never requested (the next one: {_show(nxt)}); "
             f"the run made {len(self.calls)} request(s). Remove the extra steps, or find out why the agent "
@@ -273,19 +309,26 @@ class ScriptedInvoker(BaseInvoker):
     # ---- one attempt -----------------------------------------------------------------------------------
 
     def _call_once(self, request: InvokeRequest) -> InvokeResult:
+        scope = current_call_scope()
         call = ScriptedCall(
             list(request.messages), request.tools, request.model, request.context, request.model_args, request.response_format,
-            request.api_type,
+            request.api_type, scope.task if scope is not None else None,
         )
         with self._lock:
             self.calls.append(call)
-            if self._responder is None:
+            if self._responder is not None:
+                step = None
+            elif scope is not None and scope.task in self._scripts:
+                task, n = self._cursors.get(scope.call_id, (scope.task, 0))
+                if n >= len(self._scripts[task]):
+                    raise self._exhausted(request, task=task)
+                step = self._scripts[task][n]
+                self._cursors[scope.call_id] = (task, n + 1)
+            else:
                 if self._next >= len(self._steps):
                     raise self._exhausted(request)
                 step = self._steps[self._next]
                 self._next += 1
-            else:
-                step = None
         if step is None:
             answer = self._responder(call.messages, call) if self._responder_takes_call else self._responder(call.messages)
             step = _parse_step(answer, f"(responder answer to request {len(self.calls)})")
@@ -295,11 +338,12 @@ class ScriptedInvoker(BaseInvoker):
             raise _failure_error(step, request.model)
         return self._answer(step, request)
 
-    def _exhausted(self, request: InvokeRequest) -> ScriptError:
+    def _exhausted(self, request: InvokeRequest, *, task: str | None = None) -> ScriptError:
         ctx = request.context or InvokeContext()
-        n = len(self._steps)
+        n = len(self._steps) if task is None else len(self._scripts[task])
+        whose = "" if task is None else f" of task {task!r}'s script (this call's copy)"
         return ScriptError(
-            f"the scripted model has no step {n + 1}: all {n} steps were used. Request {len(self.calls)} came from "
+            f"the scripted model has no step {n + 1}{whose}: all {n} steps were used. Request {len(self.calls)} came from "
             f"agent {ctx.agent!r}, dialog {ctx.dialog!r}; its last message was {_describe_last(request.messages)}. "
             "Add a step to the script, or find out why the agent asked again.",
             steps_total=n,

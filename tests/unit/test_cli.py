@@ -135,3 +135,13 @@ def test_startup_loads_no_heavy_library() -> None:
             "print(sorted(m for m in ('litellm', 'docker', 'playwright', 'sqlite_utils') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_docs_batch_command_labels_every_task_right_with_many_workers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/cli.md's `lllm run` batch: the scripted steps belong to each task's call, not to one shared queue."""
+    for attempt in range(5):
+        status = cli.main(["run", "default", "--package", str(EXAMPLE), "--task", "I love it", "--task", "awful",
+                           "--db", str(tmp_path / f"runs{attempt}.db"), "--workers", "8"])
+        assert status == 0
+        assert capsys.readouterr().out.splitlines() == ["0\tpositive", "1\tnegative"]

@@ -353,3 +353,59 @@ def test_not_collected_by_pytest_and_no_litellm_import() -> None:
     if "litellm" not in sys.modules:  # another test in this process may have imported it on purpose
         ScriptedInvoker(["x"]).call(USER, model="m")
         assert "litellm" not in sys.modules
+
+
+# ---- scripts keyed by task: every call replays its task's own script (issue 10) -------------------------------
+
+def _tool_then_answer(label: str) -> list:
+    return [{"content": None, "tool_calls": [{"name": "echo", "arguments": {"text": label}}]}, f"<label>{label}</label>"]
+
+
+def test_scripts_give_every_call_of_a_concurrent_batch_its_own_script() -> None:
+    from lllm.core.runtime import Runtime
+    from lllm.core.tactic import Tactic
+
+    class Labeller(Tactic, register=False):
+        name = "labeller_scripts"
+        agent_group = ["a"]
+
+        def call(self, task: str) -> str:
+            def echo(text: str) -> str:
+                return text
+
+            agent = self.agents["a"]
+            agent.tools.append(echo)
+            agent.open("main")
+            agent.receive(task)
+            return agent.respond().parsed["raw"].removeprefix("<label>").removesuffix("</label>")
+
+    tasks = {"I love it": "positive", "awful": "negative", "meh": "neutral"}
+    config = {"invoker": "scripted",
+              "invoker_config": {"scripts": {t: _tool_then_answer(label) for t, label in tasks.items()}},
+              "agent_configs": [{"name": "a", "model_name": "m", "system_prompt": "Label it."}]}
+    tactic = Labeller(config, runtime=Runtime("scripts"))
+    batch = list(tasks) * 10  # the same task 10 times: each call gets its own copy of that task's script
+    results = tactic.bcall(batch, max_workers=16)
+    assert results == [tasks[t] for t in batch]
+    tactic.llm_invoker.assert_complete()
+    assert {c.task for c in tactic.llm_invoker.calls} == set(tasks)
+
+
+def test_a_task_script_that_runs_out_names_the_task_and_a_short_call_is_reported() -> None:
+    from lllm.invokers.base import call_scope
+
+    inv = ScriptedInvoker(scripts={"t1": ["one"], "t2": ["a", "b"]}, steps=["shared"])
+    with call_scope("call-1", "t1"):
+        assert inv.call(USER, model="m").content == "one"
+        with pytest.raises(ScriptError, match=r"no step 2 of task 't1'.s script \(this call's copy\)"):
+            inv.call(USER, model="m")
+    with call_scope("call-2", "t1"):  # a new call on t1 starts its script again
+        assert inv.call(USER, model="m").content == "one"
+    with call_scope("call-3", "elsewhere"):  # no script of its own: the shared steps
+        assert inv.call(USER, model="m").content == "shared"
+    with call_scope("call-4", "t2"):
+        assert inv.call(USER, model="m").content == "a"
+    with pytest.raises(ScriptError, match=r"a call on task 't2' used 1 of the 2 steps of its script"):
+        inv.assert_complete()
+    with pytest.raises(ConfigError, match="scripts"):
+        ScriptedInvoker(scripts={"t": "not a list"})  # type: ignore[dict-item]
