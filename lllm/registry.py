@@ -178,14 +178,14 @@ class Registry(MutableMapping[str, T], Generic[T]):
             raise KeyError(name)
         value = self._entries[name]
         if not isinstance(value, str):
-            return value  # type: ignore[no-any-return]  # checked when it was registered
+            return value  # checked when it was registered
         obj = load_dotted(value, what=f"{self.kind} {name!r}")
         if self._check is not None:
             self._check(name, obj)
         with self._lock:
             if self._entries.get(name) is value:  # not re-registered meanwhile
                 self._entries[name] = obj
-        return obj  # type: ignore[no-any-return]  # checked by self._check where the kind has one
+        return obj  # checked by self._check where the kind has one
 
     def lookup(self, name: str, *, where: str = "") -> T:
         """`self[name]`, or a ConfigError that lists the registered names and the nearest ones.

@@ -35,6 +35,7 @@ def load(name: str) -> Any:
 
 class _Offline:
     api_key_env: ClassVar[str | None] = None
+    cutoff_date: dt.datetime | None  # set by BaseProxy.__init__ (the class this one is mixed into)
 
     def _auth(self, params: dict[str, Any], headers: dict[str, str]) -> None:
         pass
@@ -54,7 +55,7 @@ class _Offline:
 class OfflineFMPProxy(_Offline, FMPProxy):
     """`fmp` over the bundled sample data (AAPL, MSFT, NVDA, GOOGL)."""
 
-    def _company(self, symbol: str) -> dict[str, Any]:
+    def _company(self, symbol: Any) -> dict[str, Any]:
         companies = load("fmp_companies.json")
         if symbol not in companies:
             raise ProxyError(f"the offline data has no symbol {symbol!r}; it has {sorted(companies)!r}.")

@@ -24,8 +24,11 @@ from lllm.records import task_fingerprint
 class Tactic(Protocol):
     """What a batch needs of a `lllm.core.tactic.Tactic` (that module sits above this one)."""
 
-    name: Any
-    log_store: Any
+    @property
+    def name(self) -> Any: ...
+
+    @property
+    def log_store(self) -> Any: ...
 
     def _execute(self, task: Any, *, call_kwargs: dict[str, Any], tags: dict[str, Any] | None = None,
                  metadata: dict[str, Any] | None = None, batch_id: str | None = None,
@@ -37,7 +40,7 @@ __all__ = ["BatchResult", "BatchRun", "BatchStream"]
 _DONE = object()
 
 
-class BatchResult(list):  # type: ignore[type-arg]
+class BatchResult(list[Any]):
     """The results of a `bcall`, in input order (a plain list), with the batch's facts as attributes."""
 
     batch_id: str
@@ -291,7 +294,7 @@ class BatchStream:
                 item = await loop.run_in_executor(None, next, it, _DONE)
                 if item is _DONE:
                     return
-                yield item
+                yield item  # type: ignore[misc]  # not _DONE, so an (index, result) pair
         finally:
             close = getattr(it, "close", None)
             if close is not None:

@@ -233,7 +233,7 @@ class Function:
             default = ... if param.default is inspect.Parameter.empty else param.default
             fields[pname] = (annotation, Field(default, description=arg_docs.get(pname)))
         try:
-            model = create_model(  # type: ignore[call-overload]
+            model = create_model(
                 f"{tool_name}_args", __config__=ConfigDict(arbitrary_types_allowed=False, extra="forbid"), **fields
             )
             schema = model.model_json_schema()

@@ -328,18 +328,18 @@ class Agent:
             AgentException: The answer was rejected `max_exception_retry` + 1 times (`retries` has them all).
             InvokerError: The model call failed (after the invoker's own bounded retries).
         """
-        alias = self._target(alias, "respond").dialog.name
-        message = self._respond_once(alias)
+        key = alias if alias is not None else self._current_thread("respond").dialog.name or ""
+        message = self._respond_once(key)
         for _ in range(self.max_interrupt_steps if self._answer_hooks else 0):
             follow_up = next((f for f in (hook(message) for hook in list(self._answer_hooks)) if f is not None), None)
             if follow_up is None:
                 break
             text, images = ((str(follow_up.content), follow_up.images) if isinstance(follow_up, ToolResult)
                             else (str(follow_up), []))
-            self._thread(alias, "respond").dialog.append(Message(
+            self._thread(key, "respond").dialog.append(Message(
                 role=_USER, content=text, images=[load_image(i, source="answer hook") for i in images or ()],
                 metadata={"answer_hook": True}))
-            message = self._respond_once(alias)
+            message = self._respond_once(key)
         return message
 
     def _respond_once(self, alias: str) -> Message:
@@ -560,7 +560,7 @@ def _parse_answer(prompt: Prompt, result: InvokeResult, args: dict[str, Any]) ->
                 raise ParseError(
                     f"the answer is not a valid JSON object for {prompt.format.__name__}: {problems}", field="format"
                 ) from exc
-    parsed = prompt.parse(content, **args) if prompt.parser is not None else {"raw": content}
+    parsed: dict[str, Any] = prompt.parse(content, **args) if prompt.parser is not None else {"raw": content}
     if output is not None:
         parsed["output"] = output.model_dump(mode="json")
     return parsed, output

@@ -195,7 +195,7 @@ def parse_agent_configs(config: dict[str, Any], agent_group: list[str], tactic_n
                     "load_package() from the package's prompts/ folder.",
                     path=where, key=f"agent_configs[{i}].system_prompt_path")
         else:
-            prompt = Prompt(path=f"{tactic_name}/{name}/system", prompt=agent.system_prompt)
+            prompt = Prompt(path=f"{tactic_name}/{name}/system", prompt=agent.system_prompt or "")
         own_invoker = None
         if agent.invoker is not None or agent.invoker_config is not None:
             own_invoker = invoker_config_of(agent.invoker if agent.invoker is not None else parsed.invoker,

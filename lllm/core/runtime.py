@@ -37,6 +37,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from collections.abc import MutableMapping
 from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -153,7 +154,7 @@ class Runtime:
 
     # -- registration ----------------------------------------------------------------------------------
 
-    def _table(self, kind: str) -> dict[str, Any]:
+    def _table(self, kind: str) -> MutableMapping[str, Any]:
         return {"prompt": self.prompts, "config": self.configs, "tactic": self.tactics, "proxy": self.proxies}[kind]
 
     def _register(self, kind: str, key: str, obj: Any, *, namespaces: list[str] = (), bare: str = "always",  # type: ignore[assignment]

@@ -283,6 +283,8 @@ class Tactic:
 
     name: ClassVar[str | None] = None
     agent_group: ClassVar[list[str] | None] = None
+    _lllm_registers: ClassVar[bool] = False
+    """Set by `__init_subclass__`: the class registers itself by `name` (lllm.toml discovery looks for it)."""
 
     def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -454,7 +456,7 @@ class Tactic:
             for index, value in run:
                 results[index] = value
         except BudgetExceeded as exc:
-            exc.results = results  # what finished before the cap (not pickled; the log store has it too)
+            setattr(exc, "results", results)  # what finished before the cap (not pickled; the log store has it too)
             raise
         results.batch_id, results.spent, results.skipped = run.batch_id, run.spent, run.skipped
         return results
@@ -475,7 +477,7 @@ def _build_invoker(build: Any, invoker_config: dict[str, Any], config: dict[str,
         return build(invoker_config)
     except ConfigError as exc:
         where = config.get("_config_path") or "<config dict>"
-        key = f"invoker_config.{exc.key}" if getattr(exc, "key", None) not in (None, "invoker") else "invoker"
+        key = f"invoker_config.{getattr(exc, 'key', None)}" if getattr(exc, "key", None) not in (None, "invoker") else "invoker"
         raise ConfigError(f"{where}: {who}{exc.message}", path=where, key=key) from exc
 
 
@@ -499,6 +501,6 @@ def _shutdown(agents: dict[str, Any]) -> list[str]:
             failures = shutdown()
         except Exception as exc:  # noqa: BLE001 - reported in the session's metadata
             failures = [exc]
-        for exc in failures or ():
-            errors.append(f"{agent_name}: {type(exc).__name__}: {exc}")
+        for failure in failures or ():
+            errors.append(f"{agent_name}: {type(failure).__name__}: {failure}")
     return errors

@@ -330,7 +330,8 @@ class ScriptedInvoker(BaseInvoker):
                 step = self._steps[self._next]
                 self._next += 1
         if step is None:
-            answer = self._responder(call.messages, call) if self._responder_takes_call else self._responder(call.messages)
+            responder: Callable[..., Any] = self._responder  # type: ignore[assignment]  # step is None only with one
+            answer = responder(call.messages, call) if self._responder_takes_call else responder(call.messages)
             step = _parse_step(answer, f"(responder answer to request {len(self.calls)})")
         if self.through_litellm:
             return self._via_litellm(step, request)

@@ -88,6 +88,7 @@ def _end_sql(columns: tuple[str, ...]) -> str:
                                    "agent_calls = agent_calls + ?, duration_s = ? - started_at WHERE id = ?")
     return sql
 _NOT_RESTORABLE = object()
+_REPR_LIMIT = 10_000
 
 
 def _sql_type(annotation: Any) -> type:
@@ -150,7 +151,7 @@ def encode_result(value: Any) -> str:
     try:
         return json.dumps({"type": "json", "value": value}, ensure_ascii=False)
     except (TypeError, ValueError):
-        return json.dumps({"type": "repr", "value": repr(value)[:_TASK_TEXT_LIMIT]}, ensure_ascii=False)
+        return json.dumps({"type": "repr", "value": repr(value)[:_REPR_LIMIT]}, ensure_ascii=False)
 
 
 def decode_result(text: str | None, *, strict: bool = False) -> Any:

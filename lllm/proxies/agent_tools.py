@@ -434,7 +434,8 @@ def _cell_runner(tools: ProxyTools) -> Any:
                 raise  # no sandbox: the call ends (not something the model can work around)
             except LLLMError:
                 pass  # reported with the cell below
-        outputs, images = [], []
+        outputs: list[str] = []
+        images: list[Any] = []
         for code in cells:
             try:
                 out = tools.run(code)

@@ -526,7 +526,7 @@ def ProxyRegistrator(path: str, name: str, description: str, *, runtime: Any = N
         cls._proxy_description = description  # type: ignore[attr-defined]
         cls._proxy_variant = variant  # type: ignore[attr-defined]
         cls.endpoint_specs()  # type: ignore[attr-defined]  # fail at import on duplicate endpoint names
-        register_proxy(path, cls, overwrite=True, variant=variant)  # type: ignore[arg-type]
+        register_proxy(path, cls, overwrite=True, variant=variant)
         if runtime is not None and hasattr(runtime, "register_proxy") and variant == "live":
             runtime.register_proxy(path, cls, overwrite=True)
         return cls

@@ -24,7 +24,7 @@ __all__ = ["register"]
 _SOURCES = ("live", "offline", "auto")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `proxies` command group (ls, doc, call) to the main parser's subparsers."""
     parser = subparsers.add_parser("proxies", help="list API proxies, read their docs, call an endpoint",
                                    description="Look at and try the API proxies that CALL_API reaches.")
@@ -78,7 +78,7 @@ def _manager(args: argparse.Namespace, names: list[str] | None) -> Any:
     if names is None:
         variant = "offline" if source == "offline" else "live"
         names = PROXY_REGISTRY[variant].names()
-    return ProxyManager(names, source=source, runtime=runtime)
+    return ProxyManager(names, source=source, runtime=runtime)  # type: ignore[arg-type]  # ProxyManager checks it
 
 
 def _find_toml(start: Any) -> bool:

@@ -211,6 +211,10 @@ class BaseSandbox:
     """
 
     kind: str = "base"
+    cell_timeout: float | None
+    max_output_chars: int
+    tracer: Any
+    agent: str | None
     guest_uid: int | None = None
     """The uid the kernel runs as when it is not this process's user (files written for the guest, like the
     gateway token, are given to it); None: the kernel runs as this user."""
@@ -310,7 +314,7 @@ class BaseSandbox:
         if limit is not None and (not isinstance(limit, (int, float)) or limit <= 0):
             raise UsageError(f"timeout={limit!r} must be a positive number of seconds or None")
         started = time.time()
-        result = self._run_cell(code, timeout=limit)  # type: ignore[arg-type]
+        result = self._run_cell(code, timeout=limit)
         if self.tracer is not None:
             self._record(code, result, started)
         return result

@@ -9,7 +9,7 @@ import sys
 from lllm.errors import LLLMError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `sandbox` command group (build, gc, ls) to the main parser's subparsers."""
     parser = subparsers.add_parser("sandbox", help="build the sandbox image, remove orphaned sandboxes, list them",
                                    description="Manage lllm's Docker sandboxes.")
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_arguments(parser.add_subparsers(dest="sandbox_command", metavar="COMMAND"))
 
 
-def add_arguments(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_arguments(subparsers: argparse._SubParsersAction) -> None:
     """Add `build`, `gc` and `ls` to a subparsers object (the `sandbox` group's)."""
     build = subparsers.add_parser(
         "build", help="build the sandbox image (and its Debian base when no registry answers)",

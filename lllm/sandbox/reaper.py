@@ -80,7 +80,7 @@ def reap(*, dry_run: bool = False, all_hosts: bool = False) -> ReapReport:
 
 def reap_session_dirs(*, dry_run: bool = False) -> list[str]:
     """Remove `<run root>/<pid>-<id>` directories whose pid is no longer running."""
-    removed = []
+    removed: list[str] = []
     try:
         entries = list(run_root().iterdir())
     except OSError:

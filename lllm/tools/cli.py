@@ -33,9 +33,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         hint = f" (agents with browser actions: {agents})" if agents else ""
         raise UsageError(f"session {detail.session.id!r} recorded no browser actions"
                          f"{' of agent ' + repr(args.agent) if args.agent else ''}{hint}", session=args.session_id)
-    agents = {r.agent for r in records}
-    if len(agents) > 1:
-        raise UsageError(f"session {detail.session.id!r} has browser actions of several agents {sorted(map(str, agents))}; "
+    several = {r.agent for r in records}
+    if len(several) > 1:
+        raise UsageError(f"session {detail.session.id!r} has browser actions of several agents {sorted(map(str, several))}; "
                          "pick one with --agent", session=args.session_id)
     name = Path(args.output).name if args.output else "replay.py"
     script = script_from_records(records, filename=name)

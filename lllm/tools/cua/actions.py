@@ -243,7 +243,7 @@ async def click(s: BrowserSession, *, ref: str | None = None, selector: str | No
         opts += (", " if opts else "") + f"modifiers={mods!r}"
     if t.locator is not None:
         method = t.locator.dblclick if double else t.locator.click
-        await method(button=button, modifiers=mods or None)  # type: ignore[arg-type]
+        await method(button=button, modifiers=mods or None)
         code = f"{t.code}.{'dblclick' if double else 'click'}({opts})"
     else:
         x0, y0 = t.point  # type: ignore[misc]
@@ -290,7 +290,7 @@ async def drag(s: BrowserSession, *, ref: str | None = None, selector: str | Non
         async def center(t: _Target) -> tuple[float, float]:
             if t.point is not None:
                 return t.point
-            box = await t.locator.bounding_box()
+            box = await t.locator.bounding_box() if t.locator is not None else None
             if box is None:
                 raise BrowserError(f"{t.label} is not visible, so it cannot be dragged; scroll to it first")
             return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2

@@ -478,7 +478,7 @@ class BrowserSession:
         self.log.append(ActionLog(action, target, status, duration, code=code, message=message, error=error))
         try:
             self.tracer(BrowserActionRecord(
-                agent=self.agent, action=action, target=target, status=status, duration_s=duration,  # type: ignore[arg-type]
+                agent=self.agent, action=action, target=target, status=status, duration_s=duration,
                 code="\n".join(code) or None, result=message or None, error=error, started_at=wall,
             ))
         except Exception:  # noqa: BLE001 - a broken tracer must not break the browser
