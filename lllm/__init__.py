@@ -25,8 +25,8 @@ _EXPORTS: dict[str, str] = {
     "AgentCallSession": "lllm.core.prompt",
     "Dialog": "lllm.core.dialog",
     "Message": "lllm.core.dialog",
-    "Roles": "lllm.core.const",
-    "InvokeCost": "lllm.core.const",
+    "Roles": "lllm.core.dialog",
+    "InvokeCost": "lllm.records",
     # orchestration
     "Tactic": "lllm.core.tactic",
     "TacticCallSession": "lllm.core.tactic",

@@ -18,9 +18,6 @@ LLLMError
 │   ├── SandboxStartError       the container or kernel did not come up                      (infrastructure)
 │   ├── SandboxEngineError      the Docker engine failed or stopped answering mid-session     (infrastructure)
 │   ├── SandboxClosed           the sandbox was used after close()
-│   ├── CellTimeout             a cell ran past its timeout
-│   ├── KernelDied              the kernel process died (os._exit, segfault)
-│   ├── SandboxOOM              the kernel was killed for memory
 │   └── SandboxFileError        upload/download refused (path escapes the workspace, missing file)
 ├── ProxyError                  anything about API proxies and the CALL_API gateway
 │   ├── GatewayStartError       the CALL_API gateway (or a session on it) could not start     (infrastructure)
@@ -141,18 +138,6 @@ class SandboxEngineError(SandboxError, InfrastructureError):
 
 class SandboxClosed(SandboxError):
     """The sandbox was used after close()."""
-
-
-class CellTimeout(SandboxError):
-    """A cell ran past its timeout."""
-
-
-class KernelDied(SandboxError):
-    """The kernel process died."""
-
-
-class SandboxOOM(SandboxError):
-    """The kernel was killed for using more memory than its limit."""
 
 
 class SandboxFileError(SandboxError):

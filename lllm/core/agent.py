@@ -34,10 +34,9 @@ from pydantic import BaseModel, ValidationError
 from lllm.core._functions import Function, FunctionCall, ToolResult
 from lllm.core._handlers import AgentCallSession, ModelCallInfo, Retry
 from lllm.core._images import ImageData, load_image
-from lllm.core.const import InvokeCost, Roles
-from lllm.core.dialog import Dialog, Message
+from lllm.core.dialog import Dialog, Message, Roles
 from lllm.core.prompt import Prompt
-from lllm.records import AgentCallRecord, ModelCallRecord, ToolCallRecord, Tracer, cap, null_tracer
+from lllm.records import AgentCallRecord, InvokeCost, ModelCallRecord, ToolCallRecord, Tracer, cap, null_tracer
 from lllm.errors import AgentException, ConfigError, InfrastructureError, InvokerError, ParseError, UsageError
 from lllm.invokers.base import BaseStreamHandler, InvokeContext, InvokeResult, check_api_type
 

@@ -13,16 +13,29 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
 from lllm.core._functions import FunctionCall
 from lllm.core._images import ImageData
-from lllm.core.const import InvokeCost, Roles
 from lllm.errors import UsageError
+from lllm.records import InvokeCost
 
-__all__ = ["Dialog", "DialogData", "Message", "dialog_adapter"]
+__all__ = ["Dialog", "DialogData", "Message", "Roles", "dialog_adapter"]
+
+
+class Roles(str, Enum):
+    """Who wrote a message, in the OpenAI chat vocabulary (the values are what the model API takes)."""
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(eq=False)

@@ -41,8 +41,9 @@ LAUNCH_ARGS: tuple[str, ...] = (
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",
     "--disable-features=AutofillServerCommunication,OptimizationHints,MediaRouter,Translate",
 )
-"""Chromium flags every launch uses (see ENVIRONMENT.md; QUIC is off and WebRTC may not send UDP around the proxy,
-so all traffic goes through the proxy, and the features that call Google's servers in the background are off)."""
+"""Chromium flags every launch uses. `--no-sandbox`: Chromium does not start as root without it (CI and these
+machines run as root); what a page may reach is bounded by the session's egress proxy and URL policy. QUIC is off and WebRTC may not send UDP around the proxy, so all traffic goes through the proxy;
+the features that call Google's servers in the background are off."""
 
 
 class Viewport(BaseModel):
