@@ -157,8 +157,29 @@ def missing_names(doc: Path) -> list[str]:
 
 
 def test_every_module_and_function_the_docs_name_exists() -> None:
-    problems = [p for doc in sorted((ROOT / "docs").glob("*.md")) for p in missing_names(doc)]
+    problems = [p for doc in sorted((ROOT / "docs").rglob("*.md")) for p in missing_names(doc)]
     assert problems == []
+
+
+def test_the_guide_examples_run() -> None:
+    """Every ```python block of docs/guide/*.md runs as written (each page's blocks in one namespace)."""
+    from lllm.core.config import AGENT_EXTENSIONS
+    from lllm.sandbox.backends import SANDBOX_BACKENDS
+
+    pages = sorted((ROOT / "docs" / "guide").glob("*.md"))
+    assert pages
+    before = (set(AGENT_EXTENSIONS._entries), set(SANDBOX_BACKENDS._entries))
+    try:
+        for page in pages:
+            namespace: dict[str, object] = {"__name__": f"guide_{page.stem}"}
+            blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+            assert blocks, page
+            for i, block in enumerate(blocks):
+                exec(compile(block, f"{page.name}[{i}]", "exec"), namespace)
+    finally:  # the pages register plug-ins of their own: take them out again
+        for registry, names in zip((AGENT_EXTENSIONS, SANDBOX_BACKENDS), before):
+            for name in set(registry._entries) - names:
+                del registry[name]
 
 
 def test_a_stale_name_in_the_docs_is_caught(tmp_path: Path) -> None:
