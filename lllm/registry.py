@@ -167,6 +167,11 @@ class Registry(MutableMapping[str, T], Generic[T]):
         with self._lock:
             return sorted(self._entries)
 
+    def peek(self, name: str) -> Any | None:
+        """What `name` is registered as so far (the object or its dotted path), or None; reads no entry points
+        and imports nothing (for a registration that only needs to know whether code took the name)."""
+        return self._entries.get(name)
+
     def entry(self, name: str) -> Any:
         """What `name` was registered as (the object or its dotted path), without importing; KeyError if none."""
         if name not in self:

@@ -179,7 +179,7 @@ class Runtime:
     def register_tactic(self, name: str, cls: type[Tactic]) -> None:
         """Register a Tactic class under a name (replacing a class of the same module and qualname)."""
         with self._lock:
-            old = self.tactics.entry(name) if name in self.tactics else None
+            old = self.tactics.peek(name)
             if old is not None and not isinstance(old, str) and old is not cls and _class_id(old) != _class_id(cls):
                 raise ConfigError(f"a tactic named {name!r} is already registered ({_class_id(old)}); "
                                   f"{_class_id(cls)} cannot take the name too. Rename one of them.", key=name)
@@ -536,7 +536,7 @@ def register_tactic_class(tactic_cls: type[Tactic], runtime: Runtime | None = No
         target, info, prefix, bare = context
         key = _key(prefix, name)
         with target._lock:
-            if bare == "always" or key not in target.tactics:
+            if bare == "always" or target.tactics.peek(key) is None:
                 target.tactics[key] = tactic_cls  # the root package's own names win
             for ns in info.namespaces:
                 target.tactics[f"{ns}::{key}"] = tactic_cls
