@@ -327,22 +327,24 @@ class Agent:
             AgentException: The answer was rejected `max_exception_retry` + 1 times (`retries` has them all).
             InvokerError: The model call failed (after the invoker's own bounded retries).
         """
-        key = alias if alias is not None else self._current_thread("respond").dialog.name or ""
-        message = self._respond_once(key)
-        for _ in range(self.max_interrupt_steps if self._answer_hooks else 0):
+        thread = self._target(alias, "respond")
+        message = self._respond_once(thread)
+        if not self._answer_hooks:
+            return message
+        for _ in range(self.max_interrupt_steps):
             follow_up = next((f for f in (hook(message) for hook in list(self._answer_hooks)) if f is not None), None)
             if follow_up is None:
                 break
             text, images = ((str(follow_up.content), follow_up.images) if isinstance(follow_up, ToolResult)
                             else (str(follow_up), []))
-            self._thread(key, "respond").dialog.append(Message(
+            thread.dialog.append(Message(
                 role=_USER, content=text, images=[load_image(i, source="answer hook") for i in images or ()],
                 metadata={"answer_hook": True}))
-            message = self._respond_once(key)
+            message = self._respond_once(thread)
         return message
 
-    def _respond_once(self, alias: str) -> Message:
-        thread = self._thread(alias, "respond")
+    def _respond_once(self, thread: _Thread) -> Message:
+        alias = thread.dialog.name
         prompt = thread.turn_prompt if thread.turn_prompt is not None else self.system_prompt
         args = thread.turn_args if thread.turn_prompt is not None else thread.prompt_args
         thread.turn_prompt, thread.turn_args = None, {}
