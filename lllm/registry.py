@@ -192,6 +192,13 @@ class Registry(MutableMapping[str, T], Generic[T]):
                 self._entries[name] = obj
         return obj  # checked by self._check where the kind has one
 
+    def entry_point_hint(self) -> str:
+        """A sentence for unknown-name errors: where plug-ins of other packages come from."""
+        if self.group is None:
+            return ""
+        return (f" Packages declare theirs as entry points of the group {self.group!r} (installed metadata: after "
+                "editing a pyproject.toml, reinstall that package, e.g. `pip install -e .`).")
+
     def lookup(self, name: str, *, where: str = "") -> T:
         """`self[name]`, or a ConfigError that lists the registered names and the nearest ones.
 
@@ -203,7 +210,7 @@ class Registry(MutableMapping[str, T], Generic[T]):
             names = self.names()
             prefix = f"{where}: " if where else ""
             raise ConfigError(f"{prefix}unknown {self.kind} {name!r}; registered: {names!r}.{suggest(name, names)}"
-                              f"{' ' + self._hint if self._hint else ''}", key=name)
+                              f"{' ' + self._hint if self._hint else ''}{self.entry_point_hint()}", key=name)
         return self[name]
 
 

@@ -97,7 +97,8 @@ def load_extension(key: str, *, where: str = "<config>") -> Callable[..., Any]:
     """The `attach` function registered for an agent config block (imported on first use)."""
     if key not in AGENT_EXTENSIONS:
         raise ConfigError(f"{where}: no extension handles the agent config block {key!r}."
-                          f"{suggest(key, AGENT_EXTENSIONS.names())}", path=where, key=key)
+                          f"{suggest(key, AGENT_EXTENSIONS.names())}{AGENT_EXTENSIONS.entry_point_hint()}",
+                          path=where, key=key)
     try:
         return AGENT_EXTENSIONS[key]
     except ConfigError as exc:
