@@ -655,7 +655,6 @@ class LogStore:
             rows = self._rows(sql, cparams)
             expr = "m.model"
         else:
-            extra: list[Any]
             if group_by == "tactic":
                 expr, extra = "tactic", []
             elif group_by == "batch":

@@ -156,18 +156,24 @@ def missing_names(doc: Path) -> list[str]:
     return problems
 
 
+NAMES_OF_OTHERS = {"compat.md"}
+"""Pages about another package's names (docs/compat.md lists lllm-core's, many not provided here on purpose;
+`scripts/compat-check --names` checks them)."""
+
+
 def test_every_module_and_function_the_docs_name_exists() -> None:
-    problems = [p for doc in sorted((ROOT / "docs").rglob("*.md")) for p in missing_names(doc)]
+    docs = [d for d in sorted((ROOT / "docs").rglob("*.md")) if d.name not in NAMES_OF_OTHERS]
+    problems = [p for doc in docs for p in missing_names(doc)]
     assert problems == []
 
 
-def test_the_guide_examples_run() -> None:
-    """Every ```python block of docs/guide/*.md runs as written (each page's blocks in one namespace)."""
+def test_the_extending_guide_examples_run() -> None:
+    """Every ```python block of docs/guide/extending.md runs as written, in one namespace (models.md has its own
+    test, against a fake provider)."""
     from lllm.core.config import AGENT_EXTENSIONS
     from lllm.sandbox.backends import SANDBOX_BACKENDS
 
-    pages = sorted((ROOT / "docs" / "guide").glob("*.md"))
-    assert pages
+    pages = [ROOT / "docs" / "guide" / "extending.md"]
     before = (set(AGENT_EXTENSIONS._entries), set(SANDBOX_BACKENDS._entries))
     try:
         for page in pages:
