@@ -195,8 +195,8 @@ class TacticCallSession:
     def agent_cost(self) -> InvokeCost:
         """Usage and USD of this call's own model calls."""
         prompt, completion, cost = self._own
-        return InvokeCost.model_construct(prompt_tokens=prompt, completion_tokens=completion,
-                                          total_tokens=prompt + completion, cost=cost)
+        return InvokeCost.model_construct(prompt_tokens=int(prompt), completion_tokens=int(completion),
+                                          total_tokens=int(prompt + completion), cost=cost)
 
     @property
     def sub_tactic_cost(self) -> InvokeCost:

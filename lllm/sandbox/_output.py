@@ -19,22 +19,15 @@ import json
 import re
 from typing import Any
 
+from lllm.sandbox._text import clean_text, cut_middle
 from lllm.sandbox.base import CellImage, CellResult, CellStatus, RecordLimits
 from lllm.sandbox.render import fit_output, render_cell
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
 _IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml")
 _MAX_DEPTH = 64
 _ENAME_MAX = 200
-
-
-def clean_text(value: Any) -> str:
-    """`value` as text that any UTF-8 writer accepts: lone surrogates (from `\\ud800` escapes in JSON) become
-    U+FFFD; a value that is not a str is converted with `str()`."""
-    text = value if isinstance(value, str) else str(value)
-    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 def clean_json(value: Any, depth: int = 0) -> Any:
@@ -94,15 +87,6 @@ def bundle_size(data: dict[str, Any]) -> int:
             except (TypeError, ValueError):
                 size += len(repr(value))
     return size
-
-
-def cut_middle(text: str, limit: int) -> str:
-    """`text` within `limit` characters: its start and end around a marker."""
-    if len(text) <= limit:
-        return text
-    marker = f"\n[... {len(text) - limit:,} characters omitted ...]\n"
-    keep = max(0, limit - len(marker))
-    return text[: keep // 2] + marker + text[len(text) - (keep - keep // 2) :]
 
 
 class RecordBudget:
@@ -347,7 +331,7 @@ class OutputCollector:
             self.body.add("[display dropped: the session's display budget is used up]\n")
             return
         self._display_bytes += size
-        images = [CellImage(mime=mime, data=bundle[mime]) for mime in _IMAGE_MIMES  # type: ignore[arg-type]
+        images = [CellImage(mime=mime, data=bundle[mime]) for mime in _IMAGE_MIMES
                   if isinstance(bundle.get(mime), str) and (mime == "image/svg+xml" or _BASE64.fullmatch(bundle[mime]))][:1]
         if images and len(self.images) >= self.limits.cell_images:
             self.truncated = True
@@ -393,7 +377,7 @@ class OutputCollector:
             result_data=self.result_data, display_data=self.displays, images=self.images,
             error_name=self.error_name, error_value=self.error_value, traceback=self.traceback,
             execution_count=self.execution_count, duration_s=round(duration_s, 6), truncated=self.truncated,
-            output_chars=self.stdout.total + self.stderr.total, timeout_action=timeout_action,  # type: ignore[arg-type]
+            output_chars=self.stdout.total + self.stderr.total, timeout_action=timeout_action,
             restarted=restarted, state_lost=state_lost, notices=self.fate + self.notices,
         )
         result._view = {"head": self.body.head, "tail": self.body.tail, "total": self.body.total,

@@ -276,6 +276,7 @@ class ZmtpChannel:
             if self._big is not None:
                 if self._big_fill < len(self._big):
                     return None
+                frame: Frame
                 frame, self._big = self._big, None  # kept as is: json.loads and hmac take a bytearray
                 done = self._take(frame, self._big_more)
                 if done is not None:

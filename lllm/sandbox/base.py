@@ -323,7 +323,7 @@ class BaseSandbox:
         """Send the cell's `CellRecord` to the tracer. Its texts are sanitised and the error summary capped
         (`RECORD_ERROR_CHARS`), so what the cell sent cannot make the row fail to insert; should the record
         still be refused for its content, a plain one without the error text is sent instead."""
-        from lllm.sandbox._output import clean_text, cut_middle
+        from lllm.sandbox._text import clean_text, cut_middle
 
         error = f"{result.error_name}: {result.error_value}" if result.error_name else None
         if error is None and result.status in ("timeout", "oom", "died"):
