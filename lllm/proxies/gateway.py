@@ -489,7 +489,7 @@ class GatewaySession:
             dropped, self._dropped_unreported = self._dropped_unreported, 0
             self._next_summary = time.monotonic() + self.limits.summary_interval
         records = [ApiCallRecord(session_id=self.session_id, proxy=t.proxy, endpoint=t.endpoint,
-                                 status=t.status, request_bytes=t.request_bytes,  # type: ignore[arg-type]
+                                 status=t.status, request_bytes=t.request_bytes,
                                  response_bytes=t.response_bytes, latency_s=t.latency / t.count, error=t.error,
                                  count=t.count, started_at=t.started_at) for t in tallies.values()]
         if dropped:
@@ -511,7 +511,7 @@ class GatewaySession:
         # the answer's secrets were scrubbed by the proxy; cut before decoding (it may be megabytes)
         answer_text = None if answer is None else cap(answer[:PAYLOAD_CHARS * 4].decode("utf-8", "replace"))
         record = ApiCallRecord(session_id=self.session_id, agent=self.agent, proxy=(proxy or None) and proxy[:120],
-                               endpoint=(endpoint or None) and endpoint[:120], status=status,  # type: ignore[arg-type]
+                               endpoint=(endpoint or None) and endpoint[:120], status=status,
                                request_bytes=request_bytes, response_bytes=response_bytes, latency_s=latency,
                                error=error[:2000] if error else None, params=params_text, answer=answer_text)
         if not self.gateway._enqueue(self.tracer, record):
