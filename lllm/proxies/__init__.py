@@ -5,7 +5,6 @@
   `api_doc(name)`.
 - `Gateway` / `get_gateway()` (`lllm.proxies.gateway`): the host-side unix-socket server the sandbox's
   `CALL_API` talks to.
-- `lllm.proxies.agent_tools.attach`: the `proxy:` agent config block (run_python, query_api_doc).
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ _LAZY = {
     "GatewayLimits": "lllm.proxies.gateway",
     "GatewaySession": "lllm.proxies.gateway",
     "get_gateway": "lllm.proxies.gateway",
-    "ProxyConfig": "lllm.proxies.agent_tools",
-    "attach": "lllm.proxies.agent_tools",
 }
 
 __all__ = sorted([

@@ -1,16 +1,26 @@
-"""Toolsets an agent can be given beyond run_python: `lllm.tools.cua`, the Playwright computer-use toolset.
+"""Toolsets an agent can be given: `lllm.tools.code` (run_python and query_api_doc over a sandbox and the
+CALL_API gateway: the `proxy:` agent config block) and `lllm.tools.cua` (the Playwright computer-use toolset).
 
-Importing `lllm.tools` (or `lllm.tools.cua`) does not import Playwright; it loads when a browser starts.
+Importing `lllm.tools` loads neither: each loads on first use (Playwright when a browser starts, Docker when a
+sandbox starts).
 """
 
 from __future__ import annotations
 
-__all__ = ["cua"]
+import importlib
+
+_SUBMODULES = ("code", "cua")
+_LAZY = {"ProxyConfig": "lllm.tools.code", "ProxyTools": "lllm.tools.code", "attach": "lllm.tools.code"}
+
+__all__ = sorted([*_SUBMODULES, *_LAZY])
 
 
 def __getattr__(name: str) -> object:
-    if name == "cua":
-        import importlib
-
-        return importlib.import_module("lllm.tools.cua")
-    raise AttributeError(f"module 'lllm.tools' has no attribute {name!r}")
+    if name in _SUBMODULES:
+        return importlib.import_module(f"lllm.tools.{name}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lllm.tools' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

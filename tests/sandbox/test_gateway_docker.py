@@ -143,7 +143,7 @@ def test_pooled_sandboxes_get_their_gateway_after_acquisition(sandbox_image: str
     from lllm.core.agent import Agent
     from lllm.core.config import AgentBuildContext
     from lllm.invokers.scripted import ScriptedInvoker
-    from lllm.proxies.agent_tools import attach, close_pools
+    from lllm.tools.code import attach, close_pools
 
     block = {"activate_proxies": ["fred"], "source": "offline", "timeout": 30,
              "sandbox": {"backend": "docker", "image": sandbox_image, "pool_size": 1}}
@@ -169,7 +169,7 @@ def test_matplotlib_figures_reach_the_model_as_images(sandbox_image: str, tmp_pa
     from lllm.core.config import AgentBuildContext
     from lllm.core.prompt import ToolResult
     from lllm.invokers.scripted import ScriptedInvoker
-    from lllm.proxies.agent_tools import attach
+    from lllm.tools.code import attach
 
     agent = Agent(name="plotter", system_prompt="s", model="m", llm_invoker=ScriptedInvoker([]))
     attach(agent, {"activate_proxies": ["fmp"], "source": "offline", "sandbox": {"image": sandbox_image}},

@@ -17,7 +17,7 @@ import pytest
 from lllm.core.agent import Agent
 from lllm.core.config import AgentBuildContext
 from lllm.invokers.scripted import ScriptedInvoker
-from lllm.proxies.agent_tools import attach
+from lllm.tools.code import attach
 
 pytestmark = pytest.mark.docker
 

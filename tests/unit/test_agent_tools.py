@@ -13,7 +13,7 @@ from lllm.core.prompt import ToolResult
 from lllm.core.trace import ApiCallRecord, CellRecord
 from lllm.errors import ConfigError
 from lllm.invokers.scripted import ScriptedInvoker
-from lllm.proxies.agent_tools import ProxyConfig, attach
+from lllm.tools.code import ProxyConfig, attach
 
 
 def tool_step(name: str, **arguments: object) -> dict:
@@ -165,7 +165,7 @@ def test_python_without_apis(tmp_path: Path) -> None:
 
 def test_the_model_sees_one_cut_and_every_notice_within_max_output_chars(tmp_path: Path) -> None:
     # The sandbox renders; the tool only adds its status line: one truncation marker, the timeout notice kept.
-    from lllm.proxies.agent_tools import ProxyTools
+    from lllm.tools.code import ProxyTools
     from lllm.sandbox._output import OutputCollector
 
     cfg = ProxyConfig(max_output_chars=500, timeout=3.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from lllm.proxies.agent_tools import ProxyConfig
+from lllm.tools.code import ProxyConfig
 from lllm.proxies.gateway import GatewayLimits
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "guide" / "proxies.md"

@@ -18,8 +18,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DOTTED = re.compile(r"^(lllm|proxies)(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_.]*)?$")
-NOT_YET_MOVED = {("lllm.proxies.agent_tools", "lllm.sandbox")}
-"""The run_python tools still live in lllm/proxies (issue 10 moves them to lllm/tools once issue 9 lands)."""
 
 
 @dataclass(frozen=True)
@@ -137,8 +135,7 @@ def layer_violations(root: Path) -> list[str]:
                                 f"(layer {there.layer}); plug it in through a registry instead")
             elif there.layer == here.layer:
                 problems.append(f"{where}: {here.name} and {there.name} are sibling rooms; neither imports the other")
-            elif here.name == "lllm.proxies" and there.name == "lllm.sandbox" and \
-                    (module, "lllm.sandbox") not in NOT_YET_MOVED:
+            elif here.name == "lllm.proxies" and there.name == "lllm.sandbox":
                 problems.append(f"{where}: proxies hold proxies, the manager and the gateway; sandboxes are "
                                 "the tools' business")
     return problems

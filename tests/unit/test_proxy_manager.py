@@ -131,7 +131,7 @@ def test_proxies_import_light() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, lllm.proxies, lllm.proxies.gateway, lllm.proxies.agent_tools\n"
+    code = ("import sys, lllm.proxies, lllm.proxies.gateway, lllm.tools.code\n"
             "from lllm.proxies import ProxyManager\n"
             "m = ProxyManager(['fmp', 'fred', 'exa'], source='live')\n"
             "print(sorted(x for x in ('httpx', 'docker', 'litellm', 'jupyter_client', 'zmq') if x in sys.modules))")

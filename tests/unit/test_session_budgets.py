@@ -6,7 +6,7 @@ import pytest
 
 from lllm.errors import ApiBudgetExceeded, ConfigError, ProxyError
 from lllm.proxies import BaseProxy, ProxyManager
-from lllm.proxies.agent_tools import ProxyConfig
+from lllm.tools.code import ProxyConfig
 from lllm.proxies.budget import DEFAULT_LIVE_BUDGET, ProxyBudget, SessionBudgets
 
 
