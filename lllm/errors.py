@@ -14,6 +14,8 @@ LLLMError
 │   │   └── ModelTimeoutError
 │   ├── ModelRequestsDisabled   a real provider call while LLLM_ALLOW_MODEL_REQUESTS=0
 │   └── ScriptError             the scripted model was asked for a step it does not have, or has steps left
+├── CassetteError               a cassette cannot record or replay this run (its file, its mode)   (infrastructure)
+│   └── CassetteMismatch        a replayed request differs from the recorded one (with a diff), or was not recorded
 ├── SandboxError                anything about a sandbox
 │   ├── SandboxStartError       the container or kernel did not come up                      (infrastructure)
 │   ├── SandboxEngineError      the Docker engine failed or stopped answering mid-session     (infrastructure)
@@ -122,6 +124,16 @@ class ModelRequestsDisabled(InvokerError):
 
 class ScriptError(InvokerError):
     """The scripted model was asked for a step it does not have, or was closed with steps left."""
+
+
+class CassetteError(InfrastructureError):
+    """A cassette (`lllm.testing.cassette`) cannot record or replay this run: its file is missing or malformed,
+    its mode is unknown, or recorded exchanges were never replayed."""
+
+
+class CassetteMismatch(CassetteError):
+    """A replayed run made a request the cassette did not record: it differs from the recorded one (the message
+    holds a diff of the two) or comes past the recorded ones. Record again if the change was meant."""
 
 
 class SandboxError(LLLMError):

@@ -1,4 +1,9 @@
-"""Shared test set-up: no real model provider, and Docker/Chromium tests that fail (not skip) when required."""
+"""Shared test set-up: Docker/Chromium tests that fail (not skip) when required, and loopback fakes.
+
+lllm's own pytest plugin (`lllm.testing.plugin`, loaded from its `pytest11` entry point) does the rest, as it
+does for every user's suite: LLLM_ALLOW_MODEL_REQUESTS=0 (no test reaches a real model provider), and a
+`LLLM_TEST_RUN` id whose sandbox containers it removes when the run ends.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,13 @@ import shutil
 import subprocess
 import sys
 import threading
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-# No test may reach a real model provider; the invokers check this before every litellm call.
-os.environ["LLLM_ALLOW_MODEL_REQUESTS"] = "0"
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-# Sandbox containers started by this test run carry `lllm.test_run=<this>`, so the run removes exactly its own.
-os.environ.setdefault("LLLM_TEST_RUN", uuid.uuid4().hex[:12])
 
 
 def _required(var: str) -> bool:
@@ -97,17 +97,6 @@ def sandbox_image(require_docker: None) -> str:
     from lllm.sandbox.image import ensure_image
 
     return ensure_image(log=lambda line: print(line, file=sys.stderr))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _remove_test_run_sandboxes():
-    """After the run, force-remove every sandbox container labelled with this test run (even leaked ones)."""
-    yield
-    if "lllm.sandbox.docker" in sys.modules and _docker_answers() is None:
-        from lllm.sandbox._docker import LABEL_TEST_RUN
-        from lllm.sandbox.reaper import remove_labelled
-
-        remove_labelled(LABEL_TEST_RUN, os.environ["LLLM_TEST_RUN"])
 
 
 # -- loopback fakes of external HTTP APIs (the built-in proxies are tested against these) ------------------

@@ -9,13 +9,20 @@ with override(ScriptedInvoker(["Hi!"])):                             # every bui
 
 Built in: "litellm" (`lllm.invokers.litellm.LiteLLMInvoker`), "scripted" (`ScriptedInvoker`) and "function"
 (`FunctionInvoker`). Importing this package does not import litellm: classes load on first use.
+
+Wrappers: every invoker `build_invoker` returns (also the one an `override` installs) is passed through the
+wrappers that are on, `f(invoker) -> invoker`: those of enclosing `wrap_invokers(f)` blocks, and those the
+environment turns on, found by name in `INVOKER_WRAPPERS` (entry point group `lllm.invoker_wrappers`):
+`cassette` is on while `$LLLM_CASSETTE` is set (lllm.testing's cassette wraps each invoker in a
+`RecordingInvoker`). An invoker you construct yourself is not wrapped.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from lllm._lazy import lazy_getattr
 from lllm.errors import ConfigError
@@ -32,6 +39,7 @@ from lllm.invokers.base import (
 
 if TYPE_CHECKING:
     from lllm.invokers.litellm import LiteLLMInvoker
+    from lllm.invokers.recording import RecordingInvoker
     from lllm.invokers.scripted import FunctionInvoker, ScriptedInvoker
 
 __all__ = [
@@ -39,9 +47,11 @@ __all__ = [
     "BaseStreamHandler",
     "FunctionInvoker",
     "INVOKERS",
+    "INVOKER_WRAPPERS",
     "InvokeContext",
     "InvokeResult",
     "LiteLLMInvoker",
+    "RecordingInvoker",
     "RecordingStreamHandler",
     "ScriptedInvoker",
     "ToolCallRequest",
@@ -49,6 +59,7 @@ __all__ = [
     "known_invokers",
     "override",
     "register_invoker",
+    "wrap_invokers",
 ]
 
 
@@ -69,10 +80,28 @@ _registry = INVOKERS._entries  # the raw entries (tests save and restore them)
 _overrides: list[BaseInvoker] = []
 _lock = threading.Lock()
 
+InvokerWrapper = Callable[[BaseInvoker], BaseInvoker]
+
+
+def _check_wrapper(name: str, obj: Any) -> None:
+    if not callable(obj) or isinstance(obj, type):
+        raise ConfigError(f"invoker wrapper {name!r}: {obj!r} is not a function f(invoker) -> invoker",
+                          key="invoker")
+
+
+INVOKER_WRAPPERS: Registry[InvokerWrapper] = Registry(
+    "invoker wrapper", group="lllm.invoker_wrappers", check=_check_wrapper,
+    hint="A wrapper is f(invoker) -> invoker; lllm.testing declares `cassette` as an entry point.")
+"""Wrappers the environment turns on, by name (see `_ENV_WRAPPERS`); entry points of `lllm.invoker_wrappers`."""
+_ENV_WRAPPERS = (("LLLM_CASSETTE", "cassette"),)
+"""(environment variable, wrapper name): the wrapper is on while the variable is set and not empty."""
+_wrappers: list[InvokerWrapper] = []
+
 _LAZY = {
     "LiteLLMInvoker": "lllm.invokers.litellm",
     "ScriptedInvoker": "lllm.invokers.scripted",
     "FunctionInvoker": "lllm.invokers.scripted",
+    "RecordingInvoker": "lllm.invokers.recording",
 }
 
 
@@ -130,7 +159,7 @@ def build_invoker(config: dict[str, Any] | str | None = None) -> BaseInvoker:
         ConfigError: Unknown invoker name (the message lists the known ones) or a bad option.
     """
     if _overrides:
-        return _overrides[-1]
+        return _wrapped(_overrides[-1])
     if config is None:
         config = {}
     elif isinstance(config, str):
@@ -141,7 +170,38 @@ def build_invoker(config: dict[str, Any] | str | None = None) -> BaseInvoker:
     name = options.pop("invoker", "litellm")
     if not isinstance(name, str):
         raise ConfigError(f"`invoker` must be a name, got {name!r}; known invokers: {known_invokers()!r}", key="invoker")
-    return _resolve(name).from_config(options)
+    return _wrapped(_resolve(name).from_config(options))
+
+
+def _wrapped(invoker: BaseInvoker) -> BaseInvoker:
+    """`invoker` inside the wrappers that are on: the environment's first (innermost), then `wrap_invokers`."""
+    for var, name in _ENV_WRAPPERS:
+        if os.environ.get(var):
+            invoker = INVOKER_WRAPPERS.lookup(name, where=f"${var} is set")(invoker)
+    for wrapper in list(_wrappers):
+        invoker = wrapper(invoker)
+    return invoker
+
+
+@contextmanager
+def wrap_invokers(wrapper: InvokerWrapper) -> Iterator[InvokerWrapper]:
+    """Pass every invoker `build_invoker(...)` returns inside the block (in every thread) through `wrapper`.
+
+    Invokers are built when a tactic is built, so enter the block before building the tactic. Blocks nest: the
+    outer block's wrapper is applied first (it ends up inside the inner one's).
+    """
+    if not callable(wrapper):
+        raise ConfigError(f"wrap_invokers() takes a function f(invoker) -> invoker, got {wrapper!r}", key="invoker")
+    with _lock:
+        _wrappers.append(wrapper)
+    try:
+        yield wrapper
+    finally:
+        with _lock:
+            for i in range(len(_wrappers) - 1, -1, -1):
+                if _wrappers[i] is wrapper:
+                    del _wrappers[i]
+                    break
 
 
 @contextmanager

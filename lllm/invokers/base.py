@@ -8,7 +8,7 @@ scripted rate limit and a real one are retried by the same code. See docs/intern
 The guard: `ALLOW_MODEL_REQUESTS` is read once from the environment variable `LLLM_ALLOW_MODEL_REQUESTS`
 (default on; "0", "false", "no" or "off" turn it off). Invokers that reach a real provider call
 `check_model_requests_allowed()` before each request; with the flag off it raises `ModelRequestsDisabled`.
-Tests set the variable to 0 (tests/conftest.py) and may also flip the module flag with monkeypatch.
+Under pytest, lllm's plugin (`lllm.testing.plugin`) sets it to 0 for every session; a test may flip the module flag.
 """
 
 from __future__ import annotations

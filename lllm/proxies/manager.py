@@ -20,6 +20,7 @@ from typing import Any, Iterable, Literal
 from lllm.errors import ConfigError, LLLMError, ProxyError, ProxyNotActivated, UsageError
 from lllm.proxies.base import PROXY_REGISTRY, BaseProxy
 from lllm.proxies.budget import DEFAULT_LIVE_BUDGET, ProxyBudget, SessionBudgets
+from lllm.proxies.hooks import active_api_call_hooks, call_through_hooks
 
 __all__ = ["DEFAULT_LIVE_BUDGET", "ProxyManager", "Source"]
 
@@ -154,12 +155,19 @@ class ProxyManager:
 
     # ------------------------------------------------------------------ dispatch
     def call(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """Dispatch `CALL_API(path, params)` to its proxy, in this process.
+        """Dispatch `CALL_API(path, params)` to its proxy, in this process, through the CALL_API hooks that are
+        on (`lllm.proxies.hooks`: a cassette records or replays the answer there).
 
         Raises:
             ProxyNotActivated, EndpointNotFound, ApiBudgetExceeded, ProxyError: what went wrong, with the next
                 step.
         """
+        hooks = active_api_call_hooks()
+        if hooks:
+            return call_through_hooks(hooks, path, params, lambda: self._dispatch(path, params))
+        return self._dispatch(path, params)
+
+    def _dispatch(self, path: str, params: dict[str, Any] | None) -> Any:
         proxy, name, endpoint = self.resolve(path)
         try:
             # charged once the parameters are valid, before the endpoint runs: a refused call reaches nothing

@@ -173,7 +173,7 @@ def test_rate_limit_then_success_through_litellm_after_one_backoff() -> None:
 
 
 def test_guard_blocks_real_calls_and_says_how_to_use_the_scripted_model() -> None:
-    assert base.ALLOW_MODEL_REQUESTS is False  # tests/conftest.py sets LLLM_ALLOW_MODEL_REQUESTS=0
+    assert base.ALLOW_MODEL_REQUESTS is False  # the lllm pytest plugin (lllm.testing.plugin) turns requests off
     inv = LiteLLMInvoker()
     with pytest.raises(ModelRequestsDisabled, match=r"'gpt-4o' by agent 'ann' was blocked.*scripted") as info:
         inv.call(USER, model="gpt-4o", context=InvokeContext(agent="ann"))
