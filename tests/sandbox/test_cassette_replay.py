@@ -53,7 +53,7 @@ def config(api_base: str, image: str, system: str = "You are an analyst. Use run
         "invoker_config": {"api_base": api_base, "api_key": MODEL_KEY, "max_retries": 0},
         "agent_configs": [{
             "name": "analyst", "model_name": "openai/fake-model", "system_prompt": system,
-            "model_args": {"temperature": 0, "extra_headers": {"X-Api-Key": HEADER_KEY}},
+            "model_args": {"temperature": 0, "api_key": MODEL_KEY, "extra_headers": {"X-Api-Key": HEADER_KEY}},
             "proxy": {"activate_proxies": ["fmp"], "source": "live",
                       "sandbox": {"backend": "docker", "image": image}},
         }],
