@@ -19,6 +19,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+pytest_plugins = ["pytester"]  # tests/unit/test_testing_plugin.py runs users' suites with it
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
