@@ -64,7 +64,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
-from lllm.errors import CassetteError, CassetteMismatch, LLLMError, ProxyError
+from lllm.errors import CassetteError, CassetteMismatch, LLLMError, ModelRequestsDisabled, ProxyError
 from lllm.invokers import wrap_invokers
 from lllm.invokers.recording import ExchangeSite, RecordingInvoker, TapeAnswer
 from lllm.proxies import redact
@@ -380,7 +380,15 @@ class Cassette:
         if self.mode == "record":
             try:
                 response = live()
-            except BaseException:  # not an answer (the guard, a scripted model out of steps): nothing recorded
+            except ModelRequestsDisabled as exc:
+                self._unclaim(key)
+                why = ("its file did not exist, so mode 'auto' records" if self.requested_mode == "auto"
+                       else "mode 'record'")
+                raise ModelRequestsDisabled(
+                    f"{exc.message} The cassette {str(self.path)!r} is recording ({why}) and needs the real model "
+                    "for that; to replay, record it once with requests allowed (under pytest: "
+                    "--lllm-allow-model-requests) and keep the file.", **exc.facts) from None
+            except BaseException:  # not an answer (a scripted model out of steps, ...): nothing recorded
                 self._unclaim(key)
                 raise
             entry: dict[str, Any] = {}

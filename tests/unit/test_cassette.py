@@ -210,7 +210,8 @@ def test_the_guard_still_stops_a_recording_and_nothing_is_recorded(tmp_path: Pat
     tape = tmp_path / "guarded.yaml"
     live = {"invoker": "litellm",
             "agent_configs": [{"name": "w", "model_name": "gpt-4o", "system_prompt": "You echo."}]}
-    with pytest.raises(ModelRequestsDisabled):
+    with pytest.raises(ModelRequestsDisabled, match=r"was blocked.*The cassette '.*guarded.yaml' is recording \(its "
+                                                    r"file did not exist, so mode 'auto' records\)"):
         with cassette(tape, mode="auto"):  # no file: it records, and a real request is still refused
             Worker(live)("hi")
     assert "model_requests: []" in tape.read_text()
