@@ -7,7 +7,7 @@ API reached.
 
 Hooks are on inside `hook_api_calls(hook)` blocks (in every thread), and by name from `API_CALL_HOOKS`
 (entry point group `lllm.api_call_hooks`) when the environment says so: `cassette` while `$LLLM_CASSETTE` is
-set. With no hook on, a call pays one environment lookup.
+set when the `ProxyManager` is made. With no hook on, a call pays one list check.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator
 from lllm.errors import ConfigError
 from lllm.registry import Registry
 
-__all__ = ["API_CALL_HOOKS", "ApiCallHook", "active_api_call_hooks", "call_through_hooks", "hook_api_calls"]
+__all__ = ["API_CALL_HOOKS", "ApiCallHook", "active_api_call_hooks", "call_through_hooks", "environment_hooks",
+           "hook_api_calls"]
 
 ApiCallHook = Callable[[str, "dict[str, Any] | None", Callable[[], Any]], Any]
 
@@ -41,13 +42,18 @@ _hooks: list[ApiCallHook] = []
 _lock = threading.Lock()
 
 
-def active_api_call_hooks() -> list[ApiCallHook]:
-    """The hooks that are on, outermost first: the `hook_api_calls` blocks', then the environment's."""
-    hooks = list(reversed(_hooks))
-    for var, name in _ENV_HOOKS:
-        if os.environ.get(var):
-            hooks.append(API_CALL_HOOKS.lookup(name, where=f"${var} is set"))
-    return hooks
+def environment_hooks() -> tuple[ApiCallHook, ...]:
+    """The hooks the environment turns on now. A `ProxyManager` reads them once, when it is made (one session),
+    so that a call pays no environment lookup."""
+    return tuple(API_CALL_HOOKS.lookup(name, where=f"${var} is set") for var, name in _ENV_HOOKS if os.environ.get(var))
+
+
+def active_api_call_hooks(environment: tuple[ApiCallHook, ...] = ()) -> list[ApiCallHook]:
+    """The hooks that are on, outermost first: those of `hook_api_calls` blocks (innermost block first), then
+    `environment` (what `environment_hooks()` gave the manager)."""
+    if not _hooks and not environment:
+        return []
+    return [*reversed(_hooks), *environment]
 
 
 def call_through_hooks(hooks: list[ApiCallHook], path: str, params: dict[str, Any] | None,

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Literal
 from lllm.errors import ConfigError, LLLMError, ProxyError, ProxyNotActivated, UsageError
 from lllm.proxies.base import PROXY_REGISTRY, BaseProxy
 from lllm.proxies.budget import DEFAULT_LIVE_BUDGET, ProxyBudget, SessionBudgets
-from lllm.proxies.hooks import active_api_call_hooks, call_through_hooks
+from lllm.proxies.hooks import active_api_call_hooks, call_through_hooks, environment_hooks
 
 __all__ = ["DEFAULT_LIVE_BUDGET", "ProxyManager", "Source"]
 
@@ -85,6 +85,7 @@ class ProxyManager:
                 self.activate_proxies.append(name)
         # longest path first, so "acme/prices" wins over "acme" when both are activated
         self._by_length = sorted(self.proxies, key=len, reverse=True)
+        self._env_hooks = environment_hooks()  # CALL_API hooks the environment turns on ($LLLM_CASSETTE)
 
     def _resolve_class(self, name: str, runtime: Any) -> type[BaseProxy]:
         if self.source == "live":
@@ -162,7 +163,7 @@ class ProxyManager:
             ProxyNotActivated, EndpointNotFound, ApiBudgetExceeded, ProxyError: what went wrong, with the next
                 step.
         """
-        hooks = active_api_call_hooks()
+        hooks = active_api_call_hooks(self._env_hooks)
         if hooks:
             return call_through_hooks(hooks, path, params, lambda: self._dispatch(path, params))
         return self._dispatch(path, params)

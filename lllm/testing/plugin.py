@@ -24,7 +24,9 @@ Fixtures:
 
 Marker `@pytest.mark.lllm_cassette("cassettes/name.yaml", mode=None, allow_unused=False)`: the test runs inside
 `lllm.testing.cassette(...)`; the path is relative to the test file's folder; mode defaults to
-`$LLLM_CASSETTE_MODE`, else "auto". A replay that differs, or stops early, fails the test at teardown.
+`$LLLM_CASSETTE_MODE`, else "auto". A replay that differs, or stops early, fails the test at teardown. With
+`$LLLM_CASSETTE` set, the whole session shares that cassette; it is saved (or checked) when the session ends, and
+a replay that failed or stopped early fails the session.
 
 Importing this module imports pytest and nothing heavy of lllm: fixtures import what they use when they run.
 """
@@ -106,6 +108,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    _close_env_cassette(session)
     run = session.config.stash.get(_owned_run, None)
     # only a run this plugin named, and only when a Docker sandbox was made in this process
     if run is None or "lllm.sandbox.docker" not in sys.modules:
@@ -117,6 +120,25 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         remove_labelled(LABEL_TEST_RUN, run)
     except Exception as exc:  # noqa: BLE001 - the engine went away: say so, the results stand
         print(f"lllm: could not remove this run's sandboxes (label {LABEL_TEST_RUN}={run}): {exc}", file=sys.stderr)
+
+
+def _close_env_cassette(session: pytest.Session) -> None:
+    """Save (or check) the `$LLLM_CASSETTE` cassette of this session now, not at exit: a replay that failed or
+    stopped early fails the session."""
+    cassettes = sys.modules.get("lllm.testing.cassettes")
+    if cassettes is None:
+        return
+    from lllm.errors import LLLMError
+
+    try:
+        cassettes.close_env_cassette()
+    except LLLMError as exc:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"lllm: $LLLM_CASSETTE: {exc}", red=True, bold=True)
+        else:
+            print(f"lllm: $LLLM_CASSETTE: {exc}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(wrapper=True)

@@ -238,3 +238,31 @@ def test_the_cassette_marker_records_then_replays_and_fails_on_a_change(pytester
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*echo.yaml' does not exist, so there is nothing to replay. Record it first*"])
+
+
+def test_an_env_cassette_is_closed_with_the_session_and_fails_it_when_the_replay_stops_early(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(echo=TACTIC)
+    pytester.makepyfile(test_session_taped='''
+        import os
+        from lllm.invokers import override
+        from lllm.invokers.scripted import FunctionInvoker
+        from echo import Echo, config
+
+        def test_one():
+            with override(FunctionInvoker(lambda messages: "answer one")):
+                assert Echo(config())("one") == "answer one"
+
+        def test_two():
+            with override(FunctionInvoker(lambda messages: "answer two")):
+                assert Echo(config())("two") == "answer two"
+    ''')
+    monkeypatch.setenv("LLLM_CASSETTE", str(pytester.path / "session.yaml"))
+    monkeypatch.setenv("LLLM_CASSETTE_MODE", "record")
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    assert "answer two" in (pytester.path / "session.yaml").read_text()  # written when the session ended
+    monkeypatch.setenv("LLLM_CASSETTE_MODE", "replay")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "one")
+    result.assert_outcomes(passed=1, deselected=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*lllm: $LLLM_CASSETTE: *1 recorded exchange(s) were never replayed:*"])
