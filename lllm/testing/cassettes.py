@@ -96,10 +96,12 @@ def _register_env_secrets() -> None:
             redact.register_secret(value, name)
 
 
-def _normalise(value: Any, *, secret_names: bool = False) -> Any:
-    """A JSON value as the cassette keeps it: secrets scrubbed, image data URLs as digests (a deep copy)."""
+def _normalise(value: Any, *, secret_names: bool = False, digests: bool = False) -> Any:
+    """A JSON value as the cassette keeps it (a copy): secrets scrubbed; with `secret_names`, string values under
+    secret-looking keys redacted; with `digests` (requests only: answers are replayed as they were), image data
+    URLs replaced by their digest."""
     if isinstance(value, str):
-        if len(value) > 256 and _DATA_URL.match(value):
+        if digests and len(value) > 256 and _DATA_URL.match(value):
             digest = hashlib.sha256(value.encode()).hexdigest()
             return f"data:{_DATA_URL.match(value).group(1)};sha256,{digest} ({len(value)} chars)"  # type: ignore[union-attr]
         if secret_names:
@@ -111,17 +113,17 @@ def _normalise(value: Any, *, secret_names: bool = False) -> Any:
             if secret_names and isinstance(item, str) and _SECRET_NAME.search(str(key)):
                 out[key] = _REDACTED
             else:
-                out[key] = _normalise(item, secret_names=secret_names)
+                out[key] = _normalise(item, secret_names=secret_names, digests=digests)
         return out
     if isinstance(value, list):
-        return [_normalise(item, secret_names=secret_names) for item in value]
+        return [_normalise(item, secret_names=secret_names, digests=digests) for item in value]
     return value
 
 
 def _normal_request(request: dict[str, Any]) -> dict[str, Any]:
-    out = _normalise({k: v for k, v in request.items() if k != "model_args"})
+    out = _normalise({k: v for k, v in request.items() if k != "model_args"}, digests=True)
     if "model_args" in request:
-        out["model_args"] = _normalise(request["model_args"], secret_names=True)
+        out["model_args"] = _normalise(request["model_args"], secret_names=True, digests=True)
         # keep the request's own key order (model_args before the format), so that files diff well
         out = {k: out[k] for k in request if k in out}
     return out
@@ -440,7 +442,7 @@ class Cassette:
         """
         self._check_open()
         self._check_failed()
-        request = _normalise(_plain({"path": path, "params": params}))
+        request = _normalise(_plain({"path": path, "params": params}), digests=True)
         key = self._api_key(request)
         with self._lock:
             i = self._next.get(key, 0)

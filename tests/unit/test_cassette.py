@@ -297,8 +297,17 @@ def test_no_secret_enters_the_file_in_any_form(tmp_path: Path, monkeypatch: pyte
                         "extra_headers": {"Authorization": "Bearer tok-AAA-BBB-CCC", "X-Trace": "keep-me"}})
 
 
-def test_images_are_kept_as_digests(tmp_path: Path) -> None:
-    png = "data:image/png;base64," + base64.b64encode(b"\x89PNG" + bytes(range(256)) * 4).decode()
+PNG = "data:image/png;base64," + base64.b64encode(b"\x89PNG" + bytes(range(256)) * 4).decode()
+
+
+class Images(BaseProxy):
+    @BaseProxy.endpoint(category="i", endpoint="chart", description="A chart.")
+    def chart(self) -> dict[str, str]:
+        return {"png": PNG}
+
+
+def test_images_in_requests_are_kept_as_digests_and_answers_are_replayed_whole(tmp_path: Path) -> None:
+    png = PNG
     message = [{"role": "user", "content": [{"type": "text", "text": "look"},
                                             {"type": "image_url", "image_url": {"url": png}}]}]
     with cassette(tmp_path / "img.yaml", mode="record") as tape:
@@ -311,6 +320,10 @@ def test_images_are_kept_as_digests(tmp_path: Path) -> None:
             tape.wrap(ScriptedInvoker([])).call(
                 [{"role": "user", "content": [message[0]["content"][0],
                                               {"type": "image_url", "image_url": {"url": other}}]}], model="m")
+    with cassette(tmp_path / "answer.yaml", mode="record"):
+        assert ProxyManager(proxies={"img": Images()}).call("img/chart") == {"png": PNG}
+    with cassette(tmp_path / "answer.yaml", mode="replay"):
+        assert ProxyManager(proxies={"img": Images()}).call("img/chart") == {"png": PNG}
 
 
 def test_the_environment_variables_wrap_every_built_invoker_and_hook_the_proxies(
