@@ -53,6 +53,7 @@ from __future__ import annotations
 import atexit
 import copy
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -101,9 +102,9 @@ def _normalise(value: Any, *, secret_names: bool = False, digests: bool = False)
     secret-looking keys redacted; with `digests` (requests only: answers are replayed as they were), image data
     URLs replaced by their digest."""
     if isinstance(value, str):
-        if digests and len(value) > 256 and _DATA_URL.match(value):
-            digest = hashlib.sha256(value.encode()).hexdigest()
-            return f"data:{_DATA_URL.match(value).group(1)};sha256,{digest} ({len(value)} chars)"  # type: ignore[union-attr]
+        image = _DATA_URL.match(value) if digests and len(value) > 256 else None
+        if image is not None:
+            return f"data:{image.group(1)};sha256,{hashlib.sha256(value.encode()).hexdigest()} ({len(value)} chars)"
         if secret_names:
             value = _URL_USERINFO.sub(_REDACTED + "@", value)
         return redact.scrub(value) if redact.has_secrets() else value
@@ -143,6 +144,7 @@ def _yaml() -> Any:
     return yaml
 
 
+@functools.cache
 def _dumper() -> Any:
     yaml = _yaml()
     base = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -254,6 +256,8 @@ class Cassette:
                 "line. Record it again (mode='record').", path=str(self.path))
         try:
             for entry in data.get("model_requests") or ():
+                if not (isinstance(entry.get("request"), dict) and isinstance(entry.get("response"), dict)):
+                    raise ValueError(f"a model request without its request and response: {str(entry)[:200]}")
                 key = (entry.get("task"), int(entry.get("call") or 0), entry.get("agent"), entry.get("dialog"))
                 self._tape_models.setdefault(key, []).append(entry)
             for stream in self._tape_models.values():
@@ -262,6 +266,8 @@ class Cassette:
                     raise ValueError(f"the requests of one stream are not numbered 0, 1, 2, ...: "
                                      f"{[e['n'] for e in stream]}")
             for entry in data.get("api_calls") or ():
+                if "answer" not in entry and not isinstance(entry.get("error"), dict):
+                    raise ValueError(f"a CALL_API without its answer or error: {str(entry)[:200]}")
                 self._tape_apis.setdefault(self._api_key(entry), []).append(entry)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise CassetteError(f"cassette {str(self.path)!r} is malformed ({type(exc).__name__}: {exc}). Record "

@@ -201,6 +201,9 @@ def test_modes_and_bad_files(tmp_path: Path) -> None:
     (tmp_path / "junk.yaml").write_text("just: [a, list")
     with pytest.raises(CassetteError, match="(?s)cannot be read: ParserError.*Record it again"):
         Cassette(tmp_path / "junk.yaml", mode="replay")
+    (tmp_path / "cut.yaml").write_text("lllm_cassette: 1\nmodel_requests:\n- {agent: a, dialog: main, n: 0, request: {}}\n")
+    with pytest.raises(CassetteError, match="is malformed .*a model request without its request and response"):
+        Cassette(tmp_path / "cut.yaml", mode="replay")
     (tmp_path / "other.yaml").write_text("key: value\n")
     with pytest.raises(CassetteError, match="is not an lllm cassette"):
         Cassette(tmp_path / "other.yaml", mode="replay")
