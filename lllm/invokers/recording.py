@@ -78,6 +78,7 @@ class ModelTape(Protocol):
     def model_exchange(self, request: dict[str, Any], site: ExchangeSite,
                        live: Callable[[], dict[str, Any]]) -> TapeAnswer:
         """Answer one request: call `live()` and keep its answer (recording), or give back a kept one (replay).
+        `request` is plain JSON (`request_doc`) and `live()` returns plain JSON (`result_doc`).
 
         Raises:
             CassetteMismatch: Replaying, and the request is not the one recorded at this place.

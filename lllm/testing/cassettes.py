@@ -383,7 +383,7 @@ class Cassette:
         """
         self._check_open()
         self._check_failed()
-        normal = _normal_request(_plain(request))
+        normal = _normal_request(request)  # plain JSON already (request_doc)
         key, n = self._stream_key(site)
         if self.mode == "record":
             try:
