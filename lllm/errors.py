@@ -29,12 +29,17 @@ LLLMError
 │   ├── RateLimited             the session called too fast
 │   ├── PayloadTooLarge         a request or response over the size limit
 │   └── ApiBudgetExceeded       the session spent its budget for a proxy (calls or cost)
-└── BrowserError                anything about the computer-use browser
-    ├── BrowserLaunchError      Playwright is missing or Chromium did not start               (infrastructure)
-    ├── BlockedNavigation       a URL outside the allowlist
-    ├── StaleRef                an element ref from an old snapshot
-    ├── ActionTimeout           a browser action ran past its timeout
-    └── ActionRefused           the confirmation hook refused a consequential action
+├── BrowserError                anything about the computer-use browser
+│   ├── BrowserLaunchError      Playwright is missing or Chromium did not start               (infrastructure)
+│   ├── BlockedNavigation       a URL outside the allowlist
+│   ├── StaleRef                an element ref from an old snapshot
+│   ├── ActionTimeout           a browser action ran past its timeout
+│   └── ActionRefused           the confirmation hook refused a consequential action
+└── ExecutorError               a batch could not run where it was sent (Ray)
+    ├── ClusterUnavailable      no Ray cluster answers at the address, or Ray is missing     (infrastructure)
+    ├── PackageShipError        the tactic's package cannot be shipped (too large, unreadable)
+    ├── WorkerLost              a worker or node died running a task, retries used up        (infrastructure)
+    └── RemoteTaskError         a task's exception that could not travel back (type, message, traceback)
 ```
 
 The rule of the tool loop: an error marked `(infrastructure)` above also derives from `InfrastructureError`
@@ -211,6 +216,29 @@ class ActionTimeout(BrowserError):
 
 class ActionRefused(BrowserError):
     """The confirmation hook refused a consequential action (submit, upload, download, leaving the allowlist)."""
+
+
+class ExecutorError(LLLMError):
+    """A batch could not run on its executor (a Ray cluster): nothing of the model's doing."""
+
+
+class ClusterUnavailable(ExecutorError, InfrastructureError):
+    """No Ray cluster answers at `address` (or Ray is not installed, or lllm cannot start a local one)."""
+
+
+class PackageShipError(ExecutorError):
+    """The tactic's package cannot be shipped to the workers: too large (`size`, `limit`) or a file that cannot
+    be read (`path`); the message says what to exclude or fix."""
+
+
+class WorkerLost(ExecutorError, InfrastructureError):
+    """The worker (or its node) running a task died and the task's retries are used up; `attempts` and
+    `node` say how often and where. The records the lost attempts made are in the log, marked as theirs."""
+
+
+class RemoteTaskError(ExecutorError):
+    """A task raised an exception on a worker that could not be sent back as it was: `error_type`,
+    `traceback` and `node` say what and where."""
 
 
 __all__ = [name for name, obj in list(globals().items()) if isinstance(obj, type) and issubclass(obj, LLLMError)]

@@ -4,6 +4,10 @@
 Workers take the next task from a shared cursor and check, before starting each one, that the batch was not
 stopped (a failure under `fail_fast`, the cost cap, or the consumer walking away), so "no new task starts"
 is exact. `bcall` collects the stream in input order; `ccall` hands it out as it comes (sync or async).
+
+Where a task runs is the executor's business (`lllm.core.executor`): in the worker thread itself (threads, the
+default), or on a Ray cluster, the worker thread then waiting for it. The rules above are the same for every
+executor, because they are kept here and nowhere else.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Iterator, Protocol, Sequence
 
+from lllm.core.executor import Executor, ExecuteFn, resolve_executor
 from lllm.errors import BudgetExceeded, UsageError
 from lllm.records import task_fingerprint
 
@@ -100,12 +105,15 @@ class BatchRun:
         progress: show a progress bar; None: only when stderr is a terminal.
         call_kwargs: passed to `tactic.call` for every task.
         return_sessions: yield each task's `TacticCallSession` instead of its result (lllm-core 0.1 option).
+        executor: where tasks run: None or "threads" (here), "ray", or an executor object (`lllm.core.executor`);
+            `max_workers` is then the number of tasks in flight at once.
     """
 
     def __init__(self, tactic: Tactic, tasks: Sequence[Any], *, max_workers: int, fail_fast: bool,
                  tags: dict[str, Any] | None, resume: str | None, max_cost: float | None,
                  progress: bool | None, metadata: dict[str, Any] | None = None,
-                 call_kwargs: dict[str, Any] | None = None, return_sessions: bool = False) -> None:
+                 call_kwargs: dict[str, Any] | None = None, return_sessions: bool = False,
+                 executor: str | Executor | None = None) -> None:
         if not isinstance(max_workers, int) or max_workers < 1:
             raise UsageError(f"max_workers must be an int >= 1, got {max_workers!r}", value=max_workers)
         if max_cost is not None and (not isinstance(max_cost, (int, float)) or max_cost < 0):
@@ -114,6 +122,7 @@ class BatchRun:
             raise UsageError(f"bcall(resume={resume!r}) needs a log store to know what already succeeded; build "
                              "the tactic with log_store=sqlite_store(path)", batch_id=resume)
         self.tactic = tactic
+        self.executor: Executor = resolve_executor(executor)
         self.tasks = list(tasks)
         self.max_workers, self.fail_fast, self.max_cost = max_workers, fail_fast, max_cost
         if return_sessions and resume is not None:
@@ -159,7 +168,7 @@ class BatchRun:
             out[index] = value
         return out
 
-    def _worker(self, cursor: Iterator[int], out: queue.Queue[Any]) -> None:
+    def _worker(self, execute: ExecuteFn, cursor: Iterator[int], out: queue.Queue[Any]) -> None:
         try:
             while True:
                 with self._lock:
@@ -176,7 +185,7 @@ class BatchRun:
                 task = self.tasks[index]
                 holder: list[Any] = []
                 try:
-                    result = self.tactic._execute(
+                    result = execute(
                         task, call_kwargs=self.call_kwargs, tags=self.tags, metadata=self.metadata,
                         batch_id=self.batch_id, task_index=index,
                         task_hash=task_fingerprint(task) if self.tactic.log_store is not None else None,
@@ -186,11 +195,12 @@ class BatchRun:
                     result, error = None, exc
                     if self.fail_fast:
                         self._stop.set()  # before anyone takes the next task
-                cost = holder[0].total_cost.cost if holder else 0.0
+                # every attempt's session: an executor that retried a task spent on each attempt
+                cost = sum(session.total_cost.cost for session in holder)
                 with self._lock:
                     self.spent += cost
                 if self.return_sessions and holder:
-                    result = holder[0]  # the session stands for the task, failed or not
+                    result = holder[-1]  # the session stands for the task, failed or not
                     if not self.fail_fast:
                         error = None
                 out.put((index, result, error))
@@ -206,11 +216,18 @@ class BatchRun:
         pending = [i for i in range(len(self.tasks)) if i not in previous]
         cursor = iter(pending)
         out: queue.Queue[Any] = queue.Queue()
-        workers = [threading.Thread(target=self._context.copy().run, args=(self._worker, cursor, out),
-                                    name=f"lllm-batch-{self.batch_id[:8]}-{n}", daemon=True)
-                   for n in range(min(self.max_workers, len(pending)))]
+        workers: list[threading.Thread] = []
         first_error: tuple[int, BaseException] | None = None
+        started = False
         try:
+            if pending:
+                # before any task: what cannot work (no cluster, a package that cannot ship) fails here
+                execute = self.executor.start(self)
+                started = True
+                workers = [threading.Thread(target=self._context.copy().run,
+                                            args=(self._worker, execute, cursor, out),
+                                            name=f"lllm-batch-{self.batch_id[:8]}-{n}", daemon=True)
+                           for n in range(min(self.max_workers, len(pending)))]
             for w in workers:
                 w.start()
             running = len(workers)
@@ -250,6 +267,8 @@ class BatchRun:
             self._stop.set()
             for w in workers:
                 w.join()
+            if started:
+                self.executor.finish(self)
             if self.tactic.log_store is not None:
                 self.tactic.log_store.flush()
             self.progress.update(self.done, self.failed, self.spent, final=True)

@@ -418,18 +418,19 @@ class Tactic:
     def _batch(self, tasks: Sequence[Any], *, max_workers: int | None, fail_fast: bool,
                tags: dict[str, Any] | None, resume: str | None, max_cost: float | None, progress: bool | None,
                metadata: dict[str, Any] | None, call_kwargs: dict[str, Any],
-               return_sessions: bool = False) -> BatchRun:
+               return_sessions: bool = False, executor: Any = None) -> BatchRun:
         _check_tags(tags)
-        run = BatchRun(self, tasks, max_workers=self.max_workers if max_workers is None else max_workers, fail_fast=fail_fast, tags=tags,
-                       resume=resume, max_cost=max_cost, progress=progress, metadata=metadata,
-                       call_kwargs=call_kwargs, return_sessions=return_sessions)
+        run = BatchRun(self, tasks, max_workers=self.max_workers if max_workers is None else max_workers,
+                       fail_fast=fail_fast, tags=tags, resume=resume, max_cost=max_cost, progress=progress,
+                       metadata=metadata, call_kwargs=call_kwargs, return_sessions=return_sessions,
+                       executor=executor)
         self.last_batch_id = run.batch_id
         return run
 
     def bcall(self, tasks: Sequence[Any], max_workers: int | None = None, fail_fast: bool = True,
               tags: dict[str, Any] | None = None, *, resume: str | None = None, max_cost: float | None = None,
               progress: bool | None = None, metadata: dict[str, Any] | None = None, return_sessions: bool = False,
-              **kwargs: Any) -> BatchResult:
+              executor: Any = None, **kwargs: Any) -> BatchResult:
         """Run many tasks on `max_workers` threads; the results come back in input order.
 
         Args:
@@ -443,6 +444,9 @@ class Tactic:
             progress: a progress bar on stderr (default: only when stderr is a terminal).
             metadata: stored on every task's session.
             return_sessions: put each task's `TacticCallSession` in the list instead of its result.
+            executor: where the tasks run: None or "threads" (this process), "ray" (a Ray cluster:
+                `$LLLM_RAY_ADDRESS`, else a local one), or an executor object such as
+                `lllm.executors.RayExecutor(address=..., max_retries=...)`; see docs/scaling.md.
             **kwargs: passed to `call()` for every task.
 
         Returns:
@@ -450,7 +454,7 @@ class Tactic:
         """
         run = self._batch(tasks, max_workers=max_workers, fail_fast=fail_fast, tags=tags, resume=resume,
                           max_cost=max_cost, progress=progress, metadata=metadata, call_kwargs=kwargs,
-                          return_sessions=return_sessions)
+                          return_sessions=return_sessions, executor=executor)
         results = BatchResult([None] * len(run.tasks))
         try:
             for index, value in run:
@@ -464,11 +468,11 @@ class Tactic:
     def ccall(self, tasks: Sequence[Any], max_workers: int | None = None, fail_fast: bool = True,
               tags: dict[str, Any] | None = None, *, resume: str | None = None, max_cost: float | None = None,
               progress: bool | None = None, metadata: dict[str, Any] | None = None, return_sessions: bool = False,
-              **kwargs: Any) -> BatchStream:
+              executor: Any = None, **kwargs: Any) -> BatchStream:
         """Like `bcall`, but yields `(index, result)` as tasks finish; iterate with `for` or `async for`."""
         return BatchStream(self._batch(tasks, max_workers=max_workers, fail_fast=fail_fast, tags=tags,
                                        resume=resume, max_cost=max_cost, progress=progress, metadata=metadata,
-                                       call_kwargs=kwargs, return_sessions=return_sessions))
+                                       call_kwargs=kwargs, return_sessions=return_sessions, executor=executor))
 
 
 def _build_invoker(build: Any, invoker_config: dict[str, Any], config: dict[str, Any], who: str) -> Any:
