@@ -121,6 +121,9 @@ class PackageInfo:
     dependencies: list[Path] = field(default_factory=list)
     registered: list[tuple[str, str, Any]] = field(default_factory=list)
     """(kind, key, object) for every resource it registered."""
+    origin: Path | None = None
+    """For a copy shipped to another machine: the folder of the package it is a copy of (its modules are named
+    after that folder, so objects pickled where it came from unpickle here)."""
 
 
 # -- the registry ----------------------------------------------------------------------------------------------
@@ -256,18 +259,25 @@ class Runtime:
 
     # -- packages ---------------------------------------------------------------------------------------
 
-    def load_package(self, path: str | os.PathLike[str] | None = None) -> PackageInfo:
+    def load_package(self, path: str | os.PathLike[str] | None = None, *,
+                     origins: dict[Path, Path] | None = None) -> PackageInfo:
         """Load a package (and its dependencies) into this runtime; loading it again does nothing.
 
         Args:
             path: an `lllm.toml` or its folder; default `$LLLM_CONFIG`, else the first `lllm.toml` found
                 from the working directory upward.
+            origins: for packages copied to another machine (a Ray batch ships them to its workers):
+                `{lllm.toml of a copy: the lllm.toml it is a copy of}`, for the package and its dependencies.
+                Their modules are named as where they came from, and `[dependencies]` paths are followed there
+                and found among the copies.
         """
         toml_path = find_package_toml(path)
         with self._lock:
-            return self._load(toml_path, alias=None, stack=(), root=True)
+            return self._load(toml_path, alias=None, stack=(), root=True, origins=origins or {})
 
-    def _load(self, toml_path: Path, *, alias: str | None, stack: tuple[Path, ...], root: bool) -> PackageInfo:
+    def _load(self, toml_path: Path, *, alias: str | None, stack: tuple[Path, ...], root: bool,
+              origins: dict[Path, Path] | None = None) -> PackageInfo:
+        origins = origins or {}
         existing = self.packages.get(toml_path)
         if existing is not None:
             if alias and alias not in existing.namespaces:
@@ -276,15 +286,17 @@ class Runtime:
                     self._table(kind)[f"{alias}::{key}"] = obj
             return existing
         spec = read_package_toml(toml_path)
+        origin = origins.get(toml_path)
         info = PackageInfo(name=spec.package.name, version=spec.package.version, root=toml_path.parent,
                            toml_path=toml_path, toml=spec,
-                           namespaces=[spec.package.name] + ([alias] if alias and alias != spec.package.name else []))
+                           namespaces=[spec.package.name] + ([alias] if alias and alias != spec.package.name else []),
+                           origin=origin.parent if origin is not None else None)
         self.packages[toml_path] = info
         try:
-            for dep_path, dep_alias in _dependencies(spec, toml_path):
+            for dep_path, dep_alias in _dependencies(spec, toml_path, origins):
                 if dep_path in stack:
                     continue  # a cycle: that package is being loaded further up
-                dep = self._load(dep_path, alias=dep_alias, stack=(*stack, toml_path), root=False)
+                dep = self._load(dep_path, alias=dep_alias, stack=(*stack, toml_path), root=False, origins=origins)
                 info.dependencies.append(dep.toml_path)
             _discover(self, info, bare="always" if root else "if_free")
         except BaseException:
@@ -350,11 +362,25 @@ def read_package_toml(toml_path: Path) -> PackageToml:
         raise ConfigError(f"{toml_path}: " + "; ".join(problems), path=str(toml_path)) from None
 
 
-def _dependencies(spec: PackageToml, toml_path: Path) -> Iterator[tuple[Path, str | None]]:
+def _dependencies(spec: PackageToml, toml_path: Path,
+                  origins: dict[Path, Path] | None = None) -> Iterator[tuple[Path, str | None]]:
+    origins = origins or {}
+    origin = origins.get(toml_path)
     for entry in spec.dependencies.packages:
         if isinstance(entry, str):
             raw, _, alias = entry.partition(" as ")
             entry = _DependencyEntry(path=raw.strip(), alias=alias.strip() or None)
+        if origin is not None:  # a shipped copy: follow the path where it came from, to that package's copy
+            wanted = (origin.parent / entry.path).expanduser().resolve()
+            if wanted.name == TOML_NAME:
+                wanted = wanted.parent
+            local_copy = next((local for local, o in origins.items() if o.parent == wanted), None)
+            if local_copy is None:
+                raise ConfigError(f"{toml_path}: dependency {entry.path!r} of package {spec.package.name!r} "
+                                  f"({str(wanted)!r} where the package came from) was not shipped with it",
+                                  path=str(toml_path), key="dependencies.packages")
+            yield local_copy, entry.alias
+            continue
         target = (toml_path.parent / entry.path).expanduser().resolve()
         if target.is_dir():
             target = target / TOML_NAME
@@ -393,7 +419,7 @@ def _key(prefix: str, key: str) -> str:
 
 def _import_file(info: PackageInfo, file: Path, base: Path, section: str) -> ModuleType:
     rel = file.relative_to(base).with_suffix("")
-    tag = hashlib.sha1(str(info.root).encode()).hexdigest()[:8]
+    tag = hashlib.sha1(str(info.origin or info.root).encode()).hexdigest()[:8]
     parts = [p.replace("-", "_").replace(".", "_") for p in rel.parts]
     name = ".".join(["_lllm_pkg", f"{info.name}_{tag}".replace("-", "_"), section, *parts])
     if name in sys.modules:
@@ -402,6 +428,7 @@ def _import_file(info: PackageInfo, file: Path, base: Path, section: str) -> Mod
     if module_spec is None or module_spec.loader is None:
         raise ConfigError(f"{file}: cannot be imported as a Python module", path=str(file))
     module = importlib.util.module_from_spec(module_spec)
+    _parent_modules(name)
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)
@@ -413,6 +440,21 @@ def _import_file(info: PackageInfo, file: Path, base: Path, section: str) -> Mod
         raise ConfigError(f"{file}: importing it (package {info.name!r}, [{section}]) failed: "
                           f"{type(exc).__name__}: {exc}", path=str(file)) from exc
     return module
+
+
+def _parent_modules(name: str) -> None:
+    """Put empty parent packages of a package module's name (`_lllm_pkg`, `_lllm_pkg.<name>_<tag>`, ...) in
+    `sys.modules`, so that `import _lllm_pkg.x.tactics.y` finds the module and pickle can refer to its classes
+    (a result, an exception, a tactic sent to another process that loaded the same package)."""
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        parent = ".".join(parts[:i])
+        if parent not in sys.modules:
+            package = ModuleType(parent, "modules of the lllm.toml packages loaded in this process")
+            package.__path__ = []  # a package: its children are in sys.modules
+            sys.modules[parent] = package
+            if i > 1:
+                setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], package)
 
 
 def _py_files(folder: Path) -> list[Path]:
