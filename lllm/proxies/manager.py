@@ -22,7 +22,7 @@ from lllm.proxies.base import PROXY_REGISTRY, BaseProxy
 from lllm.proxies.budget import DEFAULT_LIVE_BUDGET, ProxyBudget, SessionBudgets
 from lllm.proxies.hooks import active_api_call_hooks, call_through_hooks, environment_hooks
 
-__all__ = ["DEFAULT_LIVE_BUDGET", "ProxyManager", "Source"]
+__all__ = ["DEFAULT_LIVE_BUDGET", "ProxyManager", "Source", "split_path"]
 
 Source = Literal["live", "offline", "auto"]
 
@@ -133,17 +133,8 @@ class ProxyManager:
             ProxyError: `path` is not of the form "<proxy>/<endpoint>".
             ProxyNotActivated: the proxy is not activated in this session.
         """
-        if not isinstance(path, str) or "/" not in path:
-            raise ProxyError(
-                f"CALL_API path must be '<proxy>/<endpoint>', e.g. 'fmp/price', got {path!r}. "
-                f"Activated proxies: {self.available()!r}.", path=path)
-        for name in self._by_length:
-            if path.startswith(name + "/"):
-                return self.proxies[name], name, path[len(name) + 1:]
-        proxy = path.rsplit("/", 1)[0]
-        raise ProxyNotActivated(
-            f"proxy {proxy!r} is not activated for this session; activated: {self.available()!r}. "
-            "Add it to the agent's proxy.activate_proxies to use it.", proxy=proxy, path=path)
+        name, endpoint = split_path(path, self._by_length)
+        return self.proxies[name], name, endpoint
 
     def get(self, name: str) -> BaseProxy:
         """The activated proxy `name`, or ProxyNotActivated."""
@@ -249,9 +240,41 @@ class ProxyManager:
     retrieve_api_docs = api_doc
     """lllm-core 0.1 name of `api_doc`."""
 
+    def close(self) -> None:
+        """Close every proxy that holds something open (an HTTP connection pool); errors are ignored: a pool
+        that fails to close loses nothing."""
+        for proxy in self.proxies.values():
+            close = getattr(proxy, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - see the docstring
+                    pass
+
     def endpoint_names(self, name: str) -> list[str]:
         """The endpoint names of one activated proxy."""
         return list(self.get(name).endpoint_specs())
+
+
+def split_path(path: Any, names: list[str]) -> tuple[str, str]:
+    """`"<proxy>/<endpoint>"` -> (proxy path, endpoint) for the activated proxy `names`, longest first.
+
+    Raises:
+        ProxyError: `path` is not of the form "<proxy>/<endpoint>".
+        ProxyNotActivated: no name in `names` is its proxy.
+    """
+    available = sorted(names)
+    if not isinstance(path, str) or "/" not in path:
+        raise ProxyError(
+            f"CALL_API path must be '<proxy>/<endpoint>', e.g. 'fmp/price', got {path!r}. "
+            f"Activated proxies: {available!r}.", path=path)
+    for name in names:
+        if path.startswith(name + "/"):
+            return name, path[len(name) + 1:]
+    proxy = path.rsplit("/", 1)[0]
+    raise ProxyNotActivated(
+        f"proxy {proxy!r} is not activated for this session; activated: {available!r}. "
+        "Add it to the agent's proxy.activate_proxies to use it.", proxy=proxy, path=path)
 
 
 def _compact(value: Any, limit: int = 400) -> str:

@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lllm.errors import ConfigError, GatewayStartError, InfrastructureError, LLLMError
 from lllm.proxies.budget import ProxyBudget
 from lllm.proxies.manager import ProxyManager
+from lllm.proxies.remote import build_manager
 
 __all__ = ["ProxyConfig", "ProxyTools", "SandboxBlock", "attach", "close_pools"]
 
@@ -282,13 +283,7 @@ class ProxyTools:
                 if sandbox is not None:
                     self._discard(sandbox)
             finally:
-                for proxy in self.manager.proxies.values():
-                    close = getattr(proxy, "close", None)
-                    if callable(close):
-                        try:
-                            close()
-                        except Exception:  # noqa: BLE001 - an HTTP pool that fails to close loses nothing
-                            pass
+                self.manager.close()
 
 
 def _describe_sandbox(sandbox: Any) -> str:
@@ -373,9 +368,9 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
     if source not in ("live", "offline", "auto"):
         raise ConfigError(f"LLLM_PROXY_SOURCE must be live, offline or auto, got {source!r}.", key="proxy.source")
     try:
-        manager = ProxyManager(cfg.activate_proxies, source=source,  # type: ignore[arg-type]
-                               runtime=getattr(ctx, "runtime", None), cutoff_date=cfg.cutoff_date,
-                               budgets=dict(cfg.budgets))
+        # a ProxyManager here, or (on a Ray worker) one whose proxies run where the keys are
+        manager = build_manager(cfg.activate_proxies, source=source, runtime=getattr(ctx, "runtime", None),
+                                cutoff_date=cfg.cutoff_date, budgets=dict(cfg.budgets))
     except ConfigError as exc:
         raise ConfigError(f"agent {agent.name!r}: {exc.message}", key="proxy.activate_proxies") from None
     session_id = getattr(ctx, "session_id", None) or secrets.token_hex(6)
