@@ -247,6 +247,17 @@ class ScriptedInvoker(BaseInvoker):
         self._lock = threading.Lock()
         self._litellm: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy of the model for another process (a Ray batch's hub): its script and position, not its lock
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state["_litellm"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         mode = f"responder={self._responder!r}" if self._responder is not None else f"steps {self._next}/{len(self._steps)} used"
         via = ", through_litellm=True" if self.through_litellm else ""
