@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "register_tactic_class": "lllm.core.runtime",
     "LogStore": "lllm.logging",
     "sqlite_store": "lllm.logging",
+    "RayExecutor": "lllm.executors",  # bcall(executor=RayExecutor(...)): batches on a Ray cluster
     # proxies
     "BaseProxy": "lllm.proxies",
     "ProxyManager": "lllm.proxies",

@@ -75,6 +75,17 @@ def _probe(address: str, timeout: float) -> None:
                                  "`ray start --head` printed (host:port of its control store)", address=address)
 
 
+def _same_address(a: str, b: str) -> bool:
+    """Whether two host:port addresses name the same place (hosts compared by their IP addresses)."""
+    (host_a, _, port_a), (host_b, _, port_b) = a.rpartition(":"), b.rpartition(":")
+    if port_a != port_b:
+        return False
+    try:
+        return socket.gethostbyname(host_a.strip("[]")) == socket.gethostbyname(host_b.strip("[]"))
+    except OSError:
+        return host_a == host_b
+
+
 class RayExecutor:
     """Runs a batch's tasks on a Ray cluster (see the module docstring).
 
@@ -147,6 +158,7 @@ class RayExecutor:
             raise ClusterUnavailable(_install_hint()) from None
         with self._lock:
             if ray.is_initialized():
+                self._check_same_cluster(ray)
                 return ray
             address = self.address or os.environ.get("LLLM_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
             options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": self.log_to_driver}
@@ -169,6 +181,17 @@ class RayExecutor:
                 raise ClusterUnavailable(f"could not start a local Ray cluster: {type(exc).__name__}: {exc}") from None
             self.owns_cluster = True
             return ray
+
+    def _check_same_cluster(self, ray: Any) -> None:
+        """A process joins one cluster: an explicit address must be the one this process is connected to."""
+        if not self.address or self.address == "auto":
+            return
+        current = ray.get_runtime_context().gcs_address or ""
+        if _same_address(current, self.address):
+            return
+        raise UsageError(f"this process is already connected to the Ray cluster at {current!r}, not {self.address!r}: "
+                         "a process joins one cluster. Use RayExecutor() for that one, or run the batch from another "
+                         "process.", value=self.address)
 
     def close(self) -> None:
         """Stop the local cluster this executor started (a cluster it joined is left running)."""

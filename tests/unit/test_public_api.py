@@ -29,8 +29,8 @@ def test_unknown_attribute_is_a_plain_attribute_error() -> None:
 
 def test_import_lllm_pulls_in_no_heavy_library() -> None:
     code = (
-        "import sys, json, lllm, lllm.core, lllm.errors;"
-        "print(json.dumps(sorted(m for m in ('litellm','docker','playwright','jupyter_client','zmq','sqlite_utils') if m in sys.modules)))"
+        "import sys, json, lllm, lllm.core, lllm.errors, lllm.executors, lllm.core.executor;"
+        "print(json.dumps(sorted(m for m in ('litellm','docker','playwright','jupyter_client','zmq','sqlite_utils','ray') if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
