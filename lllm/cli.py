@@ -97,7 +97,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         store = sqlite_store(db)
     tactic = build_tactic(config, log_store=store)
     tags = parse_tags(args.tag)
+    executor = None
+    if args.ray is not None:
+        from lllm.executors import RayExecutor
+
+        # stdout is the results: the workers' output stays in Ray's logs
+        executor = RayExecutor(address=args.ray, max_retries=args.ray_retries, log_to_driver=False)
     try:
+        if executor is not None:
+            return _run_batch(tactic, tasks, args, tags, store, executor, one=len(tasks) == 1)
         if len(tasks) == 1:
             try:
                 session = tactic(tasks[0], tags=tags, return_session=True)
@@ -111,16 +119,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"[{tactic.name}] session {session.session_id[:12]}: ${session.total_cost.cost:.6f}"
                   + (f", logged to {store.path}" if store else ""), file=sys.stderr)
             return 0
-        results = tactic.bcall(tasks, max_workers=args.workers, fail_fast=not args.keep_going, tags=tags)
-        for i, r in enumerate(results):
-            print(f"{i}\t{_show(r)}")
-        print(f"[{tactic.name}] batch {results.batch_id}: {len(results) - len(results.errors)} ok, "
-              f"{len(results.errors)} failed, ${results.spent:.6f}" + (f", logged to {store.path}" if store else ""),
-              file=sys.stderr)
-        return 1 if results.errors else 0
+        return _run_batch(tactic, tasks, args, tags, store, None, one=False)
     finally:
+        if executor is not None:
+            executor.close()
         if store is not None:
             store.close()
+
+
+def _run_batch(tactic: Any, tasks: list[Any], args: argparse.Namespace, tags: dict[str, Any], store: Any,
+               executor: Any, *, one: bool) -> int:
+    results = tactic.bcall(tasks, max_workers=args.workers, fail_fast=not args.keep_going, tags=tags,
+                           executor=executor)
+    if one:  # one task on a cluster: its result alone, as for a single call here
+        print(_show(results[0]))
+    else:
+        for i, r in enumerate(results):
+            print(f"{i}\t{_show(r)}")
+    where = " on Ray" if executor is not None else ""
+    print(f"[{tactic.name}] batch {results.batch_id}{where}: {len(results) - len(results.errors)} ok, "
+          f"{len(results.errors)} failed, ${results.spent:.6f}" + (f", logged to {store.path}" if store else ""),
+          file=sys.stderr)
+    return 1 if results.errors else 0
 
 
 def _register_run(subparsers: Any) -> None:
@@ -134,9 +154,15 @@ def _register_run(subparsers: Any) -> None:
     run.add_argument("--tasks-file", help="a file of tasks: a JSON list, or one task per line")
     run.add_argument("--package", help="the package's lllm.toml or folder")
     run.add_argument("--db", help="record the calls in this SQLite log (default: $LLLM_LOG_DB or [logging] db)")
-    run.add_argument("--workers", type=int, default=8, help="threads for a batch (default 8)")
+    run.add_argument("--workers", type=int, default=8,
+                     help="threads for a batch, or with --ray the tasks in flight on the cluster (default 8)")
     run.add_argument("--tag", action="append", metavar="KEY=VALUE", help="a tag stored on every session")
     run.add_argument("--keep-going", action="store_true", help="in a batch, go on after a failed task")
+    run.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                     help="run the tasks as Ray tasks: on the cluster whose head is ADDRESS (host:port), or, without "
+                          "ADDRESS, on a local cluster started for this run (docs/scaling.md)")
+    run.add_argument("--ray-retries", type=int, default=3, metavar="N",
+                     help="with --ray: run a task again up to N times when its worker or node is lost (default 3)")
     run.set_defaults(func=_cmd_run)
 
 

@@ -91,8 +91,9 @@ class RayExecutor:
 
     Args:
         address: the cluster's head (`host:port`, or "auto"); default `$LLLM_RAY_ADDRESS`, then `$RAY_ADDRESS`,
-            else a local cluster started here (on 127.0.0.1, without the secret-looking variables of this
-            environment), stopped by `close()` or at exit. Ignored when this process is already connected.
+            else (or with "local") a local cluster started here (on 127.0.0.1, without the secret-looking
+            variables of this environment), stopped by `close()` or at exit. A process joins one cluster: once
+            connected, another address is a UsageError.
         max_retries: how often a task is run again when its worker or node is lost (Ray's option of that
             name; lllm applies it, one logged attempt each). Each attempt may spend again.
         retry_exceptions: also run a task again when it raised: True, or a list of exception classes (Ray's
@@ -162,7 +163,7 @@ class RayExecutor:
                 return ray
             address = self.address or os.environ.get("LLLM_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
             options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": self.log_to_driver}
-            if address:
+            if address and address != "local":
                 if address != "auto":
                     _probe(address, self.connect_timeout)
                 try:
@@ -184,7 +185,7 @@ class RayExecutor:
 
     def _check_same_cluster(self, ray: Any) -> None:
         """A process joins one cluster: an explicit address must be the one this process is connected to."""
-        if not self.address or self.address == "auto":
+        if not self.address or self.address in ("auto", "local"):
             return
         current = ray.get_runtime_context().gcs_address or ""
         if _same_address(current, self.address):
