@@ -3,6 +3,7 @@ SQLite log store, against a bare ThreadPoolExecutor making the same invoker call
 LLLM framework's own package) running the same trivial tactic with its SQLite store, all in the same run.
 
     .venv/bin/python bench/bench_batch.py [--tasks 1000] [--workers 50] [--repeat 3] [--no-core]
+    .venv/bin/python bench/bench_batch.py --ray [--cells 100] [--ray-address HOST:PORT]   # threads vs Ray
 
 lllm-core is installed by this script (pip, from the package registry) into its own venv under
 `$LLLM_BENCH_CACHE` (default ~/.cache/lllm-bench), once; its half runs in `bench/_lllm_core_side.py`.
@@ -119,7 +120,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-core", action="store_true", help="skip lllm-core (no venv, no install)")
+    parser.add_argument("--ray", action="store_true", help="threads vs a local Ray cluster (bench/_batch_ray.py)")
+    parser.add_argument("--ray-address", help="with --ray: join this cluster instead of starting a local one")
+    parser.add_argument("--cells", type=int, default=100, help="with --ray: tasks with one run_python cell (0: none)")
+    parser.add_argument("--cell-workers", type=int, default=8, help="with --ray: cell tasks at once, both executors")
     args = parser.parse_args()
+    if args.ray:
+        from _batch_ray import main_ray
+
+        main_ray(args, BenchClassifier, config, responder)
+        return
     tasks = [f"review {i}: {'bad' if i % 2 else 'good'} product" for i in range(args.tasks)]
     bare: list[float] = []
     plain: list[float] = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any
 
 from lllm.errors import ExecutorError, UsageError
@@ -22,69 +21,41 @@ PROXY_METHODS = frozenset({"open", "call", "api_doc", "spent", "close"})
 
 
 class Inbox:
-    """What workers streamed, per attempt, in the order they sent it: each message has a sequence number per
-    attempt (a threaded actor may run two messages of one caller out of order)."""
+    """What workers streamed, per attempt: messages numbered from 0 by their sender (a threaded actor may run two
+    messages of one caller out of order), handed out in that order."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._messages: dict[str, dict[int, list[Any]]] = {}
         self._next: dict[str, int] = {}
         self._closed: set[str] = set()
 
     def put(self, attempt: str, seq: int, ops: list[Any]) -> None:
-        with self._cond:
+        with self._lock:
             if attempt in self._closed:
-                return  # the driver already wrote this attempt off (its worker was lost)
+                return  # the driver is done with this attempt
             self._messages.setdefault(attempt, {})[seq] = ops
-            self._cond.notify_all()
 
-    def _pop_ready(self, attempt: str) -> list[Any]:
-        messages = self._messages.get(attempt, {})
-        n = self._next.get(attempt, 0)
-        out: list[Any] = []
-        while n in messages:
-            out.extend(messages.pop(n))
-            n += 1
-        self._next[attempt] = n
-        return out
-
-    def take_ready(self) -> dict[str, list[Any]]:
-        """Every attempt's ops that arrived in order since the last take."""
-        with self._cond:
-            out = {}
-            for attempt in list(self._messages):
-                ops = self._pop_ready(attempt)
-                if ops:
-                    out[attempt] = ops
+    def take_ready(self) -> dict[str, list[tuple[int, list[Any]]]]:
+        """Every attempt's messages that arrived in order since the last take: `{attempt: [(seq, ops), ...]}`."""
+        with self._lock:
+            out: dict[str, list[tuple[int, list[Any]]]] = {}
+            for attempt, messages in self._messages.items():
+                n = self._next.get(attempt, 0)
+                while n in messages:
+                    out.setdefault(attempt, []).append((n, messages.pop(n)))
+                    n += 1
+                self._next[attempt] = n
             return out
 
-    def take(self, attempt: str, upto: int | None, timeout: float = 30.0) -> tuple[list[Any], bool]:
-        """The rest of an attempt's ops, and whether none is missing; then the attempt is forgotten.
-
-        Args:
-            upto: how many messages the worker sent (the attempt ended): wait until all of them arrived (at most
-                `timeout` s). None: the worker was lost; take what arrived, gaps and all.
-        """
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            complete = True
-            if upto is not None:
-                while True:
-                    have = self._next.get(attempt, 0) + len(self._messages.get(attempt, {}))
-                    left = deadline - time.monotonic()
-                    if have >= upto or left <= 0:
-                        complete = have >= upto
-                        break
-                    self._cond.wait(left)
-            ops = self._pop_ready(attempt)
-            rest = self._messages.pop(attempt, {})
-            if rest:  # a gap: a message that never arrived
-                complete = False
-                for seq in sorted(rest):
-                    ops.extend(rest[seq])
-            self._next.pop(attempt, None)
+    def close(self, attempt: str) -> list[tuple[int, list[Any]]]:
+        """Forget an attempt (ended, or its worker lost); returns the messages still here, in order, gaps and
+        all (a lost worker's last messages may never come)."""
+        with self._lock:
             self._closed.add(attempt)
-            return ops, complete
+            self._next.pop(attempt, None)
+            messages = self._messages.pop(attempt, {})
+            return [(seq, messages[seq]) for seq in sorted(messages)]
 
 
 class Hub:
@@ -154,15 +125,13 @@ class Hub:
             raise UsageError(f"no proxy host method {method!r}; known: {sorted(PROXY_METHODS)!r}")
         return getattr(self.proxies, method)(*args)
 
-    def close_proxies(self, prefix: str) -> int:
-        """End the proxy sessions of an attempt whose worker was lost."""
-        return self.proxies.close_prefix(prefix)
-
     def put(self, attempt: str, seq: int, ops: list[Any]) -> None:
         self.inbox.put(attempt, seq, ops)
 
-    def take_ready(self) -> dict[str, list[Any]]:
+    def take_ready(self) -> dict[str, list[tuple[int, list[Any]]]]:
         return self.inbox.take_ready()
 
-    def take(self, attempt: str, upto: int | None, timeout: float = 30.0) -> tuple[list[Any], bool]:
-        return self.inbox.take(attempt, upto, timeout)
+    def close_attempt(self, attempt: str) -> list[tuple[int, list[Any]]]:
+        """Forget an attempt: end its proxy sessions (a lost worker's) and return its messages still here."""
+        self.proxies.close_prefix(attempt + "/")
+        return self.inbox.close(attempt)

@@ -43,10 +43,23 @@ class Attempt:
         self.fields = fields
         self.top: TacticCallSession | None = None
         """The session that stands for this attempt on the driver (made at its start)."""
+        self.replayed = 0
+        """Streamed messages replayed so far (messages are numbered from 0; each is replayed once, in order)."""
+        self.closed = False
+        """The attempt ended (or was written off): messages that come later are ignored."""
         self.open: dict[str, SessionInfo] = {}
         """Sessions started and not ended yet, by id (in start order)."""
 
     # -- applying ops ------------------------------------------------------------------------------------
+
+    def replay_messages(self, messages: list[tuple[int, list[tuple[Any, ...]]]], *, gaps: bool = False) -> None:
+        """Replay streamed messages `(seq, ops)`: the next ones in order, each once (others are skipped). With
+        `gaps` (a lost worker's last messages) a missing message does not hold back the ones after it."""
+        for seq, ops in messages:
+            if self.closed or seq < self.replayed or (seq > self.replayed and not gaps):
+                continue
+            self.replay(ops)
+            self.replayed = seq + 1
 
     def replay(self, ops: list[tuple[Any, ...]]) -> None:
         for op in ops:

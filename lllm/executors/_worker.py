@@ -104,8 +104,9 @@ class Recorder:
     """A task's log store on a worker: every session start, record and end goes to the driver, in order.
 
     Records are sent to the hub as they are made (a worker that dies keeps nothing the driver has not seen); a
-    session's start rides with its first record, and what is left at the end of the task comes back with the
-    result (a task that records nothing costs no message).
+    session's start rides with its first record. When the task ends, every message comes back with the result
+    as well (`rest()`): the driver replays those it has not collected from the hub yet, so it never waits for
+    the hub at the end of a task.
     """
 
     path = "<records of a Ray task, sent to the driver's log store>"
@@ -114,8 +115,8 @@ class Recorder:
         self._send = send
         self._lock = threading.Lock()
         self._held: list[tuple[Any, ...]] = []
-        self.sent = 0
-        """Messages sent to the hub so far (the driver waits for all of them before the rest)."""
+        self.messages: list[list[tuple[Any, ...]]] = []
+        """The messages sent to the hub so far, in order (message n has sequence number n)."""
 
     def start_session(self, session_id: str, **fields: Any) -> None:
         with self._lock:
@@ -128,8 +129,8 @@ class Recorder:
             record = TraceRecordAdapter.validate_python(record)
         with self._lock:
             ops, self._held = [*self._held, ("record", record)], []
-            self._send(self.sent, ops)
-            self.sent += 1
+            self._send(len(self.messages), ops)
+            self.messages.append(ops)
 
     def end_session(self, session_id: str, **fields: Any) -> None:
         with self._lock:
@@ -138,11 +139,11 @@ class Recorder:
     def flush(self) -> None:
         """Nothing to commit here: the driver's store commits."""
 
-    def rest(self) -> tuple[list[tuple[Any, ...]], int]:
-        """The ops not sent yet, and how many messages were."""
+    def rest(self) -> tuple[list[list[tuple[Any, ...]]], list[tuple[Any, ...]]]:
+        """The messages sent, and the ops not sent yet."""
         with self._lock:
             ops, self._held = self._held, []
-            return ops, self.sent
+            return list(self.messages), ops
 
 
 def lllm_version() -> str:
@@ -210,8 +211,8 @@ def run_task(ctx: dict[str, Any], attempt_key: str, attempt: int, payload: bytes
                                    task_index=task_index, task_hash=task_hash, session_out=[])
         except Exception as exc:  # noqa: BLE001 - the task's error goes back to the driver, as with threads
             error = exc
-    ops, sent = recorder.rest()
-    reply = {"ok": error is None, "result": result, "error": error, "ops": ops, "sent": sent, **where}
+    streamed, ops = recorder.rest()
+    reply = {"ok": error is None, "result": result, "error": error, "streamed": streamed, "ops": ops, **where}
     try:
         return cloudpickle.dumps(reply)
     except Exception as exc:  # noqa: BLE001 - a result or an error that does not pickle: say so instead
@@ -224,6 +225,8 @@ def run_task(ctx: dict[str, Any], attempt_key: str, attempt: int, payload: bytes
             error_type=type(value).__name__, traceback=text, node=node))
         reply["ops"] = [(op[0], op[1], {**op[2], "result": repr(op[2].get("result"))[:2000]})
                         if op[0] == "end" else op for op in ops]
+        reply["streamed"] = [[(op[0], op[1], {**op[2], "result": repr(op[2].get("result"))[:2000]})
+                              if op[0] == "end" else op for op in msg] for msg in streamed]
         return cloudpickle.dumps(reply)
 
 

@@ -176,8 +176,9 @@ class RayExecutor:
 
             try:
                 with scrubbed_environ():  # the local cluster's processes never see the keys
-                    ray.init(num_cpus=self.local_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-                             **options)
+                    # "local": a new cluster, even when another one on this machine left its address behind
+                    ray.init(address="local", num_cpus=self.local_cpus, include_dashboard=False,
+                             _node_ip_address="127.0.0.1", **options)
             except Exception as exc:  # noqa: BLE001 - see above
                 raise ClusterUnavailable(f"could not start a local Ray cluster: {type(exc).__name__}: {exc}") from None
             self.owns_cluster = True
@@ -301,6 +302,14 @@ class _RayBatch:
             return self.ray.get(self.hub.ready.remote(spec_bytes), timeout=timeout)
         except RayTaskError as exc:
             cause = getattr(exc, "cause", None)
+            if isinstance(cause, ImportError):
+                module = type(self.run.tactic).__module__
+                raise UsageError(
+                    f"the batch's hub (a fresh Python process, as the workers are) cannot rebuild tactic "
+                    f"{self.run.tactic.name!r}: {type(cause).__name__}: {cause}. Ray workers import the tactic's "
+                    f"module ({module!r}) by name: put the tactic in an lllm.toml package (shipped with the "
+                    "batch), install its module on every node, or call "
+                    f"ray.cloudpickle.register_pickle_by_value(sys.modules[{module!r}]) before the batch.") from None
             raise (cause if isinstance(cause, Exception) else exc) from None
         except RuntimeEnvSetupError as exc:
             raise PackageShipError(f"the batch's packages could not be set up on the driver's node: {exc}") from None
@@ -396,26 +405,25 @@ class _RayBatch:
             self._lose(attempt, reason)
             return None
         reply: dict[str, Any] = cloudpickle.loads(raw)
-        with self.replay_lock:
-            streamed: list[Any] = []
-            if reply["sent"]:
-                streamed, complete = ray.get(self.hub.take.remote(attempt.key, reply["sent"]))
-                if not complete:
-                    _log.warning("attempt %s: some streamed records did not reach the hub in time", attempt.key)
-            attempt.replay(streamed + reply["ops"])
+        with self.replay_lock:  # what the collector has not replayed yet, then the rest: each op once, in order
+            attempt.replay_messages(list(enumerate(reply["streamed"])))
+            attempt.replay(reply["ops"])
+            attempt.closed = True
+        if reply["streamed"]:
+            self.hub.close_attempt.remote(attempt.key)  # the hub may drop its copies (no need to wait)
         return reply
 
     def _lose(self, attempt: Any, reason: str) -> None:
-        """Write off an attempt: take what it streamed, end its sessions as lost, close its proxy sessions."""
+        """Write off an attempt: replay what it streamed, end its sessions as lost, close its proxy sessions."""
         with self.replay_lock:
             try:
-                streamed, _ = self.ray.get(self.hub.take.remote(attempt.key, None))
-                self.ray.get(self.hub.close_proxies.remote(attempt.key + "/"))
+                streamed = self.ray.get(self.hub.close_attempt.remote(attempt.key))
             except Exception as exc:  # noqa: BLE001 - the hub itself may be gone: keep what we have
                 _log.warning("attempt %s: its streamed records could not be taken: %s", attempt.key, exc)
                 streamed = []
-            attempt.replay(streamed)
+            attempt.replay_messages(streamed, gaps=True)
             attempt.lose(reason)
+            attempt.closed = True
 
     # -- records streamed meanwhile --------------------------------------------------------------------------
 
@@ -430,10 +438,10 @@ class _RayBatch:
     def _collect(self) -> None:
         with self.replay_lock:
             ready = self.ray.get(self.hub.take_ready.remote())
-            for key, ops in ready.items():
+            for key, messages in ready.items():
                 attempt = self.attempts.get(key)
                 if attempt is not None:
-                    attempt.replay(ops)
+                    attempt.replay_messages(messages)
 
     # -- after the last task ---------------------------------------------------------------------------------
 

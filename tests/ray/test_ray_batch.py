@@ -148,8 +148,8 @@ def test_a_worker_node_killed_mid_batch(ray_cluster: Any, ray_runtime: Any, sand
     from lllm.invokers.scripted import ScriptedInvoker
     from lllm.logging import sqlite_store
 
-    tasks = [f"slow {i}" for i in range(4)]
-    code = "import time\nprint('HUB', CALL_API('raytest/whoami', {})['pid'])\ntime.sleep(8)\nprint('woke')"
+    tasks = [f"slow {i}" for i in range(2)]
+    code = "import time\nprint('HUB', CALL_API('raytest/whoami', {})['pid'])\ntime.sleep(5)\nprint('woke')"
     store = sqlite_store(":memory:")
     tactic = build(ray_runtime, "probe", ScriptedInvoker(scripts=scripts_for(tasks, code)), store)
     box: dict[str, Any] = {}

@@ -264,7 +264,7 @@ def test_the_recorder_holds_a_start_until_the_first_record() -> None:
     recorder.record({"kind": "model_call", "session_id": "s", "agent": "a", "model": "m"})
     recorder.end_session("s", state="ok")
     assert [seq for seq, _ in sent] == [0, 1] and [op[0] for op in sent[0][1]] == ["start", "record"]
-    assert recorder.rest() == ([("end", "s", {"state": "ok"})], 2)
+    assert recorder.rest() == ([ops for _, ops in sent], [("end", "s", {"state": "ok"})])
 
 
 def test_the_inbox_hands_out_messages_in_order_and_what_a_lost_attempt_sent() -> None:
@@ -274,17 +274,31 @@ def test_the_inbox_hands_out_messages_in_order_and_what_a_lost_attempt_sent() ->
     inbox.put("a", 1, ["second"])
     assert inbox.take_ready() == {}  # message 0 has not arrived
     inbox.put("a", 0, ["first"])
-    assert inbox.take_ready() == {"a": ["first", "second"]}
+    assert inbox.take_ready() == {"a": [(0, ["first"]), (1, ["second"])]}
     inbox.put("a", 2, ["third"])
-    assert inbox.take("a", 3) == (["third"], True)
+    assert inbox.close("a") == [(2, ["third"])]
     inbox.put("b", 0, ["x"])
     inbox.put("b", 2, ["z"])
-    assert inbox.take("b", None) == (["x", "z"], False)  # a lost worker: what came, gaps and all
+    assert inbox.close("b") == [(0, ["x"]), (2, ["z"])]  # a lost worker: what came, gaps and all
     inbox.put("b", 1, ["late"])
-    assert inbox.take_ready() == {}  # a written-off attempt takes nothing more
-    threading.Timer(0.2, inbox.put, ("c", 0, ["slow"])).start()
-    assert inbox.take("c", 1, timeout=10) == (["slow"], True)
-    assert inbox.take("d", 1, timeout=0.1) == ([], False)
+    assert inbox.take_ready() == {} and inbox.close("b") == []  # a closed attempt keeps nothing
+
+
+def test_replay_takes_each_streamed_message_once_in_order() -> None:
+    from lllm.executors._replay import Attempt
+    from lllm.logging import sqlite_store
+
+    store = sqlite_store(":memory:")
+    ops = _ops("w1")
+    attempt = Attempt("k/0/1", store=store, parent=None, sinks=(), task="x", number=1, fields={})
+    messages = [(0, ops[:2]), (1, [("record", ops[1][1].model_copy())])]
+    attempt.replay_messages(messages[1:])  # out of order: held back
+    attempt.replay_messages(messages[:1])  # the collector took message 0
+    attempt.replay_messages(messages)  # the reply brings both: only message 1 is new
+    attempt.replay([ops[2]])
+    store.flush()
+    assert attempt.replayed == 2 and store.count("model_calls") == 2
+    assert store.get_session("w1").state == "ok"
 
 
 def _ops(session: str, *, parent: str | None = None, cost: float = 0.5) -> list[tuple[Any, ...]]:
