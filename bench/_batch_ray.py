@@ -4,7 +4,7 @@
    tasks; the figure is the overhead per task on Ray, (Ray's wall time - threads' wall time) / tasks, plus the
    batch's start (shipping, the hub) measured apart.
 2. 100 tasks with one run_python cell each (a Docker sandbox per task), threads against Ray at the same number
-   of tasks at once.
+   of tasks at once, in the order threads, Ray, Ray, threads (half the tasks each time).
 
 Ray starts a local cluster on 127.0.0.1 (`--ray-address` joins one instead); its tasks reserve a CPU share so that
 both executors run the same number of tasks at once.
@@ -93,27 +93,34 @@ def main_ray(args: Any, classifier: type, config: Callable[[], dict[str, Any]], 
 
         if args.cells:
             cell_tasks = [f"cell {i}" for i in range(args.cells)]
+            halves = [cell_tasks[: len(cell_tasks) // 2], cell_tasks[len(cell_tasks) // 2:]]
             width = args.cell_workers
 
-            def cells(executor_or_none: Any, tag: str) -> float:
+            def cells(executor_or_none: Any, tag: str, part: list[str]) -> float:
                 store = sqlite_store(Path(tmp) / f"cells-{tag}.db")
-                with override(ScriptedInvoker(scripts=cell_scripts(cell_tasks))):
+                with override(ScriptedInvoker(scripts=cell_scripts(part))):
                     tactic = BenchCells(cell_config(), log_store=store, runtime=Runtime("bench-cells"))
-                seconds, results = timed(lambda: tactic.bcall(cell_tasks, max_workers=width, progress=False,
+                seconds, results = timed(lambda: tactic.bcall(part, max_workers=width, progress=False,
                                                               executor=executor_or_none))
-                assert not results.errors and results[0] == "42 for cell 0", results[:3]
-                assert store.count("cells") == len(cell_tasks)
+                assert not results.errors and results[0] == f"42 for {part[0]}", results[:3]
+                assert store.count("cells") == len(part)
                 store.close()
                 return seconds
 
-            ct = cells(None, "threads")
+            # threads, Ray, Ray, threads (half the tasks each time): a load that drifts during the run (others
+            # share this machine) weighs on both alike
             shared = RayExecutor(address=args.ray_address, num_cpus=cpus / width, log_to_driver=False)
-            cr = cells(shared, "ray")
+            load_before = os.getloadavg()[0]
+            ct = cells(None, "threads-1", halves[0])
+            cr = cells(shared, "ray-1", halves[0])
+            cr += cells(shared, "ray-2", halves[1])
+            ct += cells(None, "threads-2", halves[1])
             m = len(cell_tasks)
             print(f"bcall of {m} tasks with one run_python cell each (a Docker sandbox per task), {width} at once:")
             print(f"  threads:          {ct:7.2f} s  {m / ct:8.2f} tasks/s  (baseline, 1.00)")
             print(f"  Ray (local):      {cr:7.2f} s  {m / cr:8.2f} tasks/s  ({ct / cr:.2f} of baseline)")
-            print(f"  Ray overhead per task: {(cr - ct) / m * 1000:.0f} ms")
+            print(f"  Ray overhead per task: {(cr - ct) / m * 1000:.0f} ms  (this machine's load average: "
+                  f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after)")
     executor.close()
 
 
