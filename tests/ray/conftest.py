@@ -54,12 +54,16 @@ class TestCluster:
                   "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
         self.cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 0, "include_dashboard": False, "_system_config": system})
-        self.workers = [self.add_worker() for _ in range(2)]
+        self.workers: list[Any] = []
+        """The live worker nodes (`kill_worker` takes one out, `add_worker` puts one in)."""
+        for _ in range(2):
+            self.add_worker()
         self.address = self.cluster.address
 
     def add_worker(self) -> Any:
         node = self.cluster.add_node(num_cpus=1)
         self.cluster.wait_for_nodes()
+        self.workers.append(node)
         return node
 
     def kill_worker(self, node: Any) -> list[int]:

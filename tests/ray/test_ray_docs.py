@@ -24,7 +24,8 @@ def test_the_scaling_guide_example_runs_on_the_cluster(ray_cluster: Any, tmp_pat
     out = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.splitlines()[-1] == "['positive', 'negative', 'neutral', 'positive']"
+    # the example's one line (Ray may add lines of its workers' output, as it does by default, around it)
+    assert "['positive', 'negative', 'neutral', 'positive']" in out.stdout.splitlines(), out.stdout[-3000:]
     store = sqlite_store(tmp_path / "runs.db", readonly=True)
     rows = store.query("SELECT state, tags, metadata, model_calls FROM sessions ORDER BY task_index")
     assert [(r["state"], json.loads(r["tags"]), r["model_calls"]) for r in rows] == [
