@@ -7,7 +7,15 @@ On top of that it
 - escalates a timeout: interrupt (a control-channel `interrupt_request`), wait `interrupt_grace`, then kill the
   kernel and start a new one; the result says which (`timeout_action`) and whether state was lost;
 - notices a dead kernel (the backend's `exit_status()`: process exit code, OOM kill counter, container state)
-  and reports `died` or `oom`, restarts the kernel and says state was lost, so the session stays usable.
+  and reports `died` or `oom`, restarts the kernel and says state was lost, so the session stays usable;
+- hands each piece of output, as it arrives, to the call's listeners (`lllm.sandbox.live`).
+
+The loop is written once, as a generator (`cell_steps`) that does no waiting itself: it yields a `Wait` (for
+input on the kernel's channels, up to a time) or a `Call` (something that may block: a Docker API call, a
+kernel restart, a send) and is sent back the outcome. Two small drivers run it: `drive` (the blocking API:
+`select` and plain calls) and `adrive` (asyncio: the channels' sockets are watched with `loop.add_reader`,
+blocking calls run in a worker thread), in the way jupyter_client writes each operation once for its blocking
+and async clients. So `DockerSandbox.run_cell` and `AsyncDockerSandbox.run_cell` are the same loop.
 """
 
 from __future__ import annotations
@@ -15,8 +23,9 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Callable, Protocol, Union
 
 from lllm.sandbox._kernel import KernelChannels
 from lllm.sandbox._output import OutputCollector, RecordBudget, clean_text
@@ -89,27 +98,143 @@ class CellLimits:
     """The sandbox's session budget for what cells store (None: `RecordLimits()` per cell, no session cap)."""
 
 
-def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
-    """Run `code` on `kernel`; see the module docstring. Never raises for what the cell (or the kernel) sent."""
+@dataclass(frozen=True)
+class Wait:
+    """A step of the loop: wait up to `timeout` s for input on `channels`; the driver sends back (iopub, shell,
+    control) readiness."""
+
+    channels: KernelChannels
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Call:
+    """A step of the loop: call `fn()`, which may block; the driver sends back its result or throws its exception
+    into the loop."""
+
+    fn: Callable[[], Any]
+
+
+Step = Union[Wait, Call]
+CellSteps = Generator[Step, Any, CellResult]
+Listen = Callable[[str, Any], None]
+"""`listen(kind, value)`: a piece of output as it arrives (stdout/stderr text, a display bundle)."""
+
+
+def drive(steps: CellSteps) -> CellResult:
+    """Run the loop, blocking: waits with `select`, calls in this thread."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.send(value) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        value, error = None, None
+        if isinstance(step, Wait):
+            value = step.channels.poll(step.timeout)
+        else:
+            try:
+                value = step.fn()
+            except Exception as exc:  # noqa: BLE001 - thrown into the loop, which decides
+                error = exc
+
+
+async def adrive(steps: CellSteps, *, flush: Callable[[], Any] | None = None,
+                 on_cancel: Callable[[], None] | None = None) -> CellResult:
+    """Run the loop on the running asyncio event loop: waits on the channels' sockets with `add_reader` (no thread
+    per cell), blocking calls in a worker thread. `flush()` (awaited, when given) delivers the output the loop
+    queued for the call's callbacks after each step. Cancelled, it calls `on_cancel()` (an interrupt) and stops."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    value: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                step = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                if flush is not None:
+                    await flush()
+                return stop.value
+            value, error = None, None
+            if flush is not None:
+                await flush()
+            if isinstance(step, Wait):
+                value = await _readable(loop, step.channels, step.timeout)
+            else:
+                try:
+                    value = await asyncio.to_thread(step.fn)
+                except Exception as exc:  # noqa: BLE001 - thrown into the loop, which decides
+                    error = exc
+    except asyncio.CancelledError:
+        steps.close()
+        if on_cancel is not None:
+            loop.run_in_executor(None, on_cancel)
+        raise
+
+
+async def _readable(loop: Any, channels: KernelChannels, timeout: float) -> tuple[bool, bool, bool]:
+    """(iopub, shell, control) readiness within `timeout` s, waiting on the event loop, not in a thread."""
+    import asyncio
+
+    if not channels.all_connected():
+        await asyncio.to_thread(channels.connect_missing)  # a connect may wait for a handshake
+    ready = channels.ready(0)
+    if any(ready) or timeout <= 0:
+        return ready
+    done = loop.create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    fds = [fd for fd in channels.filenos() if fd >= 0]
+    timer = loop.call_later(timeout, wake)
+    for fd in fds:
+        loop.add_reader(fd, wake)
+    try:
+        await done
+    finally:
+        timer.cancel()
+        for fd in fds:
+            loop.remove_reader(fd)
+    return channels.ready(0)
+
+
+def run_cell(kernel: KernelHandle, code: str, limits: CellLimits, listen: Listen | None = None) -> CellResult:
+    """Run `code` on `kernel`, blocking (see the module docstring). Never raises for what the cell (or the kernel)
+    sent."""
+    return drive(cell_steps(kernel, code, limits, listen))
+
+
+def _prepare(channels: KernelChannels) -> list[str]:
+    """Before a cell: drop what an earlier cell left (a late message after a timeout is not ours), within a small
+    bound, and make sure the streams are clean; return the notices that calls for."""
+    channels.discard_pending()
+    notices = []
+    if not channels.resync():
+        notices.append("the kernel's IOPub channel did not answer a check before the cell; output may be missing")
+    channels.take_problems()
+    return notices
+
+
+def cell_steps(kernel: KernelHandle, code: str, limits: CellLimits, listen: Listen | None = None) -> CellSteps:
+    """The loop itself, as steps for `drive`/`adrive`; returns the cell's result."""
     out = OutputCollector(max_output_chars=limits.max_output_chars, max_stored_chars=limits.max_stored_chars,
-                          max_display_bytes=limits.max_display_bytes, budget=limits.budget)
+                          max_display_bytes=limits.max_display_bytes, budget=limits.budget, listen=listen)
     started = time.monotonic()
     channels = kernel.channels
-    # Anything left from an earlier cell (a late message after a timeout) is not ours: drop it, within a small
-    # bound (whatever else is queued is skipped below as not this cell's).
-    channels.discard_pending()
-    if not channels.resync():
-        out.notices.append("the kernel's IOPub channel did not answer a check before the cell; output may be "
-                           "missing")
-    channels.take_problems()
+    out.notices.extend((yield Call(lambda: _prepare(channels))))
     sendable = clean_text(code)
     if sendable != code:
         out.notices.append("the code held lone surrogates (text that is not valid Unicode); they were replaced "
                            "with U+FFFD")
     try:
-        msg_id = channels.execute(sendable, timeout=min(10.0, limits.timeout or 10.0))
+        msg_id = yield Call(lambda: channels.execute(sendable, timeout=min(10.0, limits.timeout or 10.0)))
     except ChannelError as exc:
-        return _unreachable(kernel, out, started, exc)
+        return (yield from _unreachable(kernel, out, started, exc))
     deadline = started + limits.timeout if limits.timeout is not None else None
     idle = False
     idle_at = 0.0
@@ -140,17 +265,17 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
             if interrupted_at is None:
                 interrupted_at = now
                 timeout_action = "interrupted"
-                kernel.send_interrupt()
+                yield Call(kernel.send_interrupt)
                 deadline = now + limits.interrupt_grace
                 continue
             status, timeout_action, restarted = "timeout", "restarted", True
             out.fate.append(f"the cell ran past its {limits.timeout:g}s timeout and did not stop within "
                                f"{limits.interrupt_grace:g}s of an interrupt: the kernel was killed and "
                                "restarted, and every variable was lost")
-            kernel.restart_kernel()
+            yield Call(kernel.restart_kernel)
             break
         wait = _HEALTH_EVERY_S if deadline is None else min(_HEALTH_EVERY_S, max(0.0, deadline - now))
-        has_iopub, has_shell, has_control = channels.poll(wait)
+        has_iopub, has_shell, has_control = yield Wait(channels, wait)
         if has_iopub:
             last_iopub = time.monotonic()
             for msg in channels.read_iopub(msg_id):
@@ -174,12 +299,12 @@ def run_cell(kernel: KernelHandle, code: str, limits: CellLimits) -> CellResult:
         if not (has_iopub or has_shell) or time.monotonic() - last_health > 4 * _HEALTH_EVERY_S:
             last_health = time.monotonic()
             if reply is None or not idle:
-                ended = kernel.exit_status()
+                ended = yield Call(kernel.exit_status)
                 if ended is not None:
                     status = "oom" if ended.oom else "died"
-                    out.fate.append(f"{ended.describe()}; {_lost(ended)}{_cleanup_note(kernel)}")
                     restarted = True
-                    kernel.restart_kernel()
+                    yield Call(kernel.restart_kernel)
+                    out.fate.append(f"{ended.describe()}; {_lost(ended)}{_cleanup_note(kernel)}")
                     break
 
     if restarted:
@@ -220,12 +345,12 @@ def _cleanup_note(kernel: KernelHandle) -> str:
     return f"; {note()}" if callable(note) and note() else ""
 
 
-def _unreachable(kernel: KernelHandle, out: OutputCollector, started: float, exc: ChannelError) -> CellResult:
+def _unreachable(kernel: KernelHandle, out: OutputCollector, started: float, exc: ChannelError) -> CellSteps:
     """The kernel did not take the cell (its socket is gone or it stopped reading): restart it, say so."""
-    ended = kernel.exit_status()
+    ended = yield Call(kernel.exit_status)
     why = ended.describe() if ended is not None else f"the kernel did not take the cell ({exc})"
     status: CellStatus = "oom" if ended is not None and ended.oom else "died"
-    kernel.restart_kernel()
+    yield Call(kernel.restart_kernel)
     lost = _lost(ended) if ended is not None else "it was restarted and every variable was lost"
     out.fate.append(f"{why}; {lost}{_cleanup_note(kernel)}; the cell did not run")
     return out.finish(status=status, duration_s=time.monotonic() - started, restarted=True, state_lost=True)
@@ -260,15 +385,20 @@ class KernelSandbox(BaseSandbox):
             self._record_budget = RecordBudget(getattr(self, "record_limits", None) or RecordLimits())
         return self._record_budget
 
-    def _run_cell(self, code: str, *, timeout: float | None) -> CellResult:
+    def _run_cell(self, code: str, *, timeout: float | None, listen: Listen | None = None) -> CellResult:
         with self._lock:
-            if self.channels is None:  # an earlier restart failed half-way: try once more
-                self.restart_kernel()  # type: ignore[attr-defined]
-            self._on_cell_start()
-            limits = CellLimits(timeout=timeout, interrupt_grace=self.interrupt_grace,
-                                max_output_chars=self.max_output_chars, max_stored_chars=self.max_stored_chars,
-                                max_display_bytes=self.max_display_bytes, budget=self.record_budget)
-            return run_cell(self, code, limits)  # type: ignore[arg-type]
+            return drive(self.cell_steps(code, timeout=timeout, listen=listen))
+
+    def cell_steps(self, code: str, *, timeout: float | None, listen: Listen | None = None) -> CellSteps:
+        """This sandbox's cell loop as steps (`drive` runs them blocking, `adrive` on an event loop); the caller
+        holds the sandbox's lock (or, async, its own) while they run."""
+        if self.channels is None:  # an earlier restart failed half-way: try once more
+            yield Call(self.restart_kernel)  # type: ignore[attr-defined]
+        self._on_cell_start()
+        limits = CellLimits(timeout=timeout, interrupt_grace=self.interrupt_grace,
+                            max_output_chars=self.max_output_chars, max_stored_chars=self.max_stored_chars,
+                            max_display_bytes=self.max_display_bytes, budget=self.record_budget)
+        return (yield from cell_steps(self, code, limits, listen))  # type: ignore[arg-type]
 
     def _interrupt(self) -> None:
         self.send_interrupt()  # type: ignore[attr-defined]

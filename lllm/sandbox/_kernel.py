@@ -139,14 +139,29 @@ class KernelChannels:
     def poll(self, timeout_s: float) -> tuple[bool, bool, bool]:
         """Wait up to `timeout_s` for input; return (iopub, shell, control) readiness. A channel whose connection
         broke is connected again here (a new connection starts a clean stream)."""
+        self.connect_missing()
+        return self.ready(timeout_s)
+
+    def all_connected(self) -> bool:
+        return all(channel.connected for channel in self._channels())
+
+    def connect_missing(self) -> None:
+        """Connect the channels whose connection broke (may wait up to half a second for a handshake each)."""
         for channel in (self.iopub, self.shell):
             if not channel.connected:
                 channel.connect(timeout=0.5)
         with self._control_lock:  # `send_control` (another thread) may be connecting it
             if not self.control.connected and not self.closed:
                 self.control.connect(timeout=0.5)
+
+    def ready(self, timeout_s: float) -> tuple[bool, bool, bool]:
+        """(iopub, shell, control) readiness, waiting up to `timeout_s` (0: just look)."""
         ready = wait_readable(list(self._channels()), timeout_s)
         return ready[0], ready[1], ready[2]
+
+    def filenos(self) -> list[int]:
+        """The channels' socket descriptors (-1 for one not connected), for an event loop to watch."""
+        return [channel.fileno() for channel in self._channels()]
 
     def recv_iopub(self, want: str | None = None) -> dict[str, Any] | None:
         """The next IOPub message, or None when none is complete. Messages whose parent is not `want` (when

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from lllm.sandbox._text import clean_text, cut_middle
 from lllm.sandbox.base import CellImage, CellResult, CellStatus, RecordLimits
@@ -183,10 +183,14 @@ class OutputCollector:
         max_display_bytes: a display or result bundle larger than this is dropped with a notice.
         record_limits: the cell's budgets for displays, images and errors (default `RecordLimits()`).
         budget: the session's budget, shared by every cell of one sandbox (None: no session budget).
+        listen: `listen(kind, value)` is handed each piece as it arrives, cleaned, before any cap on what is kept:
+            `("stdout" | "stderr", text)` and `("display", bundle)` (displays within `max_display_bytes`).
     """
 
     def __init__(self, *, max_output_chars: int, max_stored_chars: int, max_display_bytes: int,
-                 record_limits: RecordLimits | None = None, budget: RecordBudget | None = None) -> None:
+                 record_limits: RecordLimits | None = None, budget: RecordBudget | None = None,
+                 listen: Callable[[str, Any], None] | None = None) -> None:
+        self.listen = listen
         self.max_output_chars = max_output_chars
         self.max_display_bytes = max_display_bytes
         self.limits = record_limits or (budget.limits if budget is not None else RecordLimits())
@@ -223,8 +227,11 @@ class OutputCollector:
                 self.malformed("a stream message whose text is not a string")
                 text = str(text)
             text = clean_text(text)
-            (self.stderr if content.get("name") == "stderr" else self.stdout).add(text)
+            name = "stderr" if content.get("name") == "stderr" else "stdout"
+            (self.stderr if name == "stderr" else self.stdout).add(text)
             self.body.add(text)
+            if self.listen is not None and text:
+                self.listen(name, text)
         elif msg_type in ("display_data", "update_display_data", "execute_result"):
             if msg_type == "execute_result":
                 self._count(content.get("execution_count"))
@@ -318,6 +325,8 @@ class OutputCollector:
                                 f"{self.max_display_bytes / 1e6:.1f} MB limit for one display")
             self.body.add(f"[display output of {nbytes / 1e6:.1f} MB dropped: too large]\n")
             return
+        if self.listen is not None and not result:
+            self.listen("display", bundle)
         if self._display_bytes + size > self.limits.cell_display_bytes:
             self.truncated = True
             self._note_once("cell-displays", "more displays dropped: the cell's displays passed "

@@ -9,14 +9,20 @@ implements the `_start`/`_run_cell`/`_interrupt`/`_restart`/`_close` hooks and t
 from __future__ import annotations
 
 import enum
+import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from lllm.errors import SandboxClosed, SandboxError, UsageError
 from lllm.records import CellRecord
+from lllm.sandbox.live import Listeners, OutputCallback
+
+if TYPE_CHECKING:
+    from lllm.sandbox.commands import CommandResult
 
 CellStatus = Literal["ok", "error", "timeout", "oom", "died"]
 TimeoutAction = Literal["interrupted", "restarted"]
@@ -181,7 +187,13 @@ class Sandbox(Protocol):
 
     def start(self) -> None: ...
 
-    def run_cell(self, code: str, *, timeout: float | None = None) -> CellResult: ...
+    def run_cell(self, code: str, *, timeout: float | None = None, on_stdout: OutputCallback | None = None,
+                 on_stderr: OutputCallback | None = None, on_display: OutputCallback | None = None) -> CellResult: ...
+
+    def run_command(self, command: str | Sequence[str], *, cwd: str | None = None, env: dict[str, str] | None = None,
+                    timeout: float | None = None, stdin: str | bytes | None = None,
+                    on_stdout: OutputCallback | None = None,
+                    on_stderr: OutputCallback | None = None) -> CommandResult: ...
 
     def interrupt(self) -> None: ...
 
@@ -189,9 +201,11 @@ class Sandbox(Protocol):
 
     def close(self) -> None: ...
 
-    def upload(self, src: str | Path | bytes, dest: str) -> str: ...
+    def upload(self, src: str | Path | bytes, dest: str | None = None) -> str: ...
 
     def download(self, path: str) -> bytes: ...
+
+    def download_dir(self, path: str, dest: str | Path) -> Path: ...
 
     def list_files(self, path: str = ".") -> list[str]: ...
 
@@ -211,6 +225,7 @@ class BaseSandbox:
     """
 
     kind: str = "base"
+    _streams_cached: ClassVar[bool | None] = None
     cell_timeout: float | None
     max_output_chars: int
     tracer: Any
@@ -294,30 +309,70 @@ class BaseSandbox:
         return f"<{type(self).__name__} {self.sandbox_id or '-'} {self._state.value}>"
 
     # -- cells -------------------------------------------------------------------------------------------------
-    def run_cell(self, code: str, *, timeout: float | None | object = ...) -> CellResult:
+    def run_cell(self, code: str, *, timeout: float | None | object = ..., on_stdout: OutputCallback | None = None,
+                 on_stderr: OutputCallback | None = None, on_display: OutputCallback | None = None) -> CellResult:
         """Run `code` in the kernel and collect what it produced.
 
         Args:
             code: Python source (IPython syntax: `%magic` and `!shell` lines work as in Jupyter).
             timeout: seconds before the cell is interrupted; `None` for no limit; not given: `cell_timeout`.
+            on_stdout, on_stderr: called with each piece of text the cell prints, while it runs (see
+                `lllm.sandbox.live`: every piece, also past the caps on what the result keeps).
+            on_display: called with each display's MIME bundle (a figure, `display(...)`) while the cell runs.
 
         Returns:
             The result: `status` says ok/error/timeout/oom/died; the sandbox stays usable in every case.
 
         Raises:
             SandboxClosed: the sandbox was closed. SandboxError: the sandbox is broken beyond a restart.
+            Whatever a callback raised, after the cell has run to its end (the callback is not called again).
         """
+        limit = self._cell_arguments(code, timeout)
+        listeners = self._listeners("cell", on_stdout=on_stdout, on_stderr=on_stderr, on_display=on_display)
+        started = time.time()
+        listeners.start(code)
+        if self._streams_cells():
+            result = self._run_cell(code, timeout=limit,  # type: ignore[call-arg]  # checked: it takes listen
+                                    listen=listeners if listeners.active else None)
+        else:  # a backend that cannot stream: its output reaches the listeners when the cell ends
+            result = self._run_cell(code, timeout=limit)
+            replay_output(result, listeners)
+        self._after_cell(code, result, started, listeners)
+        return result
+
+    def _cell_arguments(self, code: str, timeout: float | None | object) -> float | None:
+        """Check a run_cell call; return the timeout in force."""
         if not isinstance(code, str):
             raise UsageError(f"run_cell() takes the code as a str, got {type(code).__name__}")
         self._require_running("run_cell")
         limit = self.cell_timeout if timeout is ... else timeout
-        if limit is not None and (not isinstance(limit, (int, float)) or limit <= 0):
+        if limit is not None and (not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit <= 0):
             raise UsageError(f"timeout={limit!r} must be a positive number of seconds or None")
-        started = time.time()
-        result = self._run_cell(code, timeout=limit)
+        return limit
+
+    def _listeners(self, what: Literal["cell", "command"], *, deferred: bool = False,
+                   **callbacks: OutputCallback | None) -> Listeners:
+        return Listeners({k.removeprefix("on_"): v for k, v in callbacks.items()}, sandbox_id=self.sandbox_id,
+                         agent=self.agent, what=what, deferred=deferred)
+
+    def _after_cell(self, code: str, result: CellResult, started: float, listeners: Listeners) -> None:
+        """What follows every cell: the watchers hear its end, the tracer gets its record, and a callback's
+        exception is raised."""
+        listeners.end(result.status, result.duration_s)
         if self.tracer is not None:
             self._record(code, result, started)
-        return result
+        listeners.raise_failure(result.status)
+
+    @classmethod
+    def _streams_cells(cls) -> bool:
+        """Whether this backend's `_run_cell` takes `listen=` (and so hands output on while the cell runs)."""
+        cached = cls.__dict__.get("_streams_cached")
+        if cached is None:  # per class: a subclass may override _run_cell
+            import inspect
+
+            cached = "listen" in inspect.signature(cls._run_cell).parameters
+            cls._streams_cached = cached
+        return bool(cached)
 
     def _record(self, code: str, result: CellResult, started: float) -> None:
         """Send the cell's `CellRecord` to the tracer. Its texts are sanitised and the error summary capped
@@ -337,6 +392,60 @@ class BaseSandbox:
         except (UnicodeError, ValueError, TypeError) as exc:
             self.tracer(CellRecord(**fields, error=f"(the cell's error text could not be recorded: "
                                                    f"{type(exc).__name__})"))
+
+    # -- commands ----------------------------------------------------------------------------------------------
+    def run_command(self, command: str | Sequence[str], *, cwd: str | None = None, env: dict[str, str] | None = None,
+                    timeout: float | None | object = ..., stdin: str | bytes | None = None,
+                    on_stdout: OutputCallback | None = None, on_stderr: OutputCallback | None = None) -> CommandResult:
+        """Run a process in the sandbox beside the kernel (not through it), with the sandbox's limits and user.
+
+        Args:
+            command: an argv list (run as it is) or a command line (run with `/bin/sh -c`).
+            cwd: where it starts: relative to the workspace (the default), or an absolute path.
+            env: variables added to the sandbox's environment for this process.
+            timeout: seconds before it is killed with every process it started; None: no limit; not given:
+                `cell_timeout`.
+            stdin: what it reads on stdin (then end of file); None: nothing.
+            on_stdout, on_stderr: called with each piece of its output while it runs.
+
+        Returns:
+            `CommandResult`: `status` ok/error/timeout/oom, `exit_code`, `stdout`, `stderr` (capped while they
+            stream, like a cell's), `duration_s`. A command that fails is a result, not an exception. When it
+            ends, whatever it left running in its process group or session is killed.
+
+        Raises:
+            UsageError: a malformed command, env or timeout. SandboxClosed: the sandbox was closed.
+            SandboxError: the sandbox could not start the process. Whatever a callback raised, afterwards.
+        """
+        args = self._command_arguments(command, cwd=cwd, env=env, timeout=timeout, stdin=stdin)
+        listeners = self._listeners("command", on_stdout=on_stdout, on_stderr=on_stderr)
+        listeners.start(command if isinstance(command, str) else shlex.join(args["argv"]))
+        result = self._run_command(**args, listen=listeners if listeners.active else None)
+        listeners.end(result.status, result.duration_s)
+        listeners.raise_failure(result.status)
+        return result
+
+    def _command_arguments(self, command: str | Sequence[str], *, cwd: str | None, env: dict[str, str] | None,
+                           timeout: float | None | object, stdin: str | bytes | None) -> dict[str, Any]:
+        """Check a run_command call; return the keyword arguments of `_run_command` (all but `listen`)."""
+        from lllm.sandbox.commands import check_env, command_argv
+
+        argv = command_argv(command)
+        variables = check_env(env)
+        if cwd is not None and (not isinstance(cwd, str) or not cwd or "\x00" in cwd):
+            raise UsageError(f"cwd={cwd!r} must be a path (relative to the workspace, or absolute)")
+        if stdin is not None and not isinstance(stdin, (str, bytes)):
+            raise UsageError(f"stdin must be str, bytes or None, got {type(stdin).__name__}")
+        self._require_running("run_command")
+        limit = self.cell_timeout if timeout is ... else timeout
+        if limit is not None and (not isinstance(limit, (int, float)) or isinstance(limit, bool) or limit <= 0):
+            raise UsageError(f"timeout={limit!r} must be a positive number of seconds or None")
+        return {"argv": argv, "cwd": cwd, "env": variables, "timeout": limit,
+                "stdin": stdin.encode() if isinstance(stdin, str) else stdin}
+
+    def _run_command(self, argv: list[str], *, cwd: str | None, env: dict[str, str], timeout: float | None,
+                     stdin: bytes | None, listen: Listeners | None) -> CommandResult:
+        raise UsageError(f"{type(self).__name__} runs no commands (this backend does not implement run_command)")
 
     def interrupt(self) -> None:
         """Send a KeyboardInterrupt to the running cell (from another thread)."""
@@ -376,11 +485,17 @@ class BaseSandbox:
     def _close(self) -> None:
         raise NotImplementedError
 
-    def upload(self, src: str | Path | bytes, dest: str) -> str:
-        """Copy a host file (a path) or bytes into the workspace at `dest` (relative to it); return its path.
+    def upload(self, src: str | Path | bytes, dest: str | None = None) -> str:
+        """Copy a host file or folder (a path), or bytes, into the workspace at `dest`; return its relative path.
+
+        A folder goes as one archive and lands as `dest/...` (`dest` defaults to the folder's name, as it does to
+        the file's name for a file); bytes need a `dest`. Symlinks and special files (FIFOs, devices, sockets)
+        are refused, inside a folder too, and so is anything larger than the workspace (`SandboxLimits.
+        workspace_size`): the error says so before anything is sent.
 
         Raises:
-            SandboxFileError: `dest` leaves the workspace, or `src` is not a readable file.
+            SandboxFileError: `dest` leaves the workspace, `src` is not a readable regular file or folder, holds a
+                link or special file, or is too large.
         """
         raise NotImplementedError
 
@@ -392,9 +507,35 @@ class BaseSandbox:
         """
         raise NotImplementedError
 
+    def download_dir(self, path: str, dest: str | Path) -> Path:
+        """Copy a folder of the workspace to the host folder `dest` (created; it must not exist, or be empty);
+        return `dest`.
+
+        Only regular files and folders come back. The archive the sandbox sends is checked member by member on
+        the host before anything is written (no absolute paths, no `..`, no links, no devices), and files are
+        created only under `dest`, never through a link.
+
+        Raises:
+            SandboxFileError: the folder leaves the workspace, holds a link or special file, is too large, or the
+                archive is malformed; `dest` is a non-empty folder or not a folder.
+        """
+        raise NotImplementedError
+
     def list_files(self, path: str = ".") -> list[str]:
         """Every file under `path` in the workspace, relative to the workspace, sorted."""
         raise NotImplementedError
+
+
+def replay_output(result: CellResult, listeners: Listeners) -> None:
+    """For a backend that cannot stream: hand the finished cell's output to the listeners in one go."""
+    if not listeners.active:
+        return
+    if result.stdout:
+        listeners("stdout", result.stdout)
+    if result.stderr:
+        listeners("stderr", result.stderr)
+    for bundle in result.display_data:
+        listeners("display", bundle)
 
 
 __all__ = ["BaseSandbox", "CellImage", "CellResult", "CellStatus", "DEFAULT_MAX_OUTPUT_CHARS", "RecordLimits",

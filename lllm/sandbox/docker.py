@@ -36,6 +36,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import posixpath
 import secrets
 import shutil
 import stat
@@ -43,12 +44,14 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from lllm.errors import SandboxError, SandboxFileError, SandboxStartError, UsageError
-from lllm.sandbox import _docker, _exec, files, seccomp
-from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
+from lllm.sandbox import _docker, _exec, commands, files, seccomp
+from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox, Listen
+from lllm.sandbox.commands import CommandResult
 from lllm.sandbox._kernel import KernelChannels, iopub_message_limit, write_connection_file
+from lllm.sandbox._mounts import check_mounts, mount_specs
 from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
 from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, RecordLimits, SandboxLimits, parse_size
 
@@ -96,6 +99,8 @@ class DockerSandbox(KernelSandbox):
         tracer: receives a `CellRecord` per cell.
         agent: the agent name for those records.
         record_limits: how much the host keeps of what cells send, per cell and over the session.
+        mounts: host folders shown read-only in the workspace, `{"/host/path": "name"}` -> `~/work/name` (see
+            `lllm.sandbox._mounts`); checked here (a missing folder is a UsageError before anything starts).
     """
 
     kind = "docker"
@@ -111,7 +116,8 @@ class DockerSandbox(KernelSandbox):
                  max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, max_stored_chars: int = 1_000_000,
                  max_display_bytes: int = 8 << 20, labels: dict[str, str] | None = None, tracer: Any = None,
                  agent: str | None = None, seccomp_profile: str | Path | None = None,
-                 file_timeout: float = 60.0, record_limits: RecordLimits | None = None) -> None:
+                 file_timeout: float = 60.0, record_limits: RecordLimits | None = None,
+                 mounts: dict[str | Path, str] | None = None) -> None:
         super().__init__(cell_timeout=cell_timeout, max_output_chars=max_output_chars, tracer=tracer, agent=agent)
         bad = sorted(set(env or {}) & _RESERVED_ENV)
         if bad:
@@ -132,6 +138,8 @@ class DockerSandbox(KernelSandbox):
         self.seccomp_profile = seccomp_profile
         self.file_timeout = file_timeout
         self._security_opt = ["no-new-privileges", *seccomp.security_opt(seccomp_profile)]  # checked here, once
+        self.mounts = check_mounts(mounts)
+        """{resolved host folder: name under ~/work}, read-only."""
         self.container: Any = None
         self.channels: KernelChannels | None = None
         self._conn: dict[str, Any] = {}
@@ -145,6 +153,7 @@ class DockerSandbox(KernelSandbox):
     def _start(self) -> None:
         from lllm.sandbox.image import ensure_image
 
+        check_mounts(self.mounts)  # a folder removed since the constructor: fail before anything exists
         image = self.image or ensure_image()
         self.image = image
         self.sandbox_id = new_sandbox_id()
@@ -213,6 +222,7 @@ class DockerSandbox(KernelSandbox):
             # host's disk: capped, else a loop fills /var/lib/docker. The last lines stay for start-up errors.
             "log_config": _log_config(),
             "volumes": {str(self._session_dir): {"bind": RUN_DIR, "mode": "rw"}},
+            "mounts": mount_specs(self.mounts),
             "environment": env,
             "working_dir": WORKSPACE,
             "labels": _docker.owner_labels(self.sandbox_id, self.session_dir, self.labels),
@@ -354,32 +364,97 @@ class DockerSandbox(KernelSandbox):
     def _on_cell_start(self) -> None:
         self._cell_started = time.time()
 
+    # -- commands -------------------------------------------------------------------------------------------------
+    def _run_command(self, argv: list[str], *, cwd: str | None, env: dict[str, str], timeout: float | None,
+                     stdin: bytes | None, listen: Listen | None) -> CommandResult:
+        """`docker exec` of the command's supervisor (`lllm.sandbox.commands`) as the sandbox user, in the
+        workspace; its streams are read as they come. Past the timeout and the supervisor's grace, the
+        supervisor is killed from the host and the command's process group from inside the container."""
+        uid, gid = container_user()
+        nonce = commands.new_nonce()
+        started = time.monotonic()
+        workdir = WORKSPACE if cwd is None else posixpath.normpath(posixpath.join(WORKSPACE, cwd))
+        request = commands.command_request(argv, nonce=nonce, cwd=workdir, env=env, timeout=timeout, oom=True,
+                                           stdin=stdin)
+        pump = commands.CommandPump(nonce, max_stored_chars=self.max_stored_chars, listen=listen)
+        session = _exec.ExecSession(self.container, ["python3", "-I", "-c", commands.GUEST_SOURCE],
+                                    user=f"{uid}:{gid}", workdir=WORKSPACE, stdin=True,
+                                    what="the command's supervisor")
+        backstop = False
+        try:
+            for stream, body in session.exchange(request, None if timeout is None else
+                                                 started + timeout + commands.BACKSTOP_S):
+                pump.feed(stream, body)
+        except TimeoutError:
+            backstop = True
+        except OSError as exc:
+            pump.broken = f"the connection to it broke: {exc}"
+        finally:
+            session.close()
+        if backstop:
+            session.kill()
+            if pump.pid:
+                self._kill_command_group(pump.pid)
+        return pump.finish(argv, duration_s=time.monotonic() - started, backstop=backstop)
+
+    def _kill_command_group(self, pid: int) -> None:
+        """Kill a command's process group and session from inside the container (its supervisor is gone)."""
+        uid, gid = container_user()
+        script = commands.GUEST_SOURCE.replace('if __name__ == "__main__":', "if False:") + f"\nkill_tree({pid})\n"
+        try:
+            _exec.run_capped(self.container, ["python3", "-I", "-c", script], user=f"{uid}:{gid}", timeout=10,
+                             max_bytes=1 << 16, what="the command killer")
+        except SandboxError:
+            pass  # the container is gone, or the killer was stopped too: the container's removal ends them
+
     # -- files ----------------------------------------------------------------------------------------------------
-    def _exec_files(self, op: str, **args: str) -> files.HelperReply:
+    def _exec_files(self, op: str, *, script: str = files.CONTAINER_SCRIPT, send: IO[bytes] | None = None,
+                    sink: IO[bytes] | None = None, max_sink: int = 0, **args: str) -> files.HelperReply:
         """Run the file helper (`files.CONTAINER_SCRIPT`) for one operation: isolated Python (`-I`), the
-        request and a fresh nonce on stdin, output capped and timed (`_exec.run_capped`); only the output line
-        that carries the nonce is taken as the reply."""
+        request and a fresh nonce on stdin (then `send`, for a folder's archive), output capped and timed
+        (`_exec.run_capped`; the archive of `getdir` goes to `sink`); only the line that carries the nonce is
+        taken as the reply."""
         uid, gid = container_user()
         nonce = secrets.token_hex(16)
-        out = _exec.run_capped(self.container, ["python3", "-I", "-c", files.CONTAINER_SCRIPT], user=f"{uid}:{gid}",
-                               stdin=files.helper_request(op, nonce, workspace=WORKSPACE, run_dir=RUN_DIR, **args),
+        request = files.helper_request(op, nonce, workspace=WORKSPACE, run_dir=RUN_DIR, **args)
+        stdin: bytes | _exec.Readable = request if send is None else _Chain(request, send)
+        out = _exec.run_capped(self.container, ["python3", "-I", "-c", script], user=f"{uid}:{gid}", stdin=stdin,
                                timeout=self.file_timeout, max_bytes=files.MAX_REPLY_BYTES,
-                               what=f"the {op!r} file helper")
+                               what=f"the {op!r} file helper", sink=sink, max_sink=max_sink)
+        if sink is not None:
+            return files.parse_reply(out.stderr, b"", nonce, op=op)
         return files.parse_reply(out.stdout, out.stderr, nonce, op=op)
 
-    def upload(self, src: str | Path | bytes, dest: str) -> str:
+    def _workspace_bytes(self) -> int:
+        return parse_size(self.limits.workspace_size)
+
+    def upload(self, src: str | Path | bytes, dest: str | None = None) -> str:
         self._require_running("upload")
-        rel = files.clean_relative(dest, workspace=WORKSPACE)
+        rel = files.clean_relative(files.default_dest(src, dest), workspace=WORKSPACE)
         if rel == ".":
             raise SandboxFileError(f"upload destination {dest!r} names the workspace itself; give a file name",
                                    path=dest)
-        name = files.host_write_xfer(self.session_dir, files.read_source(src))
+        limit = min(files.MAX_TRANSFER_BYTES, self._workspace_bytes())
+        if files.is_folder(src):
+            return self._upload_folder(Path(src), rel, limit)  # type: ignore[arg-type]
+        name = files.host_write_xfer(self.session_dir, files.read_source(src, limit=limit))
         try:
             reply = self._exec_files("put", xfer=name, rel=rel)
         finally:
             _remove_entry(self.session_dir / name)
         if not reply.ok:
             raise SandboxFileError(f"upload to {dest!r} refused: {reply.error}", path=dest)
+        return rel
+
+    def _upload_folder(self, src: Path, rel: str, limit: int) -> str:
+        """A folder goes as one tar on the helper's stdin (not through the session directory, which code in the
+        sandbox can write to); the helper checks every member again as it unpacks (`putdir`)."""
+        archive, size = files.pack_folder(src, limit=limit, limit_name=f"the sandbox's workspace "
+                                                                         f"({self.limits.workspace_size})")
+        with archive:
+            reply = self._exec_files("putdir", script=files.ARCHIVE_SCRIPT, send=archive, rel=rel, size=str(size))
+        if not reply.ok:
+            raise SandboxFileError(f"upload of folder {str(src)!r} to {rel!r} refused: {reply.error}", path=rel)
         return rel
 
     def download(self, path: str) -> bytes:
@@ -396,12 +471,42 @@ class DockerSandbox(KernelSandbox):
             raise SandboxFileError(f"download of {path!r} refused: {reply.error}", path=path)
         return files.host_take_xfer(self.session_dir, name)
 
+    def download_dir(self, path: str, dest: str | Path) -> Path:
+        """The helper packs the folder onto its stdout (never through the session directory); the host treats
+        what arrives as hostile: every member is checked before anything is written under `dest`."""
+        import tempfile
+
+        self._require_running("download_dir")
+        rel = files.clean_relative(path, workspace=WORKSPACE)
+        limit = min(files.MAX_TRANSFER_BYTES, self._workspace_bytes() * 2)
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as archive:
+            reply = self._exec_files("getdir", script=files.ARCHIVE_SCRIPT, sink=archive, max_sink=limit, rel=rel,
+                                     limit=str(limit))
+            if not reply.ok:
+                raise SandboxFileError(f"download of folder {path!r} refused: {reply.error}", path=path)
+            archive.seek(0)
+            return files.unpack_folder(archive, dest, max_bytes=limit, what=f"download of folder {path!r}")
+
     def list_files(self, path: str = ".") -> list[str]:
         self._require_running("list_files")
         reply = self._exec_files("ls", rel=files.clean_relative(path, workspace=WORKSPACE))
         if not reply.ok:
             raise SandboxFileError(f"cannot list {path!r}: {reply.error}", path=path)
         return list(reply.files or [])
+
+
+class _Chain:
+    """`head` bytes, then what `tail` reads: a request line followed by an archive, as one stdin."""
+
+    def __init__(self, head: bytes, tail: IO[bytes]) -> None:
+        self.head = head
+        self.tail = tail
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self.head:
+            part, self.head = self.head[: size if size >= 0 else None], self.head[size if size >= 0 else len(self.head):]
+            return part
+        return self.tail.read(size)
 
 
 def _cleanup_note(cleanup: Any) -> str:

@@ -29,7 +29,7 @@ import posixpath
 import secrets
 import stat
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -63,20 +63,101 @@ def clean_relative(path: str, *, workspace: str) -> str:
     return norm
 
 
-def read_source(src: str | Path | bytes) -> bytes:
-    """The bytes to upload: `src` itself when bytes, else the content of that host file."""
+def read_source(src: str | Path | bytes, *, limit: int = MAX_TRANSFER_BYTES) -> bytes:
+    """The bytes to upload: `src` itself when bytes, else the content of that host file, which must be a regular
+    file (not a link, FIFO or device: a FIFO would block the caller), of at most `limit` bytes."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
     else:
-        try:
-            with open(src, "rb") as fh:
-                data = fh.read(MAX_TRANSFER_BYTES + 1)
-        except OSError as exc:
-            raise SandboxFileError(f"cannot read upload source {str(src)!r}: {exc.strerror}", path=str(src)) from exc
-    if len(data) > MAX_TRANSFER_BYTES:
-        raise SandboxFileError(f"upload of {len(data):,} bytes is over the {MAX_TRANSFER_BYTES:,}-byte limit",
-                               size=len(data))
+        if os.path.islink(src):
+            raise SandboxFileError(f"upload source {str(src)!r} is a symlink: links are not copied (pass the file it "
+                                   f"points to: {os.path.realpath(src)!r})", path=str(src))
+        fd = _open_regular(str(src), os.O_RDONLY, what=f"read upload source {str(src)!r}", path=str(src))
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise SandboxFileError(f"upload of {len(data):,} bytes is over the {limit:,}-byte limit (the sandbox's "
+                               "workspace, or the largest single transfer)", size=len(data))
     return data
+
+
+# -- folders: one archive each way (both backends) ----------------------------------------------------------------
+def pack_folder(src: Path, *, limit: int, limit_name: str, what: str = "upload") -> tuple[IO[bytes], int]:
+    """A host folder packed as a tar (in a spooled temporary file, at its start) and its size, after checking that
+    it holds only folders and regular files and that it fits in `limit` bytes (`limit_name` says what that is,
+    for the error).
+
+    Raises:
+        SandboxFileError: a link or special file in it, unreadable, or too large; nothing has been sent.
+    """
+    import tempfile
+
+    from lllm.sandbox import _tarsafe
+
+    try:
+        entries, size = _tarsafe.scan(str(src), limit=limit)
+    except _tarsafe.TooLarge:
+        raise SandboxFileError(f"cannot {what} folder {str(src)!r}: it is larger than {limit_name} ({limit:,} "
+                               f"bytes); {what} less, or give the sandbox a larger SandboxLimits(workspace_size=...)",
+                               path=str(src), limit=limit) from None
+    except _tarsafe.ArchiveError as exc:
+        raise SandboxFileError(f"cannot {what} folder {str(src)!r}: {exc}", path=str(src)) from None
+    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - returned to the caller
+    try:
+        _tarsafe.pack(str(src), entries, spool)
+    except _tarsafe.ArchiveError as exc:
+        spool.close()
+        raise SandboxFileError(f"cannot {what} folder {str(src)!r}: {exc}", path=str(src)) from None
+    spool.seek(0)
+    return spool, size
+
+
+def unpack_folder(source: IO[bytes], dest: str | Path, *, max_bytes: int, what: str) -> Path:
+    """Unpack an archive the sandbox sent into the host folder `dest`, which must be missing or empty; every
+    member is checked first (`lllm.sandbox._tarsafe.extract`). On a refused member nothing is kept.
+
+    Raises:
+        SandboxFileError: `dest` is not a missing or empty folder, or the archive is refused.
+    """
+    import shutil
+
+    from lllm.sandbox import _tarsafe
+
+    target = Path(dest)
+    existed = os.path.lexists(target)
+    if existed and (os.path.islink(target) or not target.is_dir()):
+        raise SandboxFileError(f"{what}: the destination {str(target)!r} is not a folder; give a new or empty folder",
+                               path=str(target))
+    if existed and any(target.iterdir()):
+        raise SandboxFileError(f"{what}: the destination {str(target)!r} is not empty; give a new or empty folder",
+                               path=str(target))
+    try:
+        _tarsafe.extract(source, str(target), fresh=True, max_bytes=max_bytes)
+    except _tarsafe.ArchiveError as exc:
+        if existed:
+            for child in target.iterdir():
+                (shutil.rmtree if child.is_dir() and not child.is_symlink() else os.unlink)(child)
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+        raise SandboxFileError(f"{what} refused: {exc}; nothing was kept", path=str(target)) from None
+    return target
+
+
+def default_dest(src: str | Path | bytes, dest: str | None) -> str:
+    """Where an upload goes when no `dest` is given: the file's or folder's name."""
+    if dest is not None:
+        return dest
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        raise SandboxFileError("upload of bytes needs a destination: upload(data, 'name.ext')")
+    name = Path(src).name
+    if not name or name in (".", ".."):
+        raise SandboxFileError(f"cannot tell a destination name from {str(src)!r}; give dest=", path=str(src))
+    return name
+
+
+def is_folder(src: str | Path | bytes) -> bool:
+    """A path (not bytes) that is a folder, not a link to one."""
+    return isinstance(src, (str, Path)) and os.path.isdir(src) and not os.path.islink(src)
 
 
 # -- host-side workspace (LocalSandbox) ---------------------------------------------------------------------------
@@ -136,6 +217,44 @@ def local_download(workspace: Path, path: str) -> bytes:
     if len(data) > MAX_TRANSFER_BYTES:
         raise SandboxFileError(f"{path!r} is over the {MAX_TRANSFER_BYTES:,}-byte download limit", path=path)
     return data
+
+
+def local_upload_folder(workspace: Path, src: Path, dest: str) -> str:
+    """Copy the host folder `src` into `dest` under `workspace` as one checked archive; return the relative path."""
+    from lllm.sandbox import _tarsafe
+
+    rel = clean_relative(dest, workspace=str(workspace))
+    if rel == ".":
+        raise SandboxFileError(f"upload destination {dest!r} names the workspace itself; give a folder name", path=dest)
+    root = os.path.realpath(workspace)
+    target = os.path.join(root, rel)
+    if not _inside(os.path.realpath(os.path.dirname(target)), root) or os.path.islink(target):
+        raise SandboxFileError(f"upload destination {dest!r} resolves outside the workspace (a symlink)", path=dest)
+    archive, _ = pack_folder(src, limit=MAX_TRANSFER_BYTES, limit_name="the largest transfer")
+    with archive:
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            _tarsafe.extract(archive, target, fresh=False, max_bytes=MAX_TRANSFER_BYTES)
+        except _tarsafe.ArchiveError as exc:
+            raise SandboxFileError(f"upload of folder {str(src)!r} to {dest!r} refused: {exc}", path=dest) from None
+    return rel
+
+
+def local_download_folder(workspace: Path, path: str, dest: str | Path) -> Path:
+    """Copy the folder `path` of `workspace` to the host folder `dest` (missing or empty) as one checked archive."""
+    rel = clean_relative(path, workspace=str(workspace))
+    root = os.path.realpath(workspace)
+    real = os.path.realpath(os.path.join(root, rel))
+    if not _inside(real, root):
+        raise SandboxFileError(f"download of folder {path!r} refused: it resolves to {real!r}, outside the "
+                               "workspace (a symlink)", path=path)
+    if not os.path.isdir(real):
+        raise SandboxFileError(f"download of folder {path!r} refused: it is not a folder (download() takes files)",
+                               path=path)
+    archive, _ = pack_folder(Path(real), limit=MAX_TRANSFER_BYTES, limit_name="the largest transfer",
+                             what="download")
+    with archive:
+        return unpack_folder(archive, dest, max_bytes=MAX_TRANSFER_BYTES, what=f"download of folder {path!r}")
 
 
 def local_list(workspace: Path, path: str = ".") -> list[str]:
@@ -246,8 +365,9 @@ except Exception:
 req = json.loads(sys.stdin.buffer.readline(1 << 16))
 nonce = req["nonce"]; ws = os.path.realpath(req["ws"]); run = os.path.realpath(req["run"]); op = req["op"]
 LIMIT = %(limit)d
+OUT = sys.stderr if op == "getdir" else sys.stdout  # getdir's stdout is the archive
 def reply(**kw):
-    sys.stdout.write(nonce + " " + json.dumps(kw) + "\n"); sys.stdout.flush(); os._exit(0)
+    OUT.write(nonce + " " + json.dumps(kw) + "\n"); OUT.flush(); os._exit(0)
 def fail(msg): reply(ok=False, error=msg[:1000])
 def inside(p): return p == ws or p.startswith(ws + "/")
 NB = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -291,6 +411,36 @@ try:
         dst = os.open(os.path.join(run, req["xfer"]), os.O_WRONLY | os.O_CREAT | os.O_EXCL | NB, 0o600)
         copy(src, dst)
         reply(ok=True)
+    elif op == "putdir":
+        target = os.path.join(ws, req["rel"])
+        parent = os.path.realpath(os.path.dirname(target))
+        if not inside(parent): fail("the destination's folder resolves outside the workspace (a symlink)")
+        if os.path.islink(target): fail("the destination is a symlink; refusing to write through it")
+        fs = os.statvfs(ws)
+        free = fs.f_bavail * fs.f_frsize
+        if int(req["size"]) > free:
+            fail("the workspace has %%d bytes free and the folder needs about %%d: make room (remove files) or start "
+                 "the sandbox with a larger SandboxLimits.workspace_size" %% (free, int(req["size"])))
+        os.makedirs(parent, exist_ok=True)
+        try:
+            extract(sys.stdin.buffer, os.path.join(parent, os.path.basename(target)), fresh=False, max_bytes=LIMIT)
+        except ArchiveError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC: fail("the workspace is full: the files unpacked before that stay")
+            raise
+        reply(ok=True)
+    elif op == "getdir":
+        real = os.path.realpath(os.path.join(ws, req["rel"]))
+        if not inside(real): fail("it resolves to %%r, outside the workspace (a symlink)" %% real)
+        if not os.path.isdir(real): fail("it is not a folder (download() takes files)")
+        try:
+            entries, size = scan(real, limit=int(req["limit"]))
+            pack(real, entries, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        except ArchiveError as exc:
+            fail(str(exc))
+        reply(ok=True)
     elif op == "ls":
         start = os.path.realpath(os.path.join(ws, req["rel"]))
         if not inside(start): fail("it resolves outside the workspace")
@@ -306,3 +456,7 @@ try:
 except OSError as exc:
     fail(exc.strerror or str(exc))
 """ % {"limit": MAX_TRANSFER_BYTES, "listed": MAX_LISTED, "listed_bytes": MAX_LISTED_BYTES}
+
+ARCHIVE_SCRIPT = Path(__file__).with_name("_tarsafe.py").read_text(encoding="utf-8") + CONTAINER_SCRIPT
+"""The helper for folders (`putdir`, `getdir`): `CONTAINER_SCRIPT` after the source of `lllm.sandbox._tarsafe`,
+so the container checks archive members by the same rules as the host."""

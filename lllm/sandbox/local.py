@@ -21,7 +21,8 @@ from typing import Any
 
 from lllm.errors import SandboxStartError, UsageError
 from lllm.sandbox import files
-from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
+from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox, Listen
+from lllm.sandbox.commands import CommandResult
 from lllm.sandbox._kernel import KernelChannels, iopub_message_limit, write_connection_file
 from lllm.sandbox._rundir import make_session_dir, new_sandbox_id, remove_session_dir
 from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, RecordLimits
@@ -89,7 +90,8 @@ class LocalSandbox(KernelSandbox):
             self._destroy()
             raise
 
-    def _spawn(self) -> None:
+    def _env(self) -> dict[str, str]:
+        """The kernel's environment: this process's, the sandbox's `env`, and lllm's own variables."""
         env = dict(os.environ)
         env.update(self.env)
         guest = guest_dir()
@@ -99,6 +101,11 @@ class LocalSandbox(KernelSandbox):
                     "MPLBACKEND": "module://matplotlib_inline.backend_inline", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
                     "LLLM_MAX_DISPLAY_BYTES": str(self.max_display_bytes),
                     "LLLM_MAX_ERROR_CHARS": str(self.record_limits.error_chars)})
+        return env
+
+    def _spawn(self) -> None:
+        env = self._env()
+        guest = guest_dir()
         cmd = [self.python, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f",
                str(self.session_dir / "kernel.json"), "--HistoryManager.enabled=False", "--IPKernelApp.log_level=WARN"]
         if guest:
@@ -159,10 +166,29 @@ class LocalSandbox(KernelSandbox):
         self._kill()
         self._spawn()
 
+    # -- commands -------------------------------------------------------------------------------------------------
+    def _run_command(self, argv: list[str], *, cwd: str | None, env: dict[str, str], timeout: float | None,
+                     stdin: bytes | None, listen: Listen | None) -> CommandResult:
+        """A subprocess in the workspace under the same supervisor as in a container (NOT isolated: it runs as
+        this user, with the kernel's environment plus `env`)."""
+        from lllm.sandbox import commands
+
+        where = self.workspace if cwd is None else (self.workspace / cwd)
+        return commands.run_local(argv, python=self.python, workspace=str(self.workspace),
+                                  cwd=os.path.normpath(where), env={**self._env(), **env},
+                                  timeout=timeout, stdin=stdin, max_stored_chars=self.max_stored_chars, listen=listen)
+
     # -- files ------------------------------------------------------------------------------------------------
-    def upload(self, src: str | Path | bytes, dest: str) -> str:
+    def upload(self, src: str | Path | bytes, dest: str | None = None) -> str:
         self._require_running("upload")
-        return files.local_upload(self.workspace, files.read_source(src), dest)
+        target = files.default_dest(src, dest)
+        if files.is_folder(src):
+            return files.local_upload_folder(self.workspace, Path(src), target)  # type: ignore[arg-type]
+        return files.local_upload(self.workspace, files.read_source(src), target)
+
+    def download_dir(self, path: str, dest: str | Path) -> Path:
+        self._require_running("download_dir")
+        return files.local_download_folder(self.workspace, path, dest)
 
     def download(self, path: str) -> bytes:
         self._require_running("download")
