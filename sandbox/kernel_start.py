@@ -2,7 +2,8 @@
 
 Runs as `tini -- python3 /opt/lllm/guest/kernel_start.py` in the container (uid 1000, no network). It reads the
 connection file the host wrote to `$LLLM_RUN_DIR/kernel.json` (ipc transport: the five ZMQ channels are unix
-sockets in that host-mounted directory) and starts `python3 -m ipykernel_launcher` on it, in its own process
+sockets in that host-mounted directory) and starts the ipykernel on it (`python3 -m lllm_kernel_boot`: the
+launcher without the imports a sandbox never uses), in its own process
 group, with `oom_score_adj` 1000 so that the kernel (not this supervisor) is what the OOM killer picks.
 
 It talks to the host through the same directory and through signals (tini forwards them):
@@ -11,12 +12,12 @@ It talks to the host through the same directory and through signals (tini forwar
   `oom_kills_at_start`/`oom_kills` (the container cgroup's OOM-kill counter when the kernel started and when it
   exited: a difference means the kernel was killed for memory) and `killed_by` (`supervisor` when a restart
   killed it).
-- SIGHUP: kill the kernel and every other process in the container that is not tini, this supervisor or a
-  host-started `docker exec` helper (a process the kernel put in its own session or double-forked would
-  otherwise survive), reset the home directory (everything in it but the workspace mount is deleted, so no
-  file planted there reaches the next kernel), write the connection file again from the copy read at start-up
-  (kernel code can rewrite it), then start a new kernel on the same sockets. `kernel.state`
-  then says what was cleaned up (`cleanup`: `killed`, the other processes killed; `home_removed`, the
+- SIGHUP: kill the kernel and every other process in the container that is not tini, this supervisor, a
+  host-started `docker exec` helper or a process such a helper started (a `run_command`), since a process
+  the kernel put in its own session or double-forked would otherwise survive; reset the home directory
+  (everything in it but the workspace mount is deleted, so no file planted there reaches the next kernel),
+  write the connection file again from the copy read at start-up (kernel code can rewrite it), then start a
+  new kernel on the same sockets. `kernel.state` then says what was cleaned up (`cleanup`: `killed`, the other processes killed; `home_removed`, the
   entries deleted from home).
 - SIGINT: forwarded to the kernel's process group (the host normally interrupts with a control message).
 - SIGTERM: kill the kernel and exit.
@@ -122,21 +123,28 @@ def _ppid_and_state(pid: int) -> tuple[int, str] | None:
 
 
 def kill_leftovers(timeout: float = 5.0) -> int:
-    """SIGKILL every process but PID 1 (tini), this one and `docker exec` helpers (parent 0: started by the
-    host, never by the kernel), until none is left; return how many were killed. Kernel processes can fork
-    while we look: each pass kills what it saw and the next pass catches what they made before dying."""
+    """SIGKILL every process but PID 1 (tini), this one, `docker exec` helpers (parent 0: started by the host,
+    never by the kernel) and what those helpers started (a `run_command` runs beside the kernel and is not the
+    kernel's to lose), until none is left; return how many were killed. A process can only become a helper's
+    descendant by being forked by it, so kernel code cannot hide there. Kernel processes can fork while we look:
+    each pass kills what it saw and the next pass catches what they made before dying."""
     me = os.getpid()
     killed: set[int] = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = []
+        parents: dict[int, tuple[int, str]] = {}
         for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) in (1, me):
+            if name.isdigit():
+                info = _ppid_and_state(int(name))
+                if info is not None:
+                    parents[int(name)] = info
+        for pid, (ppid, state) in parents.items():
+            if pid in (1, me) or ppid == 0 or state in ("Z", "X"):
+                continue  # a host helper, or dead already (tini or we reap it)
+            if _helper_descendant(pid, parents):
                 continue
-            info = _ppid_and_state(int(name))
-            if info is None or info[0] == 0 or info[1] in ("Z", "X"):
-                continue  # gone, a host helper, or dead already (tini or we reap it)
-            found.append(int(name))
+            found.append(pid)
         if not found:
             break
         for pid in found:
@@ -148,6 +156,19 @@ def kill_leftovers(timeout: float = 5.0) -> int:
         _reap_children()
         time.sleep(0.005)
     return len(killed)
+
+
+def _helper_descendant(pid: int, parents: dict[int, tuple[int, str]]) -> bool:
+    """Whether `pid` descends from a `docker exec` helper (a process other than PID 1 whose parent is 0)."""
+    seen = 0
+    while pid in parents and seen < 4096:
+        ppid = parents[pid][0]
+        if ppid == 0:
+            return pid != 1
+        if ppid == 1:
+            return False
+        pid, seen = ppid, seen + 1
+    return False
 
 
 def _reap_children() -> None:
@@ -256,7 +277,8 @@ class Supervisor:
         write_state(gen=self.gen, pid=None, state="starting", rc=None, oom_kills_at_start=self.oom_at_start,
                     oom_kills=self.oom_at_start, killed_by=None, cleanup=self.cleanup)
         isolate = ["-s", "-P"] if sys.version_info >= (3, 11) else ["-s"]
-        cmd = [sys.executable, *isolate, "-m", "ipykernel_launcher", "-f", CONNECTION_FILE,
+        # lllm_kernel_boot: ipykernel_launcher without the debugger and completer imports (see its docstring)
+        cmd = [sys.executable, *isolate, "-m", "lllm_kernel_boot", "-f", CONNECTION_FILE,
                "--IPKernelApp.extra_extensions=['lllm_kernel_init']", "--HistoryManager.enabled=False",
                "--IPKernelApp.log_level=WARN"]
         for attempt in range(50):  # a fork bomb's leftovers may hold every pid for a moment

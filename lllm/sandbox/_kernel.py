@@ -318,7 +318,7 @@ class KernelChannels:
                 try:
                     sent.add(self.send_shell("kernel_info_request", {}))
                 except ChannelError:
-                    next_send = now + 0.05  # not bound yet: the kernel is still starting
+                    next_send = now + 0.01  # not bound yet: the kernel is still starting
                 check_alive()
             has_iopub, has_shell, has_control = self.poll(min(0.05, max(0.0, deadline - now)))
             for msg in self.read(self.shell if has_shell else None):

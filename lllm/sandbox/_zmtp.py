@@ -104,7 +104,8 @@ class ZmtpChannel:
         return self.sock.fileno() if self.sock is not None else -1
 
     def connect(self, *, timeout: float = 1.0) -> bool:
-        """Connect and handshake if not connected (at most every 50 ms); True when connected."""
+        """Connect and handshake if not connected (at most every 10 ms, longer after a slow handshake); True when
+        connected."""
         if self.sock is not None:
             return True
         now = time.monotonic()
@@ -118,8 +119,9 @@ class ZmtpChannel:
             sock.setblocking(False)
         except (OSError, ChannelError):
             sock.close()
-            # not there yet: retry soon; a peer that stalled the handshake: back off as long as it stalled
-            self._next_connect = time.monotonic() + 0.05 + 2 * (time.monotonic() - now)
+            # not there yet (a starting kernel binds late): retry soon; a peer that stalled the handshake: back
+            # off as long as it stalled
+            self._next_connect = time.monotonic() + 0.01 + 2 * (time.monotonic() - now)
             return False
         self.sock = sock
         self._reset_parser()
@@ -446,7 +448,7 @@ def wait_readable(channels: list[ZmtpChannel], timeout: float) -> list[bool]:
             fds[ch.fileno()] = i
             poller.register(ch.fileno(), select.POLLIN)
     if not fds:
-        time.sleep(max(0.0, min(timeout, 0.05)))
+        time.sleep(max(0.0, min(timeout, 0.01)))  # nothing to wait on yet: a connect is retried soon
         return ready
     try:
         events = poller.poll(max(0, int(timeout * 1000)))

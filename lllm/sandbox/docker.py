@@ -166,6 +166,10 @@ class DockerSandbox(KernelSandbox):
             from lllm.sandbox._rundir import chown_for_sandbox
 
             chown_for_sandbox(self._session_dir / "kernel.json")
+            # The host side's imports (jupyter_client's message signing, ~0.1 s the first time in a process) load
+            # while the engine creates and starts the container, not after it.
+            host_side = threading.Thread(target=_import_host_side, daemon=True)
+            host_side.start()
             try:
                 with _docker.translate_errors(f"create the sandbox container from {image!r}"):
                     self.container = _docker.client().containers.create(image, **self._create_options())
@@ -179,6 +183,7 @@ class DockerSandbox(KernelSandbox):
                 raise SandboxStartError(f"{exc}{hint}", image=image, runtime=self.runtime) from exc
             self._gen = 1
             _live.add(self)
+            host_side.join()
             self._connect()
         except BaseException as exc:
             logs = self._logs_tail()
@@ -478,6 +483,7 @@ class DockerSandbox(KernelSandbox):
 
         self._require_running("download_dir")
         rel = files.clean_relative(path, workspace=WORKSPACE)
+        files.check_download_dest(dest, what=f"download of folder {path!r}")
         limit = min(files.MAX_TRANSFER_BYTES, self._workspace_bytes() * 2)
         with tempfile.SpooledTemporaryFile(max_size=8 << 20) as archive:
             reply = self._exec_files("getdir", script=files.ARCHIVE_SCRIPT, sink=archive, max_sink=limit, rel=rel,
@@ -507,6 +513,10 @@ class _Chain:
             part, self.head = self.head[: size if size >= 0 else None], self.head[size if size >= 0 else len(self.head):]
             return part
         return self.tail.read(size)
+
+
+def _import_host_side() -> None:
+    import jupyter_client.session  # noqa: F401 - loaded ahead, in parallel with the container's start
 
 
 def _cleanup_note(cleanup: Any) -> str:

@@ -82,7 +82,8 @@ def read_source(src: str | Path | bytes, *, limit: int = MAX_TRANSFER_BYTES) -> 
 
 
 # -- folders: one archive each way (both backends) ----------------------------------------------------------------
-def pack_folder(src: Path, *, limit: int, limit_name: str, what: str = "upload") -> tuple[IO[bytes], int]:
+def pack_folder(src: Path, *, limit: int, limit_name: str, what: str = "upload",
+                label: str | None = None) -> tuple[IO[bytes], int]:
     """A host folder packed as a tar (in a spooled temporary file, at its start) and its size, after checking that
     it holds only folders and regular files and that it fits in `limit` bytes (`limit_name` says what that is,
     for the error).
@@ -94,20 +95,21 @@ def pack_folder(src: Path, *, limit: int, limit_name: str, what: str = "upload")
 
     from lllm.sandbox import _tarsafe
 
+    name = label if label is not None else str(src)
     try:
         entries, size = _tarsafe.scan(str(src), limit=limit)
     except _tarsafe.TooLarge:
-        raise SandboxFileError(f"cannot {what} folder {str(src)!r}: it is larger than {limit_name} ({limit:,} "
+        raise SandboxFileError(f"cannot {what} folder {name!r}: it is larger than {limit_name} ({limit:,} "
                                f"bytes); {what} less, or give the sandbox a larger SandboxLimits(workspace_size=...)",
                                path=str(src), limit=limit) from None
     except _tarsafe.ArchiveError as exc:
-        raise SandboxFileError(f"cannot {what} folder {str(src)!r}: {exc}", path=str(src)) from None
+        raise SandboxFileError(f"cannot {what} folder {name!r}: {exc}", path=str(src)) from None
     spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - returned to the caller
     try:
         _tarsafe.pack(str(src), entries, spool)
     except _tarsafe.ArchiveError as exc:
         spool.close()
-        raise SandboxFileError(f"cannot {what} folder {str(src)!r}: {exc}", path=str(src)) from None
+        raise SandboxFileError(f"cannot {what} folder {name!r}: {exc}", path=str(src)) from None
     spool.seek(0)
     return spool, size
 
@@ -123,14 +125,8 @@ def unpack_folder(source: IO[bytes], dest: str | Path, *, max_bytes: int, what: 
 
     from lllm.sandbox import _tarsafe
 
-    target = Path(dest)
+    target = check_download_dest(dest, what=what)
     existed = os.path.lexists(target)
-    if existed and (os.path.islink(target) or not target.is_dir()):
-        raise SandboxFileError(f"{what}: the destination {str(target)!r} is not a folder; give a new or empty folder",
-                               path=str(target))
-    if existed and any(target.iterdir()):
-        raise SandboxFileError(f"{what}: the destination {str(target)!r} is not empty; give a new or empty folder",
-                               path=str(target))
     try:
         _tarsafe.extract(source, str(target), fresh=True, max_bytes=max_bytes)
     except _tarsafe.ArchiveError as exc:
@@ -140,6 +136,23 @@ def unpack_folder(source: IO[bytes], dest: str | Path, *, max_bytes: int, what: 
         else:
             shutil.rmtree(target, ignore_errors=True)
         raise SandboxFileError(f"{what} refused: {exc}; nothing was kept", path=str(target)) from None
+    return target
+
+
+def check_download_dest(dest: str | Path, *, what: str) -> Path:
+    """`dest` as a Path, after checking it is a new or empty folder (checked again when unpacking).
+
+    Raises:
+        SandboxFileError: it is a file, a link, or a folder with something in it.
+    """
+    target = Path(dest)
+    if os.path.lexists(target):
+        if os.path.islink(target) or not target.is_dir():
+            raise SandboxFileError(f"{what}: the destination {str(target)!r} is not a folder; give a new or empty "
+                                   "folder", path=str(target))
+        if any(target.iterdir()):
+            raise SandboxFileError(f"{what}: the destination {str(target)!r} is not empty; give a new or empty "
+                                   "folder", path=str(target))
     return target
 
 
@@ -251,8 +264,9 @@ def local_download_folder(workspace: Path, path: str, dest: str | Path) -> Path:
     if not os.path.isdir(real):
         raise SandboxFileError(f"download of folder {path!r} refused: it is not a folder (download() takes files)",
                                path=path)
+    check_download_dest(dest, what=f"download of folder {path!r}")
     archive, _ = pack_folder(Path(real), limit=MAX_TRANSFER_BYTES, limit_name="the largest transfer",
-                             what="download")
+                             what="download", label=rel)
     with archive:
         return unpack_folder(archive, dest, max_bytes=MAX_TRANSFER_BYTES, what=f"download of folder {path!r}")
 

@@ -106,7 +106,8 @@ class LocalSandbox(KernelSandbox):
     def _spawn(self) -> None:
         env = self._env()
         guest = guest_dir()
-        cmd = [self.python, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f",
+        launcher = "lllm_kernel_boot" if guest else "ipykernel_launcher"  # the former skips debugger imports
+        cmd = [self.python, "-Xfrozen_modules=off", "-m", launcher, "-f",
                str(self.session_dir / "kernel.json"), "--HistoryManager.enabled=False", "--IPKernelApp.log_level=WARN"]
         if guest:
             cmd.append("--IPKernelApp.extra_extensions=lllm_kernel_init")
