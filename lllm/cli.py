@@ -8,6 +8,7 @@ command runs. Groups of other rooms are found by module name (`lllm.sandbox.cli`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import sys
@@ -103,6 +104,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         # stdout is the results: the workers' output stays in Ray's logs
         executor = RayExecutor(address=args.ray, max_retries=args.ray_retries, log_to_driver=False)
+    live = contextlib.ExitStack()
+    if args.live:  # what the agents' cells print, on stderr while they run (the result stays alone on stdout)
+        from lllm.sandbox.live import TerminalEcho, watch_cells
+
+        live.enter_context(watch_cells(TerminalEcho()))
     try:
         if executor is not None:
             return _run_batch(tactic, tasks, args, tags, store, executor, one=len(tasks) == 1)
@@ -123,6 +129,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         if executor is not None:
             executor.close()
+        live.close()
         if store is not None:
             store.close()
 
@@ -163,6 +170,8 @@ def _register_run(subparsers: Any) -> None:
                           "ADDRESS, on a local cluster started for this run (docs/scaling.md)")
     run.add_argument("--ray-retries", type=int, default=3, metavar="N",
                      help="with --ray: run a task again up to N times when its worker or node is lost (default 3)")
+    run.add_argument("--no-live", dest="live", action="store_false",
+                     help="do not show what the agents' code prints while it runs (on stderr, by default)")
     run.set_defaults(func=_cmd_run)
 
 

@@ -15,6 +15,7 @@ with the error's message; it never claims that code ran where it did not.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -89,11 +90,14 @@ def _config(runtime: Any, *, backend: str, model: str | None) -> dict[str, Any]:
 
 
 def run_demo(*, task: str = DEFAULT_TASK, backend: str = "docker", db: str | Path = "runs/demo.db",
-             workdir: str | Path = "runs", model: str | None = None, out: Any = None) -> Any:
-    """Run the research tactic once and print its transcript; returns the tactic call session."""
+             workdir: str | Path = "runs", model: str | None = None, out: Any = None, live: Any = None) -> Any:
+    """Run the research tactic once and print its transcript; returns the tactic call session.
+
+    `live`: a stream that shows what each cell prints while it runs (`lllm demo` gives stderr), or None."""
     from lllm._textsafe import safe_writer
     from lllm.core.runtime import build_tactic, get_default_runtime, load_package
     from lllm.logging import sqlite_store
+    from lllm.sandbox.live import TerminalEcho, watch_cells
 
     out = safe_writer(out or sys.stdout)  # the transcript carries sandbox text: no terminal controls
     load_package(EXAMPLE_PACKAGE)
@@ -104,7 +108,8 @@ def run_demo(*, task: str = DEFAULT_TASK, backend: str = "docker", db: str | Pat
     try:
         tactic = build_tactic(config, log_store=store)
         try:
-            session = tactic(task, return_session=True, tags={"job": "demo"})
+            with watch_cells(TerminalEcho(live)) if live is not None else contextlib.nullcontext():
+                session = tactic(task, return_session=True, tags={"job": "demo"})
         except BaseException:
             failed = tactic.last_session
             if failed is not None:  # what happened before the failure, and where it is logged
@@ -178,7 +183,8 @@ def _print_transcript(session: Any, out: Any) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     model = args.model or os.environ.get("LLLM_MODEL") or None
-    run_demo(task=args.task, backend=args.backend, db=args.db, workdir=args.workdir, model=model)
+    run_demo(task=args.task, backend=args.backend, db=args.db, workdir=args.workdir, model=model,
+             live=sys.stderr if args.live else None)
     return 0
 
 
@@ -195,4 +201,6 @@ def register(subparsers: Any) -> None:
     demo.add_argument("--db", default="runs/demo.db", help="the SQLite log (default runs/demo.db)")
     demo.add_argument("--workdir", default="runs", help="where notebooks go (default runs/)")
     demo.add_argument("--model", help="a litellm model name (e.g. gpt-4o); needs that provider's key")
+    demo.add_argument("--no-live", dest="live", action="store_false",
+                      help="do not show what the analyst's cells print while they run (on stderr, by default)")
     demo.set_defaults(func=_cmd_demo)
