@@ -212,7 +212,8 @@ def main() -> None:
     ended_at = 0.0
     killed = 0
     try:
-        while streams:
+        idle = 0.001
+        while True:
             now = time.monotonic()
             if status is None:
                 ended = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -224,11 +225,17 @@ def main() -> None:
                     killed = kill_tree(pid)
                     status, ended_at = 0, time.monotonic()
                     continue
+            elif not streams:
+                break
             elif now - ended_at > 0.25:
                 # what it left running still holds the pipes: it goes with the command
                 killed += kill_tree(pid)
                 ended_at = now + 3600.0
             wait = 0.1 if deadline is None or status is not None else max(0.0, min(0.1, deadline - now))
+            if not streams:  # it closed its output but runs on: wait for its end
+                time.sleep(min(wait, idle))
+                idle = min(idle * 2, 0.05)
+                continue
             try:
                 readable, _, _ = select.select(list(streams), [], [], wait)
             except InterruptedError:

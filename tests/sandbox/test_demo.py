@@ -14,8 +14,11 @@ from lllm.demo import run_demo
 
 
 def _run(tmp_path: Path, backend: str) -> tuple[str, object, sqlite3.Connection]:
-    out = io.StringIO()
-    session = run_demo(backend=backend, db=tmp_path / "demo.db", workdir=tmp_path / "runs", out=out)
+    out, live = io.StringIO(), io.StringIO()
+    session = run_demo(backend=backend, db=tmp_path / "demo.db", workdir=tmp_path / "runs", out=out, live=live)
+    # what the cells printed was shown while they ran, line by line (tests/unit/test_live_output.py times it)
+    assert "[research_analyst] | Got 261 price points, latest GDP: 29962.0\n" in live.getvalue()
+    assert "[research_analyst] | AAPL 1y return: +3.9%" in live.getvalue()
     return out.getvalue(), session, sqlite3.connect(tmp_path / "demo.db")
 
 
