@@ -245,3 +245,28 @@ def test_a_folder_over_the_workspace_is_refused_before_sending(sb: Any, tmp_path
     assert "larger than the sandbox's workspace (32m)" in message and "workspace_size" in message
     assert time.monotonic() - t0 < 2  # refused on the host, nothing sent
     assert not any(name.startswith("big") for name in sb.list_files())
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------
+def _our_containers() -> set[str]:
+    from lllm.sandbox._docker import LABEL_TEST_RUN, client
+
+    found = client().containers.list(all=True, filters={"label": f"{LABEL_TEST_RUN}={os.environ['LLLM_TEST_RUN']}"})
+    return {c.id for c in found}
+
+
+@pytest.mark.docker
+def test_a_mount_of_a_missing_folder_is_a_clear_error_and_nothing_runs(sandbox_image: str, tmp_path: Path) -> None:
+    before = _our_containers()
+    with pytest.raises(UsageError, match=r"the host folder '.*/nope' does not exist; create it, or fix the path"):
+        DockerSandbox(image=sandbox_image, mounts={str(tmp_path / "nope"): "project"})
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    sandbox = DockerSandbox(image=sandbox_image, mounts={str(folder): "project"})
+    folder.rmdir()  # gone between the constructor and start()
+    with pytest.raises(UsageError, match="does not exist"):
+        sandbox.start()
+    assert sandbox._session_dir is None and _our_containers() == before
+    for bad, why in (({"/": "root"}, "is refused"), ({str(tmp_path): "../up"}, "one plain folder name")):
+        with pytest.raises(UsageError, match=why):
+            DockerSandbox(image=sandbox_image, mounts=bad)

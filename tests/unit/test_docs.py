@@ -173,15 +173,11 @@ def test_the_extending_guide_examples_run() -> None:
     from lllm.core.config import AGENT_EXTENSIONS
     from lllm.sandbox.backends import SANDBOX_BACKENDS
 
-    pages = [ROOT / "docs" / "guide" / "extending.md"]
+    import guide_runner
+
     before = (set(AGENT_EXTENSIONS._entries), set(SANDBOX_BACKENDS._entries))
     try:
-        for page in pages:
-            namespace: dict[str, object] = {"__name__": f"guide_{page.stem}"}
-            blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
-            assert blocks, page
-            for i, block in enumerate(blocks):
-                exec(compile(block, f"{page.name}[{i}]", "exec"), namespace)
+        guide_runner.run_blocks("extending.md", test=__file__)
     finally:  # the pages register plug-ins of their own: take them out again
         for registry, names in zip((AGENT_EXTENSIONS, SANDBOX_BACKENDS), before):
             for name in set(registry._entries) - names:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide"
+import guide_runner
 
 
 def _blocks(name: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (GUIDE / name).read_text(), flags=re.S)
+    return [block.code for block in guide_runner.blocks(name) if block.run]
 
 
 def test_the_explorer_guide_example_runs(tmp_path: Path) -> None:

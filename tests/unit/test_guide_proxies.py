@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import re
 from pathlib import Path
 
 import yaml
 
+import guide_runner
 from lllm.tools.code import ProxyConfig
 from lllm.proxies.gateway import GatewayLimits
 
@@ -16,7 +14,7 @@ PAGE = Path(__file__).resolve().parents[2] / "docs" / "guide" / "proxies.md"
 
 
 def blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", PAGE.read_text(), flags=re.S)
+    return [block.code for block in guide_runner.blocks(PAGE.name, lang)]
 
 
 def test_the_yaml_blocks_are_valid_proxy_blocks() -> None:
@@ -30,10 +28,4 @@ def test_the_yaml_blocks_are_valid_proxy_blocks() -> None:
 
 
 def test_the_python_blocks_run_and_print_what_their_comments_say() -> None:
-    for code in blocks("python"):
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(compile(code, str(PAGE), "exec"), {})
-        printed = out.getvalue().splitlines()
-        expected = [c.strip() for c in re.findall(r"print\(.*?\)\s*#\s*(.+)$", code, flags=re.M)]
-        assert printed == expected, (printed, expected)
+    guide_runner.run_blocks(PAGE.name, test=__file__)  # checks each `print(...)  # expected` line

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+import guide_runner
 from fake_openai import text, tool_calls
 from lllm.invokers import build_invoker
 
@@ -24,7 +25,7 @@ DOC_URL = "http://127.0.0.1:8000/v1"
 
 
 def blocks(lang: str) -> list[str]:
-    return re.findall(rf"^```{lang}\n(.*?)^```", GUIDE.read_text(), flags=re.S | re.M)
+    return [block.code for block in guide_runner.blocks(GUIDE.name, lang) if block.run]
 
 
 def run_python(code: str, url: str) -> str:

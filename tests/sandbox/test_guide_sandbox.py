@@ -1,0 +1,12 @@
+"""docs/guide/sandbox.md runs as written, against real containers (through tests/guide_runner.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+import guide_runner
+
+
+@pytest.mark.docker
+def test_the_sandbox_guide_runs_as_written(sandbox_image: str) -> None:
+    guide_runner.run_blocks("sandbox.md", test=__file__)
