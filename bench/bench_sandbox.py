@@ -8,6 +8,10 @@
 - `run_cell("1+1")` p50 on DockerSandbox vs the same on a plain local ipykernel driven by jupyter_client's
   `execute_interactive` (target ratio <= 1.15); LocalSandbox too, for the cost of lllm's cell loop alone;
 - 20 sandboxes at once, 20 cells each: all must succeed; p50/p99 of a cell vs one sandbox alone;
+- the same fleet driven by one asyncio event loop (`AsyncDockerSandbox`, no thread per sandbox): cell p50 vs
+  one sandbox alone, and its wall time vs the threaded fleet's;
+- `run_command(["true"])` p50 (a supervised process beside the kernel) vs a bare `docker exec` of the same
+  command through the Docker SDK (`exec_run`), and the first piece of a streamed cell's output vs the cell's end;
 - memory per idle sandbox (the container's cgroup usage) vs a plain local ipykernel's RSS.
 
 `--runtime runsc` measures the same under gVisor (registered with dockerd; see lllm/sandbox/docker.py).
@@ -16,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import threading
@@ -26,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lllm.sandbox import DockerSandbox, LocalSandbox, SandboxLimits, SandboxPool  # noqa: E402
+from lllm.sandbox import AsyncDockerSandbox, DockerSandbox, LocalSandbox, SandboxLimits, SandboxPool  # noqa: E402
 from lllm.sandbox.image import ensure_image  # noqa: E402
 
 LIMITS = SandboxLimits(memory="512m", pids=128)
@@ -81,6 +86,57 @@ def sandbox_cell_times(sb: object, n: int) -> list[float]:
         times.append(time.perf_counter() - t0)
         assert res.result == "2", res.text
     return times
+
+
+def command_times(sb: DockerSandbox, n: int) -> tuple[list[float], list[float]]:
+    """`run_command(["true"])` and, as the baseline, the SDK's `exec_run` of the same command as the same user."""
+    ours, bare = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        res = sb.run_command(["true"])
+        ours.append(time.perf_counter() - t0)
+        assert res.ok, res
+        t0 = time.perf_counter()
+        code, _ = sb.container.exec_run(["true"], user="1000:1000")
+        bare.append(time.perf_counter() - t0)
+        assert code == 0
+    return ours, bare
+
+
+def streaming_times(sb: DockerSandbox, n: int) -> tuple[list[float], list[float]]:
+    """When a cell that prints, sleeps 1 s and prints again hands its first piece to `on_stdout`, and when it ends."""
+    firsts, ends = [], []
+    for _ in range(n):
+        seen: list[float] = []
+        t0 = time.perf_counter()
+        sb.run_cell("import time\nprint('a', flush=True)\ntime.sleep(1)\nprint('b')",
+                    on_stdout=lambda _text: seen.append(time.perf_counter() - t0))
+        ends.append(time.perf_counter() - t0)
+        firsts.append(seen[0])
+    return firsts, ends
+
+
+async def async_fleet(image: str, fleet: int, per: int) -> tuple[list[float], float, list[str]]:
+    """`fleet` AsyncDockerSandboxes, `per` cells each, all driven by one event loop."""
+    sandboxes = [AsyncDockerSandbox(image=image, limits=LIMITS) for _ in range(fleet)]
+    await asyncio.gather(*(sb.start() for sb in sandboxes))
+    times: list[float] = []
+    failures: list[str] = []
+
+    async def work(sb: AsyncDockerSandbox) -> None:
+        for i in range(per):
+            t = time.perf_counter()
+            res = await sb.run_cell(f"n{i} = {i} * 2\nn{i} + 1")
+            times.append(time.perf_counter() - t)
+            if res.result != str(i * 2 + 1):
+                failures.append(res.text)
+
+    t0 = time.perf_counter()
+    try:
+        await asyncio.gather(*(work(sb) for sb in sandboxes))
+        return times, time.perf_counter() - t0, failures
+    finally:
+        await asyncio.gather(*(sb.close() for sb in sandboxes))
 
 
 def cgroup_memory(container_id: str) -> int | None:
@@ -163,6 +219,8 @@ def main() -> None:
         sandbox_cell_times(sb, 20)
         docker_cells = sandbox_cell_times(sb, cells)
         idle_mem = cgroup_memory(sb.container.id)
+        commands, execs = command_times(sb, max(10, cells // 10))
+        first_piece, cell_end = streaming_times(sb, 3)
     with LocalSandbox() as lsb:
         sandbox_cell_times(lsb, 20)
         local_cells = sandbox_cell_times(lsb, cells)
@@ -177,6 +235,10 @@ def main() -> None:
         statistics.median(docker_cells) / statistics.median(interactive_cells))
     row('run_cell("1+1") p50, LocalSandbox', ms(statistics.median(local_cells)), "plain local ipykernel p50",
         ms(base), statistics.median(local_cells) / base)
+    row('run_command(["true"]) p50', ms(statistics.median(commands)), "bare docker exec (SDK) p50",
+        ms(statistics.median(execs)), statistics.median(commands) / statistics.median(execs))
+    row("first streamed output of a 1 s cell", ms(statistics.median(first_piece)), "the cell's end",
+        ms(statistics.median(cell_end)), statistics.median(first_piece) / statistics.median(cell_end))
     kc.stop_channels()  # type: ignore[attr-defined]
     km.shutdown_kernel(now=True)  # type: ignore[attr-defined]
 
@@ -214,6 +276,16 @@ def main() -> None:
         ms(statistics.median(docker_cells)), statistics.median(fleet_times) / statistics.median(docker_cells))
     row(f"cell p99, {fleet} sandboxes at once", ms(p(fleet_times, 0.99)), "one sandbox alone p99",
         ms(p(docker_cells, 0.99)), p(fleet_times, 0.99) / p(docker_cells, 0.99))
+
+    # -- the same fleet from one event loop ---------------------------------------------------------------------
+    async_times, async_wall, async_failures = asyncio.run(async_fleet(image, fleet, fleet_cells))
+    print(f"{fleet} async sandboxes, one event loop: {len(async_times) - len(async_failures)}/{len(async_times)} "
+          f"cells succeeded in {async_wall:.2f} s")
+    row(f"cell p50, {fleet} async sandboxes", ms(statistics.median(async_times)), "one sandbox alone p50",
+        ms(statistics.median(docker_cells)), statistics.median(async_times) / statistics.median(docker_cells))
+    row("fleet wall time, async", f"{async_wall:9.2f} s ", "threads, one per sandbox", f"{fleet_wall:9.2f} s ",
+        async_wall / fleet_wall)
+    failures += async_failures
 
     # -- memory -----------------------------------------------------------------------------------------------
     if mems and idle_mem:

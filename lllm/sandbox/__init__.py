@@ -3,6 +3,9 @@
 - `DockerSandbox`: a hardened container per session with a Jupyter kernel and no network (the real one).
 - `LocalSandbox`: a local ipykernel subprocess, NOT isolated: for machines without Docker.
 - `FakeSandbox`: a function answers each cell (for tests).
+- `AsyncDockerSandbox`, `AsyncLocalSandbox`: the same, awaited (`lllm.sandbox.asynchronous`).
+- `run_cell(..., on_stdout=...)`, `run_command(...) -> CommandResult`: output while it runs (`lllm.sandbox.live`:
+  also `watch_cells`, `TerminalEcho`); a process beside the kernel (`lllm.sandbox.commands`).
 - `create_sandbox(backend, **options)`, `register_sandbox_backend(name, cls_or_path)`: the backend registry
   (`lllm.sandbox.backends`).
 - `SandboxPool`: started sandboxes ready to hand out; `shared_pool()`: the process-wide cache of pools;
@@ -16,6 +19,12 @@ from lllm._lazy import lazy_getattr
 
 
 _EXPORTS: dict[str, str] = {
+    "AsyncDockerSandbox": "lllm.sandbox.asynchronous",
+    "AsyncLocalSandbox": "lllm.sandbox.asynchronous",
+    "CellEvent": "lllm.sandbox.live",
+    "CommandResult": "lllm.sandbox.commands",
+    "TerminalEcho": "lllm.sandbox.live",
+    "watch_cells": "lllm.sandbox.live",
     "BaseSandbox": "lllm.sandbox.base",
     "CellImage": "lllm.sandbox.base",
     "CellResult": "lllm.sandbox.base",

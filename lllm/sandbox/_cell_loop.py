@@ -110,9 +110,19 @@ class Wait:
 @dataclass(frozen=True)
 class Call:
     """A step of the loop: call `fn()`, which may block; the driver sends back its result or throws its exception
-    into the loop."""
+    into the loop. `fast()`, when given, is what an event loop tries first, in its own thread: it must not
+    block, and returns the result, or `Later(fn)` when the rest has to wait (run `fn` in a worker thread;
+    `Later()`: run `fn` itself there)."""
 
     fn: Callable[[], Any]
+    fast: Callable[[], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Later:
+    """What a `Call`'s `fast()` returns when the call has to go on in a worker thread (with `fn`, or the Call's)."""
+
+    fn: Callable[[], Any] | None = None
 
 
 Step = Union[Wait, Call]
@@ -163,11 +173,15 @@ async def adrive(steps: CellSteps, *, flush: Callable[[], Any] | None = None,
                 await flush()
             if isinstance(step, Wait):
                 value = await _readable(loop, step.channels, step.timeout)
-            else:
-                try:
-                    value = await asyncio.to_thread(step.fn)
-                except Exception as exc:  # noqa: BLE001 - thrown into the loop, which decides
-                    error = exc
+                continue
+            try:
+                # a thread hop costs up to the interpreter's switch interval (5 ms) while the loop is busy: what
+                # can be done without blocking is done here
+                value = step.fast() if step.fast is not None else Later()
+                if isinstance(value, Later):
+                    value = await asyncio.to_thread(value.fn or step.fn)
+            except Exception as exc:  # noqa: BLE001 - thrown into the loop, which decides
+                error = exc
     except asyncio.CancelledError:
         steps.close()
         if on_cancel is not None:
@@ -181,9 +195,8 @@ async def _readable(loop: Any, channels: KernelChannels, timeout: float) -> tupl
 
     if not channels.all_connected():
         await asyncio.to_thread(channels.connect_missing)  # a connect may wait for a handshake
-    ready = channels.ready(0)
-    if any(ready) or timeout <= 0:
-        return ready
+    if channels.buffered() or timeout <= 0:  # a message already read ahead: no socket will say so
+        return channels.ready(0)
     done = loop.create_future()
 
     def wake() -> None:
@@ -220,19 +233,39 @@ def _prepare(channels: KernelChannels) -> list[str]:
     return notices
 
 
+def _execute_fast(channels: KernelChannels, code: str, timeout: float) -> Any:
+    """Send the execute_request as far as the socket takes it now; a kernel that is not reading gets the rest
+    from a worker thread (`Later`), so it cannot hold the event loop."""
+    begun = channels.execute_nowait(code)
+    if begun is None:
+        return Later()  # not connected: `execute` connects (a handshake may wait)
+    msg_id, rest = begun
+    if not rest:
+        return msg_id
+
+    def finish() -> str:
+        channels.finish_send(rest, timeout=timeout)
+        return msg_id
+
+    return Later(finish)
+
+
 def cell_steps(kernel: KernelHandle, code: str, limits: CellLimits, listen: Listen | None = None) -> CellSteps:
     """The loop itself, as steps for `drive`/`adrive`; returns the cell's result."""
     out = OutputCollector(max_output_chars=limits.max_output_chars, max_stored_chars=limits.max_stored_chars,
                           max_display_bytes=limits.max_display_bytes, budget=limits.budget, listen=listen)
     started = time.monotonic()
     channels = kernel.channels
-    out.notices.extend((yield Call(lambda: _prepare(channels))))
+    out.notices.extend((yield Call(lambda: _prepare(channels),
+                                   fast=lambda: _prepare(channels) if channels.clean() else Later())))
     sendable = clean_text(code)
     if sendable != code:
         out.notices.append("the code held lone surrogates (text that is not valid Unicode); they were replaced "
                            "with U+FFFD")
+    send_timeout = min(10.0, limits.timeout or 10.0)
     try:
-        msg_id = yield Call(lambda: channels.execute(sendable, timeout=min(10.0, limits.timeout or 10.0)))
+        msg_id = yield Call(lambda: channels.execute(sendable, timeout=send_timeout),
+                            fast=lambda: _execute_fast(channels, sendable, send_timeout))
     except ChannelError as exc:
         return (yield from _unreachable(kernel, out, started, exc))
     deadline = started + limits.timeout if limits.timeout is not None else None

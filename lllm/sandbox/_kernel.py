@@ -116,11 +116,24 @@ class KernelChannels:
 
     def execute(self, code: str, *, timeout: float = 10.0) -> str:
         """Send an execute_request with stdin disallowed (so `input()` fails at once); return its msg_id."""
-        return self.send_shell("execute_request", {"code": code, "silent": False, "store_history": True,
-                                                   "user_expressions": {}, "allow_stdin": False,
-                                                   # one cell at a time: nothing queued to abort, and
-                                                   # no abort window that would swallow the next cell
-                                                   "stop_on_error": False}, timeout=timeout)
+        return self.send_shell("execute_request", _execute_content(code), timeout=timeout)
+
+    def execute_nowait(self, code: str) -> tuple[str, bytes] | None:
+        """Begin an execute_request without waiting: (msg_id, the bytes the shell socket did not take yet, for
+        `finish_send`), or None when the shell channel is not connected (nothing was sent)."""
+        if not self.shell.connected:
+            return None
+        msg = self.session.msg("execute_request", _execute_content(code))
+        rest = self.shell.send_nowait(self.session.serialize(msg))
+        return str(msg["header"]["msg_id"]), rest
+
+    def finish_send(self, rest: bytes, *, timeout: float = 10.0) -> None:
+        """Send what `execute_nowait` left (ChannelError when the kernel does not read it in `timeout`)."""
+        self.shell.finish_send(rest, timeout=timeout)
+
+    def clean(self) -> bool:
+        """All three channels connected and none holding part of a message: `resync` would do nothing."""
+        return self.all_connected() and not any(ch.partial_bytes for ch in self._channels())
 
     def send_control(self, msg_type: str, content: dict[str, Any] | None = None) -> bool:
         """Send a control request (thread-safe: `interrupt()` may come from another thread); False when the
@@ -158,6 +171,10 @@ class KernelChannels:
         """(iopub, shell, control) readiness, waiting up to `timeout_s` (0: just look)."""
         ready = wait_readable(list(self._channels()), timeout_s)
         return ready[0], ready[1], ready[2]
+
+    def buffered(self) -> bool:
+        """A message may be complete in what was already read from a channel (no socket will signal it)."""
+        return any(channel.has_buffered for channel in self._channels())
 
     def filenos(self) -> list[int]:
         """The channels' socket descriptors (-1 for one not connected), for an event loop to watch."""
@@ -385,6 +402,13 @@ class KernelChannels:
             self.closed = True
             for channel in self._channels():
                 channel.close()
+
+
+def _execute_content(code: str) -> dict[str, Any]:
+    # one cell at a time (stop_on_error False): nothing queued to abort, and no abort window that would swallow
+    # the next cell; stdin disallowed, so input() fails at once
+    return {"code": code, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": False,
+            "stop_on_error": False}
 
 
 def _name(channel: ZmtpChannel, channels: KernelChannels) -> str:

@@ -182,15 +182,29 @@ class ZmtpChannel:
         """Send one message; raises ChannelError when not connected or the peer does not take it in time."""
         if self.sock is None:
             raise ChannelError(f"not connected to {self.path}")
-        wire = bytearray()
-        for i, body in enumerate(frames):
-            more = _MORE if i < len(frames) - 1 else 0
-            if len(body) < 256:
-                wire += bytes([more, len(body)])
-            else:
-                wire += bytes([more | _LONG]) + struct.pack(">Q", len(body))
-            wire += body
-        self._write(bytes(wire), timeout)
+        self._write(_wire(frames), timeout)
+
+    def send_nowait(self, frames: list[bytes]) -> bytes:
+        """Send as much of one message as the socket takes now, without waiting; return what is left (b"" when
+        all of it went), which `finish_send` must send before anything else goes on this channel."""
+        if self.sock is None:
+            raise ChannelError(f"not connected to {self.path}")
+        data = _wire(frames)
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.close()
+            raise ChannelError(f"sending to {self.path} failed: {exc}") from None
+        return data[sent:]
+
+    def finish_send(self, rest: bytes, *, timeout: float = 10.0) -> None:
+        """Send the rest of a message `send_nowait` began (waiting up to `timeout` for the peer to read)."""
+        if rest:
+            if self.sock is None:
+                raise ChannelError(f"not connected to {self.path}")
+            self._write(rest, timeout)
 
     def _write(self, data: bytes, timeout: float) -> None:
         assert self.sock is not None
@@ -383,6 +397,19 @@ class ZmtpChannel:
         if part.nframes or part.frames or self._skip or self._big is not None or pending:
             return max(1, part.size + pending + self._skip)
         return 0
+
+
+def _wire(frames: list[bytes]) -> bytes:
+    """One message as ZMTP frames."""
+    wire = bytearray()
+    for i, body in enumerate(frames):
+        more = _MORE if i < len(frames) - 1 else 0
+        if len(body) < 256:
+            wire += bytes([more, len(body)])
+        else:
+            wire += bytes([more | _LONG]) + struct.pack(">Q", len(body))
+        wire += body
+    return bytes(wire)
 
 
 def _connect_no_follow(sock: socket.socket, path: str) -> None:
