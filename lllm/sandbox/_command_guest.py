@@ -4,9 +4,11 @@ Its source is sent as `python3 -I -c SOURCE` (`lllm.sandbox.commands.GUEST_SOURC
 container (as the sandbox user, like the file helpers), and as a subprocess in a LocalSandbox's workspace. It
 imports only the standard library, and nothing of lllm: it runs where lllm is not installed.
 
-Protocol. Its stdin starts with one JSON line, the request (`argv`, `cwd`, `env`, `timeout`, `nonce`, `oom`,
-`stdin`); the next `stdin` bytes are the command's stdin, copied into a pipe that is closed after them (so no
-half-closed connection is needed to end it: a TLS link to a remote engine has none). It
+Protocol. Its stdin starts with the request (`argv`, `cwd`, `env`, `timeout`, `nonce`, `oom`, `stdin`): a
+4-byte length, then the dict in `marshal` format (the host writes it, and `marshal` costs no import where
+`json` costs `re`: this process starts for every command); the next `stdin` bytes are the command's stdin,
+copied into a pipe that is closed after them (so no half-closed connection is needed to end it: a TLS link to
+a remote engine has none). It
 writes the command's output to its stdout as frames (`b"o"` stdout, `b"e"` stderr, `b"p"` the command's pid;
 then a 4-byte big-endian length and the bytes), and on its stderr one line `<nonce> <json>` saying how the
 command ended: `rc`, `signal`, `timeout`, `oom`, `killed` (leftover processes killed), `spawn_error`. Only this
@@ -23,33 +25,53 @@ picks; an OOM kill is told apart from other SIGKILLs by the memory cgroup's `oom
 
 from __future__ import annotations
 
+import _json as _json_module
 import ctypes
 import errno
-import json
+import marshal
 import os
 import select
-import signal
 import struct
 import sys
-import threading
 import time
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # `typing` imports `re`: not at run time
+    import signal
+    from typing import Any
+else:
+    import _signal as signal  # the C module: `signal` imports enum, which costs more than all the rest
 
 _HEADER = struct.Struct(">cI")
 _CHUNK = 1 << 16
 
 
-def _read_request() -> dict[str, Any]:
+def _read_exactly(count: int) -> bytes:
+    """`count` bytes of stdin, read without buffering ahead (the rest of stdin is the command's)."""
     buf = bytearray()
-    while len(buf) < 1 << 20:
-        byte = os.read(0, 1)
-        if not byte or byte == b"\n":
+    while len(buf) < count:
+        chunk = os.read(0, count - len(buf))
+        if not chunk:
             break
-        buf += byte
-    request = json.loads(bytes(buf))
+        buf += chunk
+    return bytes(buf)
+
+
+def _read_request() -> dict[str, Any]:
+    (size,) = struct.unpack(">I", _read_exactly(4))
+    request = marshal.loads(_read_exactly(min(size, 16 << 20)))
     if not isinstance(request, dict):
-        raise SystemExit("the request is not a JSON object")
+        raise SystemExit("the request is not a dict")
     return request
+
+
+def _json(value: object) -> str:
+    """JSON of the report's values (None, bool, int, str) without importing `json`."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        return str(value)
+    return _json_module.encode_basestring_ascii(str(value))
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -187,7 +209,8 @@ def main() -> None:
     nonce = str(req["nonce"])
 
     def report(**facts: object) -> None:
-        _write_all(2, (nonce + " " + json.dumps(facts) + "\n").encode())
+        body = ", ".join(f'"{key}": {_json(value)}' for key, value in facts.items())
+        _write_all(2, (nonce + " {" + body + "}\n").encode())
 
     oom_before = _oom_kills() if req.get("oom") else -1
     in_r, in_w = os.pipe()
@@ -196,10 +219,12 @@ def main() -> None:
     pid, spawn_error = _spawn(req, in_r, out_w, err_w)
     for fd in (in_r, out_w, err_w):
         os.close(fd)
-    if spawn_error is None:
-        threading.Thread(target=_copy_stdin, args=(int(req.get("stdin") or 0), in_w), daemon=True).start()
+    if spawn_error is None and req.get("stdin"):
+        import threading
+
+        threading.Thread(target=_copy_stdin, args=(int(req["stdin"]), in_w), daemon=True).start()
     else:
-        os.close(in_w)
+        os.close(in_w)  # no stdin: it reads end of file at once
     if spawn_error is not None:
         report(rc=None, signal=None, timeout=False, oom=False, killed=0, spawn_error=spawn_error)
         return

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import marshal
 import os
 import secrets
 import selectors
@@ -35,7 +36,9 @@ __all__ = ["CommandPump", "CommandResult", "CommandStatus", "GUEST_SOURCE", "com
 
 CommandStatus = Literal["ok", "error", "timeout", "oom"]
 GUEST_SOURCE = (Path(__file__).with_name("_command_guest.py")).read_text(encoding="utf-8")
-"""The supervisor's source, run as `python3 -I -c GUEST_SOURCE` (it imports nothing of lllm)."""
+"""The supervisor's source, run as `python3 -I -S -c GUEST_SOURCE` (the standard library only, nothing of lllm,
+not even site)."""
+GUEST_ARGS = ["-I", "-S", "-c", GUEST_SOURCE]
 BACKSTOP_S = 10.0
 """How long past its timeout the host waits for the supervisor's report before killing it from outside (code
 in the sandbox, same uid, can stop the supervisor)."""
@@ -101,10 +104,11 @@ def check_env(env: dict[str, str] | None) -> dict[str, str]:
 
 def command_request(argv: list[str], *, nonce: str, cwd: str, env: dict[str, str], timeout: float | None,
                     oom: bool, stdin: bytes | None) -> bytes:
-    """What the supervisor reads on its stdin: the request line, then the command's stdin."""
-    line = json.dumps({"argv": argv, "cwd": cwd, "env": env, "timeout": timeout, "nonce": nonce, "oom": oom,
-                       "stdin": len(stdin or b"")})
-    return line.encode() + b"\n" + (stdin or b"")
+    """What the supervisor reads on its stdin: the request (its length, then `marshal` data), then the command's
+    stdin."""
+    request = marshal.dumps({"argv": argv, "cwd": cwd, "env": env, "timeout": timeout, "nonce": nonce, "oom": oom,
+                             "stdin": len(stdin or b"")}, 4)
+    return struct.pack(">I", len(request)) + request + (stdin or b"")
 
 
 class _Stream:
@@ -244,7 +248,7 @@ def run_local(argv: list[str], *, python: str, workspace: str, cwd: str, env: di
     nonce = new_nonce()
     started = time.monotonic()
     pump = CommandPump(nonce, max_stored_chars=max_stored_chars, listen=listen)
-    proc = subprocess.Popen([python, "-I", "-c", GUEST_SOURCE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([python, *GUEST_ARGS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, cwd=workspace, start_new_session=True)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     request = command_request(argv, nonce=nonce, cwd=cwd, env={}, timeout=timeout, oom=False, stdin=stdin)

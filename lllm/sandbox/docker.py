@@ -382,7 +382,7 @@ class DockerSandbox(KernelSandbox):
         request = commands.command_request(argv, nonce=nonce, cwd=workdir, env=env, timeout=timeout, oom=True,
                                            stdin=stdin)
         pump = commands.CommandPump(nonce, max_stored_chars=self.max_stored_chars, listen=listen)
-        session = _exec.ExecSession(self.container, ["python3", "-I", "-c", commands.GUEST_SOURCE],
+        session = _exec.ExecSession(self.container, ["python3", *commands.GUEST_ARGS],
                                     user=f"{uid}:{gid}", workdir=WORKSPACE, stdin=True,
                                     what="the command's supervisor")
         backstop = False
@@ -407,7 +407,7 @@ class DockerSandbox(KernelSandbox):
         uid, gid = container_user()
         script = commands.GUEST_SOURCE.replace('if __name__ == "__main__":', "if False:") + f"\nkill_tree({pid})\n"
         try:
-            _exec.run_capped(self.container, ["python3", "-I", "-c", script], user=f"{uid}:{gid}", timeout=10,
+            _exec.run_capped(self.container, ["python3", "-I", "-S", "-c", script], user=f"{uid}:{gid}", timeout=10,
                              max_bytes=1 << 16, what="the command killer")
         except SandboxError:
             pass  # the container is gone, or the killer was stopped too: the container's removal ends them
