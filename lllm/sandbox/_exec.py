@@ -1,11 +1,15 @@
-"""Running a short helper process in a sandbox container, bounded: a deadline, a byte cap, and a killed process.
+"""Processes started in a sandbox container with `docker exec`, bounded: a deadline, a byte cap, a killed process.
 
-The file operations of `DockerSandbox` run helpers with `docker exec`. Kernel code shares the helpers' uid, so
-it can stop them (SIGSTOP), make them block, or (were their Python not isolated) make them print without end.
-`run_capped` therefore streams the exec's output from the engine's socket instead of buffering it, stops reading
-at `max_bytes` or at the deadline, and then kills the exec'd process; the host thread comes back in bounded
-time whatever the sandbox does. Input goes to the helper's stdin (not its argv, which other processes of the
-same uid can read in /proc).
+`ExecSession` is one exec with its streams on the engine's socket: `exchange()` writes its stdin and yields its
+output frames as they come, in one non-blocking loop, and `kill()` ends it. The file operations of
+`DockerSandbox` run helpers through `run_capped`, and `run_command` runs its supervisor through an
+`ExecSession` directly (`lllm.sandbox.commands`).
+
+Kernel code shares the helpers' uid, so it can stop them (SIGSTOP), make them block, or (were their Python not
+isolated) make them print without end. `run_capped` therefore streams the exec's output from the engine's
+socket instead of buffering it, stops reading at `max_bytes` or at the deadline, and then kills the exec'd
+process; the host thread comes back in bounded time whatever the sandbox does. Input goes to the helper's stdin
+(not its argv, which other processes of the same uid can read in /proc).
 """
 
 from __future__ import annotations
