@@ -184,6 +184,16 @@ def test_a_container_command_has_the_sandbox_user_and_limits(sb: Any) -> None:
     assert "Read-only file system" in refused and home == "/home/sandbox"
 
 
+def test_a_kernel_restart_leaves_a_running_command_alone(sb: Any) -> None:
+    box: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: box.setdefault("res", sb.run_command("sleep 2; echo survived")))
+    worker.start()
+    time.sleep(0.5)
+    sb.restart()  # in a container: every process of the kernel is killed, not the command's
+    worker.join(30)
+    assert box["res"].ok and box["res"].stdout == "survived\n", box["res"]
+
+
 @DOCKER_ONLY
 def test_a_command_out_of_memory_is_oom_and_the_kernel_lives_on(sb: Any) -> None:
     sb.run_cell("before_oom = 'kept'")
