@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def test_the_testing_guide_runs_as_written(fake_openai: Any, sandbox_image: str,
 
     from fake_openai import text, tool_calls
 
-    page = (GUIDE / "testing.md").read_text()
+    page = (guide_runner.GUIDE / "testing.md").read_text()
     files = re.findall(r"```python\n# (\w+\.py)\n(.*?)```", page, flags=re.S)
     assert [name for name, _ in files] == ["weather.py", "test_weather.py", "test_sandbox.py",
                                            "test_weather_recorded.py", "oslo_taped.py", "oslo.py"]
