@@ -124,7 +124,8 @@ def test_fifty_workers_two_hundred_sessions_each_lose_nothing(tmp_path: Path) ->
                 sid = f"w{w}-{i}"
                 store.start_session(sid, tactic="t", tags={"worker": w})
                 store.record(ModelCallRecord(session_id=sid, agent="a", model="m", cost=0.001, prompt_tokens=2))
-                store.end_session(sid, state="ok", result=i)
+                dialog = {"name": "main", "messages": [{"role": "user"}] * (i % 4)}
+                store.end_session(sid, state="ok", result=i, dialogs=[("a", "main", dialog)])
         except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
@@ -137,6 +138,9 @@ def test_fifty_workers_two_hundred_sessions_each_lose_nothing(tmp_path: Path) ->
     assert store.count("sessions") == 10_000
     assert store.count("model_calls") == 10_000
     assert store.query("SELECT COUNT(*) AS n FROM sessions WHERE state = 'ok' AND model_calls = 1")[0]["n"] == 10_000
+    # dialogs go in as multi-row INSERTs with numbered parameters: each row got its own session's dialog
+    assert store.query("SELECT COUNT(*) AS n FROM dialogs d JOIN sessions s ON s.id = d.session_id "
+                       "WHERE d.messages = CAST(substr(s.id, instr(s.id, '-') + 1) AS INTEGER) % 4")[0]["n"] == 10_000
     store.close()
     # another connection (another process would see the same) reads every committed row
     conn = sqlite3.connect(tmp_path / "runs.db")
@@ -219,3 +223,25 @@ def test_a_forked_child_gets_a_clear_error_not_a_hang(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 7
     store.start_session("parent", tactic="t")  # the parent's store still works
     assert store.count() == 1
+
+
+def test_text_no_column_takes_is_escaped_not_lost(store: LogStore) -> None:
+    """Lone surrogates (a tool or a cell can produce them) cannot be written as UTF-8: JSON columns and results
+    keep them as \\uXXXX escapes, and the rest of the record is kept."""
+    bad = "half a pair: \ud83d end"
+    store.start_session("s", tactic="t", tags={"note": bad})
+    store.record(AgentCallRecord(session_id="s", agent="a", detail={"error": bad, "ok": "é"}))
+    store.end_session("s", state="ok", result=bad, metadata={"why": bad})
+    row = store.get_session("s")
+    assert row.result == bad and row.tags == {"note": bad} and row.metadata == {"why": bad}
+    assert store.load_session("s").agent_calls[0].detail == {"error": bad, "ok": "é"}
+
+
+def test_results_come_back_as_they_were_or_not_at_all(store: LogStore) -> None:
+    """`bcall(resume=...)` hands back stored results: a value that JSON cannot give back exactly (a set) is
+    not restorable, so the task runs again rather than return something else."""
+    for i, value in enumerate(["text", {"a": [1, 2.5, None]}, [1, "x"], {1, 2}, None]):
+        store.start_session(f"s{i}", tactic="t", batch_id="b", task_index=i)
+        store.end_session(f"s{i}", state="ok", result=value)
+    done = store.completed_tasks("b")
+    assert {i: v for i, (_, v) in done.items()} == {0: "text", 1: {"a": [1, 2.5, None]}, 2: [1, "x"], 4: None}
