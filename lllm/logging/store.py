@@ -81,6 +81,9 @@ _END_BASE = ("state", "ended_at", "updated_at", "last_event", "error", "tracebac
 _END_COST = ("cost", "prompt_tokens", "completion_tokens")
 _END_RESULT = ("result",)
 _END_METADATA = ("metadata",)
+_WHOLE_COLUMNS = (*_START_COLUMNS, "ended_at", "duration_s", "error", "traceback", "result")
+_WHOLE_SQL = (f"INSERT OR REPLACE INTO sessions ({', '.join(_WHOLE_COLUMNS)}) "
+              f"VALUES ({', '.join('?' for _ in _WHOLE_COLUMNS)})")
 _TASK_TEXT_LIMIT = 10_000
 _END_SQL: dict[tuple[str, ...], str] = {}
 
@@ -456,11 +459,18 @@ class LogStore:
         """Apply queued writes inside the writer's transaction, grouped into a few `executemany` calls.
 
         Order within a batch: session starts, trace records, the session totals they add up to, session ends (a
-        session whose end is in the batch and sets its final cost gets its counts in the end's UPDATE instead).
+        session whose end is in the batch and sets its final cost gets its counts in the end's UPDATE instead, and
+        one whose start is in the batch too is written as one finished row).
         """
-        starts = [op for op in ops if op[0] == "start"]
-        for op in starts:
-            self._parents[op[1]] = op[2]
+        # A session that starts and ends (with its final totals) in this batch -- most of a bcall's, whose tasks
+        # are shorter than a commit round -- is written as one row with its end, not an INSERT then an UPDATE.
+        final_ends = {op[1]: op for op in ops if op[0] == "end" and op[5]}
+        starts: list[tuple[Any, ...]] = []
+        whole: list[tuple[Any, ...]] = []
+        for op in ops:
+            if op[0] == "start":
+                self._parents[op[1]] = op[2]
+                (whole if op[1] in final_ends else starts).append(op)
         if starts:
             _insert_many(self._conn, _START_SQL, [op[3] for op in starts])
         inserts: dict[str, list[tuple[Any, ...]]] = {}
@@ -484,13 +494,23 @@ class LogStore:
                 t[5] = max(t[5], now)
                 if i == 0:
                     t[6] = record
+        dialogs: list[tuple[Any, ...]] = []
+        if whole:
+            rows = []
+            for op in whole:
+                end = final_ends.pop(op[1])
+                rows.append(_whole_row(op[3], end[6], end[3], totals.pop(op[1], None)))
+                dialogs.extend(end[4])
+                self._parents.pop(op[1], None)
+            _insert_many(self._conn, _WHOLE_SQL, rows)
         for sql, rows in inserts.items():
             _insert_many(self._conn, sql, rows)
         ends: dict[str, list[tuple[Any, ...]]] = {}
-        dialogs: list[tuple[Any, ...]] = []
         for op in ops:
             if op[0] == "end":
-                _, sid, sql, values, rows, final_totals = op
+                _, sid, sql, values, rows, final_totals, _columns = op
+                if final_totals and sid not in final_ends:
+                    continue  # written whole, above
                 counts = (0, 0)
                 own = totals.get(sid) if final_totals else None
                 if own is not None:  # the end sets the final cost and tokens: fold the counts into it, one UPDATE
@@ -541,7 +561,7 @@ class LogStore:
         for agent, alias, d in dialogs:
             rows.append((session_id, agent, alias, d if isinstance(d, str) else _to_sql(d)))
         values += (now, session_id)
-        self._write(("end", session_id, _end_sql(columns), values, rows, cost is not None), wait=wait)
+        self._write(("end", session_id, _end_sql(columns), values, rows, cost is not None, columns), wait=wait)
 
     # -- reading --------------------------------------------------------------------------------------
 
@@ -790,6 +810,17 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
             i += size
     if i < n:
         conn.executemany(sql, rows[i:])
+
+
+def _whole_row(start: tuple[Any, ...], end_columns: tuple[str, ...], end_values: list[Any],
+               own: list[Any] | None) -> tuple[Any, ...]:
+    """A session's row (`_WHOLE_COLUMNS`) from its start's values, its end's (the end's columns win) and the
+    counts of its records in the same batch (`own`: the totals entry; cost and tokens come from the end)."""
+    row = dict(zip(_START_COLUMNS, start))
+    row.update(zip(end_columns, end_values))
+    row["model_calls"], row["agent_calls"] = (own[3], own[4]) if own is not None else (0, 0)
+    row["duration_s"] = end_values[-2] - row["started_at"]
+    return tuple(map(row.get, _WHOLE_COLUMNS))
 
 
 def _renumber(sql: str, shift: int) -> str:

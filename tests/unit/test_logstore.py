@@ -245,3 +245,43 @@ def test_results_come_back_as_they_were_or_not_at_all(store: LogStore) -> None:
         store.end_session(f"s{i}", state="ok", result=value)
     done = store.completed_tasks("b")
     assert {i: v for i, (_, v) in done.items()} == {0: "text", 1: {"a": [1, 2.5, None]}, 2: [1, "x"], 4: None}
+
+
+def test_a_session_that_starts_and_ends_in_one_commit_round_is_the_same_row(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's short sessions are written as one finished row when their start and end share a commit round;
+    the row must be what a start, its records and an end committed one by one make."""
+    import lllm.logging.store as store_module
+
+    whole_rows: list[str] = []
+    real = store_module._whole_row
+    monkeypatch.setattr(store_module, "_whole_row", lambda *a: whole_rows.append(a[0][0]) or real(*a))
+    store = sqlite_store(tmp_path / "runs.db")
+    dialog = {"name": "main", "messages": [{"role": "user"}, {"role": "assistant"}]}
+
+    def write(sid: str, wait: bool) -> None:
+        store.start_session(sid, tactic="t", tags={"k": 1}, metadata={"m": 1}, task="the task", batch_id="b",
+                            task_index=0, started_at=100.0, wait=wait)
+        store.record(ModelCallRecord(session_id=sid, agent="a", model="m", cost=0.5, prompt_tokens=3,
+                                     completion_tokens=2))
+        store.record(AgentCallRecord(session_id=sid, agent="a"))
+        store.end_session(sid, state="ok", ended_at=102.5, result={"x": 1}, cost=0.5, prompt_tokens=3,
+                          completion_tokens=2, dialogs=[("a", "main", dialog)], metadata={"m": 2}, wait=wait)
+
+    write("apart", wait=True)
+    assert whole_rows == []
+    with store._lock:  # the next write's leader waits here, so everything after it queues for one round
+        blocker = threading.Thread(target=store.start_session, args=("blocker",), kwargs={"tactic": "t"})
+        blocker.start()
+        while not store._writer._busy:
+            time.sleep(0.001)
+        write("together", wait=False)
+    blocker.join()
+    store.flush()
+    assert whole_rows == ["together"]
+    apart, together = (store.query("SELECT * FROM sessions WHERE id = ?", [sid])[0] for sid in ("apart", "together"))
+    assert {**apart, "id": None} == {**together, "id": None}
+    assert together["state"] == "ok" and together["model_calls"] == 1 and together["duration_s"] == 2.5
+    dialogs = store.query("SELECT session_id, messages FROM dialogs ORDER BY session_id")
+    assert dialogs == [{"session_id": "apart", "messages": 2}, {"session_id": "together", "messages": 2}]
+    store.close()
