@@ -8,7 +8,9 @@ implements the `_start`/`_run_cell`/`_interrupt`/`_restart`/`_close` hooks and t
 
 from __future__ import annotations
 
+import base64
 import enum
+import re
 import shlex
 import time
 from collections.abc import Sequence
@@ -31,6 +33,11 @@ DEFAULT_MAX_OUTPUT_CHARS = 20_000
 """How much of a cell's output `CellResult.text` (what a model sees) keeps."""
 RECORD_ERROR_CHARS = 2_000
 """How much of a cell's error (name and message, or the sandbox's notices) its log record keeps."""
+
+
+_RECORD_NOTICES = 50
+"""The most notices of one cell its log record keeps."""
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 class SandboxState(str, enum.Enum):
@@ -101,6 +108,32 @@ class CellResult(BaseModel):
     def ok(self) -> bool:
         """True when the cell ran to the end without an error."""
         return self.status == "ok"
+
+
+def _record_images(images: list[CellImage]) -> tuple[list[dict[str, str]], list[str]]:
+    """A cell's images as its log record keeps them (`{"mime", "data"}`, base64 without whitespace; an SVG's
+    XML text is base64-encoded so that every record image is), and notices for those left out."""
+    from lllm.records import IMAGE_BYTES, MAX_IMAGES
+
+    kept: list[dict[str, str]] = []
+    left_out: list[str] = []
+    for n, image in enumerate(images, 1):
+        if len(kept) >= MAX_IMAGES:
+            left_out.append(f"{len(images) - n + 1} more image(s) not kept in the log (at most {MAX_IMAGES} a cell)")
+            break
+        if image.mime == "image/svg+xml":
+            data = base64.b64encode(image.data.encode("utf-8", "replace")).decode("ascii")
+        else:
+            data = "".join(image.data.split())
+            if not _BASE64.fullmatch(data):
+                left_out.append(f"image {n} ({image.mime}) not kept in the log: its data is not base64")
+                continue
+        if len(data) > IMAGE_BYTES:
+            left_out.append(f"image {n} ({image.mime}, {len(data):,} bytes of base64) not kept in the log: over "
+                            f"{IMAGE_BYTES:,}")
+            continue
+        kept.append({"mime": image.mime, "data": data})
+    return kept, left_out
 
 
 class SandboxLimits(BaseModel):
@@ -375,9 +408,12 @@ class BaseSandbox:
         return bool(cached)
 
     def _record(self, code: str, result: CellResult, started: float) -> None:
-        """Send the cell's `CellRecord` to the tracer. Its texts are sanitised and the error summary capped
-        (`RECORD_ERROR_CHARS`), so what the cell sent cannot make the row fail to insert; should the record
-        still be refused for its content, a plain one without the error text is sent instead."""
+        """Send the cell's `CellRecord` to the tracer: its code, the model's view of its output (`CellResult.text`,
+        capped at `PAYLOAD_CHARS`), its images (those the record budgets let through to `result.images`, at most
+        `MAX_IMAGES`, each at most `IMAGE_BYTES` of base64) and its notices. Every text is sanitised and the
+        error summary capped (`RECORD_ERROR_CHARS`), so what the cell sent cannot make the row fail to insert;
+        should the record still be refused for its content, a plain one without the payloads is sent instead."""
+        from lllm.records import PAYLOAD_CHARS, cap
         from lllm.sandbox._text import clean_text, cut_middle
 
         error = f"{result.error_name}: {result.error_value}" if result.error_name else None
@@ -386,12 +422,17 @@ class BaseSandbox:
         fields = dict(agent=self.agent, sandbox_id=self.sandbox_id, code=clean_text(code), status=result.status,
                       duration_s=result.duration_s, output_chars=result.output_chars, truncated=result.truncated,
                       started_at=started)
+        images, left_out = _record_images(result.images)
+        notices = [clean_text(cut_middle(n, RECORD_ERROR_CHARS)) for n in result.notices[:_RECORD_NOTICES]]
+        if len(result.notices) > _RECORD_NOTICES:
+            notices.append(f"... and {len(result.notices) - _RECORD_NOTICES} more notices (not kept in the log)")
         try:
             self.tracer(CellRecord(**fields, error=clean_text(cut_middle(error, RECORD_ERROR_CHARS))
-                                   if error is not None else None))
+                                   if error is not None else None,
+                                   output=clean_text(cap(result.text, PAYLOAD_CHARS)) if result.text else None,
+                                   images=images, notices=notices + left_out))
         except (UnicodeError, ValueError, TypeError) as exc:
-            self.tracer(CellRecord(**fields, error=f"(the cell's error text could not be recorded: "
-                                                   f"{type(exc).__name__})"))
+            self.tracer(CellRecord(**fields, error=f"(the cell's record could not be made: {type(exc).__name__})"))
 
     # -- commands ----------------------------------------------------------------------------------------------
     def run_command(self, command: str | Sequence[str], *, cwd: str | None = None, env: dict[str, str] | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 import threading
@@ -200,8 +201,22 @@ def test_tracer_records_cells(sb: Any) -> None:
     last = sb.records[-1]
     assert last.code == "'traced'" and last.status == "ok" and last.agent == "tester"
     assert last.sandbox_id == sb.sandbox_id and last.duration_s > 0
-    sb.run_cell("1/0")
+    res = sb.run_cell("1/0")
     assert sb.records[-1].status == "error" and sb.records[-1].error == "ZeroDivisionError: division by zero"
+    assert sb.records[-1].output == res.text  # the model's view of the cell, as it read it
+
+
+def test_cell_records_keep_output_images_and_notices(sb: Any) -> None:
+    code = (f"import base64\nfrom IPython.display import Image, SVG, display\nprint('drawn')\n"
+            f"display(Image(data=base64.b64decode({TINY_PNG!r})))\ndisplay(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\"/>'))\n"
+            "print('x' * 300_000)")
+    res = sb.run_cell(code)
+    record = sb.records[-1]
+    assert record.output == res.text and record.output.startswith("drawn") and record.truncated
+    assert [i["mime"] for i in record.images] == ["image/png", "image/svg+xml"]
+    assert record.images[0]["data"] == TINY_PNG
+    assert base64.b64decode(record.images[1]["data"]).startswith(b"<svg")
+    assert record.notices == res.notices
 
 
 @pytest.mark.parametrize("kind", BACKENDS)

@@ -138,3 +138,33 @@ def test_cell_record_is_sanitised_before_the_tracer(sandbox_image: str) -> None:
     assert records[0].status == "error" and len(records[0].error or "") <= 2_000
     json.dumps(records[0].model_dump()).encode("utf-8")  # encodable: no lone surrogate anywhere
     records[0].code.encode("utf-8")
+
+
+def test_a_cells_output_and_images_reach_the_log_capped_and_clean(sb: DockerSandbox) -> None:
+    """Issue 13: a cell's record now carries its output, images and notices; what a hostile cell sends there
+    is capped (PAYLOAD_CHARS of output, MAX_IMAGES images of at most IMAGE_BYTES each), sanitised, and the row
+    still inserts. Before the record carried them, the log had no output or image of the cell at all."""
+    from lllm.records import IMAGE_BYTES, MAX_IMAGES, PAYLOAD_CHARS
+
+    code = SENDER + r'''
+import base64
+_send("stream", {"name": "stdout", "text": ("lone \ud800 surrogate " * 50_000) + "the end"})
+big = base64.b64encode(b"\x89PNG" + b"A" * (IMAGE_BYTES * 3 // 4 + 10)).decode()
+_send("display_data", {"data": {"image/png": big}, "metadata": {}})
+_send("display_data", {"data": {"image/png": "not base64 <img src=x onerror=alert(1)>"}, "metadata": {}})
+for i in range(12):
+    _send("display_data", {"data": {"image/png": base64.b64encode(b"\x89PNG%d" % i).decode(), "text/plain": "img"},
+                           "metadata": {}})
+'''.replace("IMAGE_BYTES", str(IMAGE_BYTES))
+    res = sb.run_cell(code)
+    assert res.status == "ok", res.text
+    row = sb.store.db.query("SELECT output, images, notices FROM cells ORDER BY seq DESC LIMIT 1")  # type: ignore[attr-defined]
+    row = next(iter(row))
+    output = row["output"]
+    assert "\ud800" not in output and "lone \ufffd surrogate" in output and "the end" in output
+    assert len(output) <= PAYLOAD_CHARS + 100
+    images = json.loads(row["images"])
+    assert 1 <= len(images) <= MAX_IMAGES and all(len(i["data"]) <= IMAGE_BYTES for i in images)
+    assert all(i["mime"] == "image/png" and "<" not in i["data"] for i in images)
+    notices = json.loads(row["notices"])
+    assert any("not kept in the log: over" in n for n in notices), notices

@@ -269,3 +269,27 @@ def test_import_lllm_sandbox_stays_light() -> None:
             "print(json.dumps(['docker' in sys.modules, 'zmq' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [False, False]
+
+
+def test_cell_records_carry_output_images_and_notices_within_their_caps() -> None:
+    from lllm.records import IMAGE_BYTES, MAX_IMAGES
+    from lllm.sandbox import CellImage, CellResult
+
+    images = [CellImage(mime="image/png", data="iVBO\nRw=="), CellImage(mime="image/svg+xml", data="<svg/>"),
+              CellImage(mime="image/png", data="<b>not base64</b>"),
+              CellImage(mime="image/jpeg", data="A" * (IMAGE_BYTES + 4))]
+    images += [CellImage(mime="image/gif", data="R0lG")] * 10
+    result = CellResult(status="ok", stdout="hi\n", images=images, notices=[f"note {i}" for i in range(60)],
+                        text="hi")
+    records: list[CellRecord] = []
+    with FakeSandbox(lambda code: result, tracer=records.append) as sb:
+        sb.run_cell("draw()")
+    (record,) = records
+    assert record.output == "hi"
+    assert [i["mime"] for i in record.images] == ["image/png", "image/svg+xml"] + ["image/gif"] * (MAX_IMAGES - 2)
+    assert record.images[0]["data"] == "iVBORw==" and record.images[1]["data"] == "PHN2Zy8+"
+    assert record.notices[:50] == [f"note {i}" for i in range(50)]
+    assert "10 more notices" in record.notices[50]
+    assert any("image 3 (image/png) not kept in the log: its data is not base64" == n for n in record.notices)
+    assert any(n.startswith("image 4 (image/jpeg") for n in record.notices)
+    assert any("4 more image(s) not kept" in n for n in record.notices), record.notices
