@@ -90,6 +90,10 @@ class BrowserConfig(BaseModel):
     """Only the last N screenshots stay in the model's context; older ones are replaced by a note."""
     screenshot_every_step: bool = False
     """Attach a screenshot to every observation, not only when the model asks for one."""
+    record_screenshots: bool = True
+    """Keep a JPEG of the viewport after every action in its log record (`BrowserActionRecord.screenshot`, for
+    the explorer), with elements showing a secret blacked out. About 40 ms and 15-150 KB an action; only taken
+    when the session has a tracer."""
     dialogs: Literal["accept", "dismiss"] = "dismiss"
     """What to do with `alert`/`confirm`/`prompt`/`beforeunload` dialogs (each one is reported to the model)."""
     prompt_text: str = ""

@@ -14,6 +14,7 @@ Playwright exceptions are translated here, at one boundary (`_translate`), into 
 from __future__ import annotations
 
 import asyncio
+import base64
 import enum
 import threading
 import time
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lllm.records import BrowserActionRecord, Tracer, null_tracer
+from lllm.records import IMAGE_BYTES, BrowserActionRecord, Tracer, null_tracer
 from lllm.errors import (ActionRefused, ActionTimeout, BlockedNavigation, BrowserError, BrowserLaunchError, LLLMError,
                          UsageError)
 from lllm.tools.cua._records import ActionLog, ActionOutcome
@@ -55,6 +56,61 @@ _POPUP_WATCH_JS = """(() => {
   }, true);
 })();"""
 _POPUP_TAKE_JS = "() => { const n = window.__lllmPopups || 0; window.__lllmPopups = 0; return n; }"
+
+
+_JPEG_QUALITY = 70
+_MAX_TEXT_NODES = 20_000
+# Every field value and text node of the page (open shadow roots included) with its box in the viewport, to
+# find where a secret shows. The script gets no secret: only the page's own text comes back.
+_TEXT_BOXES_JS = """(limit) => {
+  const out = [];
+  const box = r => [r.left, r.top, r.width, r.height];
+  const visit = root => {
+    for (const el of root.querySelectorAll('input, textarea, select')) {
+      if (out.length >= limit) return;
+      const value = el.value == null ? '' : String(el.value);
+      if (value) out.push([box(el.getBoundingClientRect()), value]);
+    }
+    const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT | NodeFilter.SHOW_ELEMENT);
+    for (let node = walk.nextNode(); node && out.length < limit; node = walk.nextNode()) {
+      if (node.nodeType === Node.ELEMENT_NODE) { if (node.shadowRoot) visit(node.shadowRoot); continue; }
+      const text = node.nodeValue;
+      if (!text || !text.trim() || !node.parentElement) continue;
+      const range = document.createRange();
+      range.selectNodeContents(node);
+      out.push([box(range.getBoundingClientRect()), text]);
+    }
+  };
+  visit(document);
+  return out;
+}"""
+
+
+def _black_out(png: bytes, boxes: list[list[float]]) -> bytes:
+    """`png` with each `[x, y, width, height]` box (CSS pixels, a margin added) painted black, as a JPEG."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for x, y, w, h in boxes:
+        draw.rectangle((x - 3, y - 3, x + w + 3, y + h + 3), fill=(0, 0, 0))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=_JPEG_QUALITY)
+    return out.getvalue()
+
+
+@dataclass
+class PageState:
+    """The page after an action, as its log record keeps it."""
+
+    url: str | None = None
+    """The current tab's URL (secrets redacted)."""
+    screenshot: bytes | None = None
+    """A JPEG of the viewport, secrets blacked out."""
+    note: str | None = None
+    """Why there is no screenshot, when one was wanted."""
 
 
 class SessionState(enum.Enum):
@@ -417,18 +473,20 @@ class BrowserSession:
         target = _describe_target(kwargs)
         limit = max(self.config.action_timeout_s, self.config.navigation_timeout_s) * 2 + 10
         try:
-            outcome: ActionOutcome = self.driver.run(self._run_action, fn, kwargs, timeout=limit)
+            outcome, page = self.driver.run(self._run_action, fn, kwargs, timeout=limit)
         except BaseException as exc:
             error = _translate(exc)
             if isinstance(error, LLLMError):
                 self._redact_error(error)
             status = _status_of(error)
-            self._record(action, target, status, started, wall, [], self.secrets.redact(str(error)))
+            page = self._page_after_failure(error)
+            self._record(action, target, status, started, wall, [], self.secrets.redact(str(error)), page=page)
             if error is exc:
                 raise
             raise error from exc
         outcome.message = self.secrets.redact(outcome.message)
-        self._record(action, outcome.target or target, "ok", started, wall, outcome.code, None, outcome.message)
+        self._record(action, outcome.target or target, "ok", started, wall, outcome.code, None, outcome.message,
+                     page=page)
         return outcome
 
     def _redact_error(self, error: LLLMError) -> None:
@@ -440,7 +498,7 @@ class BrowserSession:
                 error.facts[key] = self.secrets.redact(value)
                 setattr(error, key, error.facts[key])
 
-    async def _run_action(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> ActionOutcome:
+    async def _run_action(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> tuple[ActionOutcome, PageState]:
         self._flush_auto_code()
         self._popup_seen = asyncio.Event()
         before = self.page if self.pages else None
@@ -451,7 +509,57 @@ class BrowserSession:
         await self.settle(pause=SETTLE_S if eventful else 0.0)
         outcome.code += self._auto_code
         self._auto_code = []
-        return outcome
+        return outcome, await self._page_state()
+
+    # -- what the log keeps of the page after an action -----------------------------------------------------
+
+    @property
+    def _recording(self) -> bool:
+        return self.tracer is not null_tracer
+
+    async def _page_state(self) -> PageState:
+        """The current tab's URL and (with `record_screenshots`) a JPEG of its viewport, secrets hidden; for the
+        action's log record. Never raises: a page that cannot be captured leaves a note instead."""
+        if not self._recording or not self.pages:
+            return PageState()
+        page = self.page
+        state = PageState(url=self.secrets.redact(page.url))
+        if not self.config.record_screenshots:
+            return state
+        try:
+            state.screenshot = await self._screenshot_for_record(page)
+        except Exception as exc:  # noqa: BLE001 - the page navigated or closed mid-capture; the record says so
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            state.note = f"no screenshot: {self.secrets.redact(first)[:300]}"
+        return state
+
+    async def _screenshot_for_record(self, page: Any) -> bytes:
+        """A JPEG of the viewport with every field and text that shows one of the session's secrets blacked out.
+
+        The page's text and field values (with their boxes) are read by a script that is given no secret -- a
+        page's own scripts can watch what a script in its main world does with its arguments -- and matched
+        here; the boxes are painted over on the image, so the page is never changed for the picture."""
+        timeout = min(self.config.action_timeout_s, 10.0) * 1000
+        boxes: list[list[float]] = []
+        if self.secrets.names:
+            found = await page.evaluate(_TEXT_BOXES_JS, _MAX_TEXT_NODES)
+            boxes = [box for box, text in found if self.secrets.redact(text) != text]
+        if not boxes:
+            shot: bytes = await page.screenshot(type="jpeg", quality=_JPEG_QUALITY, scale="css", timeout=timeout)
+            return shot
+        png = await page.screenshot(type="png", scale="css", timeout=timeout)
+        return await asyncio.get_running_loop().run_in_executor(None, _black_out, png, boxes)
+
+    def _page_after_failure(self, error: BaseException) -> PageState:
+        """The page after a failed action (what the user wants to see in the log), when the browser is usable."""
+        if not self._recording or self.state is not SessionState.OPEN or isinstance(
+                error, (BrowserLaunchError, KeyboardInterrupt, SystemExit)):
+            return PageState()
+        try:
+            state: PageState = self.driver.run(self._page_state, timeout=30)
+            return state
+        except Exception:  # noqa: BLE001 - the record is kept without the page
+            return PageState()
 
     async def _await_popup(self, page: Any) -> None:
         """When the action opened a pop-up or a new tab (the page's watch script saw it), wait for it."""
@@ -472,14 +580,25 @@ class BrowserSession:
         self._auto_code = []
 
     def _record(self, action: str, target: str | None, status: str, started: float, wall: float,
-                code: list[str], error: str | None, message: str = "") -> None:
+                code: list[str], error: str | None, message: str = "", *, page: PageState | None = None) -> None:
         duration = time.perf_counter() - started
         target = self.secrets.redact(target) if target else target
         self.log.append(ActionLog(action, target, status, duration, code=code, message=message, error=error))
+        if not self._recording:
+            return
+        page = page or PageState()
+        shot = base64.b64encode(page.screenshot).decode("ascii") if page.screenshot else None
+        if shot is not None and len(shot) > IMAGE_BYTES:
+            page.note = f"screenshot of {len(shot):,} bytes of base64 not kept: over {IMAGE_BYTES:,}"
+            shot = None
+        result = message or None
+        if page.note:
+            result = f"{result}\n[{page.note}]" if result else f"[{page.note}]"
         try:
             self.tracer(BrowserActionRecord(
                 agent=self.agent, action=action, target=target, status=status, duration_s=duration,
-                code="\n".join(code) or None, result=message or None, error=error, started_at=wall,
+                code="\n".join(code) or None, result=result, error=error, started_at=wall, url=page.url,
+                screenshot=shot, screenshot_mime="image/jpeg" if shot else None,
             ))
         except Exception:  # noqa: BLE001 - a broken tracer must not break the browser
             pass
