@@ -1,14 +1,12 @@
 """The run explorer in real Chromium (Playwright), served by the real command (`lllm logs serve --port 0`), over a
-log made by the real demo (local kernel backend) and a real forking tactic.
-
-The CALL_API params and answers are the ones the gateway recorded for the demo's calls. Where a producer does
-not record a field yet (browser screenshots: the browser toolset), the test writes those records itself through
-`LogStore.record` with the new fields; once that producer is wired, this fixture switches to it.
+log made only by real producers: the demo (local kernel backend: its tool calls, cells, CALL_APIs as the gateway
+recorded them, notebook), a forking tactic (the dialog tree, a simulated price for the cost chart), a
+computer-use run against the browser tests' fixture pages (browser steps with their screenshots) and an agent
+whose 200 run_python calls make a 200-cell session. No record is written by hand.
 """
 
 from __future__ import annotations
 
-import base64
 import re
 import subprocess
 import sys
@@ -19,11 +17,13 @@ import pytest
 
 from lllm import Tactic
 from lllm.core.runtime import Runtime
-from lllm.core.trace import BrowserActionRecord, CellRecord
 from lllm.logging import sqlite_store
 from lllm.tools.cua.config import LAUNCH_ARGS
 
 pytestmark = pytest.mark.browser
+
+BROWSER_TESTS = Path(__file__).resolve().parents[1] / "browser"
+VIEWPORT = {"width": 640, "height": 400}
 
 
 class Forker(Tactic, register=False):
@@ -47,6 +47,17 @@ class Forker(Tactic, register=False):
         return out
 
 
+class Coder(Tactic, register=False):
+    name = "coder"
+    agent_group = ["analyst"]
+
+    def call(self, task: str, **kwargs: object) -> str:
+        a = self.agents["analyst"]
+        a.open("main")
+        a.receive(task)
+        return a.respond().content
+
+
 @pytest.fixture(scope="module")
 def browser(require_browser: str) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
@@ -55,6 +66,36 @@ def browser(require_browser: str) -> Iterator[Any]:
         chromium = pw.chromium.launch(executable_path=require_browser, args=list(LAUNCH_ARGS))
         yield chromium
         chromium.close()
+
+
+def computer_use_run(db: Path, workdir: Path) -> str:
+    """A computer-use session on the browser tests' contact form: type a name, send; its id."""
+    sys.path.insert(0, str(BROWSER_TESTS))
+    from fixture_server import FixtureServer
+
+    from lllm.tools.cua.tactic import ComputerUseTactic
+
+    server = FixtureServer().start()
+    try:
+        steps = [{"content": None, "tool_calls": [{"name": "browser_type", "arguments": {
+                     "selector": "input[name=name]", "text": "Ada Lovelace"}}]},
+                 {"content": None, "tool_calls": [{"name": "browser_click", "arguments": {"selector": "button"}}]},
+                 "Sent the contact form."]
+        block = {"start_url": server.url("form.html"), "allowed_domains": [f"127.0.0.1:{server.port}"],
+                 "viewport": VIEWPORT, "action_timeout_s": 10, "navigation_timeout_s": 15}
+        config = {"invoker": "scripted", "invoker_config": {"steps": steps}, "workdir": str(workdir),
+                  "agent_configs": [{"name": "browser", "model_name": "gpt-4o", "system_prompt": "You use a browser.",
+                                     "computer_use": block}]}
+        store = sqlite_store(db)
+        try:
+            session = ComputerUseTactic(config, log_store=store)("Send the contact form as Ada Lovelace",
+                                                                 return_session=True)
+        finally:
+            store.close()
+        assert server.posts_to("contact"), "the form was not sent"
+        return str(session.session_id)
+    finally:
+        server.close()
 
 
 @pytest.fixture(scope="module")
@@ -71,20 +112,15 @@ def explorer(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator
               "agent_configs": [{"name": "analyst", "model_name": "gpt-4o-mini", "system_prompt": "You analyse."}]}
     forked = Forker(config, log_store=store, runtime=Runtime("explorer-browser"))(
         "What do rates do to AAPL?", tags={"job": "forks"}, return_session=True)
-    # stand-ins for producers not wired yet (see the module docstring)
-    page = browser.new_page(viewport={"width": 480, "height": 240})
-    page.set_content("<body style='background:#e8f0ff'><h1>Checkout</h1><button>Pay now</button></body>")
-    shot = base64.b64encode(page.screenshot(type="png")).decode()
-    page.close()
-    store.record(BrowserActionRecord(session_id=demo.session_id, agent="research_analyst", action="click",
-                                     target="button 'Pay now'", url="http://127.0.0.1/checkout", screenshot=shot,
-                                     screenshot_mime="image/png", code="await page.get_by_role('button').click()"))
-    store.start_session("big", tactic="analysis", task="200 cells")
-    for i in range(200):
-        store.record(CellRecord(session_id="big", agent="analyst", sandbox_id="sb", status="ok", duration_s=0.01,
-                                code=f"x = {i}\nprint(x * 2)", output="\n".join(f"row {k}: {i * 2}" for k in range(20))))
-    store.end_session("big", state="ok", result="done")
+    cells = [{"name": "run_python", "arguments": {"code": f"x = {i}\nprint('\\n'.join(f'row {{k}}: {{x * 2}}' "
+                                                          "for k in range(20)))"}} for i in range(200)]
+    config = {"invoker": "scripted", "invoker_config": {"steps": [{"content": None, "tool_calls": cells}, "done"]},
+              "workdir": str(tmp / "runs"),
+              "agent_configs": [{"name": "analyst", "model_name": "gpt-4o", "system_prompt": "You compute.",
+                                 "proxy": {"activate_proxies": [], "sandbox": {"backend": "local"}}}]}
+    big = Coder(config, log_store=store, runtime=Runtime("explorer-big"))("Print 200 tables", return_session=True)
     store.close()
+    browsed = computer_use_run(db, tmp / "runs")
     proc = subprocess.Popen([sys.executable, "-m", "lllm.cli", "logs", "serve", "--db", str(db), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -92,7 +128,8 @@ def explorer(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator
     match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
     assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
     try:
-        yield {"url": match.group(1), "demo": demo.session_id, "forked": forked.session_id, "db": db}
+        yield {"url": match.group(1), "demo": demo.session_id, "forked": forked.session_id, "db": db,
+               "big": big.session_id, "browsed": browsed}
     finally:
         proc.terminate()
         proc.wait(20)
@@ -118,8 +155,8 @@ def page(browser: Any, explorer: dict[str, Any]) -> Iterator[Any]:
     assert outside == [], f"the explorer asked for outside resources: {outside}"
 
 
-def test_from_the_sessions_page_to_the_demos_code_output_params_and_screenshot(page: Any,
-                                                                            explorer: dict[str, Any]) -> None:
+def test_from_the_sessions_page_to_the_demos_code_output_and_params(page: Any,
+                                                                    explorer: dict[str, Any]) -> None:
     page.goto(explorer["url"])
     row = page.locator("tr", has=page.locator(f"a:text('{explorer['demo'][:12]}')"))
     assert "research" in row.inner_text() and "ok" in row.inner_text()
@@ -128,24 +165,38 @@ def test_from_the_sessions_page_to_the_demos_code_output_params_and_screenshot(p
     assert explorer["demo"] in page.locator("h1").inner_text()
     # the run_python code and what it printed (from the Agent's tool-call records)
     tool = page.locator(".item.tool", has=page.locator("pre.code:has-text('CALL_API(\"fmp/price\"')"))
+    # (text_content: items off screen are not laid out, so their innerText is empty until scrolled to)
     assert "prices = CALL_API(\"fmp/price\", {\"symbol\": \"AAPL\", \"period\": \"1y\"})" in tool.locator(
-        "pre.code").inner_text()
-    assert "Got 261 price points, latest GDP: 29962.0" in tool.locator("pre.result").inner_text()
+        "pre.code").text_content()
+    assert "Got 261 price points, latest GDP: 29962.0" in tool.locator("pre.result").text_content()
+    # what ran inside that tool call is shown inside it: its cell (the code not repeated) and its two CALL_APIs
+    assert tool.locator(".inside .item.cell").count() == 1 and tool.locator(".inside .item.cell pre.code").count() == 0
+    assert tool.locator(".inside .item.api b").all_text_contents() == ["fmp/price", "fred/series"]
     # a CALL_API's params and answer
     api = page.locator(".item.api", has=page.locator("pre.params:has-text('AAPL')"))
-    assert '"period": "1y"' in api.locator("pre.params").inner_text()
-    assert '"close"' in api.locator("pre.answer").inner_text()  # the demo's own call, as the gateway recorded it
-    # a browser step's screenshot, decoded by the browser
-    shot = page.locator("img.screenshot")
-    shot.scroll_into_view_if_needed()
-    assert shot.evaluate("img => img.complete && img.naturalWidth") == 480
+    assert '"period": "1y"' in api.locator("pre.params").text_content()
+    assert '"close"' in api.locator("pre.answer").text_content()  # the demo's own call, as the gateway recorded it
     # the timeline holds every kind the run produced
     kinds = set(page.locator(".tl-kind").all_inner_texts())
-    assert {"model_call", "tool_call", "cell", "api_call", "browser_action", "agent_call"} <= kinds
+    assert {"model_call", "tool_call", "cell", "api_call", "agent_call"} <= kinds
     # the notebook can be downloaded
     with page.expect_download() as download:
         page.locator("a.notebook").first.click()
     assert download.value.suggested_filename.endswith(".ipynb")
+
+
+def test_a_browser_step_shows_its_page_and_screenshot(page: Any, explorer: dict[str, Any]) -> None:
+    page.goto(explorer["url"] + f"-/lllm/session/{explorer['browsed']}")
+    steps = page.locator(".item.browser")
+    assert steps.count() == 3  # the start page, typing the name, sending the form
+    sent = page.locator("#browser-3")  # numbered in the order they ran
+    assert "click" in sent.text_content() and "/submit/contact" in sent.text_content()
+    shot = sent.locator("img.screenshot")
+    shot.scroll_into_view_if_needed()
+    assert shot.evaluate("img => img.complete && img.naturalWidth") == VIEWPORT["width"]
+    assert page.locator(".item.tool .inside .item.browser").count() == 2  # typing and sending: inside their tool calls
+    kinds = set(page.locator(".tl-kind").all_inner_texts())
+    assert {"browser_action", "tool_call", "model_call"} <= kinds
 
 
 def test_a_forked_dialog_is_drawn_as_a_tree(page: Any, explorer: dict[str, Any]) -> None:
@@ -184,7 +235,7 @@ def test_the_cost_chart_is_drawn(page: Any, explorer: dict[str, Any]) -> None:
 def test_a_200_cell_session_page_loads_within_a_second(page: Any, explorer: dict[str, Any]) -> None:
     loads = []
     for _ in range(3):
-        page.goto(explorer["url"] + "-/lllm/session/big")
+        page.goto(explorer["url"] + f"-/lllm/session/{explorer['big']}")
         loads.append(page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd"))
         assert page.locator(".item.cell").count() == 200
     print(f"200-cell session page, load event after: {[round(x) for x in loads]} ms")

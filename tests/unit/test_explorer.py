@@ -252,3 +252,27 @@ def test_the_demo_prints_the_command_that_opens_its_run(tmp_path: Path) -> None:
     line = f"explore it: lllm logs serve --db {tmp_path / 'demo.db'} --open --session {session.session_id[:12]}"
     assert line in out.getvalue()
     assert lllm_main(["logs", "show", session.session_id[:12], "--db", str(tmp_path / "demo.db")]) == 0
+
+
+def test_what_ran_inside_a_tool_call_is_shown_inside_it() -> None:
+    """Cells, CALL_APIs and browser steps go under the tool call of the same agent whose time span holds them
+    (two agents working at once keep theirs apart); the rest stay steps of their own, in time order."""
+    from lllm.logging.explorer._data import _nest_in_tool_calls, _pretty, _steps
+
+    tools = [{"n": 1, "agent": "a", "started_at": 10.0, "duration_s": 2.0, "code": "x = 1", "result": "ok\n"},
+             {"n": 2, "agent": "b", "started_at": 10.5, "duration_s": 2.0, "code": None, "result": None}]
+    cells = [{"n": 1, "agent": "a", "started_at": 10.2, "code": "x = 1", "output": "ok"},
+             {"n": 2, "agent": "b", "started_at": 11.0, "code": "y = 2", "output": "two"},
+             {"n": 3, "agent": "a", "started_at": 13.0, "code": "z = 3", "output": ""}]
+    apis = [{"n": 1, "agent": None, "started_at": 12.4}, {"n": 2, "agent": "a", "started_at": 9.0}]
+    _nest_in_tool_calls(tools, cells, apis, [])
+    assert [(k, r["n"]) for k, r in tools[0]["inside"]] == [("cell", 1)]
+    assert [(k, r["n"]) for k, r in tools[1]["inside"]] == [("cell", 2), ("api", 1)]
+    assert cells[0]["same_code"] and cells[0]["output_in_result"] and not cells[1]["same_code"]
+    order = [(k, r["n"]) for k, r in _steps(tools, cells, apis, [])]
+    assert order == [("api", 2), ("tool", 1), ("tool", 2), ("cell", 3)]
+    # a payload the log cut is no longer JSON: one object a line, the note kept
+    cut = '[{"a":1},{"a":2},{"a"\n... [120 more characters not kept in the log]'
+    assert _pretty(cut).splitlines() == ['[{"a":1},', '{"a":2},', '{"a"', "... [120 more characters not kept in the log]"]
+    assert _pretty('[{"date": "2024-01-01", "v": 1}, {"date": "2024-01-02", "v": 2}]').splitlines()[1] == \
+        '  {"date": "2024-01-01", "v": 1},'

@@ -270,6 +270,7 @@ def session_page(conn: sqlite3.Connection, session_id: str) -> dict[str, Any]:
         b["shot"] = {"mime": mime, "data": b["screenshot"]} if b.get("screenshot") and mime in _IMAGE_MIMES else None
     for a in agents:
         a["detail"] = _json(a.get("detail"), {})
+    _nest_in_tool_calls(tools, cells, apis, browser)
 
     span = max(end - start, 1e-6)
     timeline: list[dict[str, Any]] = []
@@ -311,10 +312,53 @@ def session_page(conn: sqlite3.Connection, session_id: str) -> dict[str, Any]:
             "by_agent_model": sorted(by_agent_model.values(), key=lambda r: -r["cost"]),
             "timeline": timeline, "models": models, "agents": agents, "tools": tools, "cells": cells,
             "apis": apis, "browser": browser, "dialogs": dialogs, "children": children,
+            "steps": _steps(tools, cells, apis, browser),
             "parent": parent[0] if parent else None, "notebooks": sorted(notebooks) if isinstance(notebooks, dict) else [],
             "ended": when(session.get("ended_at")), "counts": {"model_call": len(models), "tool_call": len(tools),
                                                               "cell": len(cells), "api_call": len(apis),
                                                               "browser_action": len(browser)}}
+
+
+_SLACK_S = 0.005  # clock granularity: a cell recorded at its tool call's last millisecond is still inside it
+
+
+def _nest_in_tool_calls(tools: list[dict[str, Any]], *kinds: list[dict[str, Any]]) -> None:
+    """Give each tool call the cells, CALL_APIs and browser actions that ran inside it (`inside`: a list of
+    `(kind, row)`; each such row gets `in_tool`, its tool call's number): those of the same agent (or of no
+    recorded agent) that started within the call's time span. A cell that repeats its tool call's code or
+    output is marked so the page shows them once."""
+    for t in tools:
+        t["inside"] = []
+    spans = sorted(((t.get("started_at") or 0.0, (t.get("started_at") or 0.0) + (t.get("duration_s") or 0.0), t)
+                    for t in tools), key=lambda span: span[0])
+    for kind, rows in zip(("cell", "api", "browser"), kinds):
+        for r in rows:
+            at, agent = r.get("started_at") or 0.0, r.get("agent")
+            owner = None
+            for start, end, t in spans:
+                if start > at:
+                    break
+                if at <= end + _SLACK_S and (agent is None or t.get("agent") == agent):
+                    owner = t
+            if owner is None:
+                continue
+            owner["inside"].append((kind, r))
+            r["in_tool"] = owner["n"]
+            if kind == "cell":
+                r["same_code"] = (r.get("code") or "").strip() == (owner.get("code") or "").strip()
+                output = (r.get("output") or "").strip()
+                r["output_in_result"] = bool(output) and output in (owner.get("result") or "")
+
+
+def _steps(tools: list[dict[str, Any]], cells: list[dict[str, Any]], apis: list[dict[str, Any]],
+           browser: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """The session's steps in the order they started: each tool call (with what ran inside it), and the cells,
+    CALL_APIs and browser actions that ran outside any tool call (a tactic's own code, a start page)."""
+    steps = [("tool", t) for t in tools]
+    for kind, rows in (("cell", cells), ("api", apis), ("browser", browser)):
+        steps += [(kind, r) for r in rows if not r.get("in_tool")]
+    steps.sort(key=lambda step: step[1].get("started_at") or 0.0)
+    return steps
 
 
 def _first_line(text: str | None, limit: int = 80) -> str:
@@ -322,11 +366,23 @@ def _first_line(text: str | None, limit: int = 80) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+_CAP_NOTE = "\n... ["
+
+
 def _pretty(text: str | None) -> str:
+    """JSON text indented; a payload the log cut (no longer valid JSON) with one object a line, its note kept."""
     data = _json(text, None)
-    if data is None:
-        return text or ""
-    return json.dumps(data, indent=2, ensure_ascii=False)
+    if isinstance(data, list) and data:  # rows (prices, search hits): one a line when each fits on one
+        lines = [json.dumps(item, ensure_ascii=False) for item in data]
+        if max(map(len, lines)) <= 160:
+            return "[\n  " + ",\n  ".join(lines) + "\n]"
+    if data is not None:
+        return json.dumps(data, indent=2, ensure_ascii=False)
+    text = text or ""
+    body, note, rest = text.partition(_CAP_NOTE)
+    if note and body[:1] in "[{":
+        return body.replace("},{", "},\n{").replace("}, {", "},\n{") + note + rest
+    return text
 
 
 def _message_view(m: dict[str, Any]) -> dict[str, Any]:

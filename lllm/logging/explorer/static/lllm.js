@@ -1,4 +1,5 @@
-// The lllm run explorer: the cost charts (Chart.js, shipped in this folder). Nothing is fetched from elsewhere.
+// The lllm run explorer: the cost charts (Chart.js, shipped in this folder) and opening folded long dialogs
+// that a link points into. Nothing is fetched from elsewhere.
 (function () {
   "use strict";
   function bar(id, labels, sets, options) {
@@ -35,5 +36,14 @@
       { label: "calls", data: pick(d.proxy, "calls"), yAxisID: "y", backgroundColor: "#c76a8c" },
       { label: "errors", data: pick(d.proxy, "errors"), yAxisID: "y", backgroundColor: "#e8a0a0" }]);
   }
-  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", draw); } else { draw(); }
+  // a link into a folded long dialog (the tree, the timeline) opens the fold first
+  function reveal() {
+    var target = location.hash && document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    for (var node = target; node; node = node.parentElement) { if (node.tagName === "DETAILS") { node.open = true; } }
+    var fold = target && target.querySelector && target.querySelector(":scope > details.long");
+    if (fold) { fold.open = true; }
+  }
+  window.addEventListener("hashchange", reveal);
+  function ready() { draw(); reveal(); }
+  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", ready); } else { ready(); }
 })();
