@@ -103,6 +103,10 @@ def _indent(text: str, pad: str, full: bool, limit: int = 600) -> list[str]:
     return [pad + line for line in text.splitlines() or [""]]
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
 def _tool_arguments(raw: str | None) -> tuple[str, str | None]:
     """A tool call's arguments as a one-line summary, plus its code when it has a `code` argument."""
     if not raw:
@@ -117,8 +121,10 @@ def _tool_arguments(raw: str | None) -> tuple[str, str | None]:
     return f"({_cut(json.dumps(args), 100)})", None
 
 
-def _record_lines(r: Any, full: bool) -> list[str]:
-    """One trace record: a summary line, then (indented) the code, output and payloads it carries."""
+def _record_lines(r: Any, full: bool, tool: Any = None) -> list[str]:
+    """One trace record: a summary line, then (indented) the code, output and payloads it carries. With `tool`
+    (the tool call it ran inside) it is indented under it, and a cell's code or output that repeats the tool
+    call's is not printed again."""
     if isinstance(r, dict):
         return [f"  {r.get('kind', '?'):15} {json.dumps(r)[:120]}"]
     kind = r.kind
@@ -144,8 +150,12 @@ def _record_lines(r: Any, full: bool) -> list[str]:
             body.append(("result", r.result))
     elif kind == "cell":
         extra = f"{r.sandbox_id[:12]} {r.duration_s:.2f}s" + (f", {len(r.images)} image(s)" if r.images else "")
-        body.append(("code", r.code))
-        if r.output:
+        tool_code = _tool_arguments(tool.arguments)[1] if tool is not None else None
+        if tool_code is not None and tool_code.strip() == r.code.strip():
+            extra += " (the code above)"
+        else:
+            body.append(("code", r.code))
+        if r.output and not (tool is not None and r.output.strip() in (tool.result or "")):
             body.append(("output", r.output))
         for notice in r.notices:
             body.append(("notice", notice))
@@ -156,17 +166,41 @@ def _record_lines(r: Any, full: bool) -> list[str]:
         if r.answer:
             body.append(("answer", r.answer))
     elif kind == "browser_action":
-        extra = f"{r.action} {_cut(r.target, 40)}" + (f" @ {_cut(r.url, 60)}" if r.url else "")
+        extra = f"{r.action} {_cut(r.target, 40)}"
+        if r.url:
+            body.append(("page", r.url))
+        if r.screenshot:
+            body.append(("screenshot", f"{r.screenshot_mime or 'image'}, {len(r.screenshot) * 3 // 4 // 1024} KB "
+                                       "(`lllm logs serve` shows it)"))
         if r.code:
             body.append(("code", r.code))
         if r.result:
             body.append(("result", r.result))
     err = f"  error: {_cut(r.error, 80) if not full else r.error}" if getattr(r, "error", None) else ""
-    lines = [f"  {_when(r.started_at)}  {kind:15} {who:24} {status:8} {extra}{err}"]
+    pad = "    " if tool is not None else ""
+    lines = [f"  {_when(r.started_at)}  {pad}{kind:15} {who:24} {status:8} {extra}{err}"]
     for label, text in body:
-        lines.append(f"      {label}:")
-        lines += _indent(text, "        ", full)
+        if label in ("page", "screenshot"):  # one short line each
+            lines.append(f"      {pad}{label}: {text if full else _cut(text, 160)}")
+            continue
+        lines.append(f"      {pad}{label}:")
+        lines += _indent(text, f"        {pad}", full)
     return lines
+
+
+def _inside(records: list[Any]) -> dict[int, Any]:
+    """index of a cell, CALL_API or browser action -> the tool call it ran inside (same agent, or none recorded,
+    started within the call's time span)."""
+    tools = [r for r in records if getattr(r, "kind", None) == "tool_call"]
+    out: dict[int, Any] = {}
+    for i, r in enumerate(records):
+        if getattr(r, "kind", None) not in ("cell", "api_call", "browser_action"):
+            continue
+        agent = getattr(r, "agent", None)
+        for t in tools:
+            if t.started_at <= r.started_at <= t.started_at + t.duration_s + 0.005 and agent in (None, t.agent):
+                out[i] = t
+    return out
 
 
 def _message_text(m: dict[str, Any], full: bool) -> str:
@@ -212,7 +246,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print(f"session  {s.id}\ntactic   {s.tactic}\nstate    {s.state}  (last event: {s.last_event})")
     print(f"started  {_when(s.started_at)}   ended {_when(s.ended_at)}   took {s.duration_s or 0:.3f}s")
     print(f"cost     ${s.cost:.6f}   tokens {s.prompt_tokens} prompt + {s.completion_tokens} completion   "
-          f"{s.model_calls} model calls, {s.agent_calls} agent calls")
+          f"{_count(s.model_calls, 'model call')}, {_count(s.agent_calls, 'agent call')}")
+    for agent, path in sorted((s.metadata.get("notebooks") or {}).items()):
+        image = (s.metadata.get("sandbox_images") or {}).get(agent)
+        print(f"notebook {agent}: {path}" + (f"   (sandbox image {image})" if image else ""))
     if s.tags:
         print(f"tags     {json.dumps(s.tags)}")
     if s.batch_id:
@@ -227,9 +264,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"error    {s.error}")
         if s.traceback:
             print(s.traceback.rstrip())
-    print(f"trace ({len(detail.records)} records):")
-    for r in detail.records:
-        for line in _record_lines(r, args.full):
+    print(f"trace ({len(detail.records)} records; what ran inside a tool call is indented under it):")
+    inside = _inside(detail.records)
+    for i, r in enumerate(detail.records):
+        for line in _record_lines(r, args.full, inside.get(i)):
             print(line)
     for child in detail.children:
         print(f"  sub-tactic {child.tactic} {child.id[:12]} {child.state} ${child.cost:.5f}")

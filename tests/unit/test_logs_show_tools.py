@@ -62,3 +62,33 @@ def test_tool_calls_are_recorded_and_shown(tmp_path: Path, capsys: pytest.Captur
     assert "kernel said no" in out
     assert "assistant: null" not in out
     assert "calls run_python code: x = 6 * 7" in out  # the dialog shows the call, not null
+
+
+def test_show_puts_a_cell_under_the_tool_call_that_ran_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real run_python (local kernel): its cell is printed under the tool call, its code and output not twice;
+    the session's notebook and sandbox are in the header."""
+    db = tmp_path / "runs.db"
+    store = sqlite_store(db)
+    steps = [{"content": None, "tool_calls": [{"name": "run_python", "arguments": {"code": "print(6 * 7)"}}]}, "42."]
+    config = {"tactic_type": "nb", "invoker": "scripted", "invoker_config": {"steps": steps},
+              "workdir": str(tmp_path / "runs"),
+              "agent_configs": [{"name": "coder", "model_name": "gpt-4o", "system_prompt": "You code.",
+                                 "proxy": {"activate_proxies": [], "sandbox": {"backend": "local"}}}]}
+
+    class Notebook(Coder, register=False):
+        name = "nb"
+
+        def call(self, task: str, **kwargs: object) -> str:
+            agent = self.agents["coder"]
+            agent.open("main")
+            agent.receive(task)
+            return agent.respond().content
+
+    session = Notebook(config, log_store=store, runtime=Runtime("t"))("compute", return_session=True)
+    store.close()
+    assert lllm_main(["logs", "show", session.session_id, "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("print(6 * 7)") == 2  # the tool call's code, and the dialog's line; not the cell again
+    cell = next(line for line in out.splitlines() if " cell " in line)
+    assert cell.startswith("  ") and "    cell" in cell and "(the code above)" in cell
+    assert "notebook coder: " in out and "result:" in out and "output:" not in out  # printed once, as the result
