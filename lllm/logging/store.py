@@ -84,6 +84,8 @@ _END_METADATA = ("metadata",)
 _WHOLE_COLUMNS = (*_START_COLUMNS, "ended_at", "duration_s", "error", "traceback", "result")
 _WHOLE_SQL = (f"INSERT OR REPLACE INTO sessions ({', '.join(_WHOLE_COLUMNS)}) "
               f"VALUES ({', '.join('?' for _ in _WHOLE_COLUMNS)})")
+_META_SQL = ("UPDATE sessions SET metadata = json_patch(CASE WHEN json_valid(metadata) THEN metadata ELSE '{}' END, ?) "
+             "WHERE id = ?")
 _TASK_TEXT_LIMIT = 10_000
 _END_SQL: dict[tuple[str, ...], str] = {}
 
@@ -393,6 +395,12 @@ class LogStore:
         if self._writer is not None:
             self._writer.flush()
 
+    def note_metadata(self, session_id: str, values: dict[str, Any]) -> None:
+        """Merge `values` into a running session's `metadata` now (JSON merge: nested objects are merged, a key
+        set to None is removed), not only at its end: what a reader needs even if the process dies mid-call, like
+        the notebook an agent's sandbox writes. Queued like a record, committed before the session's end."""
+        self._write(("meta", session_id, to_json_text(values)), wait=False)
+
     def _chain(self, session_id: str) -> list[str]:
         chain = [session_id]
         parent = self._parents.get(session_id)
@@ -505,6 +513,9 @@ class LogStore:
             _insert_many(self._conn, _WHOLE_SQL, rows)
         for sql, rows in inserts.items():
             _insert_many(self._conn, sql, rows)
+        notes = [(op[2], op[1]) for op in ops if op[0] == "meta"]
+        if notes:  # after the starts, before the ends (an end writes the whole metadata, these keys included)
+            self._conn.executemany(_META_SQL, notes)
         ends: dict[str, list[tuple[Any, ...]]] = {}
         for op in ops:
             if op[0] == "end":

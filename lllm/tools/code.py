@@ -456,3 +456,6 @@ def _note_in_session(agent_name: str, *, notebook: str, image: str) -> None:
     if session is not None:
         session.metadata.setdefault("notebooks", {})[agent_name] = notebook
         session.metadata.setdefault("sandbox_images", {})[agent_name] = image
+        if session.store is not None:  # in the log now: a run that dies mid-call still says where its notebook is
+            session.store.note_metadata(session.session_id, {"notebooks": {agent_name: notebook},
+                                                             "sandbox_images": {agent_name: image}})

@@ -285,3 +285,38 @@ def test_a_session_that_starts_and_ends_in_one_commit_round_is_the_same_row(tmp_
     dialogs = store.query("SELECT session_id, messages FROM dialogs ORDER BY session_id")
     assert dialogs == [{"session_id": "apart", "messages": 2}, {"session_id": "together", "messages": 2}]
     store.close()
+
+
+def test_a_run_that_dies_mid_call_still_says_where_its_notebook_is(tmp_path: Path) -> None:
+    db = tmp_path / "crash.db"
+    code = textwrap.dedent(f"""
+        import os
+        from lllm import Tactic
+        from lllm.logging import sqlite_store
+
+        def responder(messages):
+            if any(m["role"] == "tool" for m in messages):
+                os._exit(3)          # the process dies after the first cell
+            return {{"content": None, "tool_calls": [{{"name": "run_python", "arguments": {{"code": "x = 1"}}}}]}}
+
+        class Crashy(Tactic, register=False):
+            name = "crashy"
+            agent_group = ["a"]
+            def call(self, task):
+                a = self.agents["a"]
+                a.open("main")
+                a.receive(task)
+                return a.respond().content
+
+        config = {{"invoker": "scripted", "invoker_config": {{"responder": responder}}, "workdir": {str(tmp_path / "runs")!r},
+                   "agent_configs": [{{"name": "a", "model_name": "gpt-4o", "system_prompt": "hi",
+                                      "proxy": {{"activate_proxies": [], "sandbox": {{"backend": "local"}}}}}}]}}
+        Crashy(config, log_store=sqlite_store({str(db)!r}))("go")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    (session,) = sqlite_store(db).list_sessions()
+    assert session.state == "running"
+    notebook = session.metadata["notebooks"]["a"]
+    assert notebook.endswith("a.ipynb") and Path(notebook).is_file()
+    assert session.metadata["sandbox_images"] == {"a": "local (no image)"}
