@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lllm import Tactic
 from lllm.core.trace import ModelCallRecord
 from lllm.logging import sqlite_store
 
@@ -142,4 +143,73 @@ def test_ccall_hands_out_a_result_only_once_its_session_is_committed(tmp_path: P
         assert result == f"T{index}"
         seen += 1
     assert seen == 60
+    store.close()
+
+
+def test_a_batch_killed_mid_run_loses_only_uncommitted_tasks_and_resume_runs_exactly_those(tmp_path: Path) -> None:
+    """What a crash can lose: the writes queued behind the commit in flight. A session is committed with its
+    records before (or together with) its end, so every session the log calls `ok` is whole, and
+    `bcall(resume=...)` re-runs exactly the tasks the log does not hold as succeeded."""
+    import subprocess
+    import sys
+    import textwrap
+
+    db = tmp_path / "batch.db"
+    code = textwrap.dedent(f"""
+        import os, sqlite3, threading
+        from lllm import Tactic
+        from lllm.logging import sqlite_store
+
+        lock = threading.Lock()
+        reader = sqlite3.connect({str(db)!r}, check_same_thread=False)
+
+        def responder(messages):
+            with lock:  # dies mid-batch (no flush, no atexit) once the log holds some finished tasks
+                if reader.execute("SELECT COUNT(*) FROM sessions WHERE state = 'ok'").fetchone()[0] >= 30:
+                    os._exit(9)
+            return "done " + messages[-1]["content"]
+
+        class Work(Tactic, register=False):
+            name = "work"
+            agent_group = ["w"]
+            def call(self, task):
+                w = self.agents["w"]
+                w.open("main")
+                w.receive(task)
+                return w.respond().content
+
+        config = {{"invoker": "scripted", "invoker_config": {{"responder": responder}},
+                   "agent_configs": [{{"name": "w", "model_name": "gpt-4o", "system_prompt": "Work."}}]}}
+        Work(config, log_store=sqlite_store({str(db)!r})).bcall([f"t{{i}}" for i in range(300)], max_workers=20)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    store = sqlite_store(db)
+    batch_id = store.query("SELECT DISTINCT batch_id FROM sessions")[0]["batch_id"]
+    ok = store.query("SELECT s.id, s.model_calls, (SELECT COUNT(*) FROM model_calls m WHERE m.session_id = s.id) AS m, "
+                     "(SELECT COUNT(*) FROM dialogs d WHERE d.session_id = s.id) AS d FROM sessions s "
+                     "WHERE s.state = 'ok'")
+    assert 30 <= len(ok) < 300
+    assert all(r["model_calls"] == 1 and r["m"] == 1 and r["d"] == 1 for r in ok)  # an ok session is whole
+    ran: list[str] = []
+
+    class Work(Tactic, register=False):
+        name = "work"
+        agent_group = ["w"]
+
+        def call(self, task: str) -> str:
+            ran.append(task)
+            w = self.agents["w"]
+            w.open("main")
+            w.receive(task)
+            return w.respond().content
+
+    config = {"invoker": "scripted", "invoker_config": {"responder": lambda m: "done " + m[-1]["content"]},
+              "agent_configs": [{"name": "w", "model_name": "gpt-4o", "system_prompt": "Work."}]}
+    tasks = [f"t{i}" for i in range(300)]
+    results = Work(config, log_store=store).bcall(tasks, max_workers=20, resume=batch_id)
+    assert list(results) == [f"done t{i}" for i in range(300)]
+    assert results.skipped == len(ok) and len(ran) == 300 - len(ok)
+    assert store.query("SELECT COUNT(*) AS n FROM sessions WHERE batch_id = ? AND state = 'ok'",
+                       [batch_id])[0]["n"] == 300
     store.close()
