@@ -26,6 +26,7 @@ logs of a newer lllm are refused, and readers (`readonly=True`) never change a f
 from __future__ import annotations
 
 import importlib
+from itertools import chain
 import json
 import os
 import re
@@ -817,7 +818,7 @@ def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
                 else:
                     rows_sql = [one] * size
                 multi = _MULTI_SQL[(sql, size)] = f"{head} VALUES {', '.join(rows_sql)}"
-            conn.execute(multi, [v for row in rows[i:i + size] for v in row])
+            conn.execute(multi, list(chain.from_iterable(rows[i:i + size])))
             i += size
     if i < n:
         conn.executemany(sql, rows[i:])
@@ -851,7 +852,7 @@ def _update_many(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
             multi = _MULTI_SQL.get((sql, size))
             if multi is None:
                 multi = _MULTI_SQL[(sql, size)] = _update_from_values(sql, width, size)
-            conn.execute(multi, [v for row in rows[i:i + size] for v in row])
+            conn.execute(multi, list(chain.from_iterable(rows[i:i + size])))
             i += size
     if i < n:
         conn.executemany(sql, rows[i:])
