@@ -7,8 +7,10 @@ LLLM framework's own package) running the same trivial tactic with its SQLite st
 
 lllm-core is installed by this script (pip, from the package registry) into its own venv under
 `$LLLM_BENCH_CACHE` (default ~/.cache/lllm-bench), once; its half runs in `bench/_lllm_core_side.py`.
-Prints tasks/s for each (the best of --repeat runs) and the ratios the targets are about: with the store,
-at least 50% of our own throughput without a store, and at least 3x lllm-core's throughput with its store.
+Prints tasks/s for each (the best of --repeat runs, and every run with the machine's load average) and the
+ratios the targets are about: with the store, at least 50% of our own throughput without a store (also run by
+run, each store run against the no-store run just before it), and at least 3x lllm-core's throughput with its
+store.
 """
 
 from __future__ import annotations
@@ -142,8 +144,10 @@ def main() -> None:
             stored.append(tactic_run(tasks, args.workers, Path(tmp) / f"runs{r}.db"))
         if not args.no_core:
             core = core_run(args.tasks, args.workers, args.repeat, tmp)
+    load = os.getloadavg()
     b, p, s = max(bare), max(plain), max(stored)
-    print(f"bcall of {args.tasks} tasks, {args.workers} workers, scripted model (best of {args.repeat}):")
+    print(f"bcall of {args.tasks} tasks, {args.workers} workers, scripted model (best of {args.repeat}; "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}):")
     print(f"  bare ThreadPoolExecutor, same invoker calls: {b:8.0f} tasks/s  (baseline, 1.00)")
     print(f"  bcall, no log store:                         {p:8.0f} tasks/s  ({p / b:.2f} of baseline)")
     print(f"  bcall, SQLite log store (WAL, file):         {s:8.0f} tasks/s  ({s / b:.2f} of baseline)")
@@ -152,6 +156,10 @@ def main() -> None:
         kept = core["sessions_kept"]
         print(f"  lllm-core {core['version']} bcall, its SQLite store:  {c:8.0f} tasks/s  ({c / b:.2f} of baseline; "
               f"sessions kept per run: {kept} of {args.tasks})")
+    pairs = sorted(x / y for x, y in zip(stored, plain))  # each run with the store against the run just before it
+    print(f"  every run, tasks/s: bare {[round(x) for x in bare]}, no store {[round(x) for x in plain]}, "
+          f"store {[round(x) for x in stored]}")
+    print(f"  with the store / without, run by run: {[round(x, 2) for x in pairs]} (median {pairs[len(pairs) // 2]:.2f})")
     print(f"with the store / without:   {s / p:.2f}  (target >= 0.50: {'met' if s / p >= 0.5 else 'NOT met'})")
     if core:
         print(f"ours / lllm-core, stores:   {s / c:.1f}x (target >= 3x: {'met' if s / c >= 3 else 'NOT met'})")
