@@ -114,6 +114,9 @@ def explorer(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator
         "What do rates do to AAPL?", tags={"job": "forks"}, return_session=True)
     cells = [{"name": "run_python", "arguments": {"code": f"x = {i}\nprint('\\n'.join(f'row {{k}}: {{x * 2}}' "
                                                           "for k in range(20)))"}} for i in range(200)]
+    cells[0]["arguments"]["code"] = ("from IPython.display import SVG, display\ndisplay(SVG('<svg xmlns=\"http://www."
+                                     "w3.org/2000/svg\" width=\"40\" height=\"30\"><rect width=\"40\" height=\"30\" "
+                                     "fill=\"teal\"/></svg>'))")
     config = {"invoker": "scripted", "invoker_config": {"steps": [{"content": None, "tool_calls": cells}, "done"]},
               "workdir": str(tmp / "runs"),
               "agent_configs": [{"name": "analyst", "model_name": "gpt-4o", "system_prompt": "You compute.",
@@ -230,6 +233,13 @@ def test_the_cost_chart_is_drawn(page: Any, explorer: dict[str, Any]) -> None:
         return c.toDataURL().length; }""")
     assert drawn["painted"] > blank * 2  # bars and axes were painted
     assert "job=forks" in page.locator("#table-tag").inner_text()
+
+
+def test_a_cells_image_is_shown_under_its_tool_call(page: Any, explorer: dict[str, Any]) -> None:
+    page.goto(explorer["url"] + f"-/lllm/session/{explorer['big']}")
+    image = page.locator("#tool-1 .inside .item.cell img.shot")
+    image.scroll_into_view_if_needed()
+    assert image.evaluate("img => img.complete && img.naturalWidth") == 40  # the cell's SVG, decoded
 
 
 def test_a_200_cell_session_page_loads_within_a_second(page: Any, explorer: dict[str, Any]) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 
 __all__ = ["SessionFilters", "batch_page", "costs_page", "session_page", "sessions_page"]
 
-_IMAGE_MIMES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
+_IMAGE_MIMES = {"image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml"}
+"""Images the pages show, as `<img src="data:...">` (an SVG there runs no script and loads nothing)."""
 _SORTS = {"started": "started_at", "cost": "cost", "duration": "duration_s",
           "tokens": "(prompt_tokens + completion_tokens)", "tactic": "tactic", "state": "state"}
 PAGE_SIZE = 100
