@@ -77,6 +77,10 @@ def bare_pool(tasks: list[str], workers: int) -> float:
     return len(tasks) / elapsed
 
 
+WAITS: list[float] = []
+"""Per run with the store: the longest a log write waited for its commit (what a crash could lose), seconds."""
+
+
 def tactic_run(tasks: list[str], workers: int, store_path: Path | None) -> float:
     store = sqlite_store(store_path) if store_path is not None else None
     tactic = BenchClassifier(config(), log_store=store, runtime=Runtime("bench"))
@@ -86,6 +90,7 @@ def tactic_run(tasks: list[str], workers: int, store_path: Path | None) -> float
     assert results[1] == "<label>negative</label>" and not results.errors
     if store is not None:
         assert store.count("sessions") == len(tasks) and store.count("model_calls") == len(tasks)
+        WAITS.append(store.writer_stats["max_wait_s"])
         store.close()
     return len(tasks) / elapsed
 
@@ -160,6 +165,8 @@ def main() -> None:
     print(f"  every run, tasks/s: bare {[round(x) for x in bare]}, no store {[round(x) for x in plain]}, "
           f"store {[round(x) for x in stored]}")
     print(f"  with the store / without, run by run: {[round(x, 2) for x in pairs]} (median {pairs[len(pairs) // 2]:.2f})")
+    print(f"  longest wait of a log write for its commit, run by run (what a crash could lose): "
+          f"{[f'{1000 * w:.0f} ms' for w in WAITS]}")
     print(f"with the store / without:   {s / p:.2f}  (target >= 0.50: {'met' if s / p >= 0.5 else 'NOT met'})")
     if core:
         print(f"ours / lllm-core, stores:   {s / c:.1f}x (target >= 3x: {'met' if s / c >= 3 else 'NOT met'})")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import Counter
 from typing import Any, Callable
 
@@ -37,10 +38,11 @@ _HANDOVER_ROUNDS = 4  # a leader whose own write is done hands over after this m
 
 
 class _Op:
-    __slots__ = ("data", "done", "error", "wake", "lead")
+    __slots__ = ("data", "done", "error", "wake", "lead", "at")
 
     def __init__(self, data: Any, wait: bool) -> None:
         self.data = data
+        self.at = time.monotonic()
         self.done = False
         self.error: BaseException | None = None
         self.lead = False
@@ -81,6 +83,9 @@ class GroupWriter:
         self.failed = 0
         """Writes that failed (a waited write re-raises its error; the others' go to the next `flush()`)."""
         self._unclaimed: list[BaseException] = []
+        self.max_wait_s = 0.0
+        """The longest a write has waited from `submit` to its commit, in seconds: what a crash could have
+        lost at worst, so far."""
 
     def submit(self, data: Any, *, wait: bool = True, key: Any = None, droppable: bool = True) -> bool:
         """Write `data` (see the module docstring); returns False when a record was dropped (queue full).
@@ -135,6 +140,9 @@ class GroupWriter:
                     del self._pending[:_MAX_BATCH]
                 try:
                     self._apply(batch)
+                    waited = time.monotonic() - batch[0].at  # the oldest write of the round
+                    if waited > self.max_wait_s:
+                        self.max_wait_s = waited
                 finally:
                     failed = []
                     for op in batch:

@@ -772,6 +772,15 @@ class LogStore:
             raise UsageError(f"not a table name: {table!r}", value=table)
         return int(self._rows(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
 
+    @property
+    def writer_stats(self) -> dict[str, Any]:
+        """How the writer keeps up: records `dropped` (queue full), writes that `failed`, and `max_wait_s`, the
+        longest a write waited from its submission to its commit (what a crash could have lost at worst)."""
+        w = self._writer
+        if w is None:
+            return {"dropped": 0, "failed": 0, "max_wait_s": 0.0}
+        return {"dropped": w.dropped, "failed": w.failed, "max_wait_s": w.max_wait_s}
+
     # -- lifecycle ------------------------------------------------------------------------------------
 
     def close(self) -> None:
