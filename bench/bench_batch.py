@@ -79,14 +79,19 @@ def bare_pool(tasks: list[str], workers: int) -> float:
 
 WAITS: list[float] = []
 """Per run with the store: the longest a log write waited for its commit (what a crash could lose), seconds."""
+CPU: dict[bool, list[float]] = {False: [], True: []}
+"""Per run, without (False) and with (True) the store: this process's CPU seconds (user + system). Less
+sensitive to other processes than wall time: on a saturated machine the throughput ratio tends to the CPU one."""
 
 
 def tactic_run(tasks: list[str], workers: int, store_path: Path | None) -> float:
     store = sqlite_store(store_path) if store_path is not None else None
     tactic = BenchClassifier(config(), log_store=store, runtime=Runtime("bench"))
+    cpu = time.process_time()
     start = time.perf_counter()
     results = tactic.bcall(tasks, max_workers=workers, tags={"bench": "batch"}, progress=False)
     elapsed = time.perf_counter() - start
+    CPU[store is not None].append(time.process_time() - cpu)
     assert results[1] == "<label>negative</label>" and not results.errors
     if store is not None:
         assert store.count("sessions") == len(tasks) and store.count("model_calls") == len(tasks)
@@ -164,9 +169,15 @@ def main() -> None:
     pairs = sorted(x / y for x, y in zip(stored, plain))  # each run with the store against the run just before it
     print(f"  every run, tasks/s: bare {[round(x) for x in bare]}, no store {[round(x) for x in plain]}, "
           f"store {[round(x) for x in stored]}")
-    print(f"  with the store / without, run by run: {[round(x, 2) for x in pairs]} (median {pairs[len(pairs) // 2]:.2f})")
+    print(f"  with the store / without, run by run: {[round(x, 2) for x in pairs]} "
+          f"(median {pairs[len(pairs) // 2]:.2f})")
     print(f"  longest wait of a log write for its commit, run by run (what a crash could lose): "
           f"{[f'{1000 * w:.0f} ms' for w in WAITS]}")
+    cpu_plain, cpu_store = sorted(CPU[False])[len(CPU[False]) // 2], sorted(CPU[True])[len(CPU[True]) // 2]
+    per_1000 = 1_000_000 / args.tasks  # CPU seconds of a run -> ms per 1,000 tasks
+    print(f"  CPU of this process per 1,000 tasks (median): no store {cpu_plain * per_1000:.0f} ms, store "
+          f"{cpu_store * per_1000:.0f} ms ({cpu_plain / cpu_store:.2f}: about what the ratio comes to when no "
+          f"core is free)")
     print(f"with the store / without:   {s / p:.2f}  (target >= 0.50: {'met' if s / p >= 0.5 else 'NOT met'})")
     if core:
         print(f"ours / lllm-core, stores:   {s / c:.1f}x (target >= 3x: {'met' if s / c >= 3 else 'NOT met'})")

@@ -14,8 +14,8 @@ Two kinds of write:
   (milliseconds), and `submit` returns at once. So a process that dies loses at most the records queued
   behind a transaction in flight, and a session's end (a waited write, after its records in the queue) is
   committed together with everything before it. Under a 50-thread batch a round takes tens to hundreds of
-  milliseconds (the leader gives up the GIL for every statement and waits to get it back), so that is what
-  a crash there loses; the log never holds a finished session without its records.
+  milliseconds, up to about 2 s on a saturated machine (the leader gives up the GIL for every statement and
+  waits to get it back), so that is what a crash there loses (`max_wait_s` says the worst so far); the log never holds a finished session without its records.
 The queue is bounded (`max_pending`): a record that finds it full is dropped and counted (`dropped`, and per
 key in `dropped_by`), so a flood of records from any source cannot grow memory without bound; waited writes
 are never dropped.
