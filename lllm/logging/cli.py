@@ -149,7 +149,7 @@ def _record_lines(r: Any, full: bool, tool: Any = None) -> list[str]:
         if r.result is not None and r.status == "ok":
             body.append(("result", r.result))
     elif kind == "cell":
-        extra = f"{r.sandbox_id[:12]} {r.duration_s:.2f}s" + (f", {len(r.images)} image(s)" if r.images else "")
+        extra = f"sandbox {r.sandbox_id[:12]} {r.duration_s:.2f}s" + (f", {len(r.images)} image(s)" if r.images else "")
         tool_code = _tool_arguments(tool.arguments)[1] if tool is not None else None
         if tool_code is not None and tool_code.strip() == r.code.strip():
             extra += " (the code above)"
