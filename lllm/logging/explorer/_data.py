@@ -368,15 +368,19 @@ def _first_line(text: str | None, limit: int = 80) -> str:
 
 
 _CAP_NOTE = "\n... ["
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # one encoder for every row (json.dumps makes one a call)
 
 
 def _pretty(text: str | None) -> str:
     """JSON text indented; a payload the log cut (no longer valid JSON) with one object a line, its note kept."""
     data = _json(text, None)
-    if isinstance(data, list) and data:  # rows (prices, search hits): one a line when each fits on one
-        lines = [json.dumps(item, ensure_ascii=False) for item in data]
-        if max(map(len, lines)) <= 160:
-            return "[\n  " + ",\n  ".join(lines) + "\n]"
+    if isinstance(data, list) and data:
+        if not any(isinstance(item, (dict, list)) for item in data):  # a series of numbers or names: one line
+            return _ENCODE(data)
+        if all(isinstance(item, (dict, list)) for item in data):  # rows (prices, hits): one a line if it fits
+            lines = [_ENCODE(item) for item in data]
+            if max(map(len, lines)) <= 160:
+                return "[\n  " + ",\n  ".join(lines) + "\n]"
     if data is not None:
         return json.dumps(data, indent=2, ensure_ascii=False)
     text = text or ""
