@@ -21,13 +21,22 @@ It talks to the host through the same directory and through signals (tini forwar
   entries deleted from home).
 - SIGINT: forwarded to the kernel's process group (the host normally interrupts with a control message).
 - SIGTERM: kill the kernel and exit.
+- Lifetime (`LLLM_MAX_LIFETIME`, seconds from `LLLM_CREATED`) and idleness (`LLLM_IDLE_TIMEOUT`, seconds since
+  the host last touched `$LLLM_RUN_DIR/last_used`): past either, the kernel is killed, `kernel.state` says
+  `expired` and why, and the supervisor exits, which stops the container. So a sandbox whose host process is
+  gone stops by itself; `lllm sandbox gc` then removes it. (Kernel code can touch `last_used` too: that can
+  only keep it alive up to its lifetime.)
+- Packages (`LLLM_PACKAGES=index`): the package forwarder (`lllm_pkgforward.py`) runs beside the kernel, is
+  started again after a restart and whenever it dies.
 
 An exited kernel is not restarted until the host asks (SIGHUP): the host reads the exit status first, so that
 it can report a death or an OOM kill as such. Only the standard library is used; the kernel's own start-up
 (`lllm_kernel_init`) is loaded as an IPython extension.
 
 The kernel runs with `python3 -s -P` and `PYTHONNOUSERSITE=1`: no user site-packages (a `usercustomize.py` or
-`.pth` in `~/.local`) and not the workspace ahead of the standard library at start-up. The supervisor makes
+`.pth` in `~/.local`) and not the workspace ahead of the standard library at start-up. With packages through the
+host (`LLLM_PACKAGES=index`) the user site is on, but it is `$PYTHONUSERBASE` (the packages directory, where
+pip installs), never the home directory. The supervisor makes
 itself non-dumpable, so kernel code (same uid) cannot ptrace it or read its memory.
 """
 
@@ -48,6 +57,76 @@ GUEST_DIR = os.path.dirname(os.path.abspath(__file__))
 HOME = os.environ.get("HOME", "/home/sandbox")
 _SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
 _PR_SET_DUMPABLE = 4
+LAST_USED_FILE = os.path.join(RUN_DIR, "last_used")
+
+
+def _seconds(name: str) -> float:
+    try:
+        value = float(os.environ.get(name) or 0)
+    except ValueError:
+        return 0.0
+    return value if value > 0 else 0.0
+
+
+class Deadlines:
+    """When the container must stop: `LLLM_MAX_LIFETIME` after `LLLM_CREATED`, `LLLM_IDLE_TIMEOUT` after the
+    last use the host wrote (the mtime of `last_used`; a missing or odd file counts from the start)."""
+
+    def __init__(self) -> None:
+        self.lifetime = _seconds("LLLM_MAX_LIFETIME")
+        self.idle = _seconds("LLLM_IDLE_TIMEOUT")
+        self.started = _seconds("LLLM_CREATED") or time.time()
+
+    def last_used(self) -> float:
+        try:
+            return max(self.started, os.stat(LAST_USED_FILE, follow_symlinks=False).st_mtime)
+        except OSError:
+            return self.started
+
+    def expired(self, now: float) -> str | None:
+        if self.lifetime and now >= self.started + self.lifetime:
+            return f"its lifetime of {self.lifetime:g}s ended"
+        if self.idle and now >= self.last_used() + self.idle:
+            return f"it was idle for {self.idle:g}s"
+        return None
+
+    def wait(self, now: float) -> float | None:
+        """Seconds until the next check (None: nothing to watch)."""
+        due = []
+        if self.lifetime:
+            due.append(self.started + self.lifetime)
+        if self.idle:
+            due.append(self.last_used() + self.idle)
+        return max(0.05, min(due) - now) if due else None
+
+
+class Forwarder:
+    """The package forwarder process (`lllm_pkgforward.py`), when packages come through the host."""
+
+    def __init__(self) -> None:
+        self.enabled = os.environ.get("LLLM_PACKAGES") == "index"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    def ensure(self) -> None:
+        if not self.enabled or (self.proc is not None and self.proc.poll() is None):
+            return
+        if time.monotonic() - self.started_at < 1.0:
+            return  # it keeps dying (its port taken by kernel code?): try again on a later signal
+        self.started_at = time.monotonic()
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-I", os.path.join(GUEST_DIR, "lllm_pkgforward.py")],
+                                         stdin=subprocess.DEVNULL, preexec_fn=_unblock_signals)
+        except OSError:
+            self.proc = None
+
+    def down(self) -> bool:
+        return self.enabled and (self.proc is None or self.proc.poll() is not None)
+
+    def forget(self) -> None:
+        """After a restart killed every process: the old forwarder is gone (reaped by kill_leftovers)."""
+        self.proc = None
+        self.started_at = 0.0
 
 
 def oom_kill_count() -> int:
@@ -109,7 +188,18 @@ def prepare_home() -> dict[str, str]:
     env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     paths = [GUEST_DIR] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != GUEST_DIR]
     env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["PYTHONNOUSERSITE"] = "1"
+    if os.environ.get("LLLM_PACKAGES") == "index":
+        # pip installs into the user site of PYTHONUSERBASE (the packages tmpfs, see the host's DockerSandbox):
+        # it must exist before the kernel starts, or the kernel would not put it on sys.path.
+        try:
+            import site
+
+            os.makedirs(site.getusersitepackages(), exist_ok=True)
+        except OSError:
+            pass
+        env.pop("PYTHONNOUSERSITE", None)
+    else:
+        env["PYTHONNOUSERSITE"] = "1"
     return env
 
 
@@ -246,6 +336,10 @@ def _not_dumpable() -> None:
         pass
 
 
+def _unblock_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
 def _child_setup() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     try:
@@ -276,7 +370,9 @@ class Supervisor:
         self.oom_at_start = oom_kill_count()
         write_state(gen=self.gen, pid=None, state="starting", rc=None, oom_kills_at_start=self.oom_at_start,
                     oom_kills=self.oom_at_start, killed_by=None, cleanup=self.cleanup)
-        isolate = ["-s", "-P"] if sys.version_info >= (3, 11) else ["-s"]
+        isolate = ["-P"] if sys.version_info >= (3, 11) else []
+        if "PYTHONNOUSERSITE" in self.env:
+            isolate.insert(0, "-s")
         # lllm_kernel_boot: ipykernel_launcher without the debugger and completer imports (see its docstring)
         cmd = [sys.executable, *isolate, "-m", "lllm_kernel_boot", "-f", CONNECTION_FILE,
                "--IPKernelApp.extra_extensions=['lllm_kernel_init']", "--HistoryManager.enabled=False",
@@ -321,12 +417,32 @@ class Supervisor:
         write_state(gen=self.gen, pid=proc.pid, state="exited", rc=rc, oom_kills_at_start=self.oom_at_start,
                     oom_kills=oom_kill_count(), killed_by=self.killed_by)
 
+    def expire(self, why: str) -> None:
+        """Past the sandbox's lifetime or idle timeout: end the kernel, say why, and stop the container."""
+        self.kill_group()
+        write_state(gen=self.gen, pid=None, state="expired", rc=None, reason=why,
+                    oom_kills_at_start=self.oom_at_start, oom_kills=oom_kill_count(), killed_by="supervisor")
+        kill_leftovers()
+
     def run(self) -> None:
         _not_dumpable()
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        deadlines = Deadlines()
+        forwarder = Forwarder()
+        forwarder.ensure()
         self.spawn()
         while True:
-            info = signal.sigwaitinfo(_SIGNALS)
+            wait = deadlines.wait(time.time())
+            if forwarder.down():
+                wait = 1.0 if wait is None else min(wait, 1.0)
+            info = signal.sigwaitinfo(_SIGNALS) if wait is None else signal.sigtimedwait(_SIGNALS, wait)
+            why = deadlines.expired(time.time())
+            if why:
+                self.expire(why)
+                return
+            forwarder.ensure()
+            if info is None:
+                continue
             sig = info.si_signo
             if sig == signal.SIGCHLD:
                 rc = self.proc.poll() if self.proc is not None else None
@@ -335,9 +451,11 @@ class Supervisor:
             elif sig == signal.SIGHUP:
                 self.kill_group()
                 self.cleanup = {"killed": kill_leftovers(), "home_removed": reset_home()}
+                forwarder.forget()
                 self.env = prepare_home()
                 _write_file(CONNECTION_FILE, self.connection)
                 clear_socket_names(self.connection)
+                forwarder.ensure()
                 self.spawn()
             elif sig == signal.SIGINT:
                 if self.proc is not None:
