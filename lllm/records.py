@@ -31,6 +31,7 @@ __all__ = [
     "CellRecord",
     "InvokeCost",
     "ModelCallRecord",
+    "PackageRecord",
     "ToolCallRecord",
     "TraceRecord",
     "TraceRecordAdapter",
@@ -196,11 +197,38 @@ class BrowserActionRecord(_Record):
     """`image/png` or `image/jpeg`."""
 
 
+class PackageRecord(_Record):
+    """A package file a sandbox's pip fetched through the host's package relay (`DockerSandbox(packages=
+    "index")`, `lllm.sandbox.package_relay`), or a request of it the relay refused or could not serve."""
+
+    kind: Literal["package"] = "package"
+    agent: str | None = None
+    sandbox_id: str = ""
+    package: str | None = None
+    """The project, normalised (`scikit-learn`); from the file name, or the page pip asked for."""
+    version: str | None = None
+    filename: str | None = None
+    """The wheel or sdist fetched."""
+    index_url: str = ""
+    """The package index, without credentials."""
+    url: str | None = None
+    """Where the file came from (without credentials)."""
+    status: Literal["ok", "not_found", "error", "refused"]
+    """`ok` (the whole file went to pip), `not_found` (the index has no such project), `error` (the index or its
+    file host failed, or the download was cut), `refused` (not something the relay forwards)."""
+    bytes: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    count: int = 1
+    """Requests this record stands for (refusals past the first 50 of a sandbox are summed into one)."""
+
+
 RECORD_TYPES: tuple[type[BaseModel], ...] = (ModelCallRecord, AgentCallRecord, ToolCallRecord, CellRecord,
-                                             ApiCallRecord, BrowserActionRecord)
+                                             ApiCallRecord, BrowserActionRecord, PackageRecord)
 """Every record class, in the order the LogStore creates their tables."""
 TraceRecord = Annotated[
-    Union[ModelCallRecord, AgentCallRecord, ToolCallRecord, CellRecord, ApiCallRecord, BrowserActionRecord],
+    Union[ModelCallRecord, AgentCallRecord, ToolCallRecord, CellRecord, ApiCallRecord, BrowserActionRecord,
+          PackageRecord],
     Field(discriminator="kind"),
 ]
 TraceRecordAdapter: TypeAdapter[Any] = TypeAdapter(TraceRecord)
