@@ -6,10 +6,16 @@ The image is tagged `lllm-sandbox:<hash>` where the hash covers `Dockerfile.sand
 `$LLLM_SANDBOX_BASE_IMAGE`; a local `lllm/sandbox-base:bookworm`; a local `python:3.12-slim`; a pulled
 `python:3.12-slim`; and, where no registry answers, one built with `sandbox/build_base.sh` (debootstrap +
 `docker import`, root only, about two minutes). `$LLLM_SANDBOX_IMAGE` names a prebuilt image to use as is.
+
+`lllm-sandbox:latest` (`LATEST`) is a stable tag on the newest image built or checked by `lllm sandbox build`,
+for Dockerfiles of your own (`FROM lllm-sandbox:latest`). `check_guest(image)` refuses an image that does not
+carry lllm's guest code (the `lllm.guest` label that Dockerfile.sandbox sets, inherited by images built on it).
+Images with extra packages are built by `lllm.sandbox.derived`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import io
@@ -17,6 +23,7 @@ import os
 import subprocess
 import tarfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +33,11 @@ from lllm.sandbox import _docker
 IMAGE_REPO = "lllm-sandbox"
 BASE_IMAGE = "lllm/sandbox-base:bookworm"
 PUBLIC_BASE = "python:3.12-slim"
+LATEST = f"{IMAGE_REPO}:latest"
+GUEST_LABEL = "lllm.guest"
+"""Set by Dockerfile.sandbox (and so on every image built FROM it): the image has lllm's guest code."""
 _build_lock = threading.Lock()
+_guest_checked: set[str] = set()
 
 
 PACKAGED_SOURCE = Path(__file__).resolve().parent / "image_source"
@@ -103,17 +114,58 @@ def ensure_image(*, base_image: str | None = None, rebuild: bool = False,
                                 "unset the variable so lllm builds its own", image=name)
     say = log or (lambda line: None)
     root = source_root()
-    from lllm.sandbox._rundir import run_root
-
-    lock_file = run_root() / ".image-build.lock"  # a run root only this user controls (checked there)
-    with _build_lock, open(os.open(lock_file, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same image
+    with build_lock():
         if not rebuild and image_exists(name):
             return name
         base = resolve_base(base_image, say)
         say(f"building {name} from {base}")
         _build(root, name, base, say)
+    tag_latest(name)
     return name
+
+
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """Held while an image is built: by this process's threads and, through a file lock in the run root (a
+    folder only this user controls, checked there), by other processes of this user."""
+    from lllm.sandbox._rundir import run_root
+
+    lock_file = run_root() / ".image-build.lock"
+    with _build_lock, open(os.open(lock_file, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def tag_latest(name: str) -> None:
+    """Point `lllm-sandbox:latest` at the image `name` (the sandbox image this checkout builds)."""
+    with _docker.translate_errors(f"tag {name!r} as {LATEST!r}"):
+        _docker.client().images.get(name).tag(IMAGE_REPO, "latest")
+
+
+def check_guest(image: str) -> None:
+    """Refuse an image without lllm's guest code (no `lllm.guest` label); remembered per image for this process.
+
+    Raises:
+        SandboxStartError: the image is missing, or it has no guest code (the message says how to make one).
+    """
+    if image in _guest_checked:
+        return
+    import docker.errors
+
+    with _docker.translate_errors(f"inspect image {image!r}"):
+        try:
+            labels = _docker.client().images.get(image).labels or {}
+        except docker.errors.ImageNotFound:
+            raise SandboxStartError(f"the sandbox image {image!r} does not exist on the Docker engine; build it (for "
+                                    "extra packages: `lllm sandbox build --pip PACKAGE`) or fix the name",
+                                    image=image) from None
+    if GUEST_LABEL not in labels:
+        raise SandboxStartError(
+            f"the image {image!r} has no lllm guest code (it lacks the label {GUEST_LABEL!r} that lllm's "
+            "Dockerfile.sandbox sets): a sandbox runs lllm's kernel supervisor inside the container. Build your "
+            f"image FROM {LATEST} (`lllm sandbox build` makes that tag), or let lllm add packages to its own "
+            "image with `lllm sandbox build --pip PACKAGE` or `sandbox: {packages: [...]}`.", image=image)
+    _guest_checked.add(image)
 
 
 def resolve_base(base_image: str | None, say: Callable[[str], None]) -> str:
