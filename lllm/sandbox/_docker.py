@@ -27,6 +27,15 @@ LABEL_SESSION = "lllm.session"
 LABEL_DIR = "lllm.session_dir"
 LABEL_TEST_RUN = "lllm.test_run"
 """Set from `$LLLM_TEST_RUN` so a test run can remove exactly its own containers."""
+LABEL_UID = "lllm.owner.uid"
+"""The host user that started it: only that user may attach to it."""
+LABEL_SCOPE = "lllm.scope"
+"""`agent`, `tactic` or `session`: a `session` sandbox is kept when its owner is gone (until its limits)."""
+LABEL_NAME = "lllm.name"
+"""The name of a kept sandbox (`DockerSandbox(name=...)`, a tactic call's `sandbox_session=`)."""
+LABEL_CREATED = "lllm.created"
+LABEL_IDLE = "lllm.idle_timeout"
+LABEL_LIFETIME = "lllm.max_lifetime"
 
 _local = threading.local()
 
@@ -90,6 +99,7 @@ def owner_labels(sandbox_id: str, session_dir: Path, extra: dict[str, str] | Non
         LABEL_HOST: host_id(),
         LABEL_SESSION: sandbox_id,
         LABEL_DIR: str(session_dir),
+        LABEL_UID: str(os.geteuid()),
     }
     test_run = os.environ.get("LLLM_TEST_RUN")
     if test_run:

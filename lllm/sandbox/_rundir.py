@@ -74,11 +74,14 @@ def container_user() -> tuple[int, int]:
     return os.geteuid(), os.getegid()
 
 
-def make_session_dir(sandbox_id: str, *, chown: bool = True, size: int | None = None) -> Path:
-    """Create `<root>/<pid>-<sandbox_id>`, mode 700, owned by the container user.
+def make_session_dir(sandbox_id: str, *, chown: bool = True, size: int | None = None, keep: bool = False) -> Path:
+    """Create `<root>/<pid>-<sandbox_id>` (`<root>/keep-<sandbox_id>` with `keep`), mode 700, owned by the
+    container user.
 
     Args:
         sandbox_id: the sandbox's id.
+        keep: the sandbox outlives this process (a named one): its directory is not named after the pid, so the
+            reaper removes it with its container, not with this process.
         chown: give it to the container user (Docker sandboxes).
         size: make it a tmpfs of at most this many bytes (needs root; otherwise it stays a plain directory).
             The container can write into its session directory, so without this a hostile cell could fill
@@ -87,7 +90,7 @@ def make_session_dir(sandbox_id: str, *, chown: bool = True, size: int | None = 
     Raises:
         SandboxStartError: it cannot be created (the message says where and why).
     """
-    path = run_root() / f"{os.getpid()}-{sandbox_id}"
+    path = run_root() / f"{'keep' if keep else os.getpid()}-{sandbox_id}"
     if len(str(path)) > 80:
         raise SandboxStartError(f"session directory path {str(path)!r} is too long for unix sockets; set "
                                 "LLLM_RUN_ROOT to a short directory such as /tmp/lllm-run", path=str(path))

@@ -156,8 +156,11 @@ class SandboxLimits(BaseModel):
     """Size of the home directory `/home/sandbox` outside the workspace (tmpfs: dotfiles, caches)."""
     nofile: int = 1024
     """Open files per process."""
+    packages_size: str = "512m"
+    """Size of the package directory (tmpfs) pip installs into when packages come through the host
+    (`DockerSandbox(packages="index")`); it counts against `memory` like the other tmpfs."""
 
-    @field_validator("memory", "workspace_size", "tmp_size", "home_size")
+    @field_validator("memory", "workspace_size", "tmp_size", "home_size", "packages_size")
     @classmethod
     def _size(cls, value: str) -> str:
         parse_size(value)

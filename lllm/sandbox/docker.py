@@ -29,6 +29,14 @@ directory, which the host connects to. The whole contract and hostile-input suit
 differences: the PID limit also counts gVisor's own threads (use `pids` >= 128), a huge allocation is
 OOM-killed rather than refused with MemoryError, a fork bomb runs out of memory before PIDs, and PID 1 can be
 killed from inside (the sandbox then restarts its container). Start-up is about 1 s slower.
+
+Packages: `packages=["scipy", ...]` runs an image with them installed (`lllm.sandbox.derived`, built on the
+host's pip the first time); `packages="index"` lets pip in the sandbox reach the host's package index through a
+relay on the session directory (`lllm.sandbox.package_relay`), and nothing else: the network stays off.
+
+Lifetime: `name=` keeps a sandbox after its process ends (scope `session`), for `DockerSandbox.attach(name)`
+from another process of the same user; `idle_timeout` and `max_lifetime` end any sandbox, whether its owner
+lives or not (`lllm.sandbox.lifetime`).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import atexit
 import json
 import os
 import posixpath
+import re
 import secrets
 import shutil
 import stat
@@ -44,31 +53,37 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from collections.abc import Sequence
 from typing import IO, Any
 
-from lllm.errors import SandboxError, SandboxFileError, SandboxStartError, UsageError
+from lllm.errors import SandboxClosed, SandboxError, SandboxFileError, SandboxStartError, UsageError
 from lllm.sandbox import _docker, _exec, commands, files, seccomp
 from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox, Listen
 from lllm.sandbox.commands import CommandResult
 from lllm.sandbox._kernel import KernelChannels, iopub_message_limit, write_connection_file
 from lllm.sandbox._mounts import check_mounts, mount_specs
 from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
-from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, RecordLimits, SandboxLimits, parse_size
+from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, CellResult, RecordLimits, SandboxLimits, SandboxState, parse_size
 
 WORKSPACE = "/home/sandbox/work"
 HOME = "/home/sandbox"
 RUN_DIR = "/run/lllm"
 _RESERVED_ENV = {"LLLM_RUN_DIR", "HOME", "PYTHONPATH", "MPLBACKEND"}
+PACKAGES_DIR = "/opt/lllm/packages"
+"""With packages="index": where pip installs (PYTHONUSERBASE; a tmpfs of `limits.packages_size`)."""
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+SCOPES = ("agent", "tactic", "session")
 _live: weakref.WeakSet[DockerSandbox] = weakref.WeakSet()
 
 
 @atexit.register
 def _close_live_sandboxes() -> None:
-    """At a normal interpreter exit, remove every sandbox this process still has open (a SIGKILL skips this:
-    then the reaper removes them)."""
+    """At a normal interpreter exit, remove every sandbox this process still has open, but let go of named ones
+    (they outlive the process; a SIGKILL skips this: then the reaper removes the others)."""
     for sandbox in list(_live):
         try:
-            sandbox.close()
+            sandbox.detach() if sandbox.name else sandbox.close()
         except Exception:  # noqa: BLE001 - best effort at exit
             pass
 
@@ -96,11 +111,22 @@ class DockerSandbox(KernelSandbox):
         seccomp_profile: the syscall filter. None (the default): lllm's own profile, Docker's default minus
             io_uring, ptrace and a few more (see `lllm.sandbox.seccomp`); `"docker-default"`: the engine's
             default; or the path of a seccomp profile JSON file.
-        tracer: receives a `CellRecord` per cell.
+        tracer: receives a `CellRecord` per cell (and, with packages="index", a `PackageRecord` per package).
         agent: the agent name for those records.
         record_limits: how much the host keeps of what cells send, per cell and over the session.
         mounts: host folders shown read-only in the workspace, `{"/host/path": "name"}` -> `~/work/name` (see
             `lllm.sandbox._mounts`); checked here (a missing folder is a UsageError before anything starts).
+        packages: None (the default): pip cannot download anything (it says how to get packages). A list of
+            requirements (`["scipy", "rich>=13"]`): run an image with them installed, built on the host the
+            first time (`lllm.sandbox.derived`; `image` is then the base). `"index"`: pip in the sandbox reaches
+            the host's package index through a relay, and nothing else (`lllm.sandbox.package_relay`); pip
+            installs into a tmpfs of `limits.packages_size`, and every file it fetches is recorded.
+        name: keep the sandbox when this process ends, under this name (letters, digits, `_.-`): another process
+            of the same user reconnects with `DockerSandbox.attach(name)`; `lllm sandbox rm NAME` removes it.
+        scope: what the sandbox serves, shown by `lllm sandbox ls`: `agent`, `tactic` or `session` (the
+            default: `session` with a name, else `agent`).
+        idle_timeout: seconds without use (cells, files) after which the sandbox is removed (None: never).
+        max_lifetime: seconds after its start after which the sandbox is removed, busy or not (None: never).
     """
 
     kind = "docker"
@@ -117,7 +143,9 @@ class DockerSandbox(KernelSandbox):
                  max_display_bytes: int = 8 << 20, labels: dict[str, str] | None = None, tracer: Any = None,
                  agent: str | None = None, seccomp_profile: str | Path | None = None,
                  file_timeout: float = 60.0, record_limits: RecordLimits | None = None,
-                 mounts: dict[str | Path, str] | None = None) -> None:
+                 mounts: dict[str | Path, str] | None = None,
+                 packages: str | Sequence[str] | None = None, name: str | None = None, scope: str | None = None,
+                 idle_timeout: float | None = None, max_lifetime: float | None = None) -> None:
         super().__init__(cell_timeout=cell_timeout, max_output_chars=max_output_chars, tracer=tracer, agent=agent)
         bad = sorted(set(env or {}) & _RESERVED_ENV)
         if bad:
@@ -148,19 +176,32 @@ class DockerSandbox(KernelSandbox):
         self._last_container_check = 0.0
         self._cell_started = time.time()
         self._restart_note = ""
+        self.packages, self.name, self.scope = _check_lifetime_options(packages, name, scope, idle_timeout,
+                                                                       max_lifetime)
+        self.idle_timeout = idle_timeout
+        self.max_lifetime = max_lifetime
+        self.created = 0.0
+        self._relay: Any = None
+        self._busy = 0
+        self._last_used = 0.0
+        self._record_written = 0.0
+        self._closed_reason = ""
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def _start(self) -> None:
-        from lllm.sandbox.image import ensure_image
-
         check_mounts(self.mounts)  # a folder removed since the constructor: fail before anything exists
-        image = self.image or ensure_image()
+        image = self._resolve_image()
         self.image = image
         self.sandbox_id = new_sandbox_id()
+        if self.name:
+            _claim_name(self.name)
         # A tmpfs as large as the workspace: uploads and downloads pass through it, nothing more is needed.
         size = max(16 << 20, parse_size(self.limits.workspace_size))
-        self._session_dir = make_session_dir(self.sandbox_id, size=size)
+        self._session_dir = make_session_dir(self.sandbox_id, size=size, keep=bool(self.name))
         try:
+            if self.packages == "index":
+                self._start_relay()
+            self.created = time.time()
             self._conn = write_connection_file(self._session_dir, f"{RUN_DIR}/kernel")
             os.chmod(self._session_dir / "kernel.json", 0o600)
             from lllm.sandbox._rundir import chown_for_sandbox
@@ -185,6 +226,7 @@ class DockerSandbox(KernelSandbox):
             _live.add(self)
             host_side.join()
             self._connect()
+            self._started()
         except BaseException as exc:
             logs = self._logs_tail()
             self._destroy()
@@ -193,12 +235,33 @@ class DockerSandbox(KernelSandbox):
                 if self.runtime == "runsc" and self.limits.pids < 128:
                     hint = (f"\nunder gVisor the PID limit also counts gVisor's own threads: limits.pids="
                             f"{self.limits.pids} is too low, use 128 or more")
+                if "kernel_start.py" in logs and "No such file" in logs:
+                    hint += (f"\nthe image {image!r} lacks lllm's guest code in /opt/lllm/guest: build it FROM "
+                             "lllm-sandbox:latest without removing /opt/lllm")
                 if logs or hint:
                     raise SandboxStartError(f"{exc}{hint}" + (f"\ncontainer log (last lines):\n{logs}" if logs else ""),
                                             sandbox_id=self.sandbox_id) from exc
             raise
 
+    def _resolve_image(self) -> str:
+        """The image to run: the derived one for a list of packages, else the given one or the sandbox image;
+        refused when it has no guest code (`lllm.sandbox.image.check_guest`)."""
+        from lllm.sandbox.image import check_guest, ensure_image
+
+        if isinstance(self.packages, tuple):
+            from lllm.sandbox.derived import derived_image
+
+            return derived_image(self.packages, base=self.image)
+        image = self.image or ensure_image()
+        check_guest(image)
+        return image
+
     def _create_options(self) -> dict[str, Any]:
+        options = self._kernel_options()
+        self._lifetime_options(options)
+        return options
+
+    def _kernel_options(self) -> dict[str, Any]:
         lim = self.limits
         uid, gid = container_user()
         mem = parse_size(lim.memory)
@@ -253,6 +316,14 @@ class DockerSandbox(KernelSandbox):
         self._destroy()
 
     def _destroy(self) -> None:
+        from lllm.sandbox import lifetime
+
+        lifetime.forget(self)
+        if self._relay is not None:
+            self._relay.close()
+            self._relay = None
+        if self.sandbox_id:
+            lifetime.remove_record(self.sandbox_id)
         if self.channels is not None:
             self.channels.close()
             self.channels = None
@@ -336,6 +407,7 @@ class DockerSandbox(KernelSandbox):
     def restart_kernel(self) -> None:
         """Kill the kernel and start a new one (the supervisor does it on SIGHUP); if the whole container died,
         start the container again (its tmpfs files are then lost too)."""
+        self._refuse_if_expired()
         if self.channels is not None:
             self.channels.close()
             self.channels = None
@@ -499,6 +571,304 @@ class DockerSandbox(KernelSandbox):
         if not reply.ok:
             raise SandboxFileError(f"cannot list {path!r}: {reply.error}", path=path)
         return list(reply.files or [])
+
+    # -- packages through the host ------------------------------------------------------------------------------
+    def _start_relay(self) -> None:
+        from lllm.sandbox.package_relay import PackageRelay, host_index
+
+        if self._relay is not None:
+            self._relay.close()
+        self._relay = PackageRelay(self.session_dir, host_index(), report=self._report_package,
+                                   sandbox_id=self.sandbox_id).start()
+
+    def _report_package(self, record: Any) -> None:
+        tracer = self.tracer
+        if tracer is not None:
+            record.agent = self.agent
+            tracer(record)
+
+    @property
+    def package_index(self) -> str | None:
+        """With packages="index": the index pip in the sandbox reaches (without credentials); else None."""
+        return self._relay.index.display if self._relay is not None else None
+
+    def _lifetime_options(self, options: dict[str, Any]) -> None:
+        """What scope, limits and packages add to the container: labels for the reaper and `lllm sandbox ls`,
+        the supervisor's deadlines, and pip's settings and directory when packages come through the host."""
+        from lllm.sandbox.package_relay import GUEST_PORT
+
+        env, labels, tmpfs = options["environment"], options["labels"], options["tmpfs"]
+        labels[_docker.LABEL_SCOPE] = self.scope
+        labels[_docker.LABEL_CREATED] = f"{self.created:.3f}"
+        env["LLLM_CREATED"] = f"{self.created:.3f}"
+        if self.name:
+            labels[_docker.LABEL_NAME] = self.name
+        if self.idle_timeout:
+            labels[_docker.LABEL_IDLE] = env["LLLM_IDLE_TIMEOUT"] = f"{self.idle_timeout:g}"
+        if self.max_lifetime:
+            labels[_docker.LABEL_LIFETIME] = env["LLLM_MAX_LIFETIME"] = f"{self.max_lifetime:g}"
+        if self._relay is not None:
+            uid, gid = container_user()
+            tmpfs[PACKAGES_DIR] = f"rw,nosuid,nodev,size={self.limits.packages_size},uid={uid},gid={gid},mode=700"
+            env.update({
+                "LLLM_PACKAGES": "index", "LLLM_PACKAGE_PORT": str(GUEST_PORT),
+                "LLLM_PACKAGE_INDEX_NAME": self._relay.index.display, "PIP_INDEX_URL": self._relay.guest_index_url(),
+                "PIP_RETRIES": "2", "PIP_TIMEOUT": "60", "PIP_USER": "1", "PIP_BREAK_SYSTEM_PACKAGES": "1",
+                "PYTHONUSERBASE": PACKAGES_DIR, "PATH": f"{PACKAGES_DIR}/bin:{_DEFAULT_PATH}",
+            })
+
+    # -- lifetime: records, use, limits, detach and attach ---------------------------------------------------------
+    def _started(self) -> None:
+        from lllm.sandbox import lifetime
+
+        self._touch(force=True)
+        if self.idle_timeout or self.max_lifetime:
+            lifetime.watch(self)
+
+    def _record_data(self) -> dict[str, Any]:
+        from lllm.sandbox._rundir import host_id, process_start_time
+
+        return {
+            "sandbox_id": self.sandbox_id, "name": self.name, "scope": self.scope,
+            "container": getattr(self.container, "id", None), "container_name": f"lllm-{self.sandbox_id}",
+            "session_dir": str(self.session_dir), "image": self.image, "network": self.network,
+            "runtime": self.runtime, "limits": self.limits.model_dump(),
+            "packages": "index" if self.packages == "index" else None,
+            "idle_timeout": self.idle_timeout, "max_lifetime": self.max_lifetime, "created": self.created,
+            "last_used": self._last_used, "kernel": self._conn, "gen": self._gen,
+            "owner": {"pid": os.getpid(), "start": process_start_time(os.getpid()), "host": host_id(),
+                      "uid": os.geteuid()},
+        }
+
+    def _touch(self, *, force: bool = False) -> None:
+        """Note a use: now is the last use, for the watchdog, the supervisor (`last_used` in the session
+        directory) and the reaper (the record, rewritten at most every few seconds)."""
+        from lllm.sandbox import lifetime
+
+        now = time.time()
+        self._last_used = now
+        if self._session_dir is None:
+            return
+        lifetime.touch_file(self._session_dir)
+        if force or now - self._record_written > 5.0:
+            self._record_written = now
+            try:
+                lifetime.write_record(self.sandbox_id, self._record_data())
+            except OSError:
+                pass  # attach and the reaper's idle view are the poorer for it; the sandbox itself is fine
+
+    def _run_cell(self, code: str, **kwargs: Any) -> CellResult:
+        self._busy += 1
+        self._touch()
+        try:
+            return super()._run_cell(code, **kwargs)
+        finally:
+            self._busy -= 1
+            self._touch()
+
+    def _watch(self, now: float) -> float | None:
+        """The watchdog's look (`lllm.sandbox.lifetime`): end the sandbox when its time is up."""
+        if self._state is not SandboxState.RUNNING:
+            return None
+        due: list[float] = []
+        reason = ""
+        if self.max_lifetime:
+            end = self.created + self.max_lifetime
+            if now >= end:
+                reason = f"its lifetime of {self.max_lifetime:g}s ended"
+            due.append(end - now)
+        if self.idle_timeout:
+            if self._busy:
+                if now - self._last_used > self.idle_timeout / 4:
+                    self._touch()  # a long cell is use: keep the supervisor and the reaper from ending it
+                due.append(self.idle_timeout / 4)
+            else:
+                end = self._last_used + self.idle_timeout
+                if now >= end and not reason:
+                    reason = f"it was idle for {self.idle_timeout:g}s"
+                due.append(end - now)
+        if reason:
+            self._expire(reason)
+            return None
+        return min(due) if due else None
+
+    def _expire(self, reason: str) -> None:
+        self._closed_reason = reason
+        if self._lock.acquire(blocking=False):
+            try:
+                self.close()
+            finally:
+                self._lock.release()
+            return
+        try:  # a cell is running: stop the container; the cell loop's restart then refuses (_refuse_if_expired)
+            self.container.kill()
+        except Exception:  # noqa: BLE001 - already stopped or gone
+            pass
+
+    def _refuse_if_expired(self) -> None:
+        if self._closed_reason:
+            if self._state is SandboxState.RUNNING:
+                self.close()
+            raise SandboxClosed(f"sandbox {self.sandbox_id!r} was removed because {self._closed_reason}; start a "
+                                "new one", sandbox_id=self.sandbox_id, reason=self._closed_reason)
+
+    def _check_not_closed(self, what: str) -> None:
+        if self._state is SandboxState.CLOSED and self._closed_reason:
+            raise SandboxClosed(f"{what}() on sandbox {self.sandbox_id!r}: {self._closed_reason}; start a new one"
+                                + (f" (or DockerSandbox.attach({self.name!r}))" if "detached" in self._closed_reason
+                                   else ""), sandbox_id=self.sandbox_id, reason=self._closed_reason)
+        super()._check_not_closed(what)
+
+    def detach(self) -> None:
+        """Let go of the sandbox without removing it: this process closes its connections (and its package
+        relay); the container, its session directory and its record stay, for `DockerSandbox.attach` from this
+        or another process. A named sandbox is detached (not removed) at interpreter exit; an unnamed one
+        detached is an orphan once this process ends, and the reaper removes it."""
+        from lllm.sandbox import lifetime
+
+        if self._state is not SandboxState.RUNNING:
+            return
+        with self._lock:
+            lifetime.forget(self)
+            self._touch(force=True)
+            if self._relay is not None:
+                self._relay.close()
+                self._relay = None
+            if self.channels is not None:
+                self.channels.close()
+                self.channels = None
+            _live.discard(self)
+            self._closed_reason = "it was detached from this process"
+            self._state = SandboxState.CLOSED
+
+    def __del__(self) -> None:
+        if getattr(self, "name", None) and getattr(self, "_state", None) is SandboxState.RUNNING:
+            try:
+                self.detach()  # a named sandbox outlives the object that started it
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
+            return
+        super().__del__()
+
+    @classmethod
+    def attach(cls, sandbox: str, **use: Any) -> DockerSandbox:
+        """Reconnect to a live sandbox of this user on this host, by name or sandbox id (`lllm sandbox ls`),
+        from any process: the kernel's state is as it was (variables, files, installed packages).
+
+        Args:
+            sandbox: the name (`DockerSandbox(name=...)`, a tactic call's `sandbox_session=`) or sandbox id.
+            **use: per-use options (`cell_timeout`, `max_output_chars`, `tracer`, `agent`).
+
+        Raises:
+            SandboxError: there is no such sandbox, it is no longer running, it belongs to another user or host,
+                or its record is missing (`reason`: `missing`, `dead`, `foreign`, `no_record`; the message
+                says what to do). Nothing is started or left behind.
+        """
+        from lllm.sandbox import lifetime
+        from lllm.sandbox._rundir import host_id
+
+        container = lifetime.find_container(sandbox)
+        if container is None:
+            raise SandboxError(f"no sandbox named {sandbox!r} (nor with that id) on this Docker engine; `lllm "
+                               "sandbox ls` lists them. Start one with DockerSandbox(name=...) or a tactic call "
+                               "with sandbox_session=...", sandbox=sandbox, reason="missing")
+        labels = container.labels or {}
+        if labels.get(_docker.LABEL_UID) != str(os.geteuid()) or labels.get(_docker.LABEL_HOST) != host_id():
+            raise SandboxError(f"sandbox {sandbox!r} belongs to another user or host (uid "
+                               f"{labels.get(_docker.LABEL_UID, '?')}, host {labels.get(_docker.LABEL_HOST, '?')}); "
+                               "only its owner can attach to it: start a sandbox of your own", sandbox=sandbox,
+                               reason="foreign")
+        sandbox_id = labels.get(_docker.LABEL_SESSION, "")
+        if container.status != "running":
+            why = _ended_reason(Path(labels.get(_docker.LABEL_DIR, "")))
+            raise SandboxError(f"sandbox {sandbox!r} is not running ({container.status}{': ' + why if why else ''}); "
+                               f"its state is gone. Remove it with `lllm sandbox rm {sandbox}` (or `lllm sandbox "
+                               "gc`) and start a new one", sandbox=sandbox, reason="dead")
+        record = lifetime.read_record(sandbox_id)
+        if record is None or record.get("container") != container.id:
+            raise SandboxError(f"sandbox {sandbox!r} runs, but this user has no record of it under "
+                               f"{str(lifetime.records_dir())!r} (started with another LLLM_RUN_ROOT?); set "
+                               "LLLM_RUN_ROOT as its owner had it", sandbox=sandbox, reason="no_record")
+        self = cls(image=record["image"], limits=SandboxLimits(**record["limits"]), network=record["network"],
+                   runtime=record["runtime"], name=record.get("name"), scope=record.get("scope"),
+                   idle_timeout=record.get("idle_timeout"), max_lifetime=record.get("max_lifetime"),
+                   packages=record.get("packages"), **use)
+        self.sandbox_id = sandbox_id
+        self.container = container
+        self._session_dir = Path(record["session_dir"])
+        self._conn = dict(record["kernel"])
+        self.created = float(record["created"])
+        state = self._read_state()
+        gen = state.get("gen") if state else None
+        self._gen = gen if isinstance(gen, int) else int(record.get("gen") or 1)
+        try:
+            if self.packages == "index":
+                self._start_relay()
+            self._connect()
+        except BaseException:
+            if self.channels is not None:
+                self.channels.close()
+            if self._relay is not None:
+                self._relay.close()
+            raise
+        self._state = SandboxState.RUNNING
+        _live.add(self)
+        self._started()
+        return self
+
+
+def _claim_name(name: str) -> None:
+    """Make sure no live sandbox has `name`; a stopped one of this user (its time was up) is removed."""
+    from lllm.sandbox.lifetime import find_container
+
+    container = find_container(name)
+    if container is None or (container.labels or {}).get(_docker.LABEL_NAME) != name:
+        return
+    if container.status == "running":
+        raise UsageError(f"a sandbox named {name!r} is already running: attach to it with "
+                         f"DockerSandbox.attach({name!r}), or remove it with `lllm sandbox rm {name}`", name=name)
+    if (container.labels or {}).get(_docker.LABEL_UID) != str(os.geteuid()):
+        raise UsageError(f"the name {name!r} is taken by another user's sandbox; choose another", name=name)
+    from lllm.sandbox.reaper import remove_container
+
+    remove_container(container)
+
+
+def _ended_reason(session_dir: Path) -> str:
+    """What the supervisor said when the container stopped by itself (`expired`: its lifetime or idle time)."""
+    try:
+        fd = os.open(session_dir / "kernel.state", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            state = json.loads(fh.read(4096) or b"")
+    except (OSError, ValueError):
+        return ""
+    if isinstance(state, dict) and state.get("state") == "expired" and isinstance(state.get("reason"), str):
+        return f"it stopped because {state['reason'][:200]}"
+    return ""
+
+
+def _check_lifetime_options(packages: Any, name: Any, scope: Any, idle_timeout: Any,
+                            max_lifetime: Any) -> tuple[Any, str | None, str]:
+    if packages is not None and packages != "index":
+        if isinstance(packages, str) or not all(isinstance(p, str) and p.strip() for p in packages):
+            raise UsageError(f"packages={packages!r}: give 'index' (pip reaches your package index through the host) "
+                             "or a list of requirements such as ['scipy', 'rich>=13']")
+        packages = tuple(p.strip() for p in packages)
+        if not packages:
+            packages = None
+    if name is not None and (not isinstance(name, str) or not _NAME.fullmatch(name)):
+        raise UsageError(f"name={name!r}: a sandbox name is 1-63 letters, digits, '_', '.' or '-', starting with a "
+                         "letter or digit")
+    scope = scope or ("session" if name else "agent")
+    if scope not in SCOPES:
+        raise UsageError(f"scope={scope!r} must be one of {SCOPES!r}")
+    if scope == "session" and not name:
+        raise UsageError("scope='session' keeps the sandbox under a name: give name= (a tactic call takes it as "
+                         "sandbox_session=ID)")
+    for key, value in (("idle_timeout", idle_timeout), ("max_lifetime", max_lifetime)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise UsageError(f"{key}={value!r} must be a positive number of seconds or None")
+    return packages, name, scope
 
 
 class _Chain:
