@@ -109,12 +109,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from lllm.sandbox.live import TerminalEcho, watch_cells
 
         live.enter_context(watch_cells(TerminalEcho()))
+    extra = {"sandbox_session": args.sandbox_session} if args.sandbox_session else {}
     try:
         if executor is not None:
-            return _run_batch(tactic, tasks, args, tags, store, executor, one=len(tasks) == 1)
+            return _run_batch(tactic, tasks, args, tags, store, executor, extra, one=len(tasks) == 1)
         if len(tasks) == 1:
             try:
-                session = tactic(tasks[0], tags=tags, return_session=True)
+                session = tactic(tasks[0], tags=tags, return_session=True, **extra)
             except LLLMError:  # main() prints the error itself; say where the failed session is recorded
                 failed = tactic.last_session
                 if failed is not None:
@@ -124,8 +125,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(_show(session.delivery))
             print(f"[{tactic.name}] session {session.session_id[:12]}: ${session.total_cost.cost:.6f}"
                   + (f", logged to {store.path}" if store else ""), file=sys.stderr)
+            for line in _sandbox_lines(session.metadata):
+                print(f"[{tactic.name}] {line}", file=sys.stderr)
             return 0
-        return _run_batch(tactic, tasks, args, tags, store, None, one=False)
+        return _run_batch(tactic, tasks, args, tags, store, None, extra, one=False)
     finally:
         if executor is not None:
             executor.close()
@@ -135,9 +138,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_batch(tactic: Any, tasks: list[Any], args: argparse.Namespace, tags: dict[str, Any], store: Any,
-               executor: Any, *, one: bool) -> int:
+               executor: Any, extra: dict[str, Any], *, one: bool) -> int:
     results = tactic.bcall(tasks, max_workers=args.workers, fail_fast=not args.keep_going, tags=tags,
-                           executor=executor)
+                           executor=executor, **extra)
     if one:  # one task on a cluster: its result alone, as for a single call here
         print(_show(results[0]))
     else:
@@ -148,6 +151,19 @@ def _run_batch(tactic: Any, tasks: list[Any], args: argparse.Namespace, tags: di
           f"{len(results.errors)} failed, ${results.spent:.6f}" + (f", logged to {store.path}" if store else ""),
           file=sys.stderr)
     return 1 if results.errors else 0
+
+
+def _sandbox_lines(metadata: dict[str, Any]) -> list[str]:
+    """Where a call's notebooks were written, and the sandbox it kept (from its session's metadata)."""
+    lines = []
+    notebooks = metadata.get("notebooks")
+    if isinstance(notebooks, dict):
+        for agent, path in sorted(notebooks.items()):
+            lines.append(f"notebook of {agent}: {path}")
+    if metadata.get("sandbox_session"):
+        lines.append(f"sandbox session {metadata['sandbox_session']!r} kept (`lllm sandbox ls`; "
+                     f"`lllm sandbox rm {metadata['sandbox_session']}` removes it)")
+    return lines
 
 
 def _register_run(subparsers: Any) -> None:

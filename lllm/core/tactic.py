@@ -23,6 +23,11 @@ the invoker (built once per Tactic from `invoker`/`invoker_config`; invokers are
 a `TacticCallSession`: the agents' tracer fills in its id and writes each trace record to the log store, and
 a tactic called inside another one's `call` becomes a child session whose cost folds into its parent's.
 Every agent's `shutdown()` runs when the call ends, whether it succeeded or not.
+
+What the agents of one call share lives on its session: `session.shared(key, factory)` makes it on first use
+and `session.add_cleanup(fn)` ends it with the call (the `proxy:` block keeps a `scope: tactic` sandbox there).
+`tactic(task, sandbox_session="ID")` names the sandbox that agents with `scope: session` keep across calls
+(`session.sandbox_session`; a sub-tactic call inherits its parent's).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import threading
 import time
 import traceback as tb_module
 import uuid
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from lllm.core._batch import BatchResult, BatchRun, BatchStream
 from lllm.core.config import AgentBuildContext, AgentSpec, invoker_config_of, parse_agent_configs
@@ -103,6 +108,12 @@ class TacticCallSession:
         self._own = [0, 0, 0.0]  # prompt tokens, completion tokens, USD of this call's own model calls
         self._lock = threading.Lock()
         self._sinks = active_trace_sinks()  # OpenTelemetry and other trace sinks (lllm.logging.sinks)
+        self.sandbox_session: str | None = None
+        """The `sandbox_session=` id of this call (or of its parent call): agents whose sandbox has
+        `scope: session` use, and keep, the sandbox of that name."""
+        self._shared: dict[Any, Any] = {}
+        self._cleanups: list[Callable[[], Any]] = []
+        self._shared_lock = threading.RLock()
 
     def __repr__(self) -> str:
         return (f"TacticCallSession({self.tactic_name!r}, id={self.session_id[:12]!r}, state={self.state!r}, "
@@ -137,6 +148,32 @@ class TacticCallSession:
                            batch_id=self.batch_id, task_index=self.task_index, ended_at=self.ended_at,
                            state=self.state, error=self.error, cost=total.cost, prompt_tokens=total.prompt_tokens,
                            completion_tokens=total.completion_tokens)
+
+    def shared(self, key: Any, factory: Callable[[], Any]) -> Any:
+        """What the agents of this call share under `key`, made by `factory()` on first use (tools keep a
+        `scope: tactic` sandbox here); end it with `add_cleanup`."""
+        with self._shared_lock:
+            if key not in self._shared:
+                self._shared[key] = factory()
+            return self._shared[key]
+
+    def add_cleanup(self, fn: Callable[[], Any]) -> None:
+        """Run `fn()` when the call ends (after its agents' shutdown, newest first), whether it failed or not."""
+        with self._shared_lock:
+            self._cleanups.append(fn)
+
+    def run_cleanups(self) -> list[str]:
+        """Run the cleanups `add_cleanup` registered, once each; the errors they raised, as text."""
+        with self._shared_lock:
+            cleanups, self._cleanups = self._cleanups[::-1], []
+            self._shared.clear()
+        errors: list[str] = []
+        for fn in cleanups:
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - reported in the session's metadata
+                errors.append(f"call cleanup: {type(exc).__name__}: {exc}")
+        return errors
 
     def record_agent_call(self, agent_name: str, session: Any) -> None:
         """Add an agent call (lllm-core 0.1 name; the tracer does this for `AgentCallRecord`s)."""
@@ -354,11 +391,19 @@ class Tactic:
                  session_out: list[Any] | None = None) -> Any:
         """Run one call on an isolated copy with fresh agents; every entry point ends up here."""
         parent = _CURRENT.get()
+        call_kwargs = dict(call_kwargs)
+        sandbox_session = call_kwargs.pop("sandbox_session", None)
+        if sandbox_session is not None and (not isinstance(sandbox_session, str) or not sandbox_session.strip()):
+            raise UsageError(f"sandbox_session={sandbox_session!r} must be a non-empty name, like 'analysis-1'",
+                             value=sandbox_session)
         store = self.log_store if self.log_store is not None else (parent.store if parent else None)
         merged_tags = {**(parent.tags if parent else {}), **self.tags, **_check_tags(tags)}
         session = TacticCallSession(self.name or type(self).__name__, store=store, parent=parent, tags=merged_tags,
                                     metadata=metadata, batch_id=batch_id, task_index=task_index,
                                     task_hash=task_hash)
+        session.sandbox_session = sandbox_session or (parent.sandbox_session if parent else None)
+        if sandbox_session:
+            session.metadata["sandbox_session"] = sandbox_session
         if session_out is not None:
             session_out.append(session)
         if parent is not None:
@@ -382,7 +427,7 @@ class Tactic:
         finally:
             _CURRENT.reset(token)
             dialogs = _dialog_trees(agents, roots) if store is not None else []
-            cleanup_errors = _shutdown(agents)
+            cleanup_errors = _shutdown(agents) + session.run_cleanups()
             if cleanup_errors:
                 session.metadata["cleanup_errors"] = cleanup_errors
             self.last_session = session
@@ -406,6 +451,9 @@ class Tactic:
             tags: stored on this call's session (over the tactic's own tags).
             metadata: stored on this call's session.
             return_session: return the `TacticCallSession` (result in `.delivery`) instead of the result.
+            sandbox_session: (a keyword like the others, taken by the tactic, not given to `call()`) the name of
+                the sandbox that agents with `sandbox: {scope: session}` use and keep for later calls; also
+                taken by `acall`, `bcall` and `ccall`.
         """
         holder: list[Any] = []
         result = self._execute(task, call_kwargs=kwargs, tags=tags, metadata=metadata, session_out=holder)

@@ -165,6 +165,10 @@ def _record_lines(r: Any, full: bool, tool: Any = None) -> list[str]:
             body.append(("params", r.params))
         if r.answer:
             body.append(("answer", r.answer))
+    elif kind == "package":
+        extra = f"{r.package or '?'} {r.version or ''} {r.bytes} bytes from {r.index_url}".replace("  ", " ")
+        if r.filename:
+            extra += f" ({r.filename})"
     elif kind == "browser_action":
         extra = f"{r.action} {_cut(r.target, 40)}"
         if r.url:
@@ -256,6 +260,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"batch    {s.batch_id} task {s.task_index}")
     if s.metadata.get("dropped_records"):
         print(f"dropped  {s.metadata['dropped_records']} trace records (the log's writer fell too far behind)")
+    notebooks = s.metadata.get("notebooks")
+    if isinstance(notebooks, dict):
+        for agent, path in sorted(notebooks.items()):
+            print(f"notebook {agent}: {path}")
+    if s.metadata.get("sandbox_session"):
+        print(f"sandbox  session {s.metadata['sandbox_session']!r} (kept between calls)")
     if s.task is not None:
         print(f"task     {s.task if args.full else _cut(s.task, 200)}")
     if s.state == "ok":

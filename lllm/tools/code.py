@@ -10,7 +10,10 @@ agent_configs:
       truncation_indicator: "... (output truncated)"
       timeout: 90.0                  # seconds per cell
       source: live                   # live | offline | auto (default: $LLLM_PROXY_SOURCE or live)
-      sandbox: {backend: docker, image: null, limits: {memory: 1g}, pool_size: 0}
+      sandbox: {backend: docker, image: null, limits: {memory: 1g}, pool_size: 0,
+                scope: agent,                # agent | tactic | session (with tactic(..., sandbox_session=ID))
+                packages: null,              # null | index | [scipy, "rich>=13"]
+                idle_timeout: null, max_lifetime: null}
       gateway: {rate: 1000, call_timeout: 30}
       budgets: {fmp: {calls: 500, cost: 2.0}}   # per session; live keyed proxies default to 200 calls
 ```
@@ -24,9 +27,11 @@ directory to the system prompt and adds the tools:
   has no cell (at most `max_interrupt_steps` rounds);
 - null: `query_api_doc` only (docs, no code execution).
 
-One sandbox per agent per tactic call, created on the first cell, with a gateway session for its allowlist; both
-are removed by the cleanup `attach` registers (`agent.shutdown()` runs it when the call ends, also when it
-fails). Variables persist across that agent's cells. Every cell is recorded in a notebook,
+One sandbox per agent per tactic call (`scope: agent`), created on the first cell, with a gateway session for
+its allowlist; both are removed by the cleanup `attach` registers (`agent.shutdown()` runs it when the call
+ends, also when it fails). Variables persist across that agent's cells. `scope: tactic` shares one sandbox
+among the agents of a call (removed when the call ends); `scope: session` shares it among the calls given the
+same `sandbox_session=ID`, and keeps it between them (`lllm/tools/_shared_sandbox.py`). Every cell is recorded in a notebook,
 `<ctx.workdir>/<agent>.ipynb`; the sandbox reports each cell as a `CellRecord`, the gateway each CALL_API as an
 `ApiCallRecord`, both to `ctx.tracer`.
 
@@ -48,10 +53,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lllm.errors import ConfigError, GatewayStartError, InfrastructureError, LLLMError
+from pydantic import model_validator
+
+from lllm.errors import ConfigError, InfrastructureError, LLLMError
 from lllm.proxies.budget import ProxyBudget
 from lllm.proxies.manager import ProxyManager
 from lllm.proxies.remote import build_manager
+from lllm.tools._shared_sandbox import SharedSandbox, open_gateway, session_holder
 
 __all__ = ["ProxyConfig", "ProxyTools", "SandboxBlock", "attach", "close_pools"]
 
@@ -75,6 +83,23 @@ class SandboxBlock(BaseModel):
     """Keep this many sandboxes started ahead of time (Docker; 0: start one on first use)."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment variables of the kernel (never secrets: they would be readable by the model's code)."""
+    scope: Literal["agent", "tactic", "session"] = "agent"
+    """Who shares the sandbox: each agent its own, for one tactic call (`agent`); every agent of the call
+    (`tactic`); every call given the same `sandbox_session=ID`, kept between them (`session`)."""
+    packages: Literal["index"] | list[str] | None = None
+    """Docker: `index` lets pip in the sandbox reach the host's package index (and nothing else); a list of
+    requirements runs an image with them installed (built on the host the first time)."""
+    idle_timeout: float | None = Field(default=None, gt=0)
+    """Seconds without use after which the sandbox is removed (default: none; `session` scope: 3600)."""
+    max_lifetime: float | None = Field(default=None, gt=0)
+    """Seconds after its start after which the sandbox is removed (default: none; `session` scope: 86400)."""
+
+    @model_validator(mode="after")
+    def _scope_and_pool(self) -> SandboxBlock:
+        if self.scope == "session" and self.pool_size:
+            raise ValueError("a session sandbox is named when it starts, so it cannot come from a pool: drop "
+                             "pool_size or use scope agent/tactic")
+        return self
 
     @field_validator("backend")
     @classmethod
@@ -143,6 +168,9 @@ class ProxyTools:
         self._pool: Any = None
         self._lock = threading.RLock()
         self._closed = False
+        self.shared: SharedSandbox | None = None
+        """The sandbox this agent shares with others (`scope: tactic` or `session`), else None."""
+        self._note = ""
 
     # ------------------------------------------------------------------ sandbox
     def ensure_sandbox(self) -> Any:
@@ -152,32 +180,18 @@ class ProxyTools:
                 from lllm.errors import SandboxClosed
 
                 raise SandboxClosed(f"agent {self.agent_name!r}: the tactic call ended and its sandbox was removed.")
+            if self.shared is not None:
+                return self._ensure_shared(self.shared)
+            if self.sandbox is not None and _ended(self.sandbox):
+                self._note = _replaced_note(self.sandbox)  # past its idle_timeout or max_lifetime: a new one
+                old, self.sandbox = self.sandbox, None
+                self._discard(old)
             if self.sandbox is not None:
                 return self.sandbox
             sandbox = self._new_sandbox()
             try:
-                from lllm.proxies.gateway import GatewayLimits, get_gateway
-
-                owner = sandbox.guest_uid  # the token must be readable by the kernel's user
-                # a proxy call may not outlive the cell that made it
-                options = {"call_timeout": min(30.0, self.config.timeout), **self.config.gateway}
-                try:
-                    limits = GatewayLimits(**options)
-                except ValidationError as exc:
-                    raise ConfigError(f"agent {self.agent_name!r}: proxy.gateway is invalid: {exc}",
-                                      key="proxy.gateway") from None
-                try:
-                    self.gateway_session = get_gateway().open_session(
-                        sandbox.session_dir, self.manager, session_id=self.session_id, tracer=self.tracer,
-                        limits=limits, token_owner=owner, agent=self.agent_name)
-                except InfrastructureError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - the boundary: the host could not serve CALL_API
-                    raise GatewayStartError(
-                        f"agent {self.agent_name!r}: the CALL_API gateway could not open a session for sandbox "
-                        f"{getattr(sandbox, 'sandbox_id', '?')!r}: {type(exc).__name__}: {exc}. This is a fault of "
-                        "the host, not of the model's code: check that the run directory is writable and not full.",
-                        agent=self.agent_name) from exc
+                # the token must be readable by the kernel's user; a proxy call may not outlive its cell
+                self.gateway_session = open_gateway(sandbox, self.manager, self)
                 from lllm.sandbox.notebook import JupyterSession
 
                 self.notebook = JupyterSession(sandbox, path=self.notebook_path, autosave=True,
@@ -191,30 +205,64 @@ class ProxyTools:
             self.ran_in = _describe_sandbox(sandbox)
             return sandbox
 
-    def _new_sandbox(self) -> Any:
+    def _ensure_shared(self, shared: SharedSandbox) -> Any:
+        """The shared sandbox, with this agent's notebook on it (see `lllm/tools/_shared_sandbox.py`)."""
+        with shared.lock:
+            sandbox = shared.ensure(self, lambda: self._new_sandbox(keep=shared.name))
+            if shared.replaced:
+                self._note = _replaced_note(None, shared.replaced)
+                shared.replaced = ""
+            if self.sandbox is not sandbox or self.notebook is None:
+                from lllm.sandbox.notebook import JupyterSession
+
+                self.notebook = JupyterSession(sandbox, path=self.notebook_path, autosave=True,
+                                               title=f"{self.agent_name}: session {self.session_id}")
+                _note_in_session(self.agent_name, notebook=str(self.notebook_path),
+                                 image=getattr(sandbox, "image", None) or f"{self.config.sandbox.backend} (no image)",
+                                 sandbox=getattr(sandbox, "name", None) or getattr(sandbox, "sandbox_id", None))
+                self.sandbox = sandbox
+                self.ran_in = _describe_sandbox(sandbox)
+            return sandbox
+
+    def _new_sandbox(self, *, keep: str | None = None) -> Any:
         from lllm.sandbox.backends import backend_options, create_sandbox
         from lllm.sandbox.base import SandboxLimits
         from lllm.sandbox.pool import shared_pool
 
         cfg = self.config
+        block = cfg.sandbox
         use = dict(cell_timeout=cfg.timeout, max_output_chars=cfg.max_output_chars, tracer=self.tracer,
                    agent=self.agent_name)
-        takes = backend_options(cfg.sandbox.backend)
-        options: dict[str, Any] = {"env": dict(cfg.sandbox.env)} if "env" in takes else {}
-        if cfg.sandbox.image is not None or "image" in takes:
-            options["image"] = cfg.sandbox.image
+        takes = backend_options(block.backend)
+        options: dict[str, Any] = {"env": dict(block.env)} if "env" in takes else {}
+        if block.image is not None or "image" in takes:
+            options["image"] = block.image
         if "limits" in takes:
             try:
-                options["limits"] = SandboxLimits(**cfg.sandbox.limits)
+                options["limits"] = SandboxLimits(**block.limits)
             except ValidationError as exc:
                 raise ConfigError(f"agent {self.agent_name!r}: proxy.sandbox.limits is invalid: {exc}",
                                   key="proxy.sandbox.limits") from None
-        if cfg.sandbox.pool_size:
-            self._pool = shared_pool(cfg.sandbox.backend, size=cfg.sandbox.pool_size, **options)
+        idle, lifetime = block.idle_timeout, block.max_lifetime
+        if block.scope == "session":
+            idle = SESSION_IDLE_TIMEOUT if idle is None else idle
+            lifetime = SESSION_MAX_LIFETIME if lifetime is None else lifetime
+        for key, value in (("packages", block.packages), ("idle_timeout", idle), ("max_lifetime", lifetime)):
+            if value is not None:
+                if key not in takes:
+                    raise ConfigError(f"agent {self.agent_name!r}: proxy.sandbox.{key} needs the docker backend "
+                                      f"(backend {block.backend!r} has no such option)", key=f"proxy.sandbox.{key}")
+                options[key] = value
+        if "scope" in takes:
+            options["scope"] = block.scope
+        if keep and "name" in takes:
+            options["name"] = keep
+        if block.pool_size:
+            self._pool = shared_pool(block.backend, size=block.pool_size, **options)
             return self._pool.acquire(**use)
         if "labels" in takes:
             options["labels"] = {"lllm.tactic_session": self.session_id}
-        sandbox = create_sandbox(cfg.sandbox.backend, **options, **use)
+        sandbox = create_sandbox(block.backend, **options, **use)
         try:
             sandbox.start()
         except BaseException:
@@ -223,6 +271,8 @@ class ProxyTools:
         return sandbox
 
     def _discard(self, sandbox: Any) -> None:
+        if self.shared is not None:
+            return  # the shared sandbox ends with its call (tactic) or its limits (session), not with an agent
         try:
             if self.gateway_session is not None:
                 self.gateway_session.close()
@@ -237,10 +287,20 @@ class ProxyTools:
     def run(self, code: str) -> Any:
         """Run one cell; return what the model should see (a str, or a ToolResult when there are images)."""
         with self._lock:
-            self.ensure_sandbox()
-            result = self.notebook.run(code, timeout=self.config.timeout)
+            if self.shared is not None:
+                with self.shared.lock:  # agents take turns; each cell runs with its own agent's options
+                    sandbox = self.ensure_sandbox()
+                    sandbox.configure(cell_timeout=self.config.timeout, max_output_chars=self.config.max_output_chars,
+                                      tracer=self.tracer, agent=self.agent_name)
+                    result = self.notebook.run(code, timeout=self.config.timeout)
+            else:
+                self.ensure_sandbox()
+                result = self.notebook.run(code, timeout=self.config.timeout)
             self.cells += 1
+            note, self._note = self._note, ""
         text = self.view(result)
+        if note:
+            text = f"{note}\n{text}"
         images = [img.data for img in result.images if img.mime in _IMAGE_MIMES]
         if images:
             from lllm.core.prompt import ToolResult
@@ -286,13 +346,34 @@ class ProxyTools:
                 self.manager.close()
 
 
+SESSION_IDLE_TIMEOUT = 3600.0
+"""The default `idle_timeout` of a `scope: session` sandbox (seconds)."""
+SESSION_MAX_LIFETIME = 86400.0
+"""The default `max_lifetime` of a `scope: session` sandbox (seconds)."""
+
+
+def _ended(sandbox: Any) -> bool:
+    """The sandbox was closed by its limits (idle_timeout, max_lifetime), not by us."""
+    return getattr(getattr(sandbox, "state", None), "value", None) == "closed" and bool(
+        getattr(sandbox, "_closed_reason", ""))
+
+
+def _replaced_note(sandbox: Any, reason: str | None = None) -> str:
+    why = reason or getattr(sandbox, "_closed_reason", "") or "it was closed"
+    return (f"[the sandbox was replaced by a new one because {why}: variables and files of earlier cells are "
+            "gone]")
+
+
 def _describe_sandbox(sandbox: Any) -> str:
     """Where a started sandbox runs code, in the words `lllm demo` prints."""
     if getattr(sandbox, "kind", None) == "docker":
         network = "with network" if getattr(sandbox, "network", False) else "no network"
+        if getattr(sandbox, "package_index", None):
+            network += f"; pip through the host to {sandbox.package_index}"
         runtime = getattr(sandbox, "runtime", "runc")
         under = f", runtime {runtime}" if runtime and runtime != "runc" else ""
-        return f"a Docker sandbox (image {getattr(sandbox, 'image', '?')}, {network}{under})"
+        kept = f", kept as {sandbox.name!r}" if getattr(sandbox, "name", None) else ""
+        return f"a Docker sandbox (image {getattr(sandbox, 'image', '?')}, {network}{under}{kept})"
     if getattr(sandbox, "kind", None) == "local":
         return "a local kernel on this host (NOT isolated)"
     return f"a {type(sandbox).__name__} sandbox"
@@ -377,6 +458,7 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
     tracer = getattr(ctx, "tracer", None) or agent.tracer
     workdir = Path(ctx.workdir) if ctx is not None else Path(tempfile.gettempdir()) / "lllm-runs" / session_id
     tools = ProxyTools(cfg, manager, agent_name=agent.name, session_id=session_id, tracer=tracer, workdir=workdir)
+    tools.shared = _shared_holder(agent.name, cfg.sandbox)
     agent.proxy_tools = tools
     agent.add_cleanup(tools.close)
 
@@ -410,6 +492,49 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
     elif cfg.exec_env == "jupyter":
         agent.add_answer_hook(_cell_runner(tools))
     return tools
+
+
+def _shared_holder(agent_name: str, block: SandboxBlock) -> SharedSandbox | None:
+    """The holder of the sandbox this agent shares (None for `scope: agent`), from the running tactic call.
+
+    Raises:
+        ConfigError: `scope: tactic` or `session` outside a tactic call, or `session` in a call given no
+            `sandbox_session` id.
+    """
+    if block.scope == "agent":
+        return None
+    from lllm.core.tactic import current_session
+
+    call = current_session()
+    if call is None:
+        raise ConfigError(f"agent {agent_name!r}: proxy.sandbox.scope is {block.scope!r}, which shares a sandbox "
+                          "across a tactic call, but this agent was built outside one; use scope: agent, or build "
+                          "it through a Tactic", key="proxy.sandbox.scope")
+    if block.scope == "tactic":
+        key = ("lllm.tools.sandbox", block.model_dump_json(exclude={"pool_size"}))
+
+        def make() -> SharedSandbox:
+            holder = SharedSandbox("tactic")
+            call.add_cleanup(holder.close)
+            return holder
+
+        holder: SharedSandbox = call.shared(key, make)
+        return holder
+    name = call.sandbox_session
+    if not name:
+        raise ConfigError(f"agent {agent_name!r}: proxy.sandbox.scope is 'session', which keeps the sandbox under an "
+                          "id across calls, but this tactic call was given none: call tactic(task, "
+                          "sandbox_session='my-analysis') (or `lllm run ... --sandbox-session my-analysis`), or "
+                          "use scope: tactic", key="proxy.sandbox.scope")
+    session_holder_ = session_holder(block.backend, name)
+
+    def enter() -> SharedSandbox:
+        session_holder_.enter_call()
+        call.add_cleanup(session_holder_.leave_call)
+        return session_holder_
+
+    joined: SharedSandbox = call.shared(("lllm.tools.sandbox_session", block.backend, name), enter)
+    return joined
 
 
 def _cell_runner(tools: ProxyTools) -> Any:
@@ -448,14 +573,19 @@ def _cell_runner(tools: ProxyTools) -> Any:
     return run_cells
 
 
-def _note_in_session(agent_name: str, *, notebook: str, image: str) -> None:
-    """Record the notebook's path and the sandbox image in the tactic call's session metadata (for the log)."""
+def _note_in_session(agent_name: str, *, notebook: str, image: str, sandbox: str | None = None) -> None:
+    """Record the notebook's path and the sandbox image (and, when shared, which sandbox) in the tactic call's
+    session metadata (for the log)."""
     from lllm.core.tactic import current_session
 
     session = current_session()
     if session is not None:
         session.metadata.setdefault("notebooks", {})[agent_name] = notebook
         session.metadata.setdefault("sandbox_images", {})[agent_name] = image
+        if sandbox:
+            session.metadata.setdefault("sandboxes", {})[agent_name] = sandbox
         if session.store is not None:  # in the log now: a run that dies mid-call still says where its notebook is
-            session.store.note_metadata(session.session_id, {"notebooks": {agent_name: notebook},
-                                                             "sandbox_images": {agent_name: image}})
+            noted: dict[str, Any] = {"notebooks": {agent_name: notebook}, "sandbox_images": {agent_name: image}}
+            if sandbox:
+                noted["sandboxes"] = {agent_name: sandbox}
+            session.store.note_metadata(session.session_id, noted)
