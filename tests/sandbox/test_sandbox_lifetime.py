@@ -1,0 +1,211 @@
+"""Sandboxes that outlive one agent call, against real containers: scopes (tactic, session), attach from another
+process, `lllm sandbox ls/rm`, idle_timeout and max_lifetime (also when the owner is gone), and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from lllm.errors import ConfigError, SandboxClosed, SandboxError
+from lllm.sandbox import DockerSandbox, SandboxLimits
+from lllm.sandbox._docker import LABEL, LABEL_NAME, LABEL_SCOPE, LABEL_SESSION, LABEL_TEST_RUN, LABEL_UID
+from lllm.sandbox.lifetime import read_record
+from lllm.sandbox.reaper import reap
+
+pytestmark = pytest.mark.docker
+
+LIMITS = SandboxLimits(memory="256m")
+RUN = os.environ["LLLM_TEST_RUN"]
+
+
+def _containers(**labels: str) -> list[Any]:
+    filters = [f"{LABEL}=1", f"{LABEL_TEST_RUN}={RUN}"] + [f"{k}={v}" for k, v in labels.items()]
+    return docker.from_env().containers.list(all=True, filters={"label": filters})
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lllm.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def _tactic(tmp_path: Path, steps: list[Any], sandbox: dict[str, Any], agents: tuple[str, ...] = ("analyst",)) -> Any:
+    from lllm import Tactic
+
+    class Team(Tactic, register=False):
+        name = "lifetime_team"
+        agent_group = list(agents)
+
+        def call(self, task: str, **kwargs: Any) -> list[str]:
+            out = []
+            for name in agents:  # one after the other: the next agent sees what the first left
+                agent = self.agents[name]
+                agent.open("main")
+                agent.receive(task)
+                out.append(agent.respond().content)
+            return out
+
+    config = {"invoker": "scripted", "invoker_config": {"steps": steps}, "workdir": str(tmp_path / "runs"),
+              "agent_configs": [{"name": name, "model_name": "gpt-4o", "system_prompt": "You compute.",
+                                 "proxy": {"activate_proxies": [], "timeout": 60, "sandbox": sandbox}}
+                                for name in agents]}
+    return Team(config)
+
+
+def _cell(code: str) -> dict[str, Any]:
+    return {"tool_calls": [{"name": "run_python", "arguments": {"code": code}}]}
+
+
+def test_tactic_scope_shares_one_sandbox_among_the_agents_of_a_call(tmp_path: Path, sandbox_image: str) -> None:
+    steps = [_cell("x = 41\nprint('set')"), "a done", _cell("print(x + 1)"), "b done"]
+    tactic = _tactic(tmp_path, steps, {"image": sandbox_image, "scope": "tactic", "limits": {"memory": "256m"}},
+                     agents=("a", "b"))
+    session = tactic("go", return_session=True)
+    results = [r.result for r in session.records if r.kind == "tool_call"]
+    assert results == ["set", "42"]  # the second agent read the first one's variable
+    cells = [r for r in session.records if r.kind == "cell"]
+    assert len({c.sandbox_id for c in cells}) == 1 and [c.agent for c in cells] == ["a", "b"]
+    assert set(session.metadata["notebooks"]) == {"a", "b"}
+    assert _containers(**{LABEL_SESSION: cells[0].sandbox_id}) == []  # removed when the call ended
+
+
+def test_session_scope_keeps_the_sandbox_across_calls_and_processes(tmp_path: Path, sandbox_image: str) -> None:
+    name = f"keep-{RUN}"
+    block = {"image": sandbox_image, "scope": "session", "limits": {"memory": "256m"}}
+    try:
+        first = _tactic(tmp_path, [_cell("x = 41\nprint('set')"), "done"], block)("go", sandbox_session=name,
+                                                                                 return_session=True)
+        (kept,) = _containers(**{LABEL_NAME: name})
+        assert kept.status == "running" and kept.labels[LABEL_SCOPE] == "session"
+        assert first.metadata["sandbox_session"] == name and first.metadata["sandboxes"]["analyst"] == name
+        listed = _cli("sandbox", "ls")
+        assert listed.returncode == 0 and name in listed.stdout and "session" in listed.stdout, listed.stdout
+        assert kept.name not in reap(dry_run=True).containers  # spared by the reaper while its owner lives
+
+        second = _tactic(tmp_path, [_cell("print(x + 1)"), "done"], block)("go", sandbox_session=name,
+                                                                          return_session=True)
+        assert [r.result for r in second.records if r.kind == "tool_call"] == ["42"]
+
+        other = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            from lllm.sandbox import DockerSandbox
+            sb = DockerSandbox.attach({name!r})
+            print(sb.run_cell("x += 1; print(x)").stdout.strip())
+            """)], capture_output=True, text=True, timeout=120)
+        assert other.returncode == 0 and other.stdout.strip() == "42", other.stderr
+        assert _containers(**{LABEL_NAME: name})[0].status == "running"  # that process let go, did not remove
+
+        removed = _cli("sandbox", "rm", name)
+        assert removed.returncode == 0 and name in removed.stdout, removed.stderr
+        assert _containers(**{LABEL_NAME: name}) == []
+        assert read_record(kept.labels[LABEL_SESSION]) is None
+        assert not Path(kept.labels["lllm.session_dir"]).exists()
+    finally:
+        for container in _containers(**{LABEL_NAME: name}):
+            container.remove(force=True)
+
+
+def test_session_scope_without_an_id_is_a_clear_error_and_starts_nothing(tmp_path: Path, sandbox_image: str) -> None:
+    before = {c.id for c in _containers()}
+    tactic = _tactic(tmp_path, [_cell("print(1)"), "done"], {"image": sandbox_image, "scope": "session"})
+    with pytest.raises(ConfigError, match="sandbox_session='my-analysis'") as info:
+        tactic("go")
+    assert "lllm run ... --sandbox-session" in str(info.value)
+    assert {c.id for c in _containers()} == before
+
+
+def test_attach_refuses_missing_dead_and_foreign_sandboxes(sandbox_image: str) -> None:
+    with pytest.raises(SandboxError, match="no sandbox named 'nothing-like-this'") as info:
+        DockerSandbox.attach("nothing-like-this")
+    assert info.value.reason == "missing"
+
+    name = f"dead-{RUN}"
+    sb = DockerSandbox(image=sandbox_image, limits=LIMITS, name=name)
+    sb.start()
+    try:
+        sb.container.stop(timeout=1)
+        with pytest.raises(SandboxError, match=f"sandbox '{name}' is not running") as info:
+            DockerSandbox.attach(name)
+        assert info.value.reason == "dead" and f"lllm sandbox rm {name}" in str(info.value)
+    finally:
+        sb.close()
+    assert _containers(**{LABEL_NAME: name}) == []
+
+    client = docker.from_env()
+    foreign = client.containers.create(sandbox_image, command=["true"], network_mode="none", labels={
+        LABEL: "1", LABEL_TEST_RUN: RUN, LABEL_NAME: f"foreign-{RUN}", LABEL_SESSION: f"f{RUN}",
+        LABEL_UID: "4242", "lllm.owner.host": "x"})
+    try:
+        with pytest.raises(SandboxError, match="belongs to another user or host") as info:
+            DockerSandbox.attach(f"foreign-{RUN}")
+        assert info.value.reason == "foreign"
+        rm = _cli("sandbox", "rm", f"foreign-{RUN}")
+        assert rm.returncode == 1 and "belongs to another user" in rm.stderr
+    finally:
+        foreign.remove(force=True)
+
+
+def test_idle_timeout_removes_an_unused_sandbox_but_not_a_busy_one(sandbox_image: str) -> None:
+    sb = DockerSandbox(image=sandbox_image, limits=LIMITS, idle_timeout=2)
+    sb.start()
+    try:
+        assert sb.run_cell("import time; time.sleep(4); print('slept')").stdout.strip() == "slept"  # busy, not idle
+        deadline = time.monotonic() + 20
+        while sb.state.value == "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert sb.state.value == "closed"
+        with pytest.raises(SandboxClosed, match="it was idle for 2s"):
+            sb.run_cell("print(1)")
+        assert _containers(**{LABEL_SESSION: sb.sandbox_id}) == []
+    finally:
+        sb.close()
+
+
+OWNER = """
+import sys, time
+from lllm.sandbox import DockerSandbox, SandboxLimits
+sb = DockerSandbox(image=sys.argv[1], limits=SandboxLimits(memory="256m"), name=sys.argv[2], max_lifetime=8)
+sb.start()
+sb.run_cell("x = 1")
+print(sb.sandbox_id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_max_lifetime_ends_a_kept_sandbox_whose_owner_is_gone(tmp_path: Path, sandbox_image: str) -> None:
+    name = f"life-{RUN}"
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER)
+    owner = subprocess.Popen([sys.executable, str(script), sandbox_image, name], stdout=subprocess.PIPE, text=True)
+    try:
+        sandbox_id = owner.stdout.readline().strip()  # type: ignore[union-attr]
+        assert sandbox_id, "the owner did not start its sandbox"
+        owner.send_signal(signal.SIGKILL)  # no cleanup runs
+        owner.wait(10)
+        (kept,) = _containers(**{LABEL_NAME: name})
+        assert kept.name not in reap(dry_run=True).containers  # a running session sandbox within its limits
+        rows = {row["id"]: row for row in json.loads(_cli("sandbox", "ls", "--json").stdout)}
+        assert rows[sandbox_id]["orphan"] is True and rows[sandbox_id]["max_lifetime"] == 8
+        deadline = time.monotonic() + 30
+        while kept.status == "running" and time.monotonic() < deadline:  # its supervisor ends it, no host needed
+            time.sleep(0.5)
+            kept.reload()
+        assert kept.status == "exited"
+        with pytest.raises(SandboxError, match="its lifetime of 8s ended") as info:
+            DockerSandbox.attach(name)
+        assert info.value.reason == "dead"
+        report = reap()
+        assert kept.name in report.containers and "lifetime" in report.reasons[kept.name]
+        assert _containers(**{LABEL_NAME: name}) == []
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+        for container in _containers(**{LABEL_NAME: name}):
+            container.remove(force=True)
