@@ -178,8 +178,10 @@ class SandboxPool:
                     raise SandboxClosed("acquire() on a closed SandboxPool")
                 if self._ready:
                     sandbox = self._ready.popleft()
-                    self.acquired += 1
                     self._cond.notify_all()  # a filler may start a replacement
+                    if getattr(getattr(sandbox, "state", None), "value", "running") != "running":
+                        continue  # its idle_timeout or max_lifetime ended while it waited here
+                    self.acquired += 1
                     return sandbox
                 self._raise_if_failing()
                 left = deadline - time.monotonic()

@@ -138,6 +138,15 @@ def session_holder(backend: str, name: str) -> SharedSandbox:
         return holder
 
 
+def close_session_sandboxes() -> None:
+    """Remove every session sandbox this process holds (they are otherwise kept for later calls)."""
+    with _sessions_lock:
+        holders = list(_sessions.values())
+        _sessions.clear()
+    for holder in holders:
+        holder.close()
+
+
 def open_gateway(sandbox: Any, manager: ProxyManager, tools: Any, *, replace_stale: bool = False) -> Any:
     """Open the CALL_API gateway session of `sandbox` for `manager` (the `proxy:` block's settings of `tools`).
 

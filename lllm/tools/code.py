@@ -248,10 +248,7 @@ class ProxyTools:
             idle = SESSION_IDLE_TIMEOUT if idle is None else idle
             lifetime = SESSION_MAX_LIFETIME if lifetime is None else lifetime
         for key, value in (("packages", block.packages), ("idle_timeout", idle), ("max_lifetime", lifetime)):
-            if value is not None:
-                if key not in takes:
-                    raise ConfigError(f"agent {self.agent_name!r}: proxy.sandbox.{key} needs the docker backend "
-                                      f"(backend {block.backend!r} has no such option)", key=f"proxy.sandbox.{key}")
+            if value is not None and key in takes:  # given to a backend without them: refused by attach()
                 options[key] = value
         if "scope" in takes:
             options["scope"] = block.scope
@@ -439,6 +436,13 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
     from lllm.proxies.gateway import GatewayLimits
     from lllm.sandbox.base import SandboxLimits
 
+    from lllm.sandbox.backends import backend_options
+
+    takes = backend_options(cfg.sandbox.backend)
+    for key in ("packages", "idle_timeout", "max_lifetime"):
+        if getattr(cfg.sandbox, key) is not None and key not in takes:
+            raise ConfigError(f"agent {agent.name!r}: proxy.sandbox.{key} needs the docker backend (backend "
+                              f"{cfg.sandbox.backend!r} has no such option)", key=f"proxy.sandbox.{key}")
     for key, model, options in (("proxy.gateway", GatewayLimits, cfg.gateway),
                                 ("proxy.sandbox.limits", SandboxLimits, cfg.sandbox.limits)):
         try:

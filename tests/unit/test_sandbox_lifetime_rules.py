@@ -94,3 +94,20 @@ def test_bad_lifetime_options_are_refused_before_anything_starts() -> None:
         DockerSandbox(packages="pip")
     assert DockerSandbox(name="analysis-1").scope == "session"
     assert DockerSandbox(packages=["scipy", " rich "]).packages == ("scipy", "rich")
+
+
+def test_sandbox_block_mistakes_are_config_errors_at_build_time() -> None:
+    from lllm.core.agent import Agent
+    from lllm.errors import ConfigError
+    from lllm.invokers.scripted import ScriptedInvoker
+    from lllm.tools.code import attach
+
+    agent = Agent(name="a", system_prompt="s", model="m", llm_invoker=ScriptedInvoker([]))
+    with pytest.raises(ConfigError, match="proxy.sandbox.packages needs the docker backend"):
+        attach(agent, {"sandbox": {"backend": "local", "packages": "index"}})
+    with pytest.raises(ConfigError, match="this agent was built outside one"):
+        attach(agent, {"sandbox": {"backend": "local", "scope": "tactic"}})
+    with pytest.raises(ConfigError, match="cannot come from a pool"):
+        attach(agent, {"sandbox": {"scope": "session", "pool_size": 2}})
+    with pytest.raises(ConfigError, match="proxy.sandbox.scope"):
+        attach(agent, {"sandbox": {"scope": "forever"}})
