@@ -70,23 +70,26 @@ def _seconds(name: str) -> float:
 
 class Deadlines:
     """When the container must stop: `LLLM_MAX_LIFETIME` after `LLLM_CREATED`, `LLLM_IDLE_TIMEOUT` after the
-    last use the host wrote (the mtime of `last_used`; a missing or odd file counts from the start)."""
+    last use the host wrote (the mtime of `last_used`). Idleness counts only once the host has written that
+    file (it does when the kernel first answers), so a slow start is not idleness; until then, every few
+    seconds is a look."""
 
     def __init__(self) -> None:
         self.lifetime = _seconds("LLLM_MAX_LIFETIME")
         self.idle = _seconds("LLLM_IDLE_TIMEOUT")
         self.started = _seconds("LLLM_CREATED") or time.time()
 
-    def last_used(self) -> float:
+    def last_used(self) -> float | None:
         try:
-            return max(self.started, os.stat(LAST_USED_FILE, follow_symlinks=False).st_mtime)
+            return os.stat(LAST_USED_FILE, follow_symlinks=False).st_mtime
         except OSError:
-            return self.started
+            return None
 
     def expired(self, now: float) -> str | None:
         if self.lifetime and now >= self.started + self.lifetime:
             return f"its lifetime of {self.lifetime:g}s ended"
-        if self.idle and now >= self.last_used() + self.idle:
+        used = self.last_used() if self.idle else None
+        if used is not None and now >= used + self.idle:
             return f"it was idle for {self.idle:g}s"
         return None
 
@@ -96,7 +99,8 @@ class Deadlines:
         if self.lifetime:
             due.append(self.started + self.lifetime)
         if self.idle:
-            due.append(self.last_used() + self.idle)
+            used = self.last_used()
+            due.append(now + 5.0 if used is None else used + self.idle)
         return max(0.05, min(due) - now) if due else None
 
 

@@ -217,6 +217,9 @@ class DockerSandbox(KernelSandbox):
                 with _docker.translate_errors("start the sandbox container"):
                     self.container.start()
             except SandboxError as exc:
+                if self.name and "already in use" in str(exc):  # another process claimed the name just now
+                    raise UsageError(f"a sandbox named {self.name!r} is already running: attach to it with "
+                                     f"DockerSandbox.attach({self.name!r})", name=self.name) from exc
                 if isinstance(exc, SandboxStartError):
                     raise
                 hint = (f"; is the {self.runtime!r} runtime registered with dockerd (`docker info` lists them)?"
@@ -598,6 +601,8 @@ class DockerSandbox(KernelSandbox):
         from lllm.sandbox.package_relay import GUEST_PORT
 
         env, labels, tmpfs = options["environment"], options["labels"], options["tmpfs"]
+        if self.name:
+            options["name"] = f"lllm-s-{self.name}"  # the engine refuses a second container of that name
         labels[_docker.LABEL_SCOPE] = self.scope
         labels[_docker.LABEL_CREATED] = f"{self.created:.3f}"
         env["LLLM_CREATED"] = f"{self.created:.3f}"
@@ -630,7 +635,7 @@ class DockerSandbox(KernelSandbox):
 
         return {
             "sandbox_id": self.sandbox_id, "name": self.name, "scope": self.scope,
-            "container": getattr(self.container, "id", None), "container_name": f"lllm-{self.sandbox_id}",
+            "container": getattr(self.container, "id", None), "container_name": getattr(self.container, "name", ""),
             "session_dir": str(self.session_dir), "image": self.image, "network": self.network,
             "runtime": self.runtime, "limits": self.limits.model_dump(),
             "packages": "index" if self.packages == "index" else None,
@@ -801,6 +806,9 @@ class DockerSandbox(KernelSandbox):
         state = self._read_state()
         gen = state.get("gen") if state else None
         self._gen = gen if isinstance(gen, int) else int(record.get("gen") or 1)
+        if not _owner_alive(record.get("owner")):
+            for stale in ("gateway.sock", "gateway.token"):  # its gateway went with its process
+                _remove_entry(self._session_dir / stale)
         try:
             if self.packages == "index":
                 self._start_relay()
@@ -832,6 +840,17 @@ def _claim_name(name: str) -> None:
     from lllm.sandbox.reaper import remove_container
 
     remove_container(container)
+
+
+def _owner_alive(owner: Any) -> bool:
+    from lllm.sandbox._rundir import owner_alive
+
+    if not isinstance(owner, dict):
+        return False
+    try:
+        return owner_alive(int(owner.get("pid") or 0), str(owner.get("start") or ""), str(owner.get("host") or ""))
+    except (TypeError, ValueError):
+        return False
 
 
 def _ended_reason(session_dir: Path) -> str:

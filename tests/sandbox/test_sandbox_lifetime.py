@@ -171,7 +171,8 @@ def test_idle_timeout_removes_an_unused_sandbox_but_not_a_busy_one(sandbox_image
 OWNER = """
 import sys, time
 from lllm.sandbox import DockerSandbox, SandboxLimits
-sb = DockerSandbox(image=sys.argv[1], limits=SandboxLimits(memory="256m"), name=sys.argv[2], max_lifetime=8)
+sb = DockerSandbox(image=sys.argv[1], limits=SandboxLimits(memory="256m"), name=sys.argv[2],
+                   **{sys.argv[3]: float(sys.argv[4])})
 sb.start()
 sb.run_cell("x = 1")
 print(sb.sandbox_id, flush=True)
@@ -179,11 +180,15 @@ time.sleep(600)
 """
 
 
-def test_max_lifetime_ends_a_kept_sandbox_whose_owner_is_gone(tmp_path: Path, sandbox_image: str) -> None:
-    name = f"life-{RUN}"
+@pytest.mark.parametrize("limit, seconds, reason", [("max_lifetime", 8, "its lifetime of 8s ended"),
+                                                    ("idle_timeout", 6, "it was idle for 6s")])
+def test_limits_end_a_kept_sandbox_whose_owner_is_gone(tmp_path: Path, sandbox_image: str, limit: str,
+                                                      seconds: int, reason: str) -> None:
+    name = f"{limit[:4]}-{RUN}"
     script = tmp_path / "owner.py"
     script.write_text(OWNER)
-    owner = subprocess.Popen([sys.executable, str(script), sandbox_image, name], stdout=subprocess.PIPE, text=True)
+    owner = subprocess.Popen([sys.executable, str(script), sandbox_image, name, limit, str(seconds)],
+                             stdout=subprocess.PIPE, text=True)
     try:
         sandbox_id = owner.stdout.readline().strip()  # type: ignore[union-attr]
         assert sandbox_id, "the owner did not start its sandbox"
@@ -192,17 +197,17 @@ def test_max_lifetime_ends_a_kept_sandbox_whose_owner_is_gone(tmp_path: Path, sa
         (kept,) = _containers(**{LABEL_NAME: name})
         assert kept.name not in reap(dry_run=True).containers  # a running session sandbox within its limits
         rows = {row["id"]: row for row in json.loads(_cli("sandbox", "ls", "--json").stdout)}
-        assert rows[sandbox_id]["orphan"] is True and rows[sandbox_id]["max_lifetime"] == 8
+        assert rows[sandbox_id]["orphan"] is True and rows[sandbox_id][limit] == seconds
         deadline = time.monotonic() + 30
         while kept.status == "running" and time.monotonic() < deadline:  # its supervisor ends it, no host needed
             time.sleep(0.5)
             kept.reload()
         assert kept.status == "exited"
-        with pytest.raises(SandboxError, match="its lifetime of 8s ended") as info:
+        with pytest.raises(SandboxError, match=reason) as info:  # its supervisor said why
             DockerSandbox.attach(name)
         assert info.value.reason == "dead"
         report = reap()
-        assert kept.name in report.containers and "lifetime" in report.reasons[kept.name]
+        assert kept.name in report.containers and limit.split("_")[-1] in report.reasons[kept.name]
         assert _containers(**{LABEL_NAME: name}) == []
     finally:
         if owner.poll() is None:
