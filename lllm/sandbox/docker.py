@@ -52,8 +52,8 @@ import stat
 import threading
 import time
 import weakref
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from lllm.errors import SandboxClosed, SandboxError, SandboxFileError, SandboxStartError, UsageError
@@ -63,7 +63,8 @@ from lllm.sandbox.commands import CommandResult
 from lllm.sandbox._kernel import KernelChannels, iopub_message_limit, write_connection_file
 from lllm.sandbox._mounts import check_mounts, mount_specs
 from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
-from lllm.sandbox.base import DEFAULT_MAX_OUTPUT_CHARS, CellResult, RecordLimits, SandboxLimits, SandboxState, parse_size
+from lllm.sandbox.base import (DEFAULT_MAX_OUTPUT_CHARS, CellResult, RecordLimits, SandboxLimits, SandboxState,
+                               parse_size)
 
 WORKSPACE = "/home/sandbox/work"
 HOME = "/home/sandbox"
