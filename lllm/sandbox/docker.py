@@ -191,9 +191,9 @@ class DockerSandbox(KernelSandbox):
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def _start(self) -> None:
         check_mounts(self.mounts)  # a folder removed since the constructor: fail before anything exists
+        self.sandbox_id = new_sandbox_id()
         image = self._resolve_image()
         self.image = image
-        self.sandbox_id = new_sandbox_id()
         if self.name:
             _claim_name(self.name)
         # A tmpfs as large as the workspace: uploads and downloads pass through it, nothing more is needed.

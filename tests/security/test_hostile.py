@@ -323,7 +323,7 @@ pids = [p for p in os.listdir('/proc') if p.isdigit()]
     seen, run_files, few_pids = eval(res.result)  # noqa: S307 - our own literal
     assert seen == [] and few_pids
     assert "secret-a.txt" not in run_files and set(run_files) <= {
-        "kernel.json", "kernel.state", "kernel-1", "kernel-2", "kernel-3", "kernel-4", "kernel-5"}
+        "kernel.json", "kernel.state", "kernel-1", "kernel-2", "kernel-3", "kernel-4", "kernel-5", "last_used"}
     assert "secret-a.txt" not in other.list_files()
     assert other.session_dir != sb.session_dir
 
