@@ -436,14 +436,12 @@ class PackageRelay:
     def _serve_page(self, handler: _Handler, url: str, *, head: bool) -> None:
         accept = _ACCEPT_JSON if _JSON_TYPE in (handler.headers.get("Accept") or "") else _ACCEPT_HTML
         project = url[len(self.index.origin + self.index.path):].strip("/") or None
-        client = _client(self.index.verify)
         current = url
         try:
             for _ in range(6):
-                response = client.get(current, headers={"Accept": accept}, auth=self._auth_for(current),
-                                      follow_redirects=False)
-                if response.is_redirect and response.headers.get("location"):
-                    nxt = urljoin(current, response.headers["location"])
+                status, headers, content = self._fetch_page(current, accept)
+                if 300 <= status < 400 and headers.get("location"):
+                    nxt = urljoin(current, headers["location"])
                     if not (nxt.startswith(self.index.origin + self.index.path)):
                         raise _Refused(502, "the index redirected outside itself")
                     current = nxt
@@ -458,19 +456,17 @@ class PackageRelay:
                          error=f"the index did not answer: {type(exc).__name__}: {exc}"[:500], url=url)
             handler.reply(502, f"the package index {self.index.display} did not answer: {type(exc).__name__}")
             return
-        if response.status_code == 404:
+        if status == 404:
             raise _Refused(404, f"the package index {self.index.display} has no project {project!r}",
                            package=_normalise(project) if project else None)
-        if response.status_code != 200:
+        if status != 200:
             self._record(status="error", package=_normalise(project) if project else None,
-                         error=f"the index answered {response.status_code}", url=url)
-            handler.reply(502, f"the package index answered {response.status_code}")
+                         error=f"the index answered {status}", url=url)
+            handler.reply(502, f"the package index answered {status}")
             return
-        if len(response.content) > MAX_PAGE_BYTES:
-            raise _Refused(502, "the index page is too large")
-        content_type = response.headers.get("content-type", "text/html")
+        content_type = headers.get("content-type", "text/html")
         try:
-            body = self.rewrite_page(response.content, content_type, str(response.url))
+            body = self.rewrite_page(content, content_type, current)
         except ValueError as exc:
             handler.reply(502, f"the index page could not be read: {exc}")
             return
@@ -482,6 +478,18 @@ class PackageRelay:
         handler.end_headers()
         if not head:
             handler.wfile.write(body)
+
+    def _fetch_page(self, url: str, accept: str) -> tuple[int, dict[str, str], bytes]:
+        """One GET of an index page, read up to `MAX_PAGE_BYTES` (a larger one is refused, not held)."""
+        body = bytearray()
+        with _client(self.index.verify).stream("GET", url, headers={"Accept": accept}, auth=self._auth_for(url),
+                                               follow_redirects=False) as response:
+            if response.status_code == 200:
+                for chunk in response.iter_bytes(65536):
+                    body += chunk
+                    if len(body) > MAX_PAGE_BYTES:
+                        raise _Refused(502, "the index page is too large")
+            return response.status_code, {k.lower(): v for k, v in response.headers.items()}, bytes(body)
 
     def _serve_file(self, handler: _Handler, url: str, what: str, *, head: bool, started: float) -> None:
         filename = posixpath.basename(unquote(urlsplit(url).path))

@@ -439,6 +439,14 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
     from lllm.sandbox.backends import backend_options
 
     takes = backend_options(cfg.sandbox.backend)
+    if cfg.sandbox.packages == "index" and "packages" in takes:
+        from lllm.sandbox.package_relay import host_index
+
+        try:
+            host_index()
+        except LLLMError as exc:
+            raise ConfigError(f"agent {agent.name!r}: proxy.sandbox.packages is 'index', but {exc}",
+                              key="proxy.sandbox.packages") from None
     for key in ("packages", "idle_timeout", "max_lifetime"):
         if getattr(cfg.sandbox, key) is not None and key not in takes:
             raise ConfigError(f"agent {agent.name!r}: proxy.sandbox.{key} needs the docker backend (backend "

@@ -96,7 +96,7 @@ def test_bad_lifetime_options_are_refused_before_anything_starts() -> None:
     assert DockerSandbox(packages=["scipy", " rich "]).packages == ("scipy", "rich")
 
 
-def test_sandbox_block_mistakes_are_config_errors_at_build_time() -> None:
+def test_sandbox_block_mistakes_are_config_errors_at_build_time(monkeypatch: pytest.MonkeyPatch) -> None:
     from lllm.core.agent import Agent
     from lllm.errors import ConfigError
     from lllm.invokers.scripted import ScriptedInvoker
@@ -111,3 +111,6 @@ def test_sandbox_block_mistakes_are_config_errors_at_build_time() -> None:
         attach(agent, {"sandbox": {"scope": "session", "pool_size": 2}})
     with pytest.raises(ConfigError, match="proxy.sandbox.scope"):
         attach(agent, {"sandbox": {"scope": "forever"}})
+    monkeypatch.setenv("LLLM_PACKAGE_INDEX", "ftp://mirror.example/simple/")
+    with pytest.raises(ConfigError, match="packages is 'index', but .* is not an http"):
+        attach(agent, {"sandbox": {"packages": "index"}})
