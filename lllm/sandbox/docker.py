@@ -313,7 +313,9 @@ class DockerSandbox(KernelSandbox):
     def _check_alive_for_start(self) -> None:
         ended = self.exit_status()
         if ended is not None:
-            raise SandboxStartError(f"the sandbox kernel did not come up: {ended.describe()}",
+            expired = _ended_reason(self._session_dir) if self._session_dir is not None else ""
+            hint = f"; {expired}: give the sandbox a longer limit" if expired else ""
+            raise SandboxStartError(f"the sandbox kernel did not come up: {ended.describe()}{hint}",
                                     sandbox_id=self.sandbox_id)
 
     def _close(self) -> None:

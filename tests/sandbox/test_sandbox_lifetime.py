@@ -16,7 +16,7 @@ from typing import Any
 import docker
 import pytest
 
-from lllm.errors import ConfigError, SandboxClosed, SandboxError
+from lllm.errors import ConfigError, SandboxClosed, SandboxError, SandboxStartError
 from lllm.sandbox import DockerSandbox, SandboxLimits
 from lllm.sandbox._docker import LABEL, LABEL_NAME, LABEL_SCOPE, LABEL_SESSION, LABEL_TEST_RUN, LABEL_UID
 from lllm.sandbox.lifetime import read_record
@@ -166,6 +166,15 @@ def test_idle_timeout_removes_an_unused_sandbox_but_not_a_busy_one(sandbox_image
         assert _containers(**{LABEL_SESSION: sb.sandbox_id}) == []
     finally:
         sb.close()
+
+
+def test_a_lifetime_shorter_than_the_start_says_so_and_leaves_nothing(sandbox_image: str) -> None:
+    # a kernel takes far longer than 10 ms to come up: the supervisor ends the container before it answers
+    sb = DockerSandbox(image=sandbox_image, limits=LIMITS, max_lifetime=0.01)
+    with pytest.raises(SandboxStartError, match=r"it stopped because its lifetime of 0.01s ended: give the sandbox "
+                                                r"a longer limit"):
+        sb.start()
+    assert sb.sandbox_id and _containers(**{LABEL_SESSION: sb.sandbox_id}) == []
 
 
 OWNER = """
