@@ -188,6 +188,9 @@ def _register_run(subparsers: Any) -> None:
                      help="with --ray: run a task again up to N times when its worker or node is lost (default 3)")
     run.add_argument("--no-live", dest="live", action="store_false",
                      help="do not show what the agents' code prints while it runs (on stderr, by default)")
+    run.add_argument("--sandbox-session", metavar="ID",
+                     help="the sandbox that agents with `sandbox: {scope: session}` use and keep for later runs "
+                          "with the same ID (removed after its idle_timeout, or by `lllm sandbox rm ID`)")
     run.set_defaults(func=_cmd_run)
 
 
