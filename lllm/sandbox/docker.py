@@ -58,12 +58,12 @@ from typing import IO, Any
 
 from lllm.errors import SandboxClosed, SandboxError, SandboxFileError, SandboxStartError, UsageError
 from lllm.sandbox import _docker, _exec, commands, files, seccomp
-from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox, Listen
+from lllm.sandbox._cell_loop import CellSteps, ExitStatus, KernelSandbox, Listen
 from lllm.sandbox.commands import CommandResult
 from lllm.sandbox._kernel import KernelChannels, iopub_message_limit, write_connection_file
 from lllm.sandbox._mounts import check_mounts, mount_specs
 from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
-from lllm.sandbox.base import (DEFAULT_MAX_OUTPUT_CHARS, CellResult, RecordLimits, SandboxLimits, SandboxState,
+from lllm.sandbox.base import (DEFAULT_MAX_OUTPUT_CHARS, RecordLimits, SandboxLimits, SandboxState,
                                parse_size)
 
 WORKSPACE = "/home/sandbox/work"
@@ -665,11 +665,13 @@ class DockerSandbox(KernelSandbox):
             except OSError:
                 pass  # attach and the reaper's idle view are the poorer for it; the sandbox itself is fine
 
-    def _run_cell(self, code: str, **kwargs: Any) -> CellResult:
+    def cell_steps(self, code: str, *, timeout: float | None, listen: Listen | None = None) -> CellSteps:
+        # Wrapping the steps (not `_run_cell`) counts async cells as use too, and keeps `_run_cell`'s signature,
+        # by which the base class knows this backend streams (`listen=`).
         self._busy += 1
         self._touch()
         try:
-            return super()._run_cell(code, **kwargs)
+            return (yield from super().cell_steps(code, timeout=timeout, listen=listen))
         finally:
             self._busy -= 1
             self._touch()
