@@ -25,6 +25,7 @@ __all__ = [
     "MAX_IMAGES",
     "PAYLOAD_CHARS",
     "RECORD_TYPES",
+    "REPORT_CHARS",
     "AgentCallRecord",
     "ApiCallRecord",
     "BrowserActionRecord",
@@ -32,6 +33,7 @@ __all__ = [
     "InvokeCost",
     "ModelCallRecord",
     "PackageRecord",
+    "TestRunRecord",
     "ToolCallRecord",
     "TraceRecord",
     "TraceRecordAdapter",
@@ -223,12 +225,39 @@ class PackageRecord(_Record):
     """Requests this record stands for (refusals past the first 50 of a sandbox are summed into one)."""
 
 
+class TestRunRecord(_Record):
+    """One run of a project's tests (the `run_tests` tool, `lllm.ci`)."""
+
+    __test__ = False  # a record, not a test class
+
+    kind: Literal["test_run"] = "test_run"
+    agent: str | None = None
+    path: str
+    """The project's folder (in the sandbox's workspace)."""
+    selection: str | None = None
+    """The node-id filter the run was given, if any."""
+    exit_code: int
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    total: int = 0
+    duration_s: float = 0.0
+    summary: str | None = None
+    """What the agent read (capped at `PAYLOAD_CHARS`)."""
+    report: str | None = None
+    """The whole report (`lllm.ci.TestReport` as JSON, capped at `REPORT_CHARS`)."""
+
+
+REPORT_CHARS = 1_000_000
+"""The most characters of a test report a `TestRunRecord` keeps."""
+
+
 RECORD_TYPES: tuple[type[BaseModel], ...] = (ModelCallRecord, AgentCallRecord, ToolCallRecord, CellRecord,
-                                             ApiCallRecord, BrowserActionRecord, PackageRecord)
+                                             ApiCallRecord, BrowserActionRecord, PackageRecord, TestRunRecord)
 """Every record class, in the order the LogStore creates their tables."""
 TraceRecord = Annotated[
     Union[ModelCallRecord, AgentCallRecord, ToolCallRecord, CellRecord, ApiCallRecord, BrowserActionRecord,
-          PackageRecord],
+          PackageRecord, TestRunRecord],
     Field(discriminator="kind"),
 ]
 TraceRecordAdapter: TypeAdapter[Any] = TypeAdapter(TraceRecord)

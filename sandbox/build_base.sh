@@ -12,7 +12,7 @@ set -eu
 TAG="${1:-lllm/sandbox-base:bookworm}"
 SUITE="${LLLM_DEBIAN_SUITE:-bookworm}"
 MIRROR="${LLLM_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-PACKAGES="python3-ipykernel python3-numpy python3-pandas python3-matplotlib python3-pip tini"
+PACKAGES="python3-ipykernel python3-numpy python3-pandas python3-matplotlib python3-pip python3-pytest tini"
 
 if [ "${LLLM_FORCE_BASE:-0}" != "1" ] && docker image inspect "$TAG" >/dev/null 2>&1; then
     echo "$TAG"

@@ -1,13 +1,14 @@
 #!/bin/sh
 # Install the sandbox image's packages (run by Dockerfile.sandbox during the build, as root).
 # - everything already there (the debootstrapped lllm base): install nothing, need no network;
-# - python3 is Debian's own (/usr/bin/python3): Debian's python3-* packages (pip too), no recommends;
+# - python3 is Debian's own (/usr/bin/python3): Debian's python3-* packages (pip too, and pytest for
+#   `lllm test`), no recommends;
 # - otherwise (python:3.12-slim and friends, python in /usr/local): tini from apt, the rest from pip.
 # Then refuse an image that carries a compiler, sudo or a docker client.
 set -eu
-PKGS_PY="ipykernel numpy pandas matplotlib"
+PKGS_PY="ipykernel numpy pandas matplotlib pytest"
 have_all() {
-    python3 -c "import ipykernel, numpy, pandas, matplotlib, matplotlib_inline" 2>/dev/null && [ -x /usr/bin/tini ] \
+    python3 -c "import ipykernel, numpy, pandas, matplotlib, matplotlib_inline, pytest" 2>/dev/null && [ -x /usr/bin/tini ] \
         && python3 -m pip --version >/dev/null 2>&1
 }
 if have_all; then
@@ -15,7 +16,7 @@ if have_all; then
 elif [ "$(command -v python3)" = "/usr/bin/python3" ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends \
-        python3-ipykernel python3-numpy python3-pandas python3-matplotlib python3-pip tini
+        python3-ipykernel python3-numpy python3-pandas python3-matplotlib python3-pip python3-pytest tini
     apt-get clean && rm -rf /var/lib/apt/lists/*
 else
     apt-get update -q

@@ -56,6 +56,7 @@ KIND_TABLES: dict[str, str] = {
     "cell": "cells",
     "api_call": "api_calls",
     "browser_action": "browser_actions",
+    "test_run": "test_runs",
 }
 """Trace record kind -> the table that holds it."""
 

@@ -1,0 +1,145 @@
+"""lllm.ci on the host, without containers: the guest's report lines read as hostile input, the split of tests
+across shards, the requirements a project declares, and the report's views (text, agent summary, JUnit)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from lllm.ci import install
+from lllm.ci._guest_plugin import split
+from lllm.ci._intake import MAX_LINE_CHARS, PREFIX, GuestReader
+from lllm.ci.render import render_summary, render_text, to_junit
+from lllm.ci.report import TestReport, TestResult
+from lllm.ci.runner import ShardRun, report_from_runs, stage_project
+
+
+def line(nonce: str, **event: object) -> str:
+    return f"\n{PREFIX}{nonce} {json.dumps(event)}\n"
+
+
+def test_only_whole_lines_with_the_runs_nonce_count() -> None:
+    reader = GuestReader("n1")
+    reader.feed("a test printed this\n" + line("n1", ev="start", nodeid="t.py::a")[:20])
+    reader.feed(line("n1", ev="start", nodeid="t.py::a")[20:])
+    reader.feed(line("other", ev="result", nodeid="t.py::a", outcome="passed", duration_s=1))  # another run's
+    reader.feed(f"prefix {PREFIX}n1 " + json.dumps({"ev": "start", "nodeid": "t.py::b"}) + "\n")  # not at line start
+    got = reader.close()
+    assert got.started == ["t.py::a"]
+    assert got.results == {}
+    assert got.running == "t.py::a"
+    assert "a test printed this" in got.tail
+
+
+def test_bad_records_are_dropped_and_counted() -> None:
+    reader = GuestReader("n")
+    reader.feed(line("n", ev="result", nodeid="t::a", outcome="exploded", duration_s=1))  # unknown outcome
+    reader.feed(line("n", ev="result", nodeid="t::b", outcome="passed", duration_s=float("nan")))
+    reader.feed(line("n", ev="result", nodeid="t::c", outcome="passed", duration_s=-1))
+    reader.feed(line("n", ev="result", nodeid=["list"], outcome="passed", duration_s=1))
+    reader.feed(line("n", ev="end", exitstatus=True))
+    reader.feed(line("n", ev="assigned", nodeids=["ok", 3], collected=2))
+    reader.feed(f"\n{PREFIX}n {{not json\n")
+    reader.feed(f"\n{PREFIX}n " + json.dumps({"ev": "start", "nodeid": "x" * MAX_LINE_CHARS}) + "\n")
+    reader.feed(line("n", ev="result", nodeid="t::d", outcome="failed", duration_s=2, message="m" * 20_000,
+                     traceback="t" * 20_000))
+    got = reader.close()
+    assert got.dropped == 8
+    assert list(got.results) == ["t::d"]
+    assert len(got.results["t::d"]["message"]) < 1100 and len(got.results["t::d"]["traceback"]) < 4100
+    assert got.assigned is None and got.end is None
+
+
+def test_an_endless_line_is_kept_bounded() -> None:
+    reader = GuestReader("n")
+    for _ in range(40):
+        reader.feed("y" * 100_000)  # no newline ever
+    reader.feed(line("n", ev="start", nodeid="t::a"))
+    got = reader.close()
+    assert got.started == ["t::a"]
+    assert len(reader._partial) == 0 and len(got.tail) <= 4000
+
+
+def test_the_split_is_even_without_durations_and_balanced_with_them() -> None:
+    ids = [f"t.py::t{i}" for i in range(10)]
+    parts = split(ids, 3, {})
+    assert sorted(sum(parts, [])) == sorted(ids) and [len(p) for p in parts] == [4, 3, 3]
+    durations = {"t.py::t0": 9.0, **{i: 1.0 for i in ids[1:]}}
+    parts = split(ids, 2, durations)
+    assert parts[0] == ["t.py::t0"] and len(parts[1]) == 9
+    assert split(ids, 2, durations) == parts  # every shard computes the same split
+
+
+def test_requirements_come_from_the_files_then_pyproject(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("# comment\nrequests>=2  # inline\n\nnumpy\n")
+    (tmp_path / "requirements-dev.txt").write_text("pytest\n")
+    found = install.project_requirements(tmp_path)
+    assert [(r.line, r.source) for r in found] == [("pytest", "requirements-dev.txt:1"),
+                                                    ("requests>=2", "requirements.txt:2"),
+                                                    ("numpy", "requirements.txt:4")]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "pyproject.toml").write_text('[project]\nname = "x"\ndependencies = ["attrs>=20"]\n')
+    assert [r.line for r in install.project_requirements(other)] == ["attrs>=20"]
+    assert install.unsatisfied_problems(found, '[["numpy", "not installed in the image"], ["evil", "x"], 3]\n')[0] \
+        .startswith("requirement 'numpy' (requirements.txt:4) cannot be installed: not installed")
+    assert install.unsatisfied_problems(found, "garbage") == [
+        "the image's packages could not be checked against the requirements"]
+
+
+def test_staging_leaves_out_vcs_caches_venvs_and_links(tmp_path: Path) -> None:
+    src = tmp_path / "p"
+    for folder in (".git", "__pycache__", "venv", "pkg"):
+        (src / folder).mkdir(parents=True)
+    (src / "venv" / "pyvenv.cfg").write_text("home = /usr\n")
+    (src / "pkg" / "mod.py").write_text("x = 1\n")
+    (src / "pkg" / "link.py").symlink_to(src / "pkg" / "mod.py")
+    notes = stage_project(src, tmp_path / "out")
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")) == [
+        "pkg", "pkg/mod.py"]
+    assert notes and "pkg/link.py" in notes[0]
+
+
+def _report() -> TestReport:
+    run = ShardRun.__new__(ShardRun)
+    from lllm.ci.report import ShardReport
+
+    run.__init__(ShardReport(index=0))  # type: ignore[misc]
+    run.results = {
+        "t.py::ok": {"outcome": "passed", "duration_s": 0.5, "message": "", "traceback": ""},
+        "t.py::bad": {"outcome": "failed", "duration_s": 0.1, "message": "assert 1 == 2\x1b[2J\x00",
+                      "traceback": "t.py:3: in bad\n    assert 1 == 2\nE   assert 1 == 2\x00"},
+    }
+    run.network = [("t.py::bad", "example.com:443")]
+    run.end_codes = [1]
+    run.shard.exit_code = 1
+    return report_from_runs("proj", [run], image="img", wall_s=1.5)
+
+
+def test_views_of_a_report() -> None:
+    report = _report()
+    assert report.exit_code == 1 and report.totals["failed"] == 1 and report.totals["passed"] == 1
+    assert report.tried_network and "the sandbox has no network" in report.failures()[0].message
+    text = render_text(report)
+    assert text.splitlines()[0].startswith("FAILED t.py::bad - assert 1 == 2")
+    assert text.splitlines()[-1] == "1 failed, 1 passed in 1.50 s (1 shard, image img)"
+    assert "slowest: 0.50 s t.py::ok" in text
+    summary = render_summary(report, max_chars=300)
+    assert summary.startswith("NOT PASSED (exit code 1): 1 failed, 1 passed") and len(summary) <= 300
+    root = ET.fromstring(to_junit(report).split("?>", 1)[1])
+    assert root.get("failures") == "1" and root.get("tests") == "2"
+    assert root.find("testcase/failure") is not None
+    assert TestReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_an_empty_run_says_no_tests() -> None:
+    from lllm.ci.report import ShardReport
+
+    run = ShardRun(ShardReport(index=0, exit_code=5))
+    report = report_from_runs("proj", [run])
+    assert report.exit_code == 5 and "no tests were collected" in report.reason
+
+
+def test_results_are_test_results() -> None:
+    assert TestResult(nodeid="a", outcome="xpass").outcome == "xpass"
