@@ -143,8 +143,10 @@ class CIPlugin:
                 _emit("hung", nodeid=nodeid, timeout_s=limit)
                 os._exit(HUNG_EXIT)
 
-        thread = threading.Thread(target=watch, daemon=True)
-        thread.start()
+        try:
+            threading.Thread(target=watch, daemon=True).start()
+        except RuntimeError:  # no thread to be had (a test used up the process limit): the alarm alone, then
+            return
         self.watchdog = stop
 
     def _disarm(self):
@@ -173,7 +175,7 @@ def split(ids, shards, durations):
     default = known[len(known) // 2]
     order = sorted(range(len(ids)), key=lambda i: (-float(durations.get(ids[i], default)), i))
     loads = [0.0] * shards
-    parts = [[] for _ in range(shards)]
+    parts: list = [[] for _ in range(shards)]
     for i in order:
         target = min(range(shards), key=lambda s: (loads[s], s))
         loads[target] += float(durations.get(ids[i], default)) + 0.001
@@ -225,6 +227,8 @@ def main():
     _NONCE = str(settings.get("nonce", ""))
     import pytest
 
+    # after -k, -m and other plugins have deselected theirs: the shard's part is of what would really run
+    pytest.hookimpl(trylast=True)(CIPlugin.pytest_collection_modifyitems)
     plugin = CIPlugin(settings)
     sys.addaudithook(plugin.audit)
     code = pytest.main(sys.argv[1:], plugins=[plugin])

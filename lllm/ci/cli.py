@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--junit", metavar="FILE", help="write the report as JUnit XML")
     parser.add_argument("--durations-from", metavar="FILE",
                         help="split --shards by this earlier --json report (default: this path's last run)")
-    parser.add_argument("pytest_args", nargs=argparse.REMAINDER,
+    parser.add_argument("pytest_args", nargs="*",
                         help="after --: arguments for pytest (-k EXPR, -x, test files)")
     parser.set_defaults(func=cmd_test)
 

@@ -54,7 +54,7 @@ def render_text(report: TestReport, *, slowest: int = 5) -> str:
         out.append(f"NOTE {note}")
     timed = [t for t in report.slowest(slowest) if t.duration_s > 0]
     if timed:
-        out.append("slowest: " + "; ".join(f"{t.duration_s:.2f} s {t.nodeid}" for t in timed))
+        out.append("slowest: " + "; ".join(f"{t.duration_s:.3g} s {t.nodeid}" for t in timed))
     out.append(totals_line(report))
     return "\n".join(out)
 

@@ -124,7 +124,7 @@ def test_views_of_a_report() -> None:
     text = render_text(report)
     assert text.splitlines()[0].startswith("FAILED t.py::bad - assert 1 == 2")
     assert text.splitlines()[-1] == "1 failed, 1 passed in 1.50 s (1 shard, image img)"
-    assert "slowest: 0.50 s t.py::ok" in text
+    assert "slowest: 0.5 s t.py::ok; 0.1 s t.py::bad" in text
     summary = render_summary(report, max_chars=300)
     assert summary.startswith("NOT PASSED (exit code 1): 1 failed, 1 passed") and len(summary) <= 300
     root = ET.fromstring(to_junit(report).split("?>", 1)[1])
