@@ -147,11 +147,11 @@ def run_in_sandbox(sandbox: Any, *, cwd: str = ".", pytest_args: Sequence[str] =
             run.shard.exit_code = result.exit_code if result.exit_code is not None and result.exit_code >= 0 else None
             if run.shard.exit_code is None or result.status == "oom":
                 run.shard.status = "oom" if result.status == "oom" else "error"
-                run.shard.reason = _ended(result, got, test_timeout)
+                run.shard.reason = _ended(result, got, test_timeout, sandbox)
             run.tail = (run.tail + got.tail + result.stderr[-2000:])[-4000:]
             break
         # pytest was killed mid-run: the test it was running pays, the rest run again in the same sandbox
-        reason = _ended(result, got, test_timeout)
+        reason = _ended(result, got, test_timeout, sandbox)
         if result.status == "oom":
             run.shard.status = "oom"
             run.shard.reason = "pytest was killed for memory (the sandbox's limit); the tests after it ran again"
@@ -176,12 +176,13 @@ def run_in_sandbox(sandbox: Any, *, cwd: str = ".", pytest_args: Sequence[str] =
     return run
 
 
-def _ended(result: Any, got: GuestReport, test_timeout: float | None) -> str:
+def _ended(result: Any, got: GuestReport, test_timeout: float | None, sandbox: Any) -> str:
     if got.hung:
         return (f"timed out: it ran past the per-test timeout of {test_timeout:g} s and did not stop, so its "
                 "pytest process was ended" if test_timeout else "it did not stop")
     if result.status == "oom":
-        return "killed: the sandbox ran out of memory while it ran"
+        limit = getattr(getattr(sandbox, "limits", None), "memory", None)
+        return f"killed: the sandbox ran out of memory{f' (limit {limit})' if limit else ''} while it ran"
     tail = (result.stderr or "").strip().splitlines()
     last = tail[-1][:300] if tail else ""
     return f"pytest ended early (exit code {result.exit_code}){': ' + last if last else ''}"
