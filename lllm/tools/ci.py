@@ -11,7 +11,7 @@ agent_configs:
 `proxy:` block when it has one, so what `run_python` edits is what gets tested; else a sandbox of this block's
 own), and returns a compact summary: the totals and the first failures, within `max_output_chars`. The whole
 report goes to the log as a `TestRunRecord`. `source:` is a host folder copied to `path` before the first run
-(relative to the config file's folder or the working directory). Keys: `path` (default `.`), `source`,
+(relative to the working directory). Keys: `path` (default `.`), `source`,
 `shards` (pytest processes at once in the sandbox, splitting the tests), `timeout` (seconds per run, default
 300), `test_timeout` (per test), `pytest_args` (a list), `max_output_chars` (default 4000), `failures`
 (how many failures the summary shows, default 5).
@@ -142,9 +142,7 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> CITools:
         raise ConfigError(f"agent {agent.name!r}: bad ci block: {problems}", key="ci") from None
     source = None
     if cfg.source is not None:
-        config_path = (getattr(ctx, "config", None) or {}).get("_config_path") if ctx is not None else None
-        base = Path(config_path).parent if config_path else Path.cwd()
-        source = (base / cfg.source).expanduser().resolve()
+        source = Path(cfg.source).expanduser().resolve()
         if not source.is_dir():
             raise ConfigError(f"agent {agent.name!r}: ci.source {cfg.source!r} is not a folder (looked at "
                               f"{str(source)!r}); give the folder of the project to copy into the sandbox",
