@@ -47,7 +47,7 @@ def _cut(text):
     return text[:half] + "\n[... %d characters cut ...]\n" % (len(text) - MAX_TEXT) + text[-half:]
 
 
-class _Timeout(Exception):
+class PerTestTimeout(Exception):
     """Raised in a test that ran past the per-test timeout."""
 
 
@@ -131,7 +131,7 @@ class CIPlugin:
         limit = float(self.test_timeout)
         if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
             def on_alarm(signum, frame):
-                raise _Timeout("the test ran past the per-test timeout of %g s" % limit)
+                raise PerTestTimeout("the test ran past the per-test timeout of %g s" % limit)
 
             signal.signal(signal.SIGALRM, on_alarm)
             signal.setitimer(signal.ITIMER_REAL, limit)

@@ -180,6 +180,12 @@ def _record_lines(r: Any, full: bool, tool: Any = None) -> list[str]:
             body.append(("code", r.code))
         if r.result:
             body.append(("result", r.result))
+    elif kind == "test_run":
+        status = "passed" if r.exit_code == 0 else f"exit {r.exit_code}"
+        extra = (f"{_cut(r.path, 40)}{' ' + _cut(r.selection, 40) if r.selection else ''}: {r.passed} passed, "
+                 f"{r.failed} failed, {r.errors} errors in {r.duration_s:.2f}s")
+        if r.summary:
+            body.append(("summary", r.summary))
     err = f"  error: {_cut(r.error, 80) if not full else r.error}" if getattr(r, "error", None) else ""
     pad = "    " if tool is not None else ""
     lines = [f"  {_when(r.started_at)}  {pad}{kind:15} {who:24} {status:8} {extra}{err}"]
