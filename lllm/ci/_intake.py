@@ -79,6 +79,7 @@ class GuestReader:
         self._partial = ""
         self._records = 0
         self._tail = ""
+        self._assigned: set[str] = set()
 
     def feed(self, text: str) -> None:
         data = self._partial + text
@@ -123,6 +124,8 @@ class GuestReader:
     def _take(self, event: dict[str, Any]) -> bool:
         report = self.report
         kind = event.get("ev")
+        if kind in ("start", "result", "net", "hung") and _nodeid(event.get("nodeid")) not in self._assigned:
+            return False  # only tests pytest collected for this shard: a record cannot add a test
         if kind == "start":
             nodeid = _nodeid(event.get("nodeid"))
             if nodeid is None:
@@ -148,6 +151,7 @@ class GuestReader:
             if len(valid) != len(ids) or len(valid) > MAX_RECORDS:
                 return False
             report.assigned, report.collected = valid, int(collected)
+            self._assigned = set(valid)
             return True
         if kind == "collect_error":
             nodeid = _nodeid(event.get("nodeid"))

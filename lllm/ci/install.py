@@ -96,9 +96,10 @@ def prepare_image(requirements: list[Requirement], *, image: str | None,
     try:
         return PreparedImage(build(lines, log=log))
     except LLLMError as exc:
-        where = ", ".join(r.source for r in requirements[:5])
-        return PreparedImage(None, problems=[f"the requirements ({where}) could not be installed: {exc}; the tests "
-                                             "ran in the sandbox image without them"])
+        named = ", ".join(f"{r.line!r} ({r.source})" for r in requirements[:10])
+        more = f" and {len(requirements) - 10} more" if len(requirements) > 10 else ""
+        return PreparedImage(None, problems=[f"the requirements {named}{more} could not be installed: {exc}; the "
+                                             "tests ran in the sandbox image without them"])
 
 
 CHECK_SCRIPT = r"""

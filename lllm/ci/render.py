@@ -36,9 +36,12 @@ def render_text(report: TestReport, *, slowest: int = 5) -> str:
         out.append(f"{label} {test.nodeid} - {test.message}".rstrip(" -"))
         out += [f"    {row}" for row in _short_traceback(test)]
     for shard in report.shards:
-        if shard.status != "ok" or shard.interrupted:
-            extra = f" (running then: {', '.join(shard.interrupted[:3])})" if shard.interrupted else ""
+        extra = f" (running then: {', '.join(shard.interrupted[:3])})" if shard.interrupted else ""
+        if shard.status != "ok":
             out.append(f"SHARD {shard.index} {shard.status.upper()}: {shard.reason}{extra}")
+        elif shard.interrupted:
+            out.append(f"SHARD {shard.index}: pytest was ended {len(shard.interrupted)} time(s) by a test that would "
+                       f"not stop, and started again for the tests after it{extra}")
     for problem in report.setup_problems:
         out.append(f"SETUP {problem}")
     if report.tried_network:

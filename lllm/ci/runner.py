@@ -87,6 +87,8 @@ class ShardRun:
     tail: str = ""
     dropped: int = 0
     end_codes: list[int] = field(default_factory=list)
+    skipped_by_pytest: int = 0
+    """Tests collected for this shard that pytest itself did not run (`-x` after a failure, `--collect-only`)."""
 
 
 def _alive(sandbox: Any) -> bool:
@@ -110,6 +112,7 @@ def run_in_sandbox(sandbox: Any, *, cwd: str = ".", pytest_args: Sequence[str] =
     argv = ["python3", "-c", source, *DEFAULT_PYTEST_ARGS, *pytest_args]
     keep: list[str] | None = None
     assigned: list[str] | None = None
+    ended_by_itself = False
     started_at = time.monotonic()
     while True:
         nonce = secrets.token_hex(8)
@@ -135,6 +138,7 @@ def run_in_sandbox(sandbox: Any, *, cwd: str = ".", pytest_args: Sequence[str] =
                 _set(run, running, "error", "interrupted: it was running when the whole-run timeout ended the shard")
             break
         if got.end is not None and not (result.status == "oom" or got.hung):
+            ended_by_itself = True
             run.end_codes.append(got.end["exitstatus"])
             run.shard.exit_code = got.end["exitstatus"]
             if got.end.get("cpu_s") is not None:
@@ -169,9 +173,13 @@ def run_in_sandbox(sandbox: Any, *, cwd: str = ".", pytest_args: Sequence[str] =
         keep = left
     if assigned is not None:
         run.shard.assigned = len(assigned)
-        run.shard.not_run = [n for n in assigned if n not in run.results]
-        for nodeid in run.shard.not_run:
-            _set(run, nodeid, "error", f"not run: {run.shard.reason or 'the shard ended before it'}")
+        left = [n for n in assigned if n not in run.results]
+        if ended_by_itself:  # pytest chose not to run them (-x, --collect-only, ...): as in its own report
+            run.skipped_by_pytest = len(left)
+        else:
+            run.shard.not_run = left
+            for nodeid in left:
+                _set(run, nodeid, "error", f"not run: {run.shard.reason or 'the shard ended before it'}")
     run.shard.wall_s = round(time.monotonic() - started_at, 3)
     return run
 
@@ -287,6 +295,7 @@ def run_tests(path: str | Path, *, shards: int = 1, image: str | None = None,
     runs: list[ShardRun | None] = [None] * shards
     errors: list[BaseException | None] = [None] * shards
     images: list[str] = [""] * shards
+    live: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="lllm-ci-") as staging:
         report.notes += stage_project(project, Path(staging) / PROJECT_DIR)
 
@@ -294,6 +303,7 @@ def run_tests(path: str | Path, *, shards: int = 1, image: str | None = None,
             begun = time.monotonic()
             sandbox = DockerSandbox(image=prepared.image, limits=limits, network=False, cell_timeout=None,
                                     max_stored_chars=64 * 1024, labels={"lllm.ci": "1"})
+            live.append(sandbox)
             try:
                 sandbox.start()
                 images[index] = sandbox.image or ""
@@ -313,11 +323,19 @@ def run_tests(path: str | Path, *, shards: int = 1, image: str | None = None,
             finally:
                 sandbox.close()
 
-        threads = [threading.Thread(target=one, args=(i,), name=f"lllm-ci-shard-{i}") for i in range(shards)]
+        threads = [threading.Thread(target=one, args=(i,), name=f"lllm-ci-shard-{i}", daemon=True)
+                   for i in range(shards)]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:  # Ctrl-C: remove the sandboxes now (their commands end with them), then go
+            for sandbox in list(live):
+                sandbox.close()
+            for thread in threads:
+                thread.join(timeout=30)
+            raise
     from lllm.errors import SandboxStartError
 
     if all(isinstance(e, SandboxStartError) for e in errors):
@@ -374,6 +392,9 @@ def _assemble(report: TestReport, runs: list[ShardRun], shards: int) -> None:
                     f"[it tried to reach {', '.join(net[nodeid][:3])}: the sandbox has no network]")
             report.tests.append(TestResult(nodeid=nodeid, outcome=data["outcome"], duration_s=data["duration_s"],
                                            message=message, traceback=data["traceback"], shard=run.shard.index))
+        if run.skipped_by_pytest:
+            report.notes.append(f"shard {run.shard.index}: pytest did not run {run.skipped_by_pytest} collected "
+                                "test(s) (it was told to stop early: -x, --maxfail, --collect-only)")
         if run.dropped:
             report.notes.append(f"shard {run.shard.index}: {run.dropped} unreadable report line(s) were dropped")
     report.tried_network = bool(report.network_attempts)

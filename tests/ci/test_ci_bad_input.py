@@ -3,7 +3,8 @@ tests' results are kept, and no sandbox is left behind.
 
 The hostile tests share one run (`hostile`): a test that hangs (the per-test timeout's alarm stops it), one
 that ignores the alarm (its pytest is ended, the rest run again), one that fills the disk, one that runs out of
-memory and one that forks without end, with a passing test after each."""
+memory, one that floods the report channel with junk and forged records and one that forks without end, with
+a passing test after each."""
 
 from __future__ import annotations
 
@@ -64,6 +65,17 @@ HOSTILE = """
     def test_h_after_memory():
         pass
 
+    def test_ha_floods_the_report_channel():
+        import __main__ as plugin, json
+        junk = b"y" * (1 << 20) + b"\\n"
+        for _ in range(8):
+            os.write(plugin._OUT, junk)  # 8 MB of lines that are no records
+        forged = [{"ev": "result", "nodeid": "test_hostile.py::test_ghost", "outcome": "passed", "duration_s": 1},
+                  {"ev": "result", "nodeid": "test_hostile.py::test_b_after_hang", "outcome": "exploded"},
+                  {"ev": "end", "exitstatus": "zero"}]
+        for event in forged * 100:
+            os.write(plugin._OUT, ("\\n\\x1elllm-ci %s %s\\n" % (plugin._NONCE, json.dumps(event))).encode())
+
     def test_i_forks_without_end():
         while True:
             try:
@@ -94,9 +106,18 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, sandbox_image: str) -> Tes
 
 def test_every_other_test_still_ran_and_passed(hostile: TestReport) -> None:
     got = outcomes(hostile)
+    from lllm.ci import render_text
     assert [name for name, (outcome, _) in got.items() if outcome == "passed"] == [
-        "test_b_after_hang", "test_d_after_ignore", "test_f_after_disk", "test_h_after_memory", "test_j_after_fork"]
-    assert hostile.exit_code == 1 and hostile.totals["total"] == 10
+        "test_b_after_hang", "test_d_after_ignore", "test_f_after_disk", "test_h_after_memory",
+        "test_ha_floods_the_report_channel", "test_j_after_fork"], render_text(hostile)
+    assert hostile.exit_code == 1 and hostile.totals["total"] == 11
+
+
+def test_a_flood_of_junk_and_forged_records_is_dropped_and_counted(hostile: TestReport) -> None:
+    assert "test_ghost" not in outcomes(hostile)  # a record cannot add a test pytest did not collect
+    assert outcomes(hostile)["test_b_after_hang"][0] == "passed"
+    assert any(note.startswith("shard 0: 300 unreadable report line(s) were dropped") for note in hostile.notes)
+    assert len(hostile.model_dump_json()) < 200_000
 
 
 def test_a_hanging_test_stops_at_the_per_test_timeout(hostile: TestReport) -> None:

@@ -19,8 +19,14 @@ def line(nonce: str, **event: object) -> str:
     return f"\n{PREFIX}{nonce} {json.dumps(event)}\n"
 
 
+def reader_for(nonce: str, *nodeids: str) -> GuestReader:
+    reader = GuestReader(nonce)
+    reader.feed(line(nonce, ev="assigned", nodeids=list(nodeids), collected=len(nodeids)))
+    return reader
+
+
 def test_only_whole_lines_with_the_runs_nonce_count() -> None:
-    reader = GuestReader("n1")
+    reader = reader_for("n1", "t.py::a", "t.py::b")
     reader.feed("a test printed this\n" + line("n1", ev="start", nodeid="t.py::a")[:20])
     reader.feed(line("n1", ev="start", nodeid="t.py::a")[20:])
     reader.feed(line("other", ev="result", nodeid="t.py::a", outcome="passed", duration_s=1))  # another run's
@@ -34,25 +40,28 @@ def test_only_whole_lines_with_the_runs_nonce_count() -> None:
 
 def test_bad_records_are_dropped_and_counted() -> None:
     reader = GuestReader("n")
+    reader.feed(line("n", ev="assigned", nodeids=["ok", 3], collected=2))
+    reader.feed(line("n", ev="assigned", nodeids=["t::a", "t::b", "t::c", "t::d"], collected=4))
     reader.feed(line("n", ev="result", nodeid="t::a", outcome="exploded", duration_s=1))  # unknown outcome
     reader.feed(line("n", ev="result", nodeid="t::b", outcome="passed", duration_s=float("nan")))
     reader.feed(line("n", ev="result", nodeid="t::c", outcome="passed", duration_s=-1))
     reader.feed(line("n", ev="result", nodeid=["list"], outcome="passed", duration_s=1))
     reader.feed(line("n", ev="end", exitstatus=True))
-    reader.feed(line("n", ev="assigned", nodeids=["ok", 3], collected=2))
+    reader.feed(line("n", ev="assigned", nodeids=["t::ghost"], collected=1))  # a second one
+    reader.feed(line("n", ev="result", nodeid="t::ghost", outcome="passed", duration_s=1))  # not collected
     reader.feed(f"\n{PREFIX}n {{not json\n")
     reader.feed(f"\n{PREFIX}n " + json.dumps({"ev": "start", "nodeid": "x" * MAX_LINE_CHARS}) + "\n")
     reader.feed(line("n", ev="result", nodeid="t::d", outcome="failed", duration_s=2, message="m" * 20_000,
                      traceback="t" * 20_000))
     got = reader.close()
-    assert got.dropped == 8
+    assert got.dropped == 10
     assert list(got.results) == ["t::d"]
     assert len(got.results["t::d"]["message"]) < 1100 and len(got.results["t::d"]["traceback"]) < 4100
-    assert got.assigned is None and got.end is None
+    assert got.assigned == ["t::a", "t::b", "t::c", "t::d"] and got.end is None
 
 
 def test_an_endless_line_is_kept_bounded() -> None:
-    reader = GuestReader("n")
+    reader = reader_for("n", "t::a")
     for _ in range(40):
         reader.feed("y" * 100_000)  # no newline ever
     reader.feed(line("n", ev="start", nodeid="t::a"))
@@ -143,3 +152,20 @@ def test_an_empty_run_says_no_tests() -> None:
 
 def test_results_are_test_results() -> None:
     assert TestResult(nodeid="a", outcome="xpass").outcome == "xpass"
+
+
+def test_no_shape_of_record_makes_the_reader_raise() -> None:
+    odd = [None, True, -1, 1e400, "x", "", ["a"], {"a": 1}, "\n", "\ud800"]
+    fields = ["nodeid", "outcome", "duration_s", "message", "traceback", "nodeids", "collected", "target",
+              "exitstatus", "cpu_s", "max_rss_kb"]
+    reader = reader_for("n", "t::a")
+    for kind in ("start", "result", "assigned", "collect_error", "net", "hung", "end", "other", None, 3):
+        for name in fields:
+            for value in odd:
+                base = {"ev": kind, "nodeid": "t::a", "outcome": "passed", "duration_s": 1, "nodeids": ["t::a"],
+                        "collected": 1, "target": "h:1", "exitstatus": 0}
+                base[name] = value
+                reader.feed(f"\n{PREFIX}n " + json.dumps(base, default=str) + "\n")
+        reader.feed(f"\n{PREFIX}n " + json.dumps([kind]) + "\n")
+    got = reader.close()
+    assert got.dropped > 0 and set(got.results) <= {"t::a"}
