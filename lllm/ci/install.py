@@ -89,17 +89,23 @@ def prepare_image(requirements: list[Requirement], *, image: str | None,
     """The image to run the tests in, and what could not be installed (never raises for a requirement)."""
     if image is not None or not requirements:
         return PreparedImage(image)
+    options = [r for r in requirements if r.line.startswith("-")]
+    requirements = [r for r in requirements if not r.line.startswith("-")]
+    problems = [f"requirement line {r.line!r} ({r.source}) is an option (-r, -e, --index-url, ...): not installed; "
+                "name the packages themselves, or give --image with them installed" for r in options]
+    if not requirements:
+        return PreparedImage(None, problems=problems)
     build = _derived_image()
     if build is None:
-        return PreparedImage(None, unchecked=list(requirements))
+        return PreparedImage(None, unchecked=list(requirements), problems=problems)
     lines = [r.line for r in requirements]
     try:
-        return PreparedImage(build(lines, log=log))
+        return PreparedImage(build(lines, log=log), problems=problems)
     except LLLMError as exc:
         named = ", ".join(f"{r.line!r} ({r.source})" for r in requirements[:10])
         more = f" and {len(requirements) - 10} more" if len(requirements) > 10 else ""
-        return PreparedImage(None, problems=[f"the requirements {named}{more} could not be installed: {exc}; the "
-                                             "tests ran in the sandbox image without them"])
+        return PreparedImage(None, problems=[*problems, f"the requirements {named}{more} could not be installed: "
+                                                         f"{exc}; the tests ran in the sandbox image without them"])
 
 
 CHECK_SCRIPT = r"""
@@ -112,9 +118,7 @@ except ImportError:
 out = []
 for line in json.loads(sys.stdin.read()):
     why = None
-    if line.startswith("-"):
-        why = "an option line, not a package"
-    elif Requirement is None:
+    if Requirement is None:
         why = "cannot be read here (no packaging module in the image)"
     else:
         try:

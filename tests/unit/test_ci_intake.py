@@ -169,3 +169,12 @@ def test_no_shape_of_record_makes_the_reader_raise() -> None:
         reader.feed(f"\n{PREFIX}n " + json.dumps([kind]) + "\n")
     got = reader.close()
     assert got.dropped > 0 and set(got.results) <= {"t::a"}
+
+
+def test_option_lines_are_setup_problems_not_installs(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("-r base.txt\n-e .\n")
+    prepared = install.prepare_image(install.project_requirements(tmp_path), image=None)
+    assert prepared.image is None and prepared.unchecked == []
+    assert [p.split(" is an option")[0] for p in prepared.problems] == [
+        "requirement line '-r base.txt' (requirements.txt:1)", "requirement line '-e .' (requirements.txt:2)"]
+    assert install.prepare_image(install.project_requirements(tmp_path), image="mine:1").image == "mine:1"
