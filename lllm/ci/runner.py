@@ -101,8 +101,7 @@ def _alive(sandbox: Any) -> bool:
 
 def run_in_sandbox(sandbox: Any, *, cwd: str = ".", pytest_args: Sequence[str] = (), shard: int = 0,
                    shards: int = 1, durations: dict[str, float] | None = None, test_timeout: float | None = None,
-                   deadline: float | None = None, on_event: Callable[[str, dict[str, Any]], None] | None = None,
-                   ) -> ShardRun:
+                   deadline: float | None = None) -> ShardRun:
     """Run pytest in `sandbox` (started), in `cwd` under its workspace, as shard `shard` of `shards`.
 
     The sandbox is left as it is (running) for the caller to close. Never raises for what the tests did.
@@ -148,8 +147,9 @@ def run_in_sandbox(sandbox: Any, *, cwd: str = ".", pytest_args: Sequence[str] =
                 run.shard.max_rss_mb = round(max(run.shard.max_rss_mb or 0.0, rss), 1)
             break
         if assigned is None:  # pytest ended before it had collected anything
-            run.shard.exit_code = result.exit_code if result.exit_code is not None and result.exit_code >= 0 else None
-            if run.shard.exit_code is None or result.status == "oom":
+            if result.status != "oom" and result.exit_code in (3, 4):  # pytest's internal and usage errors
+                run.shard.exit_code = result.exit_code
+            else:
                 run.shard.status = "oom" if result.status == "oom" else "error"
                 run.shard.reason = _ended(result, got, test_timeout, sandbox)
             run.tail = (run.tail + got.tail + result.stderr[-2000:])[-4000:]
@@ -193,6 +193,8 @@ def _ended(result: Any, got: GuestReport, test_timeout: float | None, sandbox: A
         return f"killed: the sandbox ran out of memory{f' (limit {limit})' if limit else ''} while it ran"
     tail = (result.stderr or "").strip().splitlines()
     last = tail[-1][:300] if tail else ""
+    if "No module named 'pytest'" in last:
+        return f"the image {getattr(sandbox, 'image', '')!r} has no pytest: give an image with pytest installed"
     return f"pytest ended early (exit code {result.exit_code}){': ' + last if last else ''}"
 
 

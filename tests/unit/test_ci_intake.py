@@ -178,3 +178,29 @@ def test_option_lines_are_setup_problems_not_installs(tmp_path: Path) -> None:
     assert [p.split(" is an option")[0] for p in prepared.problems] == [
         "requirement line '-r base.txt' (requirements.txt:1)", "requirement line '-e .' (requirements.txt:2)"]
     assert install.prepare_image(install.project_requirements(tmp_path), image="mine:1").image == "mine:1"
+
+
+class _Stub:
+    """A started sandbox whose every command ends as given (for how a run ends before any test ran)."""
+
+    image = "some:image"
+
+    def __init__(self, **result: object) -> None:
+        from lllm.sandbox.commands import CommandResult
+
+        self.result = CommandResult(**result)  # type: ignore[arg-type]
+
+    def run_command(self, argv: list[str], **options: object):  # noqa: ANN201
+        return self.result
+
+
+def test_an_image_without_pytest_and_a_usage_error_say_so() -> None:
+    from lllm.ci.runner import run_in_sandbox
+
+    missing = run_in_sandbox(_Stub(status="error", exit_code=1,
+                                   stderr="Traceback...\nModuleNotFoundError: No module named 'pytest'\n"))
+    report = report_from_runs("p", [missing])
+    assert report.exit_code == 2
+    assert report.reason == "shard 0: the image 'some:image' has no pytest: give an image with pytest installed"
+    usage = report_from_runs("p", [run_in_sandbox(_Stub(status="error", exit_code=4, stderr="ERROR: usage"))])
+    assert usage.exit_code == 4 and usage.reason == "pytest refused its arguments (usage error)"
