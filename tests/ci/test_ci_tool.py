@@ -40,6 +40,15 @@ def test_the_fix_the_test_example_goes_green(sandbox_image: str, tmp_path: Path)
     assert runs[0].summary.startswith("NOT PASSED (exit code 1): 1 failed, 1 passed in ")
     tool_calls = store.query("SELECT name FROM tool_calls ORDER BY started_at")
     assert [row["name"] for row in tool_calls] == ["run_tests", "run_python", "run_tests"]
+    import sqlite3
+
+    from lllm.logging.explorer._data import session_page
+
+    conn = sqlite3.connect(tmp_path / "log.db")
+    conn.row_factory = sqlite3.Row
+    page = session_page(conn, session.id)
+    assert [item["label"] for item in page["timeline"] if item["kind"] == "test_run"] == [
+        "tests project: 1 passed, 1 failed, 0 errors (exit 1)", "tests project: 2 passed, 0 failed, 0 errors (exit 0)"]
 
 
 def test_a_bad_ci_block_is_a_config_error(tmp_path: Path) -> None:

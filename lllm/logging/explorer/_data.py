@@ -242,6 +242,7 @@ def session_page(conn: sqlite3.Connection, session_id: str) -> dict[str, Any]:
     cells = _of_session(conn, tables, "cells", sid)
     apis = _of_session(conn, tables, "api_calls", sid)
     browser = _of_session(conn, tables, "browser_actions", sid)
+    test_runs = _of_session(conn, tables, "test_runs", sid)
 
     by_agent_model: dict[tuple[str, str], dict[str, Any]] = {}
     for m in models:
@@ -296,6 +297,9 @@ def session_page(conn: sqlite3.Connection, session_id: str) -> dict[str, Any]:
     add("api_call", apis, lambda r: f"{r.get('proxy')}/{r.get('endpoint')}", lambda r: r.get("latency_s"), "api")
     add("browser_action", browser, lambda r: f"{r.get('action')} {r.get('target') or ''}".strip(),
         lambda r: r.get("duration_s"), "browser")
+    add("test_run", test_runs, lambda r: f"tests {r.get('path')}: {r.get('passed')} passed, {r.get('failed')} failed, "
+                                         f"{r.get('errors')} errors (exit {r.get('exit_code')})",
+        lambda r: r.get("duration_s"), None)
     timeline.sort(key=lambda item: item["at"])
 
     dialogs = []
