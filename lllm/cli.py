@@ -239,7 +239,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # only a command that passes them on takes more (`lllm test PATH -- PYTEST_ARGS`)
+        if not getattr(args, "passes_extra_args", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.extra_args = extra[1:] if extra[0] == "--" else extra
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

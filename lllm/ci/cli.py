@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "pytest suite there and print a report: each failure with its short traceback, the slowest "
                     "tests, the totals. The exit status is 0 only when every test passed; otherwise pytest's own "
                     "code (1 failed, 2 interrupted, 3 internal/setup error, 4 usage error, 5 no tests). "
-                    "Arguments after -- go to pytest.")
+                    "Arguments after -- go to pytest (lllm test PATH -- -k EXPR -x).")
     parser.add_argument("path", help="the project's folder (its tests are found by pytest, from there)")
     parser.add_argument("--shards", type=int, default=1,
                         help="split the tests across N sandboxes run at once (by the last run's durations)")
@@ -31,18 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--junit", metavar="FILE", help="write the report as JUnit XML")
     parser.add_argument("--durations-from", metavar="FILE",
                         help="split --shards by this earlier --json report (default: this path's last run)")
-    parser.add_argument("pytest_args", nargs="*",
-                        help="after --: arguments for pytest (-k EXPR, -x, test files)")
-    parser.set_defaults(func=cmd_test)
+    # What follows `--` (and any option this command does not know) goes to pytest: lllm.cli hands it over as
+    # args.extra_args (an argparse positional cannot follow the options reliably).
+    parser.set_defaults(func=cmd_test, passes_extra_args=True)
 
 
 def cmd_test(args: argparse.Namespace) -> int:
     from lllm.ci.render import render_text, to_junit
     from lllm.ci.runner import DEFAULT_TIMEOUT, run_tests
 
-    extra = list(args.pytest_args or [])
-    if extra and extra[0] == "--":
-        extra = extra[1:]
+    extra = list(getattr(args, "extra_args", None) or [])
     report = run_tests(args.path, shards=args.shards, image=args.image, requirements=args.requirements,
                        pytest_args=extra, timeout=args.timeout or DEFAULT_TIMEOUT, test_timeout=args.test_timeout,
                        previous=args.durations_from,

@@ -314,9 +314,13 @@ def run_tests(path: str | Path, *, shards: int = 1, image: str | None = None,
                     answer = sandbox.run_command(["python3", "-c", install.CHECK_SCRIPT], timeout=30,
                                                  stdin=json.dumps([r.line for r in prepared.unchecked]))
                     report.setup_problems.extend(install.unsatisfied_problems(prepared.unchecked, answer.stdout))
-                say(f"shard {index}: running pytest")
+                say(f"shard {index}: sandbox {sandbox.sandbox_id} ready in {time.monotonic() - begun:.1f} s, running "
+                    "pytest")
                 run = run_in_sandbox(sandbox, cwd=PROJECT_DIR, pytest_args=pytest_args, shard=index, shards=shards,
                                      durations=durations, test_timeout=test_timeout, deadline=deadline)
+                bad = sum(1 for r in run.results.values() if r["outcome"] in ("failed", "error"))
+                say(f"shard {index}: {len(run.results)} tests, {bad} failed or errored, {run.shard.status} "
+                    f"({time.monotonic() - begun:.1f} s)")
                 run.shard.memory_peak_mb = _memory_peak_mb(sandbox)
                 run.shard.wall_s = round(time.monotonic() - begun, 3)
                 runs[index] = run

@@ -115,7 +115,7 @@ def test_only_passing_tests_exit_zero_and_pytest_args_pass_through(tmp_path: Pat
     from lllm.cli import main
 
     project = write(tmp_path / "proj", SMALL)
-    assert main(["test", str(project), "--", "-k", "sub or skipped", "tests/test_calc.py"]) == 0
+    assert main(["test", str(project), "--timeout", "300", "--", "-k", "sub or skipped", "tests/test_calc.py"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("1 passed, 1 skipped in ")
 
 
