@@ -272,7 +272,7 @@ def run_tests(path: str | Path, *, shards: int = 1, image: str | None = None,
         UsageError: `path` is not a folder, or an argument is out of range.
         SandboxStartError: no sandbox could be started (no Docker engine, no image).
     """
-    from lllm.sandbox.docker import DockerSandbox
+    from lllm.ci._sandbox import TestSandbox
 
     project = Path(path).expanduser().resolve()
     if not project.is_dir():
@@ -303,8 +303,8 @@ def run_tests(path: str | Path, *, shards: int = 1, image: str | None = None,
 
         def one(index: int) -> None:
             begun = time.monotonic()
-            sandbox = DockerSandbox(image=prepared.image, limits=limits, network=False, cell_timeout=None,
-                                    max_stored_chars=64 * 1024, labels={"lllm.ci": "1"})
+            sandbox = TestSandbox(image=prepared.image, limits=limits, network=False, cell_timeout=None,
+                                  max_stored_chars=64 * 1024, labels={"lllm.ci": "1"})
             live.append(sandbox)
             try:
                 sandbox.start()
