@@ -5,7 +5,7 @@ same run.
 
 - the host baseline: `python -m pytest -q -p no:cacheprovider` on the project, on this machine, no sandbox;
 - `run_tests(shards=1)`: one fresh sandbox (start, copy, pytest, report, removal); its overhead over the host
-  run (target <= 2 s), and the parts of it: a sandbox's start and removal alone;
+  run (target <= 2 s), and the part of it that is a test sandbox's start and removal alone;
 - `run_tests(shards=4)`: four sandboxes at once; its speed-up over one shard (on this 2-core machine).
 Rounds are interleaved (host, 1 shard, 4 shards, ...) so that load from other work on the machine hits every
 figure alike; the medians are printed.
@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lllm.ci import run_tests  # noqa: E402
-from lllm.sandbox import DockerSandbox  # noqa: E402
+from lllm.ci._sandbox import TestSandbox  # noqa: E402
 from lllm.sandbox.image import ensure_image  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def sandbox_run(project: Path, shards: int, expected: int) -> float:
 
 def start_and_remove() -> float:
     started = time.monotonic()
-    with DockerSandbox(cell_timeout=None):
+    with TestSandbox(cell_timeout=None):
         pass
     return time.monotonic() - started
 
