@@ -204,3 +204,40 @@ def test_an_image_without_pytest_and_a_usage_error_say_so() -> None:
     assert report.reason == "shard 0: the image 'some:image' has no pytest: give an image with pytest installed"
     usage = report_from_runs("p", [run_in_sandbox(_Stub(status="error", exit_code=4, stderr="ERROR: usage"))])
     assert usage.exit_code == 4 and usage.reason == "pytest refused its arguments (usage error)"
+
+
+def test_requirements_go_to_the_sandbox_rooms_derived_images_when_it_has_them(tmp_path: Path, monkeypatch) -> None:
+    import sys
+    import types
+
+    from lllm.errors import SandboxStartError
+
+    asked: list[list[str]] = []
+
+    def derived_image(packages: list[str], *, log=None) -> str:  # the sandbox room's signature (issue 11)
+        asked.append(list(packages))
+        if "broken" in packages:
+            raise SandboxStartError("pip download found no distribution for broken (index https://pypi.org/simple)")
+        return "lllm-sandbox:pkgs-0123"
+
+    monkeypatch.setitem(sys.modules, "lllm.sandbox.derived", types.SimpleNamespace(derived_image=derived_image))
+    (tmp_path / "requirements.txt").write_text("attrs>=20\n-r other.txt\n")
+    prepared = install.prepare_image(install.project_requirements(tmp_path), image=None)
+    assert prepared.image == "lllm-sandbox:pkgs-0123" and asked == [["attrs>=20"]]
+    assert len(prepared.problems) == 1 and prepared.unchecked == []
+    (tmp_path / "requirements.txt").write_text("broken\n")
+    failed = install.prepare_image(install.project_requirements(tmp_path), image=None)
+    assert failed.image is None and failed.problems[0].startswith(
+        "the requirements 'broken' (requirements.txt:1) could not be installed: pip download found no distribution")
+
+
+def test_lllm_logs_show_lists_a_test_run() -> None:
+    from lllm.logging.cli import _record_lines
+    from lllm.records import TestRunRecord
+
+    record = TestRunRecord(agent="coder", path="project", exit_code=1, passed=1, failed=1, total=2, duration_s=1.5,
+                           summary="NOT PASSED (exit code 1): 1 failed, 1 passed")
+    lines = _record_lines(record, full=False)
+    assert "test_run" in lines[0] and "exit 1" in lines[0]
+    assert "project: 1 passed, 1 failed, 0 errors in 1.50s" in lines[0]
+    assert lines[1].strip() == "summary:" and "NOT PASSED" in lines[2]
