@@ -75,3 +75,31 @@ def test_run_tests_refuses_options_in_place_of_node_ids() -> None:
     assert [f.name for f in agent.tools] == ["run_tests"]
     with pytest.raises(UsageError, match="is not a node id"):
         tools.run("tests/test_x.py --rootdir=/")
+
+
+@pytest.mark.docker
+def test_run_tests_with_a_node_id_filter_and_shards_in_its_own_sandbox(sandbox_image: str, tmp_path: Path) -> None:
+    from lllm.core.agent import Agent
+    from lllm.invokers.scripted import ScriptedInvoker
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "test_nums.py").write_text("".join(f"def test_{i}():\n    assert {i} % 3\n\n" for i in range(1, 7)))
+    records: list = []
+    agent = Agent(name="coder", system_prompt="x", model="gpt-4o", llm_invoker=ScriptedInvoker(["ok"]),
+                  tracer=records.append)
+    from lllm.tools.ci import attach
+
+    tools = attach(agent, {"path": "proj", "source": str(project), "shards": 2, "max_output_chars": 600})
+    try:
+        summary = tools.run()
+        assert summary.startswith("NOT PASSED (exit code 1): 2 failed, 4 passed in ")
+        assert "FAILED test_nums.py::test_3: assert (3 % 3)" in summary and len(summary) <= 600
+        assert sorted({t.shard for t in tools.last_report.tests}) == [0, 1]
+        only = tools.run("test_nums.py::test_1 test_nums.py::test_2")
+        assert only.startswith("PASSED: 2 passed in ")
+    finally:
+        agent.shutdown()
+    assert tools._own_sandbox is None
+    assert [(r.kind, r.selection, r.total) for r in records] == [
+        ("test_run", None, 6), ("test_run", "test_nums.py::test_1 test_nums.py::test_2", 2)]
