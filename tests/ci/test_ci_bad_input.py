@@ -22,7 +22,7 @@ pytestmark = pytest.mark.docker
 def ci_containers() -> list[str]:
     from lllm.sandbox import _docker
 
-    labels = ["lllm.ci=1", f"lllm.test_run={os.environ.get('LLLM_TEST_RUN', '')}"]
+    labels = ["lllm.ci=1", f"lllm.test_run={os.environ['LLLM_TEST_RUN']}"]  # set for every test run
     return [c.name for c in _docker.client().containers.list(all=True, filters={"label": labels})]
 
 
