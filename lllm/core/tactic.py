@@ -42,6 +42,8 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 from lllm.core._batch import BatchResult, BatchRun, BatchStream
+from lllm.core.agent import Agent
+from lllm.core.prompt import Prompt
 from lllm.core.config import AgentBuildContext, AgentSpec, invoker_config_of, parse_agent_configs
 from lllm.core.runtime import build_tactic, get_default_runtime, register_tactic_class
 from lllm.errors import BudgetExceeded, ConfigError, UsageError
@@ -368,6 +370,40 @@ class Tactic:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, agents={list(self.agent_specs)!r})"
+
+    @classmethod
+    def quick(cls, query: str | None = None, system_prompt: str | Prompt = "You are a helpful assistant.",
+              model: str = "gpt-4o", return_agent: bool = False, **model_args: Any) -> Any:
+        """One agent, no config: ask `query` and get the answer (the quick start of lllm-core's Lesson 1).
+
+        Builds an `Agent` named "assistant" with `system_prompt` (a string becomes `Prompt(path="_quick/system")`,
+        a template like any prompt: write a literal brace as `{{`), `model`, the invoker `build_invoker({"invoker":
+        "litellm"})` (so `lllm.invokers.override(...)` and the scripted model apply) and `model_args`.
+
+        Args:
+            query: The first user message. The first positional argument is the query, never the system prompt:
+                `Tactic.quick("You are a ...")` asks the model that text (some lllm-core guides read it as a
+                system prompt; lllm-core's code and Lesson 1 do not).
+            system_prompt: The system prompt (a string or a `Prompt`).
+            model: The model name, as litellm spells it.
+            return_agent: Also return the agent, to go on talking in its "chat" dialog.
+            **model_args: Provider arguments (temperature, max_tokens, ...).
+
+        Returns:
+            With a query: the answer `Message`, or `(Message, Agent)` with `return_agent=True`. Without one: the
+            `Agent`, with no dialog open (`agent.open(alias)` first).
+        """
+        prompt = system_prompt
+        if isinstance(system_prompt, str):
+            prompt = Prompt(path="_quick/system", prompt=system_prompt)
+        agent = Agent(name="assistant", system_prompt=prompt, model=model,
+                      llm_invoker=build_invoker({"invoker": "litellm"}), model_args=model_args)
+        if query is None:
+            return agent
+        agent.open("chat")
+        agent.receive(query)
+        response = agent.respond()
+        return (response, agent) if return_agent else response
 
     # -- the call ------------------------------------------------------------------------------------
 
