@@ -43,6 +43,10 @@ _EXPORTS: dict[str, str] = {
     "LogStore": "lllm.logging",
     "sqlite_store": "lllm.logging",
     "RayExecutor": "lllm.executors",  # bcall(executor=RayExecutor(...)): batches on a Ray cluster
+    "LocalFileBackend": "lllm.logging",
+    "SQLiteBackend": "lllm.logging",
+    "NoOpBackend": "lllm.logging",
+    "setup_logging": "lllm.logging",
     # proxies
     "BaseProxy": "lllm.proxies",
     "ProxyManager": "lllm.proxies",

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from lllm.records import InvokeCost
 from lllm.registry import Registry
 
 SessionState = Literal["running", "ok", "error"]
@@ -69,6 +70,43 @@ class SessionRow(BaseModel):
         """`started_at` as an aware UTC datetime."""
         return datetime.fromtimestamp(self.started_at, tz=timezone.utc)
 
+    # lllm-core 0.1 names this row `SessionSummary`; these are its fields.
+    _tactic_path: str | None = PrivateAttr(default=None)
+
+    @property
+    def session_id(self) -> str:
+        """`id` (lllm-core's name)."""
+        return self.id
+
+    @property
+    def tactic_name(self) -> str:
+        """`tactic` (lllm-core's name)."""
+        return self.tactic
+
+    @property
+    def tactic_path(self) -> str:
+        """`"package::tactic"` when the store's runtime knows the tactic's package, else the tactic's name."""
+        return self._tactic_path or self.tactic
+
+    def set_tactic_path(self, path: str) -> None:
+        """Set `tactic_path` (the store does, from its runtime)."""
+        self._tactic_path = path
+
+    @property
+    def total_cost(self) -> float:
+        """`cost` (lllm-core's name): USD."""
+        return self.cost
+
+    @property
+    def agent_call_count(self) -> int:
+        """`agent_calls` (lllm-core's name)."""
+        return self.agent_calls
+
+    @property
+    def timestamp(self) -> str:
+        """When the call started, ISO 8601 in local time (lllm-core's form)."""
+        return datetime.fromtimestamp(self.started_at).isoformat()
+
 
 class DialogRow(BaseModel):
     """One dialog of one agent at the end of a session, as `Dialog.to_dict()` gave it."""
@@ -114,6 +152,65 @@ class SessionDetail(BaseModel):
     @property
     def agent_calls(self) -> list[Any]:
         return self.of_kind("agent_call")
+
+    # The names of lllm-core 0.1's `TacticCallSession`, which its `load_session` returns.
+
+    @property
+    def session_id(self) -> str:
+        return self.session.id
+
+    @property
+    def tactic_name(self) -> str:
+        return self.session.tactic
+
+    @property
+    def tactic_path(self) -> str:
+        return self.session.tactic_path
+
+    @property
+    def state(self) -> str:
+        """`running`, `ok` or `error` (lllm-core says `running`, `success`, `failure`)."""
+        return self.session.state
+
+    @property
+    def total_cost(self) -> InvokeCost:
+        """Tokens and USD of the call, sub-tactic calls included."""
+        s = self.session
+        return InvokeCost(prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens,
+                          total_tokens=s.prompt_tokens + s.completion_tokens, cost=s.cost)
+
+    @property
+    def agent_call_count(self) -> int:
+        return self.session.agent_calls
+
+    @property
+    def agent_sessions(self) -> dict[str, list[Any]]:
+        """Agent name -> its `AgentCallRecord`s (one per `respond()`), in order."""
+        out: dict[str, list[Any]] = {}
+        for record in self.agent_calls:
+            out.setdefault(record.agent, []).append(record)
+        return out
+
+    @property
+    def delivery(self) -> Any:
+        """What the call returned (as the log could store it)."""
+        return self.session.result
+
+    @property
+    def error(self) -> str | None:
+        return self.session.error
+
+    @property
+    def error_traceback(self) -> str | None:
+        return self.session.traceback
+
+    @property
+    def tags(self) -> dict[str, Any]:
+        return self.session.tags
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.session.metadata
 
     def dialog_tree(self) -> dict[str, dict[str, DialogRow]]:
         """`{agent: {alias: DialogRow}}`."""

@@ -44,8 +44,10 @@ from pydantic_core import to_json as _pc_to_json
 
 from lllm import records as trace
 from lllm.errors import UsageError
+from lllm.logging._core_api import CoreLogApi, parse_since
 from lllm.logging._schema import SCHEMA_VERSION, check_log, connect_readonly, schema_version
 from lllm.logging._writer import GroupWriter
+from lllm.logging.backends import LogBackend
 from lllm.logging.models import CostRow, DialogRow, SessionDetail, SessionRow
 from lllm.records import TraceRecordAdapter, task_fingerprint, task_text
 
@@ -203,27 +205,6 @@ def decode_result(text: str | None, *, strict: bool = False) -> Any:
     return _NOT_RESTORABLE if strict else data.get("value")
 
 
-def parse_since(since: float | datetime | timedelta | str | None) -> float | None:
-    """A point in time as unix seconds: a unix time, a datetime, a timedelta or "30m"/"2h"/"7d" ago, or ISO."""
-    if since is None:
-        return None
-    if isinstance(since, (int, float)):
-        return float(since)
-    if isinstance(since, datetime):
-        return since.timestamp()
-    if isinstance(since, timedelta):
-        return time.time() - since.total_seconds()
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", since)
-    if match:
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[match.group(2)]
-        return time.time() - float(match.group(1)) * unit
-    try:
-        return datetime.fromisoformat(since).timestamp()
-    except ValueError:
-        raise UsageError(f"`since` must be a unix time, a datetime, a timedelta, '30m'/'2h'/'7d' or an ISO "
-                         f"date; got {since!r}", value=since) from None
-
-
 def _last_event(record: Any) -> str:
     fields = record.__dict__  # not getattr: a missing field goes through pydantic's slow __getattr__
     parts = [fields.get("kind") or "event"]
@@ -242,11 +223,17 @@ def _last_event(record: Any) -> str:
     return " ".join(parts)
 
 
-class LogStore:
+class LogStore(CoreLogApi):
     """A SQLite log of tactic call sessions and their traces.
 
     Args:
-        path: the database file, created with its folder if missing; `":memory:"` keeps it in memory.
+        path: the database file, created with its folder if missing; `":memory:"` keeps it in memory. A
+            `LogBackend` (lllm-core's form, also as `backend=`) says where the log is, or that it is kept
+            nowhere (`NoOpBackend`) or in a key-value store of yours (see `lllm.logging.backends`).
+        partition: which sessions this store writes and sees (None: all of the file); see
+            `lllm.logging._core_api` for partitions and the rest of lllm-core's API (`load_session_record`,
+            `export_cost_summary`, `export_session`, `delete_session`).
+        runtime: the `Runtime` that resolves `list_sessions(tactic_path=...)` and `SessionRow.tactic_path`.
         busy_timeout: seconds a write waits for another process holding the database.
         readonly: open the file read-only (`mode=ro`): for readers (`lllm logs`, the explorer), which must
             never change a log; an older log is read as it is (not migrated), writes raise `UsageError`.
@@ -260,11 +247,12 @@ class LogStore:
         []
     """
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, busy_timeout: float = 30.0,
+    def __init__(self, path: str | os.PathLike[str] | LogBackend = ":memory:", partition: str | None = None,
+                 runtime: Any = None, *, backend: LogBackend | None = None, busy_timeout: float = 30.0,
                  readonly: bool = False) -> None:
         import sqlite_utils
 
-        self.path = str(path)
+        self.path = self._init_core(path, backend, partition, runtime)
         self.readonly = readonly
         self._memory = self.path == ":memory:"
         if readonly:
@@ -378,6 +366,7 @@ class LogStore:
                 out results.
         """
         now = started_at if started_at is not None else time.time()
+        metadata = self._mark(metadata)  # the partition (the same dict back when the store has none)
         # the values in _START_COLUMNS order, built directly: this runs once per task of a batch
         values = (session_id, tactic, "running", now, now, 0.0, 0, 0, 0, 0, _to_sql(tags) if tags else "{}",
                   _to_sql(metadata) if metadata else "{}", None if task is None else task_text(task), task_hash,
@@ -569,6 +558,7 @@ class LogStore:
             metadata = {**(metadata or self.get_session(session_id).metadata), "dropped_records": dropped}
         if metadata is not None:
             columns += _END_METADATA
+            metadata = self._mark(metadata)
             values.append(_to_sql(metadata) if metadata else "{}")
         rows = []
         for agent, alias, d in dialogs:
@@ -598,50 +588,64 @@ class LogStore:
     def list_sessions(self, *, tags: dict[str, Any] | None = None, state: str | None = None,
                       since: float | datetime | timedelta | str | None = None, tactic: str | None = None,
                       batch_id: str | None = None, include_children: bool = False,
-                      limit: int | None = 100) -> list[SessionRow]:
+                      limit: int | None = 100, after: Any = None, before: Any = None,
+                      tactic_path: str | None = None) -> list[SessionRow]:
         """Sessions, newest first.
 
         Args:
             tags: only sessions carrying every one of these tag values.
-            state: `running`, `ok` or `error`.
+            state: `running`, `ok` or `error` (lllm-core's `success`, `failure` too).
             since: only sessions started after this (unix time, datetime, timedelta, "30m"/"2h"/"7d").
             tactic: only this tactic.
             batch_id: only the sessions of this `bcall`.
             include_children: also list sub-tactic sessions (by default only top-level calls).
             limit: at most this many (None: all).
+            after, before: only sessions started in this window (datetimes; lllm-core's names).
+            tactic_path: only this tactic, in any form the store's runtime resolves ("pkg::name", "pkg:name").
         """
+        state, by_path, start, end = self._core_filters(state=state, tactic_path=tactic_path, after=after,
+                                                        before=before)
         where, params = self._filters(tags=tags, state=state, since=since, tactic=tactic, batch_id=batch_id,
-                                      include_children=include_children)
+                                      include_children=include_children, tactic_name=by_path, after=start,
+                                      before=end)
         sql = f"SELECT * FROM sessions {where} ORDER BY started_at DESC, rowid DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [self._session(r) for r in self._rows(sql, params)]
+        return self._with_paths([self._session(r) for r in self._rows(sql, params)])
 
     def _filters(self, *, tags: dict[str, Any] | None = None, state: str | None = None, since: Any = None,
                  tactic: str | None = None, batch_id: str | None = None,
-                 include_children: bool = False) -> tuple[str, list[Any]]:
+                 include_children: bool = False, tactic_name: str | None = None, after: float | None = None,
+                 before: float | None = None) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
         if state is not None:
             if state not in ("running", "ok", "error"):
-                raise UsageError(f"`state` must be 'running', 'ok' or 'error'; got {state!r}", value=state)
+                raise UsageError(f"`state` must be 'running', 'ok' or 'error' (or 'success', 'failure'); got "
+                                 f"{state!r}", value=state)
             clauses.append("state = ?")
             params.append(state)
         for key, value in (tags or {}).items():
             clauses.append("json_extract(tags, ?) = ?")
             params += [f'$."{key}"', value if isinstance(value, (int, float, str)) else json.dumps(value)]
         start = parse_since(since)
-        if start is not None:
-            clauses.append("started_at >= ?")
-            params.append(start)
-        if tactic is not None:
-            clauses.append("tactic = ?")
-            params.append(tactic)
+        for bound, op in ((start, ">="), (after, ">="), (before, "<=")):
+            if bound is not None:
+                clauses.append(f"started_at {op} ?")
+                params.append(bound)
+        for name in (tactic, tactic_name):
+            if name is not None:
+                clauses.append("tactic = ?")
+                params.append(name)
         if batch_id is not None:
             clauses.append("batch_id = ?")
             params.append(batch_id)
         if not include_children:
             clauses.append("parent_id IS NULL")
+        partition, extra = self._partition_clause()
+        if partition is not None:
+            clauses.append(partition)
+            params += extra
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def get_session(self, session_id: str) -> SessionRow:
