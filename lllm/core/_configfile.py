@@ -109,6 +109,9 @@ class AgentConfig(BaseModel):
     """This agent's own invoker, instead of the tactic's."""
     invoker_config: dict[str, Any] | None = None
     description: str | None = None
+    context_manager: dict[str, Any] | None = None
+    """`{type: default | <registered name> | null, ...options}`: what trims the dialog before each model call
+    (`type: null` turns it off; the options go to the class with the model name: `max_tokens` for default)."""
 
 
 _TACTIC_KEYS = ("tactic_type", "base", "global", "agent_configs", "invoker", "invoker_config")
@@ -255,9 +258,9 @@ def _find_base(ref: str, *, here: Path, runtime: Any, where: str) -> Path:
         for info in list(runtime.packages.values()):
             if here.is_relative_to(info.root):
                 own = runtime.configs.get(f"{info.name}::{ref}")
-                if own is not None:
+                if isinstance(own, str):
                     return Path(own).resolve()
-        if ref in runtime.configs:
+        if isinstance(runtime.configs.get(ref), str):  # a config registered as data has no file to merge
             return Path(runtime.configs[ref]).resolve()
     names = list(runtime.configs) if runtime is not None else []
     names += [p.stem for p in here.glob("*.y*ml")]

@@ -110,6 +110,8 @@ class AgentCallSession:
     """The message respond() returned."""
     error: str | None = None
     """Why it failed, when it did."""
+    context: list[dict[str, int]] = field(default_factory=list)
+    """Each model call whose dialog the agent's context manager cut: `{"messages": kept, "sent": sent}`."""
 
     @property
     def exception_retries_count(self) -> int:
@@ -143,7 +145,9 @@ class AgentCallSession:
 
     def detail(self) -> dict[str, Any]:
         """A JSON-able summary for `AgentCallRecord.detail`."""
+        extra = {"context": list(self.context)} if self.context else {}
         return {
+            **extra,
             "retries": [r.to_dict() for r in self.retries],
             "interrupts": [
                 [{"id": c.id, "name": c.name, "arguments": c.raw_arguments, "result": _clip(c.result_str),

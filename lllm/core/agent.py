@@ -34,7 +34,7 @@ from pydantic import BaseModel, ValidationError
 from lllm.core._functions import Function, FunctionCall, ToolResult
 from lllm.core._handlers import AgentCallSession, ModelCallInfo, Retry
 from lllm.core._images import ImageData, load_image
-from lllm.core.dialog import Dialog, Message, Roles
+from lllm.core.dialog import ContextManager, Dialog, Message, Roles
 from lllm.core.prompt import Prompt
 from lllm.records import AgentCallRecord, InvokeCost, ModelCallRecord, ToolCallRecord, Tracer, cap, null_tracer
 from lllm.errors import AgentException, ConfigError, InfrastructureError, InvokerError, ParseError, UsageError
@@ -90,6 +90,7 @@ class Agent:
         tools: list[Function] | None = None,
         prompt_args: dict[str, Any] | None = None,
         api_type: str | None = None,
+        context_manager: ContextManager | None = None,
     ) -> None:
         """Build an agent (cheap: nothing is called until `respond`).
 
@@ -111,6 +112,9 @@ class Agent:
             api_type: "response" calls the OpenAI Responses API (the litellm invoker uses `litellm.responses`;
                 native web search: `model_args={"tools": [{"type": "web_search_preview"}]}`); None or
                 "completion": chat completions.
+            context_manager: Trims (or rewrites) what is sent before each model call, e.g.
+                `DefaultContextManager("gpt-4o")` to stay within the context window; the agent's dialogs keep
+                every message.
 
         Raises:
             ConfigError: An argument has the wrong type or value.
@@ -134,6 +138,11 @@ class Agent:
                                 ("max_interrupt_steps", max_interrupt_steps, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"agent {name!r}: {key} must be an int >= {low}, got {value!r}", key=key)
+        if context_manager is not None and not callable(context_manager):
+            raise ConfigError(f"agent {name!r}: context_manager must be a ContextManager (a callable dialog -> "
+                              f"dialog), got {type(context_manager).__name__!r}", key="context_manager")
+        self.context_manager = context_manager
+        """Applied to a working copy of the dialog before every model call (None: the whole dialog is sent)."""
         self.api_type: str | None = check_api_type(api_type, agent=name)
         """None/"completion" (chat completions) or "response" (the Responses API), passed to every model call."""
         self.name = name
@@ -172,6 +181,11 @@ class Agent:
         return self._current
 
     @property
+    def active_alias(self) -> str | None:
+        """`current_alias` (lllm-core's name)."""
+        return self._current
+
+    @property
     def dialogs(self) -> Mapping[str, Dialog]:
         """The open dialogs by alias (read-only)."""
         return MappingProxyType({alias: t.dialog for alias, t in self._threads.items()})
@@ -195,17 +209,23 @@ class Agent:
         self._current = alias
         return dialog
 
-    def fork(self, src: str, dst: str) -> Dialog:
+    def fork(self, src: str, dst: str, *, last_n: int = 0, first_k: int = 1, switch: bool = True) -> Dialog:
         """Fork dialog `src` into a new dialog `dst` (a child that shares its history) and make it current.
+
+        Args:
+            last_n: Keep only the first `first_k` and the last `last_n` messages of `src` (0: all of them).
+            first_k: See `last_n` (1 keeps the system prompt).
+            switch: Make `dst` current (lllm-core's keyword; False leaves the current dialog as it is).
 
         Raises:
             UsageError: `src` is not open, or `dst` already is.
         """
         self._check_new_alias(dst)
         parent = self._thread(src, "fork")
-        child = parent.dialog.fork(name=dst)
+        child = parent.dialog.fork(name=dst, last_n=last_n, first_k=first_k)
         self._threads[dst] = _Thread(child, dict(parent.prompt_args), parent.turn_prompt, dict(parent.turn_args))
-        self._current = dst
+        if switch:
+            self._current = dst
         return child
 
     def switch(self, alias: str) -> Dialog:
@@ -315,12 +335,18 @@ class Agent:
 
     # -- the turn --------------------------------------------------------------------------------------------
 
-    def respond(self, *, alias: str | None = None) -> Message:
+    def respond(self, alias: str | None = None, *, return_session: bool = False) -> Any:
         """Get the model's answer in the current dialog (or dialog `alias`), running tool calls and retries.
+
+        Args:
+            alias: The dialog to answer in (default: the current one).
+            return_session: Also return the `AgentCallSession` of this respond() (lllm-core's form; it is also
+                `agent.last_session`).
 
         Returns:
             The assistant message appended to the dialog, with `.content`, `.parsed`, `.usage`, `.cost`
-            (and `.output`, the validated instance, with a `format=` prompt).
+            (and `.output`, the validated instance, with a `format=` prompt); with `return_session=True`,
+            `(message, session)`.
 
         Raises:
             UsageError: No dialog is open.
@@ -329,8 +355,11 @@ class Agent:
         """
         thread = self._target(alias, "respond")
         message = self._respond_once(thread)
-        if not self._answer_hooks:
-            return message
+        if self._answer_hooks:
+            message = self._answer_back(thread, message)
+        return (message, self.last_session) if return_session else message
+
+    def _answer_back(self, thread: _Thread, message: Message) -> Message:
         for _ in range(self.max_interrupt_steps):
             follow_up = next((f for f in (hook(message) for hook in list(self._answer_hooks)) if f is not None), None)
             if follow_up is None:
@@ -369,7 +398,7 @@ class Agent:
         while True:
             functions = self._functions(prompt, final)
             schemas = [f.to_tool() for f in functions.values()] or None
-            messages = dialog.to_openai()
+            messages = dialog.to_openai() if self.context_manager is None else self._managed(dialog, session)
             if scratch:
                 messages.extend(scratch)
             result = self._call_model(messages, schemas, prompt.format, session, phase, dialog.name)
@@ -425,6 +454,17 @@ class Agent:
                               metadata=_answer_metadata(result, prompt))
             message.output = output
             return dialog.append(message)
+
+    def _managed(self, dialog: Dialog, session: AgentCallSession) -> list[dict[str, Any]]:
+        """What the context manager lets through of `dialog` (a working copy: the dialog itself never changes)."""
+        sent = self.context_manager(dialog.working_copy())  # type: ignore[misc]
+        if not isinstance(sent, Dialog):
+            raise UsageError(f"agent {self.name!r}: the context manager {self.context_manager!r} returned "
+                             f"{type(sent).__name__!r}; it must return a Dialog")
+        if len(sent) != len(dialog):
+            session.context.append({"messages": len(dialog), "sent": len(sent)})
+            _log.debug("agent %r: context manager sent %d of %d messages", self.name, len(sent), len(dialog))
+        return sent.to_openai()
 
     def _functions(self, prompt: Prompt, final: bool) -> dict[str, Function]:
         if final:

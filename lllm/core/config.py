@@ -2,7 +2,8 @@
 what an agent config extension gets (`AgentBuildContext`).
 
 Loading and validating the YAML (`load_config`, `base:` inheritance, `AgentConfig`, the registry of extension
-blocks `AGENT_EXTENSIONS`) lives in `lllm.core._configfile`; its names are re-exported here.
+blocks `AGENT_EXTENSIONS`) lives in `lllm.core._configfile`; its names are re-exported here, and so are the
+runtime's `resolve_config` and `load_package` (lllm-core imports them from this module).
 
 A tactic config (one YAML file, or a dict) looks like::
 
@@ -40,14 +41,13 @@ from lllm.core._configfile import (
     _where,
     agent_entry,
     deep_merge,
-    load_config,
     register_agent_extension,
     validate_tactic_config,
 )
 from lllm.core.agent import Agent
 from lllm.core.prompt import Prompt
-from lllm.core.runtime import Runtime, get_default_runtime
-from lllm.errors import ConfigError
+from lllm.core.runtime import Runtime, get_default_runtime, load_config, load_package, resolve_config
+from lllm.errors import ConfigError, LLLMError
 from lllm.registry import suggest
 
 __all__ = [
@@ -60,8 +60,10 @@ __all__ = [
     "invoker_config_of",
     "load_config",
     "load_extension",
+    "load_package",
     "parse_agent_configs",
     "register_agent_extension",
+    "resolve_config",
     "suggest",
 ]
 
@@ -133,6 +135,8 @@ class AgentSpec:
     extensions: dict[str, dict[str, Any]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     source: str = "<config dict>"
+    context_manager: tuple[type, dict[str, Any]] | None = None
+    """The context manager class and its options (built fresh for each agent), or None."""
 
     def build(self, invoker: Any, *, tracer: Callable[[Any], None] | None = None,
               ctx: AgentBuildContext | None = None) -> Any:
@@ -146,6 +150,9 @@ class AgentSpec:
             kwargs["api_type"] = self.api_type
         if tracer is not None:
             kwargs["tracer"] = tracer
+        if self.context_manager is not None:
+            cls, options = self.context_manager
+            kwargs["context_manager"] = cls(self.model, **options)
         agent = Agent(**kwargs)
         for key, block in self.extensions.items():
             attach = load_extension(key, where=self.source)
@@ -205,5 +212,28 @@ def parse_agent_configs(config: dict[str, Any], agent_group: list[str], tactic_n
             name=name, model=agent.model_name, system_prompt=prompt, model_args=agent.model_args,
             max_exception_retry=agent.max_exception_retry, max_interrupt_steps=agent.max_interrupt_steps,
             api_type=agent.api_type, invoker_config=own_invoker, extensions=extensions,
-            raw=agent.model_dump(exclude_none=True), source=where)
+            raw=agent.model_dump(exclude_none=True), source=where,
+            context_manager=_context_manager(agent, runtime, where, f"agent_configs[{i}] ({name!r})"))
     return specs
+
+
+def _context_manager(agent: AgentConfig, runtime: Runtime, where: str, label: str) -> tuple[type, dict[str, Any]] | None:
+    """The agent's `context_manager:` block as (class, options), checked by building one now."""
+    block = agent.context_manager
+    if not block:
+        return None
+    options = dict(block)
+    kind = options.pop("type", "default")
+    if kind is None:
+        return None
+    key = f"{label}.context_manager"
+    try:
+        cls = runtime.get_context_manager(str(kind))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {key}.type: {exc.message}", path=where, key=f"{key}.type") from None
+    try:
+        cls(agent.model_name, **options)
+    except (TypeError, ValueError, LLLMError) as exc:
+        raise ConfigError(f"{where}: {key}: {cls.__name__}({agent.model_name!r}, **{options!r}) failed: {exc}",
+                          path=where, key=key) from None
+    return cls, options

@@ -9,12 +9,14 @@ a fork shares its parent's messages up to the split point.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import TypeAdapter
 
@@ -23,7 +25,7 @@ from lllm.core._images import ImageData
 from lllm.errors import UsageError
 from lllm.records import InvokeCost
 
-__all__ = ["Dialog", "DialogData", "Message", "Roles", "dialog_adapter"]
+__all__ = ["ContextManager", "DefaultContextManager", "Dialog", "DialogData", "Message", "Roles", "dialog_adapter"]
 
 
 class Roles(str, Enum):
@@ -77,6 +79,11 @@ class Message:
     def cost(self) -> float:
         """USD spent to produce this message (0.0 for messages no model produced)."""
         return self.usage.cost if self.usage is not None else 0.0
+
+    @property
+    def is_function_call(self) -> bool:
+        """True when this (assistant) message calls tools (lllm-core's name for `bool(message.tool_calls)`)."""
+        return bool(self.tool_calls)
 
     def to_openai(self) -> dict[str, Any]:
         """The OpenAI chat-format dict (built once and reused: do not change the message after it is sent)."""
@@ -233,25 +240,97 @@ class Dialog:
         """The messages as OpenAI chat-format dicts (a new list; the dicts are shared, do not change them)."""
         return list(self._wire)
 
-    def fork(self, *, name: str | None = None, split_point: int | None = None) -> Dialog:
+    def fork(self, *, name: str | None = None, split_point: int | None = None, last_n: int = 0,
+             first_k: int = 1) -> Dialog:
         """A child dialog holding this one's first `split_point` messages (default: all of them).
+
+        With `last_n` (lllm-core's form, used by context managers) the child holds the first `first_k` messages
+        and the last `last_n` ones instead (all of them when `last_n` is 0 or covers the whole dialog); its
+        `metadata["fork"]` says so.
 
         Args:
             name: The child's alias.
             split_point: How many messages the child keeps (0..len).
+            last_n: Keep only the last `last_n` messages (after the first `first_k`).
+            first_k: With `last_n`: how many leading messages to keep (the system prompt is the first).
 
         Raises:
-            UsageError: `split_point` is out of range.
+            UsageError: `split_point`, `last_n` or `first_k` is out of range, or `split_point` is given with
+                `last_n`.
         """
-        n = len(self._messages) if split_point is None else split_point
-        if not isinstance(n, int) or not 0 <= n <= len(self._messages):
-            raise UsageError(f"split_point must be between 0 and {len(self._messages)}, got {split_point!r}")
+        total = len(self._messages)
+        for arg, value in (("last_n", last_n), ("first_k", first_k)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UsageError(f"{arg} must be an int >= 0, got {value!r}")
+        if last_n and split_point is not None:
+            raise UsageError("give split_point or last_n, not both")
+        if 0 < last_n < total:
+            head = min(first_k, total - last_n)
+            picked = [*range(head), *range(total - last_n, total)]
+            child = Dialog(name=name, metadata={"fork": {"last_n": last_n, "first_k": head}})
+            child._messages = [self._messages[i] for i in picked]
+            child._wire = [self._wire[i] for i in picked]
+            child.parent, child.parent_id, child.split_point = self, self.id, total
+            self.children.append(child)
+            return child
+        n = total if split_point is None else split_point
+        if not isinstance(n, int) or not 0 <= n <= total:
+            raise UsageError(f"split_point must be between 0 and {total}, got {split_point!r}")
         child = Dialog(name=name)
         child._messages = self._messages[:n]
         child._wire = self._wire[:n]
         child.parent, child.parent_id, child.split_point = self, self.id, n
         self.children.append(child)
         return child
+
+    def working_copy(self) -> Dialog:
+        """A copy of this dialog that is not a fork of it (no parent, not among `children`): what an agent gives
+        its context manager, so the pruning of one request never shows in the dialog tree or the log."""
+        copy = Dialog(name=self.name, metadata=dict(self.metadata))
+        copy._messages = list(self._messages)
+        copy._wire = list(self._wire)
+        return copy
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    def overview(self, remove_tail: bool = False, max_length: int = 100, stream: Any = None,
+                 divider: bool = False) -> str:
+        """The messages as text, one paragraph each: `[i. name (role)]: content` (content cut at `max_length`
+        characters, then `...`).
+
+        Args:
+            remove_tail: Leave the last message out.
+            max_length: Characters of each message shown.
+            stream: Something with `write(text)` (a file, `sys.stdout`) that also gets the text.
+            divider: With `stream`: write a line of dashes first.
+        """
+        lines = []
+        messages = self._messages[:-1] if remove_tail else self._messages
+        for i, m in enumerate(messages):
+            text = "" if m.content is None else str(m.content)
+            if len(text) > max_length:
+                text = text[:max_length] + "..."
+            if m.tool_calls:
+                text += (" " if text else "") + f"[calls {', '.join(c.name for c in m.tool_calls)}]"
+            if m.images:
+                text += f" [{len(m.images)} image(s)]"
+            lines.append(f"[{i}. {m.name or m.role.value} ({m.role.value})]: {text}")
+        out = "\n\n".join(lines)
+        if stream is not None:
+            if divider:
+                stream.write("-" * 40 + "\n")
+            stream.write(out + "\n")
+        return out
+
+    def tree_overview(self, indent: int = 0) -> str:
+        """This dialog and every fork below it, one line each: `[id] name=.. msgs=N split@k`, forks indented
+        under their parent with `└─`."""
+        fork = self.metadata.get("fork")
+        line = (f"{'  ' * indent}{'└─ ' if indent else ''}[{self.id[:8]}] name={self.name} "
+                f"msgs={len(self._messages)} split@{self.split_point}")
+        if isinstance(fork, dict):
+            line += f" (last_n={fork.get('last_n')}, first_k={fork.get('first_k')})"
+        return "\n".join([line, *(c.tree_overview(indent + 1) for c in self.children)])
 
     @property
     def usage(self) -> InvokeCost:
@@ -300,3 +379,119 @@ class Dialog:
             data.id, data.created_at, data.parent_id, data.split_point, parent)
         d.children = [cls._build(c, d) for c in data.children]
         return d
+
+
+# -- context managers --------------------------------------------------------------------------------------------
+
+
+class ContextManager(ABC):
+    """What an agent does to a dialog before each model call: trim, summarise, rewrite.
+
+    The agent hands `__call__` a working copy of the current dialog (`Dialog.working_copy()`) and sends whatever
+    dialog comes back; the dialog the agent keeps (and the log records) is never changed. Return the copy
+    itself when nothing needs doing, a fork of it (`dialog.fork(last_n=10, first_k=1)`), or a new `Dialog`.
+
+    Subclasses set the class attribute `name` (the `type:` of the `context_manager:` config block, once
+    registered with `runtime.register_context_manager(cls)`); a config builds one as `cls(model_name, **rest of
+    the block)`.
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def __call__(self, dialog: Dialog) -> Dialog:
+        """The dialog to send in place of `dialog`."""
+
+
+TRUNCATION_MARK = "[...earlier content truncated...]\n"
+
+
+class DefaultContextManager(ContextManager):
+    """Keeps a dialog within the model's context window: the first message (the system prompt), then as many
+    of the latest messages as fit, the oldest of those cut at its start if only part of it fits.
+
+    Tokens are counted with `litellm.token_counter` (imported on first use). The window is `max_tokens`, or
+    litellm's input window for the model (`max_input_tokens`: 128,000 for gpt-4o; 4096 when litellm does not
+    know the model), less `SAFETY_BUFFER` (5,000 tokens; a quarter of the window for windows under 10,000
+    tokens, so a small window is not all buffer).
+    A tool answer is never sent without the assistant message that called the tool (the API refuses that), and
+    a message with images is kept whole or dropped.
+
+    Args:
+        model_name: the model, as litellm names it (for its window and tokenizer).
+        max_tokens: the window, overriding litellm's figure.
+    """
+
+    name: ClassVar[str] = "default"
+    SAFETY_BUFFER: ClassVar[int] = 5000
+
+    def __init__(self, model_name: str, max_tokens: int | None = None) -> None:
+        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)
+                                       or max_tokens <= 0):
+            raise UsageError(f"DefaultContextManager: max_tokens must be a positive int, got {max_tokens!r}")
+        self.model_name = model_name
+        self._max_tokens = max_tokens
+
+    def __repr__(self) -> str:
+        return f"DefaultContextManager({self.model_name!r}, max_tokens={self._max_tokens!r})"
+
+    @property
+    def max_tokens(self) -> int:
+        """The context window, in tokens."""
+        if self._max_tokens is not None:
+            return self._max_tokens
+        from lllm.invokers.litellm import load_litellm
+
+        table = load_litellm().model_cost
+        info = table.get(self.model_name) or table.get(self.model_name.split("/", 1)[-1]) or {}
+        found = info.get("max_input_tokens") or info.get("max_tokens")  # the input window, not the output cap
+        return int(found) if found else 4096
+
+    @property
+    def budget(self) -> int:
+        """The tokens a request may use: the window less the safety buffer."""
+        window = self.max_tokens
+        return window - (self.SAFETY_BUFFER if window >= 2 * self.SAFETY_BUFFER else window // 4)
+
+    def count(self, messages: list[dict[str, Any]]) -> int:
+        """Tokens of OpenAI-format messages for this model."""
+        from lllm.invokers.litellm import load_litellm
+
+        return int(load_litellm().token_counter(model=self.model_name, messages=messages))
+
+    def __call__(self, dialog: Dialog) -> Dialog:
+        messages = dialog.messages
+        wire = dialog.to_openai()
+        budget = self.budget
+        if not messages or self.count(wire) <= budget:
+            return dialog
+        budget -= self.count(wire[:1])
+        kept: list[Message] = []
+        for message, sent in zip(reversed(messages[1:]), reversed(wire[1:])):
+            need = self.count([sent])
+            if need <= budget:
+                kept.append(message)
+                budget -= need
+                continue
+            border = _cut_start(message, budget, need)
+            if border is not None:
+                kept.append(border)
+            break
+        kept.reverse()
+        while kept and kept[0].role is Roles.TOOL:  # its call was dropped: the API would refuse it
+            kept.pop(0)
+        pruned = Dialog(name=dialog.name, metadata={**dialog.metadata,
+                                                     "context": {"manager": self.name, "dropped": len(messages) - 1 -
+                                                                 len(kept)}})
+        for m in [messages[0], *kept]:
+            pruned.append(m)
+        return pruned
+
+
+def _cut_start(message: Message, budget: int, need: int) -> Message | None:
+    """A copy of a text message keeping the end that fits `budget` tokens (of `need`), or None."""
+    if budget <= 50 or message.images or message.tool_calls or message.role is Roles.TOOL or not message.content:
+        return None
+    keep = max(1, int(len(message.content) * budget / need * 0.85))  # tokens ~ characters, with headroom
+    return dataclasses.replace(message, content=TRUNCATION_MARK + message.content[-keep:],
+                               metadata={**message.metadata, "truncated": True})

@@ -21,12 +21,21 @@ dependencies (a package is loaded once, whatever cycles and diamonds the graph h
 `Prompt` objects of prompts/**/*.py, the YAML files of configs/, the `Tactic` subclasses of tactics/ and the
 proxy classes of proxies/. Every resource is registered as `namespace::key` (namespace: the alias or the
 package name) and, unless a package loaded earlier took it, as the bare `key`; the root package's own names
-always win. `import lllm` runs none of this: loading is explicit.
+always win. Prompts can also be `.md` files: `prompts/greeter/system.md` is the prompt `greeter/system`.
+
+`import lllm` runs none of this. The default runtime discovers a package by itself the first time something is
+looked up in it (a prompt, a config, a tactic by name...), when nothing was loaded explicitly before: the
+package `$LLLM_CONFIG` names, else the first `lllm.toml` from the working directory upward, plus the packages
+installed in `./lllm_packages/` and `~/.lllm/packages/` (`install_package`). `LLLM_AUTO_INIT=0` turns that
+off. (lllm-core does the same on `import lllm`; here importing stays light.)
+
+Keys can be written as lllm-core writes them: `"pkg:key"` and `"pkg.prompts:key"` mean `"pkg::key"`.
 """
 
 from __future__ import annotations
 
 import contextvars
+import copy
 import hashlib
 import importlib
 import importlib.util
@@ -34,6 +43,7 @@ import os
 import sys
 import threading
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -42,7 +52,7 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lllm.core._configfile import load_config
+from lllm.core._configfile import load_config as _load_config_file
 from lllm.core.prompt import Prompt
 from lllm.errors import ConfigError
 from lllm.registry import Registry, suggest
@@ -51,13 +61,19 @@ Tactic = Any  # a `lllm.core.tactic.Tactic` subclass (that module sits above thi
 
 __all__ = [
     "PackageInfo",
+    "ResourceNode",
     "Runtime",
     "build_tactic",
     "get_default_runtime",
     "get_runtime",
+    "key_forms",
+    "load_config",
     "load_package",
     "load_prompt",
+    "load_proxy",
+    "load_resource",
     "load_runtime",
+    "load_tactic",
     "register_tactic_class",
     "resolve_config",
 ]
@@ -149,6 +165,10 @@ class Runtime:
         """Proxy classes the loaded packages declared in proxies/, by `name` and `namespace::name`."""
         self.packages: dict[Path, PackageInfo] = {}
         """Loaded packages by their lllm.toml path."""
+        self.context_managers: dict[str, type] = {}
+        """Context manager classes by `name` (`register_context_manager`; "default" is built in)."""
+        self.discovery_done = False
+        """Whether this runtime has loaded a package (explicitly, or by discovering one on first lookup)."""
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -171,19 +191,57 @@ class Runtime:
             if package is not None:
                 package.registered.append((kind, key, obj))
 
-    def register_prompt(self, prompt: Any, *, path: str | None = None) -> None:
-        """Register a `Prompt` under its `path` (or the one given)."""
-        self._register("prompt", path or prompt.path, prompt)
+    def register_prompt(self, prompt: Any, *, path: str | None = None, namespace: str | None = None,
+                        overwrite: bool = True) -> None:
+        """Register a `Prompt` under its `path` (or the one given), and under `namespace::path` with a namespace.
 
-    def register_config(self, name: str, path: str | os.PathLike[str]) -> None:
-        """Register a YAML config file under a name."""
-        self._register("config", name, str(Path(path).resolve()))
+        Args:
+            namespace: a package name ("my_pkg"; lllm-core's "my_pkg.prompts" means the same).
+            overwrite: False raises `ConfigError` when the key holds another prompt.
+        """
+        key = path or prompt.path
+        self._check_free("prompt", key, prompt, overwrite)
+        self._register("prompt", key, prompt, namespaces=_namespaces(namespace))
+
+    def register_config(self, name: str, path: str | os.PathLike[str] | dict[str, Any], *,
+                        namespace: str | None = None, overwrite: bool = True) -> None:
+        """Register a YAML config file (or a config dict, lllm-core's form) under a name.
+
+        Args:
+            namespace: a package name; the config is also `namespace::name`.
+            overwrite: False raises `ConfigError` when the name holds another config.
+        """
+        value: Any = dict(path) if isinstance(path, dict) else str(Path(path).resolve())
+        self._check_free("config", name, value, overwrite)
+        self._register("config", name, value, namespaces=_namespaces(namespace))
+
+    def register_context_manager(self, cls: type, *, overwrite: bool = True, namespace: str | None = None) -> None:
+        """Register a `ContextManager` subclass under its class attribute `name` (for the config block
+        `context_manager: {type: <name>}`); "default" (`DefaultContextManager`) needs no registration."""
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{getattr(cls, '__qualname__', cls)} needs a class attribute `name` (a non-empty "
+                              "string) to be registered as a context manager", key="name")
+        if not overwrite and self.context_managers.get(name) not in (None, cls):
+            raise ConfigError(f"a context manager named {name!r} is already registered; pass overwrite=True",
+                              key=name)
+        with self._lock:
+            self.context_managers[name] = cls
+            for ns in _namespaces(namespace):
+                self.context_managers[f"{ns}::{name}"] = cls
+
+    def _check_free(self, kind: str, key: str, value: Any, overwrite: bool) -> None:
+        if not overwrite and self._table(kind).get(key) not in (None, value):
+            raise ConfigError(f"a {kind} named {key!r} is already registered; pass overwrite=True to replace it",
+                              key=key)
 
     def register_tactic(self, name: str, cls: type[Tactic]) -> None:
-        """Register a Tactic class under a name (replacing a class of the same module and qualname)."""
+        """Register a Tactic class under a name (replacing a class of the same module and qualname, or of the
+        same file and qualname: a tactics/ file that a script also imports as a module of its own)."""
         with self._lock:
             old = self.tactics.peek(name)
-            if old is not None and not isinstance(old, str) and old is not cls and _class_id(old) != _class_id(cls):
+            if old is not None and not isinstance(old, str) and old is not cls and _class_id(old) != _class_id(cls) \
+                    and _class_source(old) != _class_source(cls):
                 raise ConfigError(f"a tactic named {name!r} is already registered ({_class_id(old)}); "
                                   f"{_class_id(cls)} cannot take the name too. Rename one of them.", key=name)
             self.tactics[name] = cls
@@ -203,17 +261,28 @@ class Runtime:
 
     # -- lookup ----------------------------------------------------------------------------------------
 
+    def _lookup(self, kind: str, key: str) -> tuple[str, Any] | None:
+        """(the key found, the object) for `key` in any form lllm-core writes it, or None."""
+        self._discover_once()
+        table = self._table(kind)
+        for form in key_forms(key, kind):
+            value = table.get(form)
+            if value is not None:
+                return form, value
+        return None
+
     def find_prompt(self, path: str) -> Any | None:
-        """The prompt registered under `path`, or None."""
-        return self.prompts.get(path)
+        """The prompt registered under `path` ("key", "pkg::key", "pkg:key"), or None."""
+        found = self._lookup("prompt", path)
+        return found[1] if found else None
 
     def get_prompt(self, path: str) -> Any:
-        """The prompt registered under `path`.
+        """The prompt registered under `path` ("key", "pkg::key", "pkg:key", "pkg.prompts:key").
 
         Raises:
             ConfigError: no such prompt (with the nearest registered paths).
         """
-        prompt = self.prompts.get(path)
+        prompt = self.find_prompt(path)
         if prompt is None:
             raise ConfigError(f"no prompt {path!r} in runtime {self.name!r}.{suggest(path, self.prompts)} "
                               f"{self._loaded_hint('prompts')}", key=path)
@@ -221,15 +290,19 @@ class Runtime:
 
     def get_config(self, name: str) -> dict[str, Any]:
         """The config registered under `name`, loaded with its `base:` chain merged (a fresh dict each time)."""
-        path = self.configs.get(name)
-        if path is None:
+        found = self._lookup("config", name)
+        if found is None:
             raise ConfigError(f"no config {name!r} in runtime {self.name!r}.{suggest(name, self.configs)} "
                               f"{self._loaded_hint('configs')}", key=name)
-        return load_config(path, runtime=self)
+        value = found[1]
+        if isinstance(value, dict):  # registered as data (lllm-core's register_config(name, config_data))
+            return copy.deepcopy(value)
+        return _load_config_file(value, runtime=self)
 
     def get_tactic(self, name: str) -> type[Tactic]:
         """The Tactic class registered under `name` (a tactic declared by entry point loads on first use)."""
-        cls = self.tactics.get(name)
+        found = self._lookup("tactic", name)
+        cls = found[1] if found else None
         if cls is None and self is not get_default_runtime():
             cls = get_default_runtime().tactics.get(name)
         if cls is None:
@@ -239,11 +312,89 @@ class Runtime:
 
     def get_proxy(self, name: str) -> type:
         """The proxy class registered under `name`."""
-        cls = self.proxies.get(name)
-        if cls is None:
+        found = self._lookup("proxy", name)
+        if found is None:
             raise ConfigError(f"no proxy {name!r} in runtime {self.name!r}; registered: {sorted(self.proxies)!r}."
                               f"{suggest(name, self.proxies)}", key=name)
+        return found[1]
+
+    def get_context_manager(self, name: str) -> type:
+        """The context manager class registered under `name` (`"default"`: `DefaultContextManager`)."""
+        self._discover_once()
+        cls = self.context_managers.get(name)
+        if cls is None and name == "default":
+            from lllm.core.dialog import DefaultContextManager
+
+            return DefaultContextManager
+        if cls is None:
+            raise ConfigError(f"no context manager {name!r} in runtime {self.name!r}; registered: "
+                              f"{sorted(['default', *self.context_managers])!r}.{suggest(name, self.context_managers)}"
+                              " Register one with runtime.register_context_manager(cls).", key=name)
         return cls
+
+    # -- lllm-core's generic registry API ----------------------------------------------------------------
+
+    def keys(self, resource_type: str | None = None) -> list[str]:
+        """The keys of every resource (or of one type: "prompt", "config", "tactic", "proxy"): package resources
+        as `pkg::key`, resources registered without a package as their bare key."""
+        self._discover_once()
+        kinds = [resource_type] if resource_type else ["prompt", "config", "tactic", "proxy"]
+        out: list[str] = []
+        for kind in kinds:
+            if kind not in _KINDS:
+                raise ConfigError(f"unknown resource type {kind!r}; the types are {list(_KINDS)!r}", key=kind)
+            items = list(self.iter_items(kind))
+            qualified = {(k.split("::", 1)[1], id(v)) for k, v in items if "::" in k}
+            out += [k for k, v in items if "::" in k or (k, id(v)) not in qualified]
+        return sorted(set(out))
+
+    def has(self, key: str) -> bool:
+        """Whether some resource answers to `key` (in any form `get_node` takes)."""
+        try:
+            self.get_node(key)
+        except ConfigError:
+            return False
+        return True
+
+    def get_node(self, key: str, resource_type: str | None = None) -> ResourceNode:
+        """The resource `key` names, with where it comes from (`.value`, `.key`, `.namespace`, `.package`).
+
+        Args:
+            key: "key", "pkg::key", "pkg:key" or "pkg.section:key".
+            resource_type: "prompt", "config", "tactic" or "proxy" (default: the first type that has the key,
+                or the type the key's section names).
+
+        Raises:
+            ConfigError: nothing answers to `key`.
+        """
+        kinds = [resource_type] if resource_type else _kinds_for(key)
+        for kind in kinds:
+            if kind not in _KINDS:
+                raise ConfigError(f"unknown resource type {kind!r}; the types are {list(_KINDS)!r}", key=kind)
+            found = self._lookup(kind, key)
+            if found is None:
+                continue
+            form, value = found
+            bare = form.split("::", 1)[1] if "::" in form else form
+            info = self._owner(kind, bare, value, form)
+            loader = (lambda name=form: self.get_config(name)) if kind == "config" else None
+            return ResourceNode(key=bare, resource_type=kind, package=info.name if info else None,
+                                namespace=f"{info.name}.{kind}s" if info else "", _value=value, _loader=loader)
+        names = [k for kind in kinds for k in self._table(kind)]
+        raise ConfigError(f"nothing named {key!r} in runtime {self.name!r}.{suggest(key, names)} "
+                          f"{self._loaded_hint('resources')}", key=key)
+
+    def _owner(self, kind: str, key: str, value: Any, form: str) -> PackageInfo | None:
+        """The package that registered `value` under `key` (the namespace of `form` first)."""
+        ns = form.split("::", 1)[0] if "::" in form else None
+        with self._lock:
+            infos = list(self.packages.values())
+        for info in infos:
+            if ns is not None and ns not in info.namespaces:
+                continue
+            if any(k == kind and (r_key == key or obj is value) for k, r_key, obj in info.registered):
+                return info
+        return None
 
     def _loaded_hint(self, kind: str) -> str:
         if not self.packages:
@@ -252,10 +403,33 @@ class Runtime:
         return f"Loaded packages: {names}."
 
     def reset(self) -> None:
-        """Forget everything registered."""
+        """Forget everything registered (discovery on first lookup does not run again)."""
         with self._lock:
-            for table in (self.prompts, self.configs, self.tactics, self.proxies, self.packages):
+            for table in (self.prompts, self.configs, self.tactics, self.proxies, self.packages,
+                          self.context_managers):
                 table.clear()
+
+    def _discover_once(self) -> None:
+        """The default runtime's discovery on first lookup (see the module docstring)."""
+        if self.discovery_done or self.name != "default":
+            return
+        with self._lock:
+            if self.discovery_done:
+                return
+            self.discovery_done = True  # before loading: prompt files may look prompts up while they load
+            if os.environ.get("LLLM_AUTO_INIT", "1").strip().lower() in ("0", "false", "no", "off"):
+                return
+            toml = _discovered_toml()
+            if toml is not None:
+                self._load(toml, alias=None, stack=(), root=True)
+            for installed in installed_package_tomls(toml.parent if toml is not None else Path.cwd()):
+                if installed in self.packages:
+                    continue
+                try:
+                    self._load(installed, alias=None, stack=(), root=False)
+                except ConfigError as exc:  # someone else's package: say so, and go on without it
+                    warnings.warn(f"the installed package at {installed.parent} was not loaded: {exc}",
+                                  RuntimeWarning, stacklevel=3)
 
     # -- packages ---------------------------------------------------------------------------------------
 
@@ -273,6 +447,7 @@ class Runtime:
         """
         toml_path = find_package_toml(path)
         with self._lock:
+            self.discovery_done = True  # explicit loading: no discovery on first lookup
             return self._load(toml_path, alias=None, stack=(), root=True, origins=origins or {})
 
     def _load(self, toml_path: Path, *, alias: str | None, stack: tuple[Path, ...], root: bool,
@@ -307,6 +482,108 @@ class Runtime:
 
 def _class_id(cls: type) -> str:
     return f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', cls)}"
+
+
+def _class_source(cls: type) -> tuple[str | None, str]:
+    """(the file that defined the class, its qualname): one class statement run under two module names."""
+    module = sys.modules.get(getattr(cls, "__module__", ""))
+    file = getattr(module, "__file__", None)
+    return (str(Path(file).resolve()) if file else None, getattr(cls, "__qualname__", ""))
+
+
+_KINDS = ("prompt", "config", "tactic", "proxy")
+_SECTION_KIND = {f"{kind}s": kind for kind in _KINDS} | {"proxies": "proxy"}
+
+
+def _namespaces(namespace: str | None) -> list[str]:
+    """`namespace=` of the register methods: "pkg" or lllm-core's "pkg.section" -> ["pkg"]."""
+    if not namespace:
+        return []
+    return [namespace.split(".", 1)[0]]
+
+
+def key_forms(key: str, kind: str | None = None) -> list[str]:
+    """The keys `key` may stand for, in the order tried: itself, then lllm-core's forms translated to ours
+    ("pkg:key" and "pkg.<section>:key" -> "pkg::key"; "<section>:key" -> "key")."""
+    if not isinstance(key, str) or "::" in key or ":" not in key:
+        return [key]
+    head, rest = key.split(":", 1)
+    package, _, section = head.partition(".")
+    forms = [key]
+    if section and (_SECTION_KIND.get(section) is None or (kind and _SECTION_KIND[section] != kind)):
+        return forms  # "pkg.configs:x" is not a prompt
+    if not section and package in _SECTION_KIND:
+        forms.append(rest)  # "prompts:key": the root package's
+    forms.append(f"{package}::{rest}")
+    return forms
+
+
+def _kinds_for(key: str) -> list[str]:
+    head = key.split(":", 1)[0] if ":" in key and "::" not in key else ""
+    section = head.partition(".")[2] or head
+    kind = _SECTION_KIND.get(section)
+    return [kind] if kind else list(_KINDS)
+
+
+def _discovered_toml() -> Path | None:
+    """The package the default runtime discovers: `$LLLM_CONFIG` (which must exist), else the first lllm.toml
+    from the working directory upward, else None."""
+    if os.environ.get("LLLM_CONFIG"):
+        return find_package_toml()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / TOML_NAME).is_file():
+            return folder / TOML_NAME
+    return None
+
+
+PROJECT_PACKAGES = "lllm_packages"
+"""The folder, next to a project's lllm.toml (or in the working directory), of packages installed for it."""
+
+
+def user_packages_dir() -> Path:
+    """Where packages installed for the user live: `~/.lllm/packages`."""
+    return Path.home() / ".lllm" / "packages"
+
+
+def installed_package_tomls(project_root: Path | None = None) -> list[Path]:
+    """The lllm.toml of every installed package: `<project>/lllm_packages/*/`, then `~/.lllm/packages/*/`."""
+    root = project_root if project_root is not None else Path.cwd()
+    found = []
+    for folder in (root / PROJECT_PACKAGES, user_packages_dir()):
+        if folder.is_dir():
+            found += [d / TOML_NAME for d in sorted(folder.iterdir()) if (d / TOML_NAME).is_file()]
+    return [p.resolve() for p in found]
+
+
+@dataclass
+class ResourceNode:
+    """A registered resource and where it comes from (lllm-core's registry entry).
+
+    `value` is the object (a config is loaded, `base:` chain merged, when `value` is first read).
+    """
+
+    key: str
+    """Its key inside its package ("greeter/system")."""
+    resource_type: str
+    """"prompt", "config", "tactic" or "proxy"."""
+    package: str | None = None
+    """The name of the package that declared it (None: registered in code)."""
+    namespace: str = ""
+    """lllm-core's form of the package: "pkg.prompts" ("" without a package)."""
+    _value: Any = None
+    _loader: Any = None
+
+    @property
+    def value(self) -> Any:
+        if self._loader is not None:
+            self._value, self._loader = self._loader(), None
+        return self._value
+
+    @property
+    def qualified_key(self) -> str:
+        """`pkg::key` (or the key, without a package)."""
+        return f"{self.package}::{self.key}" if self.package else self.key
 
 
 # -- lllm.toml -------------------------------------------------------------------------------------------
@@ -476,6 +753,18 @@ def _discover(runtime: Runtime, info: PackageInfo, *, bare: str) -> None:
                 if isinstance(value, Prompt):
                     runtime._register("prompt", _key(prefix, value.path), value, namespaces=ns, bare=bare,
                                       package=info)
+        for file in sorted(folder.rglob("*.md")):  # a prompt's text on its own: the path is the file's
+            path = file.relative_to(folder).with_suffix("").as_posix()
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{file}: cannot be read as a prompt (package {info.name!r}, [prompts]): {exc}",
+                                  path=str(file)) from None
+            try:
+                prompt = Prompt(path=path, prompt=text, metadata={"source": str(file)})
+            except ConfigError as exc:
+                raise ConfigError(f"{file}: {exc.message}", path=str(file)) from None
+            runtime._register("prompt", _key(prefix, path), prompt, namespaces=ns, bare=bare, package=info)
     for folder in _section_dirs(info, "tactics"):
         prefix = info.toml.tactics.prefix
         token = _REGISTRATION.set((runtime, info, prefix, bare))
@@ -530,8 +819,7 @@ _RUNTIMES: dict[str, Runtime] = {}
 _RUNTIMES_LOCK = threading.Lock()
 
 
-def get_runtime(name: str = "default") -> Runtime:
-    """The runtime of that name (created empty on first use)."""
+def _runtime_named(name: str) -> Runtime:
     with _RUNTIMES_LOCK:
         runtime = _RUNTIMES.get(name)
         if runtime is None:
@@ -539,16 +827,64 @@ def get_runtime(name: str = "default") -> Runtime:
         return runtime
 
 
+def get_runtime(name: str | None = None) -> Runtime:
+    """The runtime of that name (None or "default": the default runtime).
+
+    Raises:
+        KeyError: no runtime of that name was loaded (`load_runtime(path, name=...)` makes one).
+    """
+    if name is None or name == "default":
+        return _runtime_named("default")
+    with _RUNTIMES_LOCK:
+        runtime = _RUNTIMES.get(name)
+    if runtime is None:
+        raise KeyError(f"no runtime named {name!r}; loaded: {sorted(_RUNTIMES)!r}. Load one with "
+                       f"load_runtime(path, name={name!r}).")
+    return runtime
+
+
 def get_default_runtime() -> Runtime:
     """The default runtime: where `load_package()`, `resolve_config()` and Tactic subclasses register."""
-    return get_runtime("default")
+    return _runtime_named("default")
 
 
 def load_runtime(path: str | os.PathLike[str] | None = None, name: str = "default") -> Runtime:
-    """Load the package at `path` (see `load_package`) into the runtime `name` and return that runtime."""
-    runtime = get_runtime(name)
+    """Load the package at `path` (see `load_package`) into the runtime `name` (made if new) and return it."""
+    runtime = _runtime_named(name)
     runtime.load_package(path)
     return runtime
+
+
+def load_tactic(path: str, *, runtime: Runtime | None = None) -> type[Tactic]:
+    """The Tactic class registered under `path` ("name", "pkg::name", "pkg:name")."""
+    return (runtime or get_default_runtime()).get_tactic(path)
+
+
+def load_proxy(path: str, *, runtime: Runtime | None = None) -> type:
+    """The proxy class a package registered under `path`."""
+    return (runtime or get_default_runtime()).get_proxy(path)
+
+
+def load_resource(path: str, *, runtime: Runtime | None = None) -> Any:
+    """Any resource by lllm-core's full key, `"pkg.section:key"` or `"section:key"` (the root package's).
+
+    Raises:
+        ConfigError: `path` has no section (use `load_prompt`, `load_tactic`, ... for bare keys), or nothing
+            answers to it.
+    """
+    if ":" not in path:
+        raise ConfigError(f"load_resource takes '<package>.<section>:<key>' or '<section>:<key>', got {path!r}; "
+                          "for a bare key use load_prompt/load_config/load_tactic/load_proxy", key=path)
+    return (runtime or get_default_runtime()).get_node(path).value
+
+
+def load_config(path: str | os.PathLike[str], *, runtime: Runtime | None = None) -> dict[str, Any]:
+    """A tactic config: the YAML file at `path`, or, when there is no such file, the config registered under
+    that name (lllm-core's `load_config("default")`). See `lllm.core._configfile.load_config`."""
+    file = Path(path).expanduser()
+    if file.is_file() or file.suffix in (".yaml", ".yml") or not isinstance(path, str):
+        return _load_config_file(path, runtime=runtime)
+    return (runtime or get_default_runtime()).get_config(path)
 
 
 def load_package(path: str | os.PathLike[str] | None = None, *, runtime: Runtime | None = None) -> PackageInfo:
