@@ -603,7 +603,10 @@ def _parse_answer(prompt: Prompt, result: InvokeResult, args: dict[str, Any]) ->
                 ) from exc
     parsed: dict[str, Any] = prompt.parse(content, **args) if prompt.parser is not None else {"raw": content}
     if output is not None:
-        parsed["output"] = output.model_dump(mode="json")
+        fields = output.model_dump(mode="json")
+        # the fields at the top level too, so that `Model(**message.parsed)` works (lllm-core's parsed is the
+        # JSON object itself); a field named like a key of ours ("raw", "output") wins over that key
+        parsed = {**parsed, "output": fields, **fields}
     return parsed, output
 
 

@@ -412,7 +412,8 @@ def test_structured_output_validated_and_retried() -> None:
     agent.receive("plan")
     msg = agent.respond()
     assert isinstance(msg.output, Plan) and msg.output.steps == ["a", "b"]
-    assert msg.parsed == {"raw": '{"steps": ["a", "b"]}', "output": {"steps": ["a", "b"], "risks": []}}
+    assert msg.parsed == {"raw": '{"steps": ["a", "b"]}', "output": {"steps": ["a", "b"], "risks": []},
+                          "steps": ["a", "b"], "risks": []}  # the fields at the top level: Plan(**msg.parsed)
     assert inv.calls[0].response_format is Plan
     assert "not a valid JSON object for Plan" in agent.last_session.retries[0].error
 

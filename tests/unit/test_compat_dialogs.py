@@ -180,3 +180,30 @@ def test_bad_context_manager_blocks_say_what_is_wrong() -> None:
                                         {"name": "stateless"}]}, runtime=runtime)
     with pytest.raises(ConfigError, match="context_manager must be a ContextManager"):
         Agent(name="x", system_prompt="s", model="m", llm_invoker=ScriptedInvoker([]), context_manager="default")
+
+
+# -- structured output (Lesson 3, examples/structured_output.py) ---------------------------------------------
+
+
+def test_a_format_answer_rebuilds_its_model_from_parsed_and_the_format_stays_in_force() -> None:
+    from pydantic import BaseModel
+
+    from lllm import Prompt
+
+    class Review(BaseModel):
+        title: str
+        rating: float
+        raw: str = ""  # a field named like one of our keys wins it
+
+    review = '{"title": "Inception", "rating": 9.0, "raw": "field"}'
+    inv = ScriptedInvoker([review, review])
+    a = Agent(name="critic", system_prompt=Prompt(path="review", prompt="Review.", format=Review), model="gpt-4o",
+              llm_invoker=inv)
+    a.open("s")
+    a.receive("Review 'Inception'.")
+    first = a.respond()
+    assert Review(**first.parsed) == first.output == Review(title="Inception", rating=9.0, raw="field")
+    assert first.parsed["output"] == first.output.model_dump() and first.content == review
+    a.receive("And again.")  # a plain receive: the system prompt's format is still in force
+    assert Review(**a.respond().parsed).title == "Inception"
+    assert [c.response_format for c in inv.calls] == [Review, Review]
