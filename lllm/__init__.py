@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "Function": "lllm.core.prompt",
     "FunctionCall": "lllm.core.prompt",
     "ToolResult": "lllm.core.prompt",
+    "MCP": "lllm.core.prompt",
     "tool": "lllm.core.prompt",
     "DefaultTagParser": "lllm.core.prompt",
     "DefaultSimpleHandler": "lllm.core.prompt",

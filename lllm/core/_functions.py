@@ -80,7 +80,7 @@ class Function:
     """
 
     __slots__ = ("name", "description", "properties", "required", "additional_properties", "strict", "defs",
-                 "function", "_args_model", "_tool")
+                 "function", "processor", "_args_model", "_tool")
 
     def __init__(
         self,
@@ -93,6 +93,7 @@ class Function:
         strict: bool = False,
         defs: dict[str, Any] | None = None,
         function: Callable[..., Any] | None = None,
+        processor: Callable[[Any, FunctionCall], str] | None = None,
     ) -> None:
         """Declare a tool.
 
@@ -105,10 +106,15 @@ class Function:
             strict: OpenAI strict mode (every parameter must then be required).
             defs: JSON-schema `$defs` referenced by the properties.
             function: The Python callable; it receives the arguments as keywords.
+            processor: `processor(result, function_call) -> str` makes the text the model reads from what the
+                function returned (default: the result itself: a string as it is, anything else as JSON).
 
         Raises:
-            ConfigError: The name is not a valid tool name.
+            ConfigError: The name is not a valid tool name, or `processor` is not callable.
         """
+        if processor is not None and not callable(processor):
+            raise ConfigError(f"tool {name!r}: processor must be a callable (result, function_call) -> str, got "
+                              f"{type(processor).__name__!r}", key="processor")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
             raise ConfigError(
                 f"tool name {name!r} is not valid: use 1-64 letters, digits, '_' or '-' (model APIs reject others)",
@@ -122,6 +128,7 @@ class Function:
         self.strict = strict
         self.defs = dict(defs or {})
         self.function = function
+        self.processor = processor
         self._args_model: type[BaseModel] | None = None
         self._tool: dict[str, Any] | None = None
 
@@ -193,6 +200,7 @@ class Function:
         description: str | None = None,
         prop_desc: dict[str, str] | None = None,
         strict: bool = False,
+        processor: Callable[[Any, FunctionCall], str] | None = None,
     ) -> Function:
         """Build a tool from a typed Python function.
 
@@ -203,6 +211,7 @@ class Function:
             description: What the tool does (default: the docstring's first paragraph).
             prop_desc: Descriptions of the parameters (default: the docstring's `Args:` section).
             strict: OpenAI strict mode.
+            processor: Formats the result for the model (see `Function`).
 
         Returns:
             The tool, with `fn` linked and its arguments validated before each call.
@@ -252,6 +261,7 @@ class Function:
             strict=strict,
             defs=schema.get("$defs"),
             function=fn,
+            processor=processor,
         )
         out._args_model = model
         return out
@@ -263,6 +273,7 @@ def tool(
     *,
     name: str | None = None,
     strict: bool = False,
+    processor: Callable[[Any, FunctionCall], str] | None = None,
 ) -> Any:
     """Turn a typed Python function into a `Function` (usable bare, `@tool`, or with options, `@tool(...)`).
 
@@ -283,17 +294,19 @@ def tool(
         prop_desc: Descriptions of the parameters (default: the docstring's `Args:` section).
         name: The tool name (default: the function's name).
         strict: OpenAI strict mode.
+        processor: `processor(result, function_call) -> str`: the text the model reads from the result
+            (e.g. `lambda r, call: f"[{call.name}] -> {r}"`).
 
     Returns:
         A `Function` (bare use) or a decorator that makes one.
     """
-    if callable(description) and prop_desc is None and name is None:
+    if callable(description) and prop_desc is None and name is None and processor is None:
         return Function.from_callable(description, strict=strict)
 
     def decorator(fn: Callable[..., Any]) -> Function:
         return Function.from_callable(
             fn, name=name, description=description if isinstance(description, str) else None,
-            prop_desc=prop_desc, strict=strict,
+            prop_desc=prop_desc, strict=strict, processor=processor,
         )
 
     return decorator

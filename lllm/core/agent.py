@@ -398,6 +398,8 @@ class Agent:
         while True:
             functions = self._functions(prompt, final)
             schemas = [f.to_tool() for f in functions.values()] or None
+            if prompt.mcp_servers_list and not final:  # the provider runs these itself
+                schemas = [*(schemas or []), *(m.to_tool() for m in prompt.mcp_servers_list)]
             messages = dialog.to_openai() if self.context_manager is None else self._managed(dialog, session)
             if scratch:
                 messages.extend(scratch)
@@ -661,7 +663,12 @@ def _execute(call: FunctionCall, functions: dict[str, Function]) -> tuple[str, l
     except Exception as exc:  # noqa: BLE001 - a failing tool is reported to the model, not raised
         raise _CallFailed(f"{name!r} raised {type(exc).__name__}: {exc}") from None
     try:
-        return _tool_output(out)
+        text, images = _tool_output(out)
+        if fn.processor is not None:
+            text = fn.processor(out, call)
+            if not isinstance(text, str):
+                raise TypeError(f"its processor returned {type(text).__name__}, not a str")
+        return text, images
     except Exception as exc:  # noqa: BLE001 - e.g. an image that cannot be loaded
         raise _CallFailed(f"{name!r} returned a result that cannot be sent: {type(exc).__name__}: {exc}") from None
 

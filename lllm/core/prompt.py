@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import re
 import string
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from lllm.core._functions import Function, FunctionCall, ToolResult, tool
 from lllm.core._handlers import HANDLER_VARIABLES, AgentCallSession, BaseHandler, DefaultSimpleHandler, Retry
@@ -32,6 +32,7 @@ __all__ = [
     "Function",
     "FunctionCall",
     "FunctionParser",
+    "MCP",
     "ParseError",
     "Prompt",
     "Retry",
@@ -40,7 +41,8 @@ __all__ = [
 ]
 
 _FORMATTER = string.Formatter()
-_FIELDS = ("path", "prompt", "parser", "format", "function_list", "handler", "metadata", "addon_args")
+_FIELDS = ("path", "prompt", "parser", "format", "function_list", "handler", "metadata", "addon_args",
+           "mcp_servers_list")
 _HANDLER_VAR_RX = re.compile(r"\{\{(" + "|".join(HANDLER_VARIABLES) + r")\}\}")
 
 
@@ -58,7 +60,7 @@ class Prompt:
         ```
     """
 
-    __slots__ = (*_FIELDS, "_variables", "_functions")
+    __slots__ = (*_FIELDS, "_variables", "_functions", "_mcp_servers")
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class Prompt:
         handler: BaseHandler | None = None,
         metadata: dict[str, Any] | None = None,
         addon_args: dict[str, Any] | None = None,
+        mcp_servers_list: list[MCP] | None = None,
     ) -> None:
         """Build a prompt; the template is checked now, so a broken one fails here and not mid-run.
 
@@ -85,6 +88,9 @@ class Prompt:
             handler: What to say after a bad answer or tool calls (default `DefaultSimpleHandler()`).
             metadata: Free-form information (version, author, ...).
             addon_args: Provider-specific extras, passed through to logs.
+            mcp_servers_list: Remote MCP servers offered as tools on the turns this prompt starts (`MCP(...)`);
+                the provider calls them itself, so this needs a provider that does (the OpenAI Responses API:
+                the agent's `api_type="response"`).
 
         Raises:
             ConfigError: A field has the wrong type, or the template is not valid `str.format` syntax.
@@ -114,6 +120,12 @@ class Prompt:
         self.addon_args = dict(addon_args or {})
         self._variables = _template_variables(prompt, path)
         self._functions = {f.name: f for f in self.function_list}
+        self.mcp_servers_list = list(mcp_servers_list or [])
+        for server in self.mcp_servers_list:
+            if not isinstance(server, MCP):
+                raise ConfigError(f"Prompt {path!r}: mcp_servers_list holds {server!r}; give MCP(server_label=..., "
+                                  "server_url=...) objects", key="mcp_servers_list")
+        self._mcp_servers = {m.server_label: m for m in self.mcp_servers_list}
 
     def __repr__(self) -> str:
         return f"Prompt(path={self.path!r}, variables={sorted(self._variables)!r}, tools={list(self._functions)!r})"
@@ -124,6 +136,15 @@ class Prompt:
     def variables(self) -> frozenset[str]:
         """The names the template needs."""
         return self._variables
+
+    @property
+    def template_vars(self) -> set[str]:
+        """The names the template needs, as a set (lllm-core's name for `variables`)."""
+        return set(self._variables)
+
+    def validate_args(self, prompt_args: dict[str, Any]) -> list[str]:
+        """The variables of the template that `prompt_args` lacks (sorted; empty when it can render)."""
+        return sorted(v for v in self._variables if v not in prompt_args)
 
     def __call__(self, **kwargs: Any) -> str:
         """Render the template (same as `render`)."""
@@ -175,6 +196,11 @@ class Prompt:
     def functions(self) -> dict[str, Function]:
         """The tools by name."""
         return self._functions
+
+    @property
+    def mcp_servers(self) -> dict[str, MCP]:
+        """The MCP servers by label."""
+        return self._mcp_servers
 
     def get_function(self, name: str) -> Function:
         """A tool by name.
@@ -237,6 +263,35 @@ class Prompt:
             "parser": repr(self.parser) if self.parser is not None else None,
             "format": self.format.__name__ if self.format is not None else None,
         }
+
+
+class MCP(BaseModel):
+    """A remote MCP (Model Context Protocol) server the provider may call during a turn.
+
+    Example:
+        ```python
+        tools = MCP(server_label="my_tools", server_url="http://localhost:8080", allowed_tools=["search"])
+        Prompt(path="agent/system", prompt="You are an assistant.", mcp_servers_list=[tools])
+        ```
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    server_label: str
+    """The name the model sees for the server."""
+    server_url: str
+    """Where the provider reaches it."""
+    require_approval: Literal["never", "manual", "auto"] = "never"
+    allowed_tools: list[str] | None = None
+    """Only these of the server's tools (None: all)."""
+
+    def to_tool(self) -> dict[str, Any]:
+        """The tool entry sent with the request (`{"type": "mcp", ...}`, the Responses API's form)."""
+        tool: dict[str, Any] = {"type": "mcp", "server_label": self.server_label, "server_url": self.server_url,
+                                "require_approval": self.require_approval}
+        if self.allowed_tools:
+            tool["allowed_tools"] = list(self.allowed_tools)
+        return tool
 
 
 def _as_function(item: Any, path: str) -> Function:
