@@ -24,9 +24,10 @@ and the key and suggests the nearest valid name.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -158,8 +159,13 @@ def _validation_error(exc: ValidationError, *, where: str, prefix: str, model: t
     return ConfigError(f"{where}: " + "; ".join(problems), path=where, key=first_key)
 
 
-def validate_tactic_config(config: dict[str, Any]) -> TacticConfig:
-    """Check a config's top level and every agent entry (with `global` merged under it)."""
+def validate_tactic_config(config: dict[str, Any], *, complete: bool = True) -> TacticConfig:
+    """Check a config's top level and every agent entry (with `global` merged under it).
+
+    Args:
+        complete: also require what an agent cannot be built without (`model_name`, a system prompt); False
+            checks only what is there (a registered config that code completes before building the tactic).
+    """
     where = _where(config)
     if not isinstance(config, dict):
         raise ConfigError(f"{where}: a tactic config is a mapping, got {type(config).__name__}", path=where)
@@ -169,8 +175,46 @@ def validate_tactic_config(config: dict[str, Any]) -> TacticConfig:
     except ValidationError as exc:
         raise _validation_error(exc, where=where, prefix="", model=TacticConfig, given=body) from None
     for i, entry in enumerate(parsed.agent_configs):
-        agent_entry(config, i, parsed=parsed)
+        if complete:
+            agent_entry(config, i, parsed=parsed)
+        else:
+            _check_present_keys(config, i, parsed)
     return parsed
+
+
+def _check_present_keys(config: dict[str, Any], index: int, parsed: TacticConfig) -> None:
+    """`agent_entry` without the checks of missing keys: unknown keys and wrong types still fail."""
+    try:
+        agent_entry(config, index, parsed=parsed)
+    except ConfigError as exc:
+        entry = parsed.agent_configs[index]
+        if not isinstance(entry, dict):
+            raise
+        merged = deep_merge(parsed.global_, entry)
+        known = AgentConfig.model_fields
+        try:  # only missing keys were wrong: fine for now
+            _partial_agent_config().model_validate({k: v for k, v in merged.items()
+                                                    if k in known or k not in AGENT_EXTENSIONS})
+        except ValidationError:
+            raise exc from None
+
+
+_PARTIAL: type[BaseModel] | None = None
+
+
+def _partial_agent_config() -> type[BaseModel]:
+    """`AgentConfig` with every field optional (the check of a config that is not complete yet)."""
+    global _PARTIAL
+    if _PARTIAL is None:
+        from pydantic import create_model
+
+        fields: dict[str, Any] = {}
+        for name, f in AgentConfig.model_fields.items():
+            optional = copy.copy(f)  # keeps the field's constraints (ge=0 ...)
+            optional.default, optional.default_factory = None, None
+            fields[name] = (Optional[f.annotation], optional)
+        _PARTIAL = create_model("PartialAgentConfig", __config__=ConfigDict(extra="forbid"), **fields)
+    return _PARTIAL
 
 
 def agent_entry(config: dict[str, Any], index: int, *, parsed: TacticConfig | None = None
@@ -268,7 +312,7 @@ def _find_base(ref: str, *, here: Path, runtime: Any, where: str) -> Path:
                       f"one).{suggest(ref, names)}", path=where, key="base")
 
 
-def load_config(path: str | os.PathLike[str], *, runtime: Any = None,
+def load_config(path: str | os.PathLike[str], *, runtime: Any = None, complete: bool = True,
                 _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Load a YAML tactic config, resolve its `base:` chain and validate it.
 
@@ -276,6 +320,8 @@ def load_config(path: str | os.PathLike[str], *, runtime: Any = None,
         path: the YAML file.
         runtime: the `Runtime` where `base: name` looks up registered configs (default: only files next to
             this one).
+        complete: require every agent's `model_name` and system prompt now; False (what `resolve_config` does)
+            lets code fill them in before the tactic is built, which checks them then.
 
     Returns:
         The merged config dict (with the source file under `"_config_path"`).
@@ -301,5 +347,5 @@ def load_config(path: str | os.PathLike[str], *, runtime: Any = None,
     merged = deep_merge(merged, data)
     merged[SOURCE_KEY] = str(file)
     if not _stack:
-        validate_tactic_config(merged)
+        validate_tactic_config(merged, complete=complete)
     return merged

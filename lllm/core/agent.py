@@ -340,13 +340,13 @@ class Agent:
 
         Args:
             alias: The dialog to answer in (default: the current one).
-            return_session: Also return the `AgentCallSession` of this respond() (lllm-core's form; it is also
-                `agent.last_session`).
+            return_session: Return this respond()'s `AgentCallSession` instead of the message (lllm-core's form:
+                the message is its `.delivery`; the session is also `agent.last_session`).
 
         Returns:
             The assistant message appended to the dialog, with `.content`, `.parsed`, `.usage`, `.cost`
-            (and `.output`, the validated instance, with a `format=` prompt); with `return_session=True`,
-            `(message, session)`.
+            (and `.output`, the validated instance, with a `format=` prompt); with `return_session=True`, the
+            `AgentCallSession` (tool rounds, retries, model calls, cost).
 
         Raises:
             UsageError: No dialog is open.
@@ -357,7 +357,12 @@ class Agent:
         message = self._respond_once(thread)
         if self._answer_hooks:
             message = self._answer_back(thread, message)
-        return (message, self.last_session) if return_session else message
+        if return_session:
+            session = self.last_session
+            assert session is not None  # set by _respond_once
+            session.delivery = message  # an answer hook's follow-up is the answer of this respond()
+            return session
+        return message
 
     def _answer_back(self, thread: _Thread, message: Message) -> Message:
         for _ in range(self.max_interrupt_steps):

@@ -297,7 +297,7 @@ class Runtime:
         value = found[1]
         if isinstance(value, dict):  # registered as data (lllm-core's register_config(name, config_data))
             return copy.deepcopy(value)
-        return _load_config_file(value, runtime=self)
+        return _load_config_file(value, runtime=self, complete=False)  # code may complete it before building
 
     def get_tactic(self, name: str) -> type[Tactic]:
         """The Tactic class registered under `name` (a tactic declared by entry point loads on first use)."""
@@ -682,9 +682,9 @@ def _section_dirs(info: PackageInfo, section: str) -> list[Path]:
     out = []
     for p in paths:
         d = (info.root / p).resolve()
-        if spec.paths is not None and not d.is_dir():
-            raise ConfigError(f"{info.toml_path}: [{section}] paths: {p!r} is not a folder ({str(d)!r})",
-                              path=str(info.toml_path), key=f"{section}.paths")
+        if spec.paths is not None and not d.is_dir():  # lllm-core skips it too; say so, and load the rest
+            warnings.warn(f"{info.toml_path}: [{section}] paths: {p!r} is not a folder ({str(d)!r}); skipped",
+                          RuntimeWarning, stacklevel=2)
         if d.is_dir():
             out.append(d)
     return out

@@ -31,8 +31,10 @@ def test_respond_can_return_its_session() -> None:
     a = agent(inv, tools=[add])
     a.open("chat")
     a.receive("1 + 2?")
-    message, session = a.respond(return_session=True)
-    assert message.content == "3" and session is a.last_session
+    session = a.respond(return_session=True)  # the session itself; the answer is its delivery
+    message = session.delivery
+    assert message.content == "3" and session is a.last_session and message is a.current_dialog.tail
+    assert session.cost.total_tokens > 0 and len(session.interrupts) == 1
     assert session.state == "success" and session.delivery is message and session.interrupts_count == 1
     calls = [m for m in a.current_dialog.messages if m.is_function_call]
     assert len(calls) == 1 and calls[0].tool_calls[0].name == "add" and not message.is_function_call

@@ -207,3 +207,25 @@ def test_the_log_resolves_tactic_paths_through_its_runtime(tmp_path: Path) -> No
     assert plain.list_sessions()[0].tactic_path == "echo"
     assert plain.list_sessions(tactic_path="my_project::echo")[0].session_id == row.session_id
     assert json.loads(store.export_session(row.session_id))["session"]["tactic"] == "echo"
+
+
+def test_a_registered_config_may_be_completed_by_code_before_the_build(tmp_path: Path) -> None:
+    from lllm import build_tactic
+
+    root = project(tmp_path / "p", "svc")
+    (root / "configs" / "open.yaml").write_text(
+        "tactic_type: echo\ninvoker: scripted\ninvoker_config: {steps: [reviewed]}\n"
+        "agent_configs: [{name: a, system_prompt_path: greeter/system}]\n")
+    (root / "configs" / "typo.yaml").write_text("agent_configs: [{name: a, model_nme: m, system_prompt: x}]\n")
+    (root / "configs" / "negative.yaml").write_text("agent_configs: [{name: a, max_exception_retry: -1}]\n")
+    rt = Runtime("complete-later")
+    rt.load_package(root)
+    config = rt.get_config("open")  # no model_name yet: code adds it (examples/code_review_service does)
+    with pytest.raises(ConfigError, match=r"missing key \"agent_configs\[0\] \('a'\).model_name\""):
+        build_tactic(config, runtime=rt)
+    config.setdefault("global", {})["model_name"] = "gpt-4o"
+    assert build_tactic(config, runtime=rt)("x") == "reviewed"
+    with pytest.raises(ConfigError, match=r"typo.yaml: .*unknown key .*model_nme"):
+        rt.get_config("typo")  # what is there is still checked
+    with pytest.raises(ConfigError, match=r"negative.yaml: .*max_exception_retry"):
+        rt.get_config("negative")
