@@ -61,7 +61,7 @@ from lllm.proxies.manager import ProxyManager
 from lllm.proxies.remote import build_manager
 from lllm.tools._shared_sandbox import SharedSandbox, open_gateway, session_holder
 
-__all__ = ["ProxyConfig", "ProxyTools", "SandboxBlock", "attach", "close_pools"]
+__all__ = ["ProxyConfig", "ProxyTools", "SandboxBlock", "attach", "close_pools", "serve_proxies"]
 
 _IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 _CELL_RE = re.compile(r"<python_cell>(.*?)</python_cell>", re.S)
@@ -601,3 +601,23 @@ def _note_in_session(agent_name: str, *, notebook: str, image: str, sandbox: str
             if sandbox:
                 noted["sandboxes"] = {agent_name: sandbox}
             session.store.note_metadata(session.session_id, noted)
+
+
+def serve_proxies(sandbox: Any, block: dict[str, Any], *, session_id: str, tracer: Any = None) -> Any:
+    """CALL_API for a sandbox that no agent owns: the `proxy` service of `lllm.sandbox.jupyter.JupyterSession`
+    (its `metadata["proxy"]`: `activate_proxies`, `cutoff_date`, `deploy_mode`, `source`, `budgets`).
+
+    Returns:
+        The gateway session (its `close()` removes the socket and the token).
+
+    Raises:
+        ConfigError: an unknown proxy or a bad block.
+    """
+    source: Any = block.get("source") or os.environ.get("LLLM_PROXY_SOURCE") or "live"
+    manager = ProxyManager(block.get("activate_proxies") or [], cutoff_date=block.get("cutoff_date"),
+                           deploy_mode=bool(block.get("deploy_mode", False)), source=source,
+                           budgets=block.get("budgets"))
+    from lllm.proxies.gateway import get_gateway
+
+    return get_gateway().open_session(sandbox.session_dir, manager, session_id=session_id, tracer=tracer,
+                                      token_owner=sandbox.guest_uid)
