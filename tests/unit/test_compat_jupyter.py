@@ -4,7 +4,6 @@ constructor. (The Docker run with CALL_API is tests/sandbox/test_compat_jupyter.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -46,9 +45,11 @@ def test_cells_by_index_and_code_in_text_out(tmp_path: Path) -> None:
         s.run_cell(4)
     s.shutdown()
     s.shutdown()
-    saved = json.loads(s.notebook_path.read_text())
-    assert [c["source"] for c in saved["cells"]][-1] == "done"
-    assert saved["cells"][0]["outputs"][0]["text"] == "ran: print('first')\n"
+    import nbformat
+
+    saved = nbformat.read(str(s.notebook_path), as_version=4)
+    assert saved.cells[-1].source == "done"
+    assert saved.cells[0].outputs[0].text == "ran: print('first')\n"
 
 
 def test_an_existing_notebook_is_read_and_autorun_stops_at_the_first_error(tmp_path: Path) -> None:
