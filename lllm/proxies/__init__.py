@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from lllm._lazy import lazy_getattr
 from lllm.proxies.base import PROXY_REGISTRY, BaseProxy, EndpointSpec, ParamSpec, ProxyRegistrator, register_proxy
-from lllm.proxies.manager import ProxyManager
+from lllm.proxies.manager import ProxyManager, load_builtin_proxies
 
 _LAZY = {
     "Gateway": "lllm.proxies.gateway",
@@ -22,7 +22,7 @@ _LAZY = {
 
 __all__ = sorted([
     "PROXY_REGISTRY", "BaseProxy", "EndpointSpec", "ParamSpec", "ProxyManager",
-    "ProxyRegistrator", "register_proxy", *_LAZY,
+    "ProxyRegistrator", "load_builtin_proxies", "register_proxy", *_LAZY,
 ])
 
 

@@ -237,8 +237,16 @@ class ProxyManager:
             out.append(f'Example: CALL_API("{name}/{ep["endpoint"]}", {example_params!r})')
         return "\n".join(out)
 
-    retrieve_api_docs = api_doc
-    """lllm-core 0.1 name of `api_doc`."""
+    def retrieve_api_docs(self, proxy_name: str | None = None) -> str:
+        """The full docs of one activated proxy (`api_doc`), or of every activated proxy when no name is given
+        (lllm-core 0.1's name and signature).
+
+        Raises:
+            ProxyNotActivated: `proxy_name` is not an activated proxy.
+        """
+        if proxy_name is not None:
+            return self.api_doc(proxy_name)
+        return "\n\n".join(self.api_doc(name) for name in self.available())
 
     def close(self) -> None:
         """Close every proxy that holds something open (an HTTP connection pool); errors are ignored: a pool
@@ -283,3 +291,39 @@ def _compact(value: Any, limit: int = 400) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= limit else text[: limit - 4] + " ..."
 
+
+
+BUILTIN_GROUPS = ("lllm.proxies", "lllm.offline_proxies")
+"""The entry point groups where lllm (and other distributions) declare their proxies."""
+
+
+def load_builtin_proxies(modules: list[str] | None = None) -> tuple[list[str], dict[str, Exception]]:
+    """Import proxy modules now, so their proxies are registered (lllm-core 0.1's function).
+
+    lllm's built-in proxies (fmp, fred, exa and their offline variants) load by themselves the first time a
+    session activates them; this imports them up front (to list them, or to see an import problem early).
+
+    Args:
+        modules: module names to import (default: every module declared in the entry point groups
+            `lllm.proxies` and `lllm.offline_proxies`: lllm's own and any other installed distribution's).
+
+    Returns:
+        `(loaded, errors)`: the modules imported, and `{module: exception}` for those that failed (a missing
+        dependency, a module that does not exist); nothing is raised.
+    """
+    import importlib
+    from importlib.metadata import entry_points
+
+    if modules is None:
+        found = [ep.value.partition(":")[0] for group in BUILTIN_GROUPS for ep in entry_points(group=group)]
+        modules = list(dict.fromkeys(found))
+    loaded: list[str] = []
+    errors: dict[str, Exception] = {}
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, as lllm-core does
+            errors[module] = exc
+        else:
+            loaded.append(module)
+    return loaded, errors
