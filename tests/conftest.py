@@ -22,6 +22,10 @@ import pytest
 pytest_plugins = ["pytester"]  # tests/unit/test_testing_plugin.py runs users' suites with it
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# The default runtime discovers a package on its first lookup, from the working folder: which test looks first
+# would decide what every later test sees. Tests load packages explicitly; those about discovery run a fresh
+# process without this variable.
+os.environ["LLLM_AUTO_INIT"] = "0"
 
 
 def _required(var: str) -> bool:

@@ -450,6 +450,14 @@ class Runtime:
             self.discovery_done = True  # explicit loading: no discovery on first lookup
             return self._load(toml_path, alias=None, stack=(), root=True, origins=origins or {})
 
+    def add_package(self, path: str | os.PathLike[str]) -> PackageInfo:
+        """Load a package as an installed one (its bare keys only where free), after the default runtime's
+        discovery, which it does not prevent (`install_package(load=True)` uses it)."""
+        self._discover_once()
+        toml_path = find_package_toml(path)
+        with self._lock:
+            return self._load(toml_path, alias=None, stack=(), root=not self.packages)
+
     def _load(self, toml_path: Path, *, alias: str | None, stack: tuple[Path, ...], root: bool,
               origins: dict[Path, Path] | None = None) -> PackageInfo:
         origins = origins or {}
@@ -661,6 +669,9 @@ def _dependencies(spec: PackageToml, toml_path: Path,
         target = (toml_path.parent / entry.path).expanduser().resolve()
         if target.is_dir():
             target = target / TOML_NAME
+        bundled = toml_path.parent / PROJECT_PACKAGES / Path(entry.path).name / TOML_NAME
+        if not target.is_file() and bundled.is_file():  # an installed zip made with bundle_deps (core/packages.py)
+            target = bundled.resolve()
         if not target.is_file():
             raise ConfigError(f"{toml_path}: dependency {entry.path!r} of package {spec.package.name!r}: no "
                               f"{TOML_NAME} at {str(target)!r}. Fix [dependencies] packages.",
