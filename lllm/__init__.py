@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "list_packages": "lllm.core.packages",
     "remove_package": "lllm.core.packages",
     "parse_agent_configs": "lllm.core.config",
+    "vendor_config": "lllm.core.config",
     "build_tactic": "lllm.core.runtime",
     "register_tactic_class": "lllm.core.runtime",
     "LogStore": "lllm.logging",

@@ -304,12 +304,21 @@ def _find_base(ref: str, *, here: Path, runtime: Any, where: str) -> Path:
                 own = runtime.configs.get(f"{info.name}::{ref}")
                 if isinstance(own, str):
                     return Path(own).resolve()
-        if isinstance(runtime.configs.get(ref), str):  # a config registered as data has no file to merge
-            return Path(runtime.configs[ref]).resolve()
+        for key in _qualified_forms(ref):
+            if isinstance(runtime.configs.get(key), str):  # a config registered as data has no file to merge
+                return Path(runtime.configs[key]).resolve()
     names = list(runtime.configs) if runtime is not None else []
     names += [p.stem for p in here.glob("*.y*ml")]
     raise ConfigError(f"{where}: base config {ref!r} not found (not a registered config, nor a file next to this "
                       f"one).{suggest(ref, names)}", path=where, key="base")
+
+
+def _qualified_forms(ref: str) -> list[str]:
+    """`ref`, and for lllm-core's "pkg:name" / "pkg.configs:name" also "pkg::name" (the runtime's key)."""
+    if "::" in ref or ":" not in ref:
+        return [ref]
+    head, rest = ref.split(":", 1)
+    return [ref, f"{head.split('.', 1)[0]}::{rest}"]
 
 
 def load_config(path: str | os.PathLike[str], *, runtime: Any = None, complete: bool = True,

@@ -65,6 +65,7 @@ __all__ = [
     "register_agent_extension",
     "resolve_config",
     "suggest",
+    "vendor_config",
 ]
 
 
@@ -237,3 +238,28 @@ def _context_manager(agent: AgentConfig, runtime: Runtime, where: str, label: st
         raise ConfigError(f"{where}: {key}: {cls.__name__}({agent.model_name!r}, **{options!r}) failed: {exc}",
                           path=where, key=key) from None
     return cls, options
+
+
+def vendor_config(source: str, overrides: dict[str, Any] | None = None, *, runtime: Runtime | None = None
+                  ) -> dict[str, Any]:
+    """A registered config made your own: its `base:` chain resolved, `overrides` deep-merged on top, and no
+    record of the file it came from (a standalone dict to register, or to save as YAML).
+
+    Args:
+        source: the config's name ("default", "dep:default", "dep::default").
+        overrides: merged on top: dicts key by key (`{"global": {"model_args": {"temperature": 0}}}` keeps the
+            other model_args), anything else replaced.
+        runtime: where `source` is registered (default: the default runtime).
+
+    Example:
+        ```python
+        cfg = vendor_config("A:default", {"global": {"model_name": "gpt-4o"}})
+        get_default_runtime().register_config("vendor/A", cfg, namespace="my_pkg")
+        ```
+
+    Raises:
+        ConfigError: no config `source`.
+    """
+    config = resolve_config(source, runtime=runtime)
+    config.pop(SOURCE_KEY, None)
+    return deep_merge(config, copy.deepcopy(overrides)) if overrides else config

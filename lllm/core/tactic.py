@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchResult",
+    "CallState",
     "Tactic",
     "TacticCallSession",
     "build_tactic",
@@ -74,12 +75,37 @@ def current_session() -> TacticCallSession | None:
     return _CURRENT.get()
 
 
+class CallState(str):
+    """A tactic call's state as lllm-core names it (`"initial"`, `"running"`, `"success"`, `"failure"`), equal
+    also to the log store's words for the last two (`"ok"`, `"error"`): `state == "ok"` and
+    `state == "success"` both hold after a call that worked. (A set or dict key matches only the value itself.)"""
+
+    _LOG_WORD = {"success": "ok", "failure": "error"}
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return str.__eq__(self, other) or self._LOG_WORD.get(str(self)) == str(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = str.__hash__
+
+    @property
+    def log_word(self) -> str:
+        """The log store's word for this state (`ok`/`error` for `success`/`failure`)."""
+        return self._LOG_WORD.get(str(self), str(self))
+
+
 class TacticCallSession:
     """One tactic call: its agent calls, model calls, sub-tactic calls, cost, result or error.
 
     Attribute and method names follow lllm-core 0.1 (`tactic_name`, `state`, `agent_sessions`,
     `sub_tactic_sessions`, `delivery`, `error`, `total_cost`, `summary()`). `state` is `"initial"`, then
-    `"running"`, then `"ok"` or `"error"` (the log store's vocabulary).
+    `"running"`, then `"success"` or `"failure"` (lllm-core's words; a `CallState`, which also equals the log
+    store's `"ok"` / `"error"`).
     """
 
     def __init__(self, tactic_name: str, *, store: LogStore | None = None,
@@ -88,7 +114,7 @@ class TacticCallSession:
                  task_index: int | None = None, task_hash: str | None = None) -> None:
         self.tactic_name = tactic_name
         self.session_id: str = uuid.uuid4().hex
-        self.state = "initial"
+        self.state: str = CallState("initial")
         self.store = store
         self.parent = parent
         self.tags: dict[str, Any] = dict(tags or {})
@@ -148,7 +174,7 @@ class TacticCallSession:
         return SessionInfo(session_id=self.session_id, tactic=self.tactic_name, started_at=self.started_at or 0.0,
                            parent_id=self.parent.session_id if self.parent else None, tags=dict(self.tags),
                            batch_id=self.batch_id, task_index=self.task_index, ended_at=self.ended_at,
-                           state=self.state, error=self.error, cost=total.cost, prompt_tokens=total.prompt_tokens,
+                           state=CallState(self.state).log_word, error=self.error, cost=total.cost, prompt_tokens=total.prompt_tokens,
                            completion_tokens=total.completion_tokens)
 
     def shared(self, key: Any, factory: Callable[[], Any]) -> Any:
@@ -189,7 +215,7 @@ class TacticCallSession:
 
     def start(self, task: Any) -> None:
         """Mark the call running and write its row (state `running`) to the log store."""
-        self.state = "running"
+        self.state = CallState("running")
         self.started_at = time.time()
         if self.store is not None:
             self.store.start_session(
@@ -202,14 +228,14 @@ class TacticCallSession:
 
     def success(self, result: Any, *, dialogs: Sequence[tuple[str, str, Any]] = ()) -> None:
         """The call returned `result`."""
-        self.state = "ok"
+        self.state = CallState("success")
         self.delivery = result
         self._end(dialogs)
 
     def failure(self, error: BaseException | None = None, *,
                 dialogs: Sequence[tuple[str, str, Any]] = ()) -> None:
         """The call raised `error` (kept with its traceback)."""
-        self.state = "error"
+        self.state = CallState("failure")
         if error is not None:
             self.exception = error
             self.error = f"{type(error).__name__}: {error}"

@@ -229,3 +229,26 @@ def test_a_registered_config_may_be_completed_by_code_before_the_build(tmp_path:
         rt.get_config("typo")  # what is there is still checked
     with pytest.raises(ConfigError, match=r"negative.yaml: .*max_exception_retry"):
         rt.get_config("negative")
+
+
+def test_vendor_config_resolves_merges_and_stands_alone(tmp_path: Path) -> None:
+    import yaml
+
+    from lllm import vendor_config
+
+    make_package(tmp_path / "A", "A", configs={
+        "base.yaml": "global: {model_name: gpt-4o-mini, model_args: {temperature: 0.7, seed: 1}}\n",
+        "default.yaml": "base: base\nagent_configs: [{name: w, system_prompt: hi}]\n"})
+    root = make_package(tmp_path / "me", "me", deps=["../A"], configs={
+        "vendor/A.yaml": 'base: "A:default"\nglobal: {model_args: {temperature: 0.05}}\n'})
+    rt = Runtime("vendor")
+    rt.load_package(root)
+    cfg = vendor_config("A:default", {"global": {"model_name": "gpt-4o", "model_args": {"temperature": 0.05}}},
+                        runtime=rt)
+    assert cfg["global"] == {"model_name": "gpt-4o", "model_args": {"temperature": 0.05, "seed": 1}}
+    assert "_config_path" not in cfg and "base" not in cfg
+    rt.register_config("vendor/A2", cfg, namespace="me.configs")
+    assert rt.get_config("me:vendor/A2") == cfg
+    assert yaml.safe_load(yaml.safe_dump(cfg)) == cfg
+    from_yaml = rt.get_config("vendor/A")  # `base: "A:default"` in a file: the same config
+    assert from_yaml["global"]["model_args"] == {"temperature": 0.05, "seed": 1}
