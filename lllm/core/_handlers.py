@@ -119,6 +119,11 @@ class AgentCallSession:
         return len(self.retries)
 
     @property
+    def invoke_traces(self) -> list[ModelCallInfo]:
+        """`model_calls` (lllm-core 0.1's name; its entries were raw invoker results, these are summaries)."""
+        return self.model_calls
+
+    @property
     def interrupts_count(self) -> int:
         """How many tool rounds ran so far."""
         return len(self.interrupts)

@@ -593,6 +593,25 @@ class ResourceNode:
         """`pkg::key` (or the key, without a package)."""
         return f"{self.package}::{self.key}" if self.package else self.key
 
+    @property
+    def is_loaded(self) -> bool:
+        """Whether `value` was computed (a config loads on first read)."""
+        return self._loader is None
+
+    @classmethod
+    def eager(cls, key: str, value: Any, namespace: str = "", resource_type: str = "generic",
+              **_metadata: Any) -> ResourceNode:
+        """A node holding `value` (lllm-core's constructor)."""
+        return cls(key=key, resource_type=resource_type, namespace=namespace,
+                   package=namespace.split(".", 1)[0] or None, _value=value)
+
+    @classmethod
+    def lazy(cls, key: str, loader: Any, namespace: str = "", resource_type: str = "generic",
+             **_metadata: Any) -> ResourceNode:
+        """A node whose value `loader()` makes on first read (lllm-core's constructor)."""
+        return cls(key=key, resource_type=resource_type, namespace=namespace,
+                   package=namespace.split(".", 1)[0] or None, _loader=loader)
+
 
 # -- lllm.toml -------------------------------------------------------------------------------------------
 

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from lllm._lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from lllm.logging._core_api import SessionRecord, SessionSummary
+    from lllm.logging._core_api import SessionSummary
     from lllm.logging.backends import LocalFileBackend, LogBackend, NoOpBackend, SQLiteBackend
-    from lllm.logging.models import CostRow, DialogRow, SessionDetail, SessionRow
+    from lllm.logging.models import CostRow, DialogRow, SessionDetail, SessionRecord, SessionRow
     from lllm.logging.store import KIND_TABLES, LogStore
     from lllm.logging.terminal import ColoredFormatter, setup_logging
 
@@ -35,7 +35,7 @@ __all__ = ["KIND_TABLES", "ColoredFormatter", "CostRow", "DialogRow", "LocalFile
 __getattr__ = lazy_getattr(__name__, {
     "KIND_TABLES": "lllm.logging.store", "LogStore": "lllm.logging.store", "CostRow": "lllm.logging.models",
     "DialogRow": "lllm.logging.models", "SessionDetail": "lllm.logging.models", "SessionRow": "lllm.logging.models",
-    "SessionRecord": "lllm.logging._core_api", "SessionSummary": "lllm.logging._core_api",
+    "SessionRecord": "lllm.logging.models", "SessionSummary": "lllm.logging._core_api",
     "LogBackend": "lllm.logging.backends", "SQLiteBackend": "lllm.logging.backends",
     "LocalFileBackend": "lllm.logging.backends", "NoOpBackend": "lllm.logging.backends",
     "ColoredFormatter": "lllm.logging.terminal", "setup_logging": "lllm.logging.terminal",

@@ -26,18 +26,17 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lllm.errors import UsageError
 from lllm.logging.backends import LogBackend, NoOpBackend, log_path_of
-from lllm.logging.models import SessionDetail, SessionRow
+from lllm.logging.models import SessionDetail, SessionRecord, SessionRow
 from lllm.records import RECORD_TYPES, TraceRecordAdapter
 
 if TYPE_CHECKING:
     from lllm.logging.store import LogStore
 
-__all__ = ["DEFAULT_PARTITION", "CoreLogApi", "SessionRecord", "SessionSummary", "parse_since"]
+__all__ = ["DEFAULT_PARTITION", "CoreLogApi", "SessionSummary", "parse_since"]
 
 DEFAULT_PARTITION = "default"
 """The partition of sessions written with no mark (lllm-core's default partition name)."""
@@ -50,21 +49,6 @@ SessionSummary = SessionRow
 
 _STATES = {"success": "ok", "failure": "error"}
 """lllm-core's session states -> the log's (`state="success"` filters like `state="ok"`)."""
-
-
-@dataclass
-class SessionRecord:
-    """A session with what was stored beside it, as `load_session_record(id)` returns it (lllm-core's shape)."""
-
-    session_id: str
-    session: SessionDetail
-    """The whole session: trace records, dialogs, sub-sessions (and lllm-core's `TacticCallSession` names)."""
-    tags: dict[str, Any] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    timestamp: str = ""
-    """When the call started, ISO 8601 in local time."""
-    traceback: str | None = None
-    """The full traceback of a failed call, else None."""
 
 
 def parse_since(since: float | dt.datetime | dt.timedelta | str | None) -> float | None:

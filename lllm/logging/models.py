@@ -6,6 +6,7 @@ gets validated, typed objects; the SQLite tables themselves stay plain enough to
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Literal
 
@@ -233,3 +234,18 @@ class CostRow(BaseModel):
     notes: list[str] = Field(default_factory=list)
     """Why some of the cost may be off: each distinct `cost_note` of the group's model calls, with their count
     and model ("2 call(s) of 'my-model': litellm has no price for model ...; cost reported as 0")."""
+
+
+@dataclass
+class SessionRecord:
+    """A session with what was stored beside it, as `load_session_record(id)` returns it (lllm-core's shape)."""
+
+    session_id: str
+    session: SessionDetail
+    """The whole session: trace records, dialogs, sub-sessions (and lllm-core's `TacticCallSession` names)."""
+    tags: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    timestamp: str = ""
+    """When the call started, ISO 8601 in local time."""
+    traceback: str | None = None
+    """The full traceback of a failed call, else None."""
