@@ -25,9 +25,10 @@ always win. Prompts can also be `.md` files: `prompts/greeter/system.md` is the 
 
 `import lllm` runs none of this. The default runtime discovers a package by itself the first time something is
 looked up in it (a prompt, a config, a tactic by name...), when nothing was loaded explicitly before: the
-package `$LLLM_CONFIG` names, else the first `lllm.toml` from the working directory upward, plus the packages
-installed in `./lllm_packages/` and `~/.lllm/packages/` (`install_package`). `LLLM_AUTO_INIT=0` turns that
-off. (lllm-core does the same on `import lllm`; here importing stays light.)
+package `$LLLM_CONFIG` names, else the first `lllm.toml` from the working directory upward (else, with a
+warning, the working directory's own prompts/, configs/, tactics/ and proxies/ as a package named after it),
+plus the packages installed in `./lllm_packages/` and `~/.lllm/packages/` (`install_package`).
+`LLLM_AUTO_INIT=0` turns that off. (lllm-core does the same on `import lllm`; here importing stays light.)
 
 Keys can be written as lllm-core writes them: `"pkg:key"` and `"pkg.prompts:key"` mean `"pkg::key"`.
 """
@@ -420,7 +421,13 @@ class Runtime:
             if os.environ.get("LLLM_AUTO_INIT", "1").strip().lower() in ("0", "false", "no", "off"):
                 return
             toml = _discovered_toml()
-            if toml is not None:
+            if toml is None and any((Path.cwd() / section).is_dir() for section in SECTIONS):
+                here = Path.cwd().resolve()
+                warnings.warn(f"no {TOML_NAME} in {str(here)!r} or above: its folders {list(SECTIONS)} were loaded as "
+                              f"the package {_folder_name(here)!r}; add an {TOML_NAME} to name it and declare its "
+                              "dependencies", RuntimeWarning, stacklevel=3)
+                self._load(here / TOML_NAME, alias=None, stack=(), root=True)
+            elif toml is not None:
                 self._load(toml, alias=None, stack=(), root=True)
             for installed in installed_package_tomls(toml.parent if toml is not None else Path.cwd()):
                 if installed in self.packages:
@@ -468,7 +475,7 @@ class Runtime:
                 for kind, key, obj in existing.registered:
                     self._table(kind)[f"{alias}::{key}"] = obj
             return existing
-        spec = read_package_toml(toml_path)
+        spec = read_package_toml(toml_path) if toml_path.is_file() else _folder_toml(toml_path.parent)
         origin = origins.get(toml_path)
         info = PackageInfo(name=spec.package.name, version=spec.package.version, root=toml_path.parent,
                            toml_path=toml_path, toml=spec,
@@ -531,6 +538,15 @@ def _kinds_for(key: str) -> list[str]:
     section = head.partition(".")[2] or head
     kind = _SECTION_KIND.get(section)
     return [kind] if kind else list(_KINDS)
+
+
+def _folder_name(folder: Path) -> str:
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in folder.name) or "project"
+
+
+def _folder_toml(folder: Path) -> PackageToml:
+    """The lllm.toml a folder without one stands for: a package named after the folder, default sections."""
+    return PackageToml.model_validate({"package": {"name": _folder_name(folder)}})
 
 
 def _discovered_toml() -> Path | None:

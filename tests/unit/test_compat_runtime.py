@@ -252,3 +252,14 @@ def test_vendor_config_resolves_merges_and_stands_alone(tmp_path: Path) -> None:
     assert yaml.safe_load(yaml.safe_dump(cfg)) == cfg
     from_yaml = rt.get_config("vendor/A")  # `base: "A:default"` in a file: the same config
     assert from_yaml["global"]["model_args"] == {"temperature": 0.05, "seed": 1}
+
+
+def test_resource_folders_without_an_lllm_toml_load_with_a_warning(tmp_path: Path) -> None:
+    folder = tmp_path / "loose-project"
+    (folder / "prompts").mkdir(parents=True)
+    (folder / "prompts" / "greeter.py").write_text(
+        "from lllm import Prompt\ngreeter = Prompt(path='greeter/system', prompt='You are {name}.')\n")
+    code = ("import warnings, lllm\nwith warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n    p = lllm.load_prompt('greeter/system')\n"
+            "print(p.path, lllm.load_prompt('loose-project::greeter/system') is p, 'add an lllm.toml' in str(w[0].message))")
+    assert python(code, cwd=folder) == "greeter/system True True"
