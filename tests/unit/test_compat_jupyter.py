@@ -1,6 +1,6 @@
 """`lllm.sandbox.jupyter.JupyterSession`'s notebook API on the fake sandbox backend: cells by index (lllm-core's
 code), code in / text out (lllm-core's docs), an existing notebook read back, autorun, nothing started in the
-constructor. (The Docker run with CALL_API is tests/sandbox/test_compat_jupyter.py.)"""
+constructor. (The Docker run with CALL_API is tests/sandbox/test_compat_jupyter_docker.py.)"""
 
 from __future__ import annotations
 
