@@ -874,19 +874,9 @@ def _runtime_named(name: str) -> Runtime:
 
 
 def get_runtime(name: str | None = None) -> Runtime:
-    """The runtime of that name (None or "default": the default runtime).
-
-    Raises:
-        KeyError: no runtime of that name was loaded (`load_runtime(path, name=...)` makes one).
-    """
-    if name is None or name == "default":
-        return _runtime_named("default")
-    with _RUNTIMES_LOCK:
-        runtime = _RUNTIMES.get(name)
-    if runtime is None:
-        raise KeyError(f"no runtime named {name!r}; loaded: {sorted(_RUNTIMES)!r}. Load one with "
-                       f"load_runtime(path, name={name!r}).")
-    return runtime
+    """The runtime of that name (None or "default": the default runtime), created empty on first use (the batch
+    executors rely on that; lllm-core raises KeyError for a name nobody loaded)."""
+    return _runtime_named(name or "default")
 
 
 def get_default_runtime() -> Runtime:
