@@ -19,7 +19,8 @@ from lllm.errors import ConfigError, LLLMError, UsageError
 
 __all__ = ["build_parser", "main"]
 
-OPTIONAL_GROUPS = ("lllm.core.cli", "lllm.sandbox.cli", "lllm.proxies.cli", "lllm.ci.cli", "lllm.tools.cli", "lllm.demo")
+OPTIONAL_GROUPS = (
+    "lllm.core.cli", "lllm.sandbox.cli", "lllm.proxies.cli", "lllm.ci.cli", "lllm.tools.cli", "lllm.demo")
 """Modules that may add command groups (`register(subparsers)`), if they exist."""
 
 
