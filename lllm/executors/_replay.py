@@ -2,10 +2,10 @@
 in order, and keep a `TacticCallSession` that stands for the attempt here.
 
 A worker's `Recorder` turns what a `TacticCallSession` asks of its log store into ops: `("start", id, fields)`,
-`("record", record)`, `("end", id, fields)`. `Attempt.replay` applies them to the store (and to the driver's trace
-sinks), adjusted for where the batch runs here: a batch made inside a tactic call has that call as the parent of
-its tasks. An attempt whose worker was lost is closed by `Attempt.lose`: its sessions end as errors that say so,
-keeping every record that reached the driver (the records of a failed attempt are marked as that attempt's: the
+`("record", record)`, `("meta", id, values)` (`LogStore.note_metadata`), `("end", id, fields)`. `Attempt.replay`
+applies them to the store (and to the driver's trace sinks), adjusted for where the batch runs here: a batch made
+inside a tactic call has that call as the parent of its tasks. An attempt whose worker was lost is closed by
+`Attempt.lose`: its sessions end as errors that say so, keeping every record that reached the driver (the records of a failed attempt are marked as that attempt's: the
 session's `metadata["ray"]["attempt"]`, never discarded).
 """
 
@@ -70,6 +70,8 @@ class Attempt:
                 self._record(op[1])
             elif kind == "end":
                 self._end(op[1], dict(op[2]))
+            elif kind == "meta" and self.store is not None:
+                self.store.note_metadata(op[1], dict(op[2]))
 
     def _start(self, session_id: str, fields: dict[str, Any]) -> None:
         fields.pop("wait", None)

@@ -132,6 +132,12 @@ class Recorder:
             self._send(len(self.messages), ops)
             self.messages.append(ops)
 
+    def note_metadata(self, session_id: str, values: dict[str, Any]) -> None:
+        """A running session's metadata merge (the notebook of a sandbox that just started): sent in order with
+        the next record, so the driver's log says it before the session ends."""
+        with self._lock:
+            self._held.append(("meta", session_id, dict(values)))
+
     def end_session(self, session_id: str, **fields: Any) -> None:
         with self._lock:
             self._held.append(("end", session_id, fields))
