@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = sorted(p.parent for p in (ROOT / "examples").glob("*/lllm.toml"))
 RUNNERS = {
     "research": [ROOT / "lllm" / "demo.py"],  # `lllm demo` runs it (tests/sandbox/test_demo.py)
+    "fix_the_test": [ROOT / "examples" / "fix_the_test" / "run.py"],  # tests/ci/test_ci_tool.py runs its run.py
 }
 """Code that runs a package's configs on a test's behalf."""
 
