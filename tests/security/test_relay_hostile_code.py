@@ -118,15 +118,14 @@ def test_hostile_code_reaches_the_index_and_nothing_else(sandbox_image: str, ind
         assert leaks.stdout.split()[3] == "http://127.0.0.1:3141/0/simple/"
 
 
-def test_attach_records_are_readable_by_their_owner_only(sandbox_image: str) -> None:
+def test_attach_records_are_readable_by_their_owner_only(sandbox_image: str, require_root: None) -> None:
+    """Needs root to try another uid: `require_root` fails under CI instead of skipping."""
     from lllm.sandbox.lifetime import records_dir
 
     with DockerSandbox(image=sandbox_image, limits=SandboxLimits(memory="256m")) as sb:
         record = records_dir() / f"{sb.sandbox_id}.json"
         data = json.loads(record.read_text())
         assert data["kernel"]["key"] and oct(record.stat().st_mode & 0o777) == "0o600"
-        if os.geteuid() != 0:
-            pytest.skip("needs root to try another uid")  # CI runs as root
         # another local account (here `nobody`) can read neither the record nor the run root's listing
         probe = subprocess.run(
             ["/usr/bin/python3", "-c", textwrap.dedent(f"""
