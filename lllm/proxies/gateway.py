@@ -252,7 +252,9 @@ class GatewaySession:
         self._next_summary = time.monotonic() + limits.summary_interval
         self._backoff_level = 0
         self._penalty_until = 0.0
-        self._listener = _bind_unix(self.socket_path)
+        from lllm._unixsock import bind_unix
+
+        self._listener = bind_unix(self.socket_path)
         try:
             _chmod_socket(self.socket_path, 0o666)
             self._write_token(token_owner)
@@ -838,28 +840,6 @@ def _chmod_socket(path: Path, mode: int) -> None:
         os.chmod(f"/proc/self/fd/{fd}", mode)
     finally:
         os.close(fd)
-
-
-def _bind_unix(path: Path) -> socket.socket:
-    """Bind and listen on `path`; paths past the 107-byte AF_UNIX limit go through /proc/self/fd."""
-    _unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        target = str(path)
-        dirfd = None
-        if len(os.fsencode(target)) > 100:
-            dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            target = f"/proc/self/fd/{dirfd}/{path.name}"
-        try:
-            sock.bind(target)
-        finally:
-            if dirfd is not None:
-                os.close(dirfd)
-        sock.listen(64)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class _FrameReader:

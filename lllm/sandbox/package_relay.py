@@ -256,7 +256,9 @@ class PackageRelay:
             SandboxStartError: the socket could not be made (the session directory is not usable).
         """
         try:
-            self._listener = _bind_unix(self.socket_path)
+            from lllm._unixsock import bind_unix
+
+            self._listener = bind_unix(self.socket_path)
             _chmod_socket(self.socket_path, 0o666)  # the kernel's uid must connect; the directory is mode 700
         except OSError as exc:
             if self._listener is not None:
@@ -602,30 +604,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_CONNECT = do_TRACE = _refuse  # noqa: N815
 
 
-# -- socket helpers (the gateway's, for the relay: the container can write to the session directory) -----------
-def _bind_unix(path: Path) -> socket.socket:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        target, dirfd = str(path), None
-        if len(os.fsencode(target)) > 100:
-            dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            target = f"/proc/self/fd/{dirfd}/{path.name}"
-        try:
-            sock.bind(target)
-        finally:
-            if dirfd is not None:
-                os.close(dirfd)
-        sock.listen(64)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
+# -- socket helpers (the relay's and the gateway's: the container can write to the session directory) ---------
 def _chmod_socket(path: Path, mode: int) -> None:
     """chmod the socket just bound, never what a symlink the container put in its place points to."""
     fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
