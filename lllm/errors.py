@@ -20,7 +20,9 @@ LLLMError
 │   ├── SandboxStartError       the container or kernel did not come up                      (infrastructure)
 │   ├── SandboxEngineError      the Docker engine failed or stopped answering mid-session     (infrastructure)
 │   ├── SandboxClosed           the sandbox was used after close()
-│   └── SandboxFileError        upload/download refused (path escapes the workspace, missing file)
+│   ├── SandboxFileError        upload/download refused (path escapes the workspace, missing file)
+│   ├── SandboxForkError        a branch kernel could not be made (too many, a cell's state, a dead parent)
+│   └── SnapshotError           a snapshot could not be saved or resumed (corrupt, other image, too large)
 ├── ProxyError                  anything about API proxies and the CALL_API gateway
 │   ├── GatewayStartError       the CALL_API gateway (or a session on it) could not start     (infrastructure)
 │   ├── GatewayAuthError        a bad or foreign session token
@@ -159,6 +161,15 @@ class SandboxClosed(SandboxError):
 
 class SandboxFileError(SandboxError):
     """An upload or download was refused or failed."""
+
+
+class SandboxForkError(SandboxError):
+    """`sb.fork()` could not make a branch kernel (more than `max_branches`, the kernel refused, it ended)."""
+
+
+class SnapshotError(SandboxError):
+    """`sb.save()` or `DockerSandbox.resume()` failed: a snapshot that is corrupt, from another image, too large
+    for the sandbox's limits, or a sandbox that cannot be saved."""
 
 
 class ProxyError(LLLMError):

@@ -25,6 +25,17 @@ else
     python3 -m pip install --no-cache-dir $PKGS_PY
 fi
 have_all || { echo "install_deps: packages still missing after install" >&2; exit 1; }
+# dill: sb.save() pickles the kernel's variables with it (functions keep their globals, unlike cloudpickle).
+if ! python3 -c "import dill" 2>/dev/null; then
+    if [ "$(command -v python3)" = "/usr/bin/python3" ]; then
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends python3-dill
+        apt-get clean && rm -rf /var/lib/apt/lists/*
+    else
+        python3 -m pip install --no-cache-dir dill
+    fi
+    python3 -c "import dill" || { echo "install_deps: dill still missing after install" >&2; exit 1; }
+fi
 # Debian's python3-numpy drags in python3-dev and with it gcc; the sandbox must carry no compiler.
 # Purge them (their dependants stay: numpy does not need a compiler to run).
 if command -v dpkg >/dev/null 2>&1; then

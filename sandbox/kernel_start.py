@@ -28,6 +28,9 @@ It talks to the host through the same directory and through signals (tini forwar
   only keep it alive up to its lifetime.)
 - Packages (`LLLM_PACKAGES=index`): the package forwarder (`lllm_pkgforward.py`) runs beside the kernel, is
   started again after a restart and whenever it dies.
+- SIGUSR1: handle the host's requests about branch kernels (`sb.fork()`; see `lllm_branches`). The supervisor is
+  a child subreaper, so double-forked branches are its children: it reaps them, records their ends, and kills
+  them all before a restart (`cleanup`'s `branches`) or its exit.
 
 An exited kernel is not restarted until the host asks (SIGHUP): the host reads the exit status first, so that
 it can report a death or an OOM kill as such. Only the standard library is used; the kernel's own start-up
@@ -50,12 +53,14 @@ import subprocess
 import sys
 import time
 
+import lllm_branches  # type: ignore[import-not-found]  # beside this file in the image
+
 RUN_DIR = os.environ.get("LLLM_RUN_DIR", "/run/lllm")
 CONNECTION_FILE = os.path.join(RUN_DIR, "kernel.json")
 STATE_FILE = os.path.join(RUN_DIR, "kernel.state")
 GUEST_DIR = os.path.dirname(os.path.abspath(__file__))
 HOME = os.environ.get("HOME", "/home/sandbox")
-_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+_SIGNALS = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1}
 _PR_SET_DUMPABLE = 4
 LAST_USED_FILE = os.path.join(RUN_DIR, "last_used")
 
@@ -367,6 +372,8 @@ class Supervisor:
         self.oom_at_start = -1
         self.killed_by: str | None = None
         self.cleanup: dict[str, int] = {}
+        self.kernel_args: list[str] = []
+        self.branches = _branches(self)
 
     def spawn(self) -> None:
         self.gen += 1
@@ -393,6 +400,7 @@ class Supervisor:
         write_state(gen=self.gen, pid=self.proc.pid, state="running", rc=None,
                     oom_kills_at_start=self.oom_at_start, oom_kills=self.oom_at_start, killed_by=None,
                     cleanup=self.cleanup)
+        self.kernel_args = list(cmd)  # branch kernels started afresh use the same command
 
     def kill_group(self) -> None:
         if self.proc is None:
@@ -423,13 +431,31 @@ class Supervisor:
 
     def expire(self, why: str) -> None:
         """Past the sandbox's lifetime or idle timeout: end the kernel, say why, and stop the container."""
+        self.branches.kill_all()
         self.kill_group()
         write_state(gen=self.gen, pid=None, state="expired", rc=None, reason=why,
                     oom_kills_at_start=self.oom_at_start, oom_kills=oom_kill_count(), killed_by="supervisor")
         kill_leftovers()
 
+    def reap_all(self) -> None:
+        """Reap every ended child: the kernel (its exit is recorded), branch kernels, orphans of kernel code."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            rc = os.waitstatus_to_exitcode(status)
+            if self.proc is not None and pid == self.proc.pid:
+                self.proc.returncode = rc
+                self.record_exit(rc)
+            else:
+                self.branches.ended(pid, rc)
+
     def run(self) -> None:
         _not_dumpable()
+        lllm_branches.become_subreaper()
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         deadlines = Deadlines()
         forwarder = Forwarder()
@@ -449,12 +475,13 @@ class Supervisor:
                 continue
             sig = info.si_signo
             if sig == signal.SIGCHLD:
-                rc = self.proc.poll() if self.proc is not None else None
-                if rc is not None:
-                    self.record_exit(rc)
+                self.reap_all()
+            elif sig == signal.SIGUSR1:
+                self.branches.handle_requests()
             elif sig == signal.SIGHUP:
+                branches = self.branches.kill_all()
                 self.kill_group()
-                self.cleanup = {"killed": kill_leftovers(), "home_removed": reset_home()}
+                self.cleanup = {"killed": kill_leftovers(), "home_removed": reset_home(), "branches": branches}
                 forwarder.forget()
                 self.env = prepare_home()
                 _write_file(CONNECTION_FILE, self.connection)
@@ -468,8 +495,20 @@ class Supervisor:
                     except (ProcessLookupError, PermissionError):
                         pass
             elif sig == signal.SIGTERM:
+                self.branches.kill_all()
                 self.kill_group()
                 return
+
+
+def _branches(supervisor: Supervisor) -> lllm_branches.Branches:
+    """Branch kernels are started like the kernel, on their own connection file."""
+
+    def kernel_cmd(connection_file: str) -> list[str]:
+        cmd = list(supervisor.kernel_args or [])
+        return [connection_file if i and cmd[i - 1] == "-f" else arg for i, arg in enumerate(cmd)]
+
+    return lllm_branches.Branches(RUN_DIR, _write_file, oom_kill_count, kernel_cmd, lambda: supervisor.env,
+                                  _child_setup)
 
 
 def main() -> None:

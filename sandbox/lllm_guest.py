@@ -4,7 +4,7 @@ Kernel start-up runs `import lllm_guest; lllm_guest.install(get_ipython().user_n
 `CALL_API(path, params=None)`, `query_api_doc(name)` and `CallAPIError` in the user namespace.
 
 The client reads `$LLLM_RUN_DIR/gateway.sock` and `$LLLM_RUN_DIR/gateway.token` (LLLM_RUN_DIR defaults to
-/run/lllm) at call time, so a sandbox that was started before its gateway was attached (a pooled one) works as
+/run/lllm; a branch kernel's files are `<$LLLM_GATEWAY_NAME>.sock`/`.token` there) at call time, so a sandbox that was started before its gateway was attached (a pooled one) works as
 soon as the host writes them. It keeps one connection per thread open and reconnects once if the gateway dropped it.
 Wire format: a 4-byte big-endian length, then UTF-8 JSON (see lllm/proxies/wire.py on the host).
 """
@@ -85,7 +85,7 @@ class GatewayClient:
         return self._run_dir or os.environ.get("LLLM_RUN_DIR") or "/run/lllm"
 
     def _read_token(self) -> str:
-        path = os.path.join(self.run_dir, "gateway.token")
+        path = os.path.join(self.run_dir, f"{_gateway_name()}.token")
         try:
             with open(path, encoding="utf-8") as fh:
                 return fh.read().strip()
@@ -97,14 +97,14 @@ class GatewayClient:
             raise CallAPIError(f"CALL_API cannot read its token at {path}: {exc}", "NoGateway") from None
 
     def _connect(self) -> socket.socket:
-        path = os.path.join(self.run_dir, "gateway.sock")
+        path = os.path.join(self.run_dir, f"{_gateway_name()}.sock")
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         dirfd = None
         try:
             target = path
             if len(os.fsencode(path)) > 100:  # AF_UNIX paths are limited to 107 bytes
                 dirfd = os.open(self.run_dir, os.O_RDONLY)
-                target = f"/proc/self/fd/{dirfd}/gateway.sock"
+                target = f"/proc/self/fd/{dirfd}/{os.path.basename(path)}"
             sock.connect(target)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             sock.close()
@@ -202,6 +202,17 @@ def _decode(reply: bytes, path: str) -> dict:
 
 
 _client = GatewayClient()
+
+
+def _gateway_name() -> str:
+    """The base name of this kernel's gateway files: `gateway`, or a branch kernel's own (`LLLM_GATEWAY_NAME`)."""
+    name = os.environ.get("LLLM_GATEWAY_NAME") or "gateway"
+    return name if "/" not in name else "gateway"
+
+
+def forget_connections() -> None:
+    """Drop the open gateway connection (a branch kernel: the one it inherited belongs to its parent's session)."""
+    _client._local = threading.local()
 
 
 def CALL_API(path: str, params: dict | None = None) -> Any:  # noqa: N802 (the name the docs use)

@@ -140,18 +140,29 @@ def _cap_errors(shell: Any, limit: int) -> None:
     shell._showtraceback = _showtraceback
 
 
-def load_ipython_extension(shell: Any) -> None:
-    """IPython entry point: called once when the kernel starts."""
+def wrap_output_streams() -> None:
+    """Chunk and budget the kernel's stdout/stderr (again for a branch kernel, which makes new ones)."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if hasattr(stream, "flush") and type(stream).__name__ == "OutStream":
             original = _chunk_stream(stream, FLUSH_BYTES)
             if name == "stderr":
                 _budget.report_to = original
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """IPython entry point: called once when the kernel starts."""
+    wrap_output_streams()
     shell.events.register("pre_execute", _budget.reset)
     shell.events.register("post_execute", _budget.report)
     _cap_display(shell, MAX_DISPLAY_BYTES)
     _cap_errors(shell, MAX_ERROR_CHARS)
+    try:
+        import lllm_fork  # type: ignore[import-not-found]
+
+        lllm_fork.install(shell)  # sb.fork(): branch kernels
+    except ImportError:
+        pass
     try:
         import lllm_guest  # type: ignore[import-not-found]
     except ImportError:

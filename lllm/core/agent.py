@@ -46,6 +46,9 @@ _log = logging.getLogger("lllm.agent")
 
 AnswerHook = Callable[["Message"], "str | ToolResult | None"]
 """`hook(answer)` -> None (the answer stands) or what to send the model next (see `Agent.add_answer_hook`)."""
+DialogHook = Callable[[str, str, "str | None"], None]
+"""`hook(event, alias, source)`: `"fork"` (before dialog `alias` is made from `source`: a hook that raises stops
+the fork) or `"close"` (after dialog `alias` closed; source None). See `Agent.add_dialog_hook`."""
 _ASSISTANT, _USER, _TOOL, _SYSTEM = Roles.ASSISTANT, Roles.USER, Roles.TOOL, Roles.SYSTEM
 
 
@@ -164,6 +167,8 @@ class Agent:
         self._current: str | None = None
         self._cleanups: list[Callable[[], Any]] = []
         self._answer_hooks: list[AnswerHook] = []
+        self._dialog_hooks: list[DialogHook] = []
+        self._responding: str | None = None
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, model={self.model!r}, dialogs={list(self._threads)!r}, current={self._current!r})"
@@ -182,8 +187,20 @@ class Agent:
 
     @property
     def active_alias(self) -> str | None:
-        """`current_alias` (lllm-core's name)."""
-        return self._current
+        """The dialog whose `respond()` is running (its tools act for it), else the current one."""
+        return self._responding if self._responding is not None else self._current
+
+    def add_dialog_hook(self, hook: DialogHook) -> None:
+        """Let `hook(event, alias, source)` follow the dialogs: `"fork"` before `fork(source, alias)` makes the
+        dialog (raising stops the fork, which then does not happen), `"close"` after `close(alias)`. Extensions
+        that keep per-dialog state use it (the `proxy:` block forks the sandbox kernel with the dialog).
+
+        Raises:
+            UsageError: `hook` is not callable.
+        """
+        if not callable(hook):
+            raise UsageError(f"agent {self.name!r}: add_dialog_hook() takes a callable, got {hook!r}")
+        self._dialog_hooks.append(hook)
 
     @property
     def dialogs(self) -> Mapping[str, Dialog]:
@@ -222,6 +239,8 @@ class Agent:
         """
         self._check_new_alias(dst)
         parent = self._thread(src, "fork")
+        for hook in list(self._dialog_hooks):
+            hook("fork", dst, src)
         child = parent.dialog.fork(name=dst, last_n=last_n, first_k=first_k)
         self._threads[dst] = _Thread(child, dict(parent.prompt_args), parent.turn_prompt, dict(parent.turn_args))
         if switch:
@@ -248,6 +267,8 @@ class Agent:
         del self._threads[alias]
         if self._current == alias:
             self._current = None
+        for hook in list(self._dialog_hooks):
+            hook("close", alias, None)
         return thread.dialog
 
     def receive(self, text: str, *, alias: str | None = None) -> Message:
@@ -354,9 +375,13 @@ class Agent:
             InvokerError: The model call failed (after the invoker's own bounded retries).
         """
         thread = self._target(alias, "respond")
-        message = self._respond_once(thread)
-        if self._answer_hooks:
-            message = self._answer_back(thread, message)
+        outer, self._responding = self._responding, thread.dialog.name
+        try:
+            message = self._respond_once(thread)
+            if self._answer_hooks:
+                message = self._answer_back(thread, message)
+        finally:
+            self._responding = outer
         if return_session:
             session = self.last_session
             assert session is not None  # set by _respond_once

@@ -34,6 +34,7 @@ import hmac
 import json
 import os
 import queue
+import re
 import secrets
 import select
 import selectors
@@ -221,7 +222,8 @@ class GatewaySession:
     """One session's socket, token, allowlist and limits. Made by `Gateway.open_session`."""
 
     def __init__(self, gateway: Gateway, session_dir: Path, manager: ProxyManager, *, session_id: str,
-                 tracer: Tracer, limits: GatewayLimits, token_owner: int | None, agent: str | None = None) -> None:
+                 tracer: Tracer, limits: GatewayLimits, token_owner: int | None, agent: str | None = None,
+                 name: str = "gateway") -> None:
         self.gateway = gateway
         self.agent = agent
         self.session_dir = session_dir
@@ -230,8 +232,8 @@ class GatewaySession:
         self.tracer = tracer
         self.limits = limits
         self.token = secrets.token_urlsafe(32)
-        self.socket_path = session_dir / SOCKET_NAME
-        self.token_path = session_dir / TOKEN_NAME
+        self.socket_path = session_dir / (SOCKET_NAME if name == "gateway" else f"{name}.sock")
+        self.token_path = session_dir / (TOKEN_NAME if name == "gateway" else f"{name}.token")
         self.closed = False
         self.calls = 0
         """Requests answered (every status)."""
@@ -621,7 +623,7 @@ class Gateway:
     def open_session(self, session_dir: str | os.PathLike[str], manager: ProxyManager, *,
                      session_id: str | None = None, tracer: Tracer | None = None,
                      limits: GatewayLimits | None = None, token_owner: int | None = None,
-                     agent: str | None = None) -> GatewaySession:
+                     agent: str | None = None, name: str = "gateway") -> GatewaySession:
         """Serve `manager`'s proxies on `<session_dir>/gateway.sock` with a fresh token.
 
         Args:
@@ -632,6 +634,8 @@ class Gateway:
             limits: this session's limits (default: the gateway's).
             token_owner: uid that owns gateway.token (1000 in a Docker sandbox; None: the current user).
             agent: the agent whose sandbox this is (its name goes into the records).
+            name: the base name of the socket and token files (`<name>.sock`, `<name>.token`); a branch kernel
+                (`sb.fork()`) has its own, `gateway-<branch id>`, in the same session directory.
 
         Raises:
             UsageError: the gateway is closed, or `session_dir` does not exist.
@@ -639,11 +643,13 @@ class Gateway:
         if self._closed:
             raise UsageError("this Gateway is closed; make a new one (or use get_gateway()).")
         path = Path(session_dir)
+        if not re.fullmatch(r"gateway(-[A-Za-z0-9]{1,32})?", name):
+            raise UsageError(f"gateway file name {name!r} must be 'gateway' or 'gateway-<letters and digits>'")
         if not path.is_dir():
             raise UsageError(f"session_dir {str(path)!r} is not a directory; start the sandbox first.")
         session = GatewaySession(self, path, manager, session_id=session_id or secrets.token_hex(6),
                                  tracer=tracer or null_tracer, limits=limits or self.limits,
-                                 token_owner=token_owner, agent=agent)
+                                 token_owner=token_owner, agent=agent, name=name)
         with self._lock:
             self._sessions[session._listener.fileno()] = session
             self._tokens[session.token] = session

@@ -305,12 +305,15 @@ class KernelChannels:
         return {"msg_type": "?", "header": {}, "parent_header": {}, "malformed": reason, "content": {},
                 "metadata": {}}
 
-    def wait_ready(self, timeout: float, *, check_alive: Callable[[], None]) -> dict[str, Any]:
+    def wait_ready(self, timeout: float, *, check_alive: Callable[[], None],
+                   resend_every: float = 0.2) -> dict[str, Any]:
         """Block until the kernel answers kernel_info on shell AND its IOPub reaches us; return the reply.
 
         Args:
             timeout: seconds.
             check_alive: raises `SandboxStartError` when the kernel process or container is gone.
+            resend_every: seconds between kernel_info requests once one was answered but IOPub has not shown
+                its status yet (the subscription may not have reached the kernel's PUB socket in time).
 
         Raises:
             SandboxStartError: no answer within `timeout`.
@@ -331,7 +334,7 @@ class KernelChannels:
                                         f"(kernel_info {'answered' if reply else 'unanswered'}, iopub "
                                         f"{'connected' if iopub_seen else 'silent'})", timeout=timeout)
             if now >= next_send:
-                next_send = now + (0.5 if reply is None else 0.2)
+                next_send = now + (0.5 if reply is None else resend_every)
                 try:
                     sent.add(self.send_shell("kernel_info_request", {}))
                 except ChannelError:

@@ -63,6 +63,7 @@ from lllm.sandbox.commands import CommandResult
 from lllm.sandbox._kernel import KernelChannels, iopub_message_limit, write_connection_file
 from lllm.sandbox._mounts import check_mounts, mount_specs
 from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
+from lllm.sandbox.fork import Forkable, RootBranches
 from lllm.sandbox.base import (DEFAULT_MAX_OUTPUT_CHARS, RecordLimits, SandboxLimits, SandboxState,
                                parse_size)
 
@@ -89,7 +90,7 @@ def _close_live_sandboxes() -> None:
             pass
 
 
-class DockerSandbox(KernelSandbox):
+class DockerSandbox(RootBranches, Forkable, KernelSandbox):
     """A session's sandbox: a container with a Jupyter kernel, no network, hardened (see the module docstring).
 
     Args:
@@ -128,6 +129,8 @@ class DockerSandbox(KernelSandbox):
             default: `session` with a name, else `agent`).
         idle_timeout: seconds without use (cells, files) after which the sandbox is removed (None: never).
         max_lifetime: seconds after its start after which the sandbox is removed, busy or not (None: never).
+        max_branches: the most live branch kernels (`fork()`, `lllm.sandbox.fork`) the container may hold;
+            None: what its PID limit leaves room for (`default_max_branches`).
     """
 
     kind = "docker"
@@ -146,7 +149,8 @@ class DockerSandbox(KernelSandbox):
                  file_timeout: float = 60.0, record_limits: RecordLimits | None = None,
                  mounts: dict[str | Path, str] | None = None,
                  packages: str | Sequence[str] | None = None, name: str | None = None, scope: str | None = None,
-                 idle_timeout: float | None = None, max_lifetime: float | None = None) -> None:
+                 idle_timeout: float | None = None, max_lifetime: float | None = None,
+                 max_branches: int | None = None) -> None:
         super().__init__(cell_timeout=cell_timeout, max_output_chars=max_output_chars, tracer=tracer, agent=agent)
         bad = sorted(set(env or {}) & _RESERVED_ENV)
         if bad:
@@ -187,6 +191,8 @@ class DockerSandbox(KernelSandbox):
         self._last_used = 0.0
         self._record_written = 0.0
         self._closed_reason = ""
+        self._fork_init()
+        self._root_init(max_branches, self.limits.pids)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -322,6 +328,7 @@ class DockerSandbox(KernelSandbox):
         self._destroy()
 
     def _destroy(self) -> None:
+        self._end_branches(f"sandbox {self.sandbox_id!r}, which they were forked from, was closed")
         from lllm.sandbox import lifetime
 
         lifetime.forget(self)
@@ -417,6 +424,7 @@ class DockerSandbox(KernelSandbox):
         if self.channels is not None:
             self.channels.close()
             self.channels = None
+        ended = self._end_branches("the kernel they were forked from was restarted (the supervisor killed them)")
         with _docker.translate_errors("restart the sandbox kernel"):
             self.container.reload()
             if self.container.status == "running":
@@ -436,6 +444,8 @@ class DockerSandbox(KernelSandbox):
                                         f"{self.start_timeout:.0f}s", sandbox_id=self.sandbox_id)
             time.sleep(0.01)
         self._restart_note = _cleanup_note((state or {}).get("cleanup")) if self._gen > 1 else ""
+        if ended:
+            self._restart_note = "; ".join(filter(None, [self._restart_note, _ended_note(ended)]))
         self._connect()
 
     def restart_note(self) -> str:
@@ -923,6 +933,10 @@ def _cleanup_note(cleanup: Any) -> str:
     others = (f"{killed} process{'es' if killed != 1 else ''} it had left running were killed" if killed else
               "it had left no other process running")
     return f"nothing of the old kernel is left ({others}) and the home directory was reset (the workspace is kept)"
+
+
+def _ended_note(ended: list[str]) -> str:
+    return f"its {len(ended)} branch kernel{'s' if len(ended) != 1 else ''} ({', '.join(ended)}) ended with it"
 
 
 def _remove_entry(path: Path) -> None:

@@ -1,0 +1,475 @@
+"""Branch kernels: `sb.fork()` makes a second kernel in the same container with the parent's whole Python state.
+
+The parent kernel forks itself between two cells (guest side: `sandbox/lllm_fork.py`; the measured recipe is in
+the project's ENVIRONMENT.md): the branch shares the parent's memory copy-on-write, has its own connection file
+and signing key (`<id>.json`, sockets `<id>-1..5` in the run directory), its own gateway file names
+(`gateway-<id>.sock`/`.token`: whoever serves CALL_API for the parent opens a session there through a fork hook,
+see `Forkable.add_fork_hook`) and its own `KernelChannels`, with the parent's caps and the parent's record budget
+(a branch does not multiply what the host stores). From then on parent and branch evolve independently.
+
+Supervision (`sandbox/lllm_branches.py`): the branch's parent process is the container's supervisor (a child
+subreaper), which reaps it, writes `<id>.state` when it ends and kills every branch before a kernel restart.
+On the host, `DockerSandbox` ends its branches (and theirs) when it closes or its kernel restarts, and says so:
+the branch's next cell comes back `died` with the reason, and the restart notice names them.
+`max_branches` (default: what the container's PID limit leaves room for) bounds the live branches of a
+container; one more is a `SandboxForkError`.
+
+Shared by every kernel of a container, and documented as such: the workspace files, OS file offsets of files
+open at the fork, and the memory, CPU and PID limits. Threads do not survive a fork. Kernels of one container
+are ONE TRUST DOMAIN: a branch can read its parent's and siblings' memory and files. `sb.fork(isolated=True)`
+gives a branch in a container of its own instead (save + resume, `lllm.sandbox.snapshot`).
+
+A fork asked for while a cell runs waits for the cell to end (the sandbox's lock, then the kernel's own queue).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from lllm.errors import SandboxClosed, SandboxError, SandboxForkError, SandboxStartError
+from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
+from lllm.sandbox._kernel import KernelChannels, connection_info, iopub_message_limit
+from lllm.sandbox._zmtp import ChannelError
+
+if TYPE_CHECKING:
+    from lllm.sandbox.base import BaseSandbox
+
+PIDS_PER_KERNEL = 12
+"""Processes and threads one idle branch kernel holds (measured: ~10: main, IOPub, control, heartbeat, two
+output watchers, ZMQ's I/O threads), with a margin; `max_branches` defaults from it."""
+PIDS_RESERVED = 48
+"""Left for the parent kernel, the supervisor, file helpers and what cells start."""
+FORK_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 10.0
+
+ForkHook = Callable[["BaseSandbox", "BranchSandbox"], None]
+"""`hook(parent, branch)`, called once a branch answers (e.g. to open its CALL_API gateway session)."""
+
+
+def default_max_branches(pids: int) -> int:
+    """How many idle branches fit in a container with this PID limit next to its own kernel."""
+    return max(1, (pids - PIDS_RESERVED) // PIDS_PER_KERNEL)
+
+
+class Forkable:
+    """What a kernel sandbox needs to be forked: its branches, hooks, and the container's bookkeeping.
+
+    Mixed into `DockerSandbox` (the root of a container's kernels) and `BranchSandbox`. The root holds the
+    container-wide count of live branches (`_root`).
+    """
+
+    _branches: list[BranchSandbox]
+    _fork_hooks: list[ForkHook]
+
+    def _fork_init(self) -> None:
+        self._branches = []
+        self._fork_hooks = []
+
+    @property
+    def branches(self) -> list[BranchSandbox]:
+        """The live branches forked from this kernel (not their own branches; each has `.branches`)."""
+        return [b for b in self._branches if b.state.value == "running"]
+
+    def add_fork_hook(self, hook: ForkHook) -> None:
+        """Call `hook(parent, branch)` for every branch forked from this sandbox or, later, from its branches."""
+        self._fork_hooks.append(hook)
+
+    def fork(self, *, isolated: bool = False) -> Any:
+        """A branch kernel with this kernel's complete Python state at this moment (between two cells).
+
+        Args:
+            isolated: False: a kernel in the same container (fast; one trust domain, shared workspace and
+                limits). True: a new container restored from a snapshot of this one (`save` + `resume`):
+                slower, nothing shared, and what cannot be pickled is not carried over (the result's
+                `resume_notice` says what).
+
+        Raises:
+            SandboxForkError: more live branches than `max_branches`, or the kernel could not fork.
+            SandboxClosed: this sandbox is closed.
+        """
+        if isolated:
+            from lllm.sandbox.snapshot import fork_isolated
+
+            return fork_isolated(self)
+        return _fork(self)  # type: ignore[arg-type]
+
+    def _end_branches(self, why: str) -> list[str]:
+        """Mark every branch below this one ended (`why`) and close it; return their ids, deepest last."""
+        ended: list[str] = []
+        for branch in list(self._branches):
+            if branch.state.value == "running":
+                ended.append(branch.sandbox_id)
+                ended.extend(branch._end_branches(why))
+                branch._ended(why)
+        self._branches = []
+        return ended
+
+
+def _fork(parent: Any) -> BranchSandbox:
+    parent._require_running("fork")
+    root = parent._root_sandbox()
+    with parent._lock:  # a running cell finishes first (this is the queue)
+        if parent.channels is None:
+            parent.restart_kernel()
+        with root._fork_lock:
+            live = root._count_live_branches()
+            if live >= root.max_branches:
+                raise SandboxForkError(
+                    f"sandbox {root.sandbox_id!r} already has {live} live branch kernels, its max_branches "
+                    f"({root.max_branches}, sized to its PID limit of {root.limits.pids}); close a branch "
+                    "(branch.close()) or start the sandbox with a larger limits.pids and max_branches",
+                    sandbox_id=root.sandbox_id, max_branches=root.max_branches)
+            branch = BranchSandbox(parent)
+            branch._prepare()
+        try:
+            pid = _ask_parent_to_fork(parent, branch)
+            branch._attach(pid)
+        except BaseException:
+            branch._discard()
+            raise
+    parent._branches.append(branch)
+    try:
+        for hook in list(parent._fork_hooks):
+            hook(parent, branch)
+    except BaseException:
+        branch.close()
+        raise
+    return branch
+
+
+def _ask_parent_to_fork(parent: Any, branch: BranchSandbox) -> int:
+    channels: KernelChannels = parent.channels
+    channels.discard_pending()
+    content = {"connection_file": f"{branch.run_dir}/{branch.sandbox_id}.json", "gateway": branch.gateway_name,
+               "branch": branch.sandbox_id}
+    try:
+        msg_id = channels.send_shell("lllm_fork_request", content)
+    except ChannelError as exc:
+        raise SandboxForkError(f"the kernel of sandbox {parent.sandbox_id!r} did not take the fork request: {exc}",
+                               sandbox_id=parent.sandbox_id) from None
+    deadline = time.monotonic() + FORK_TIMEOUT
+    while time.monotonic() < deadline:
+        _, has_shell, has_control = channels.poll(0.05)
+        for msg in channels.read(channels.shell if has_shell else None, msg_id):
+            if msg.get("foreign") or "malformed" in msg or msg.get("msg_type") != "lllm_fork_reply":
+                continue
+            reply = msg["content"]
+            if reply.get("status") != "ok" or not isinstance(reply.get("pid"), int):
+                raise SandboxForkError(f"sandbox {parent.sandbox_id!r} could not fork its kernel: "
+                                       f"{str(reply.get('error'))[:500]}", sandbox_id=parent.sandbox_id)
+            return int(reply["pid"])
+        if has_control:
+            channels.drain_control()
+        if parent.exit_status() is not None:
+            break
+    raise SandboxForkError(f"the kernel of sandbox {parent.sandbox_id!r} did not answer the fork request within "
+                           f"{FORK_TIMEOUT:g}s (its image may predate branch kernels: rebuild it with "
+                           "`lllm sandbox build`)", sandbox_id=parent.sandbox_id)
+
+
+class BranchSandbox(Forkable, KernelSandbox):
+    """A branch kernel in its root sandbox's container (made by `sb.fork()`; see the module docstring).
+
+    Runs cells like its root (same caps, timeout escalation, records). Files are the root's workspace.
+    `close()` ends it and its own branches; a restart (after a timeout kill or a death) gives it a fresh, empty
+    kernel, started by the supervisor on the branch's own sockets.
+    """
+
+    kind = "docker-branch"
+
+    def __init__(self, parent: Any) -> None:
+        super().__init__(cell_timeout=parent.cell_timeout, max_output_chars=parent.max_output_chars,
+                         tracer=parent.tracer, agent=parent.agent)
+        self._fork_init()
+        self.parent = parent
+        self.root = parent._root_sandbox()
+        self.sandbox_id = "b" + secrets.token_hex(5)
+        self.interrupt_grace = parent.interrupt_grace
+        self.max_stored_chars = parent.max_stored_chars
+        self.max_display_bytes = parent.max_display_bytes
+        self.record_limits = parent.record_limits
+        self._record_budget = parent.record_budget  # charged to the parent: a fork does not multiply it
+        self._fork_hooks = list(parent._fork_hooks)
+        self._session_dir = self.root.session_dir
+        self.run_dir = self.root.RUN_DIR
+        self.gateway_name = f"gateway-{self.sandbox_id}"
+        self.channels: KernelChannels | None = None
+        self._lock = threading.RLock()
+        self.pid: int | None = None
+        self._conn: dict[str, Any] = {}
+        self._oom_at_start = -1
+        self._end_reason = ""
+        self._restart_note = ""
+        self.forked_at = 0.0
+        self.image = getattr(self.root, "image", None)
+        self._on_close: list[Callable[[], Any]] = []
+
+    # -- state shared with the root --------------------------------------------------------------------------------
+    @property
+    def guest_uid(self) -> int | None:  # type: ignore[override]
+        return self.root.guest_uid
+
+    @property
+    def limits(self) -> Any:
+        return self.root.limits
+
+    def _root_sandbox(self) -> Any:
+        return self.root
+
+    # -- start ---------------------------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Write the branch's connection file (its own key and socket names) where the kernel can read it."""
+        key = secrets.token_hex(32)
+        info = connection_info(f"{self.run_dir}/{self.sandbox_id}", key)
+        path = self.session_dir / f"{self.sandbox_id}.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(info))
+        if self.guest_uid is not None and os.geteuid() == 0:
+            os.chown(path, self.guest_uid, self.guest_uid)
+        self._conn = connection_info(str(self.session_dir / self.sandbox_id), key)
+        self.forked_at = time.time()
+        self._state_ready()
+
+    def _state_ready(self) -> None:
+        from lllm.sandbox.base import SandboxState
+
+        self._state = SandboxState.RUNNING
+        self.root._live_branches.add(self)
+
+    def _attach(self, pid: int) -> None:
+        self.pid = pid
+        reply = self.root._branch_request("adopt", self.sandbox_id, pid=pid)
+        self._oom_at_start = _int(reply.get("oom_kills"))
+        self._connect()
+
+    def _connect(self) -> None:
+        if self.channels is not None:
+            self.channels.close()
+        self.channels = KernelChannels(self._conn, max_message_bytes=iopub_message_limit(self.max_display_bytes))
+        self.channels.wait_ready(self.root.start_timeout, check_alive=self._check_alive_for_start, resend_every=0.02)
+
+    def _check_alive_for_start(self) -> None:
+        ended = self.exit_status()
+        if ended is not None:
+            raise SandboxForkError(f"the branch kernel {self.sandbox_id!r} did not come up: {ended.describe()}",
+                                   sandbox_id=self.sandbox_id)
+
+    def _start(self) -> None:  # a branch is started by fork(), never by start()
+        raise SandboxClosed("a branch kernel starts with sb.fork(); this one has ended", sandbox_id=self.sandbox_id)
+
+    # -- the kernel handle used by the cell loop -------------------------------------------------------------------
+    def exit_status(self, *, force_container: bool = False) -> ExitStatus | None:
+        if self._end_reason:
+            return ExitStatus(None, detail=self._end_reason)
+        root_end = self.root.exit_status(force_container=force_container)
+        if root_end is not None:
+            return ExitStatus(None, detail=f"its parent sandbox's kernel ended ({root_end.describe()})",
+                              container=root_end.container)
+        state = _read_json(self.session_dir / f"{self.sandbox_id}.state")
+        if state and state.get("pid") == self.pid and state.get("state") == "exited":
+            rc = state.get("rc")
+            oom_now = state.get("oom_kills", -1)
+            oom = isinstance(oom_now, int) and oom_now > self._oom_at_start >= 0
+            return ExitStatus(rc if isinstance(rc, int) else None, oom=oom, detail="branch kernel")
+        return None
+
+    def send_interrupt(self) -> None:
+        if self.channels is not None:
+            self.channels.send_control("interrupt_request")
+
+    def restart_kernel(self) -> None:
+        """Kill the branch's kernel (and its branches) and start a fresh, empty one on the same sockets."""
+        if self.channels is not None:
+            self.channels.close()
+            self.channels = None
+        if self._end_reason:
+            raise SandboxClosed(f"branch {self.sandbox_id!r} has ended: {self._end_reason}; fork its parent again",
+                                sandbox_id=self.sandbox_id)
+        ended = self._end_branches("the branch kernel they were forked from was restarted")
+        old = self.pid
+        if old is not None:
+            self.root._branch_request("kill", self.sandbox_id, pid=old)
+            deadline = time.monotonic() + REQUEST_TIMEOUT
+            while self.exit_status() is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+        reply = self.root._branch_request("spawn", self.sandbox_id,
+                                          connection_file=f"{self.run_dir}/{self.sandbox_id}.json",
+                                          gateway=self.gateway_name)
+        self.pid = int(reply["pid"])
+        self._oom_at_start = _int(reply.get("oom_kills"))
+        self._restart_note = (f"its {len(ended)} branch kernel{'s' if len(ended) != 1 else ''} "
+                              f"({', '.join(ended)}) ended with it" if ended else "")
+        self._connect()
+
+    def restart_note(self) -> str:
+        return self._restart_note
+
+    # -- files: the root's workspace ------------------------------------------------------------------------------
+    def upload(self, src: str | Path | bytes, dest: str) -> str:
+        self._require_running("upload")
+        return str(self.root.upload(src, dest))
+
+    def download(self, path: str) -> bytes:
+        self._require_running("download")
+        return bytes(self.root.download(path))
+
+    def list_files(self, path: str = ".") -> list[str]:
+        self._require_running("list_files")
+        return list(self.root.list_files(path))
+
+    # -- end -----------------------------------------------------------------------------------------------------
+    def _ended(self, why: str) -> None:
+        """The branch's kernel is gone with its parent's (a restart, a close): keep the reason for its next cell."""
+        self._end_reason = why
+        self._close_quietly()
+        from lllm.sandbox.base import SandboxState
+
+        self._state = SandboxState.CLOSED
+
+    def _check_not_closed(self, what: str) -> None:
+        if self._end_reason:
+            raise SandboxClosed(f"{what}() on branch kernel {self.sandbox_id!r}, which has ended: {self._end_reason}; "
+                                "fork its parent again for a new branch", sandbox_id=self.sandbox_id)
+        super()._check_not_closed(what)
+
+    def _close(self) -> None:
+        self._end_branches("the branch kernel they were forked from was closed")
+        if self.pid is not None and not self._end_reason:
+            try:
+                self.root._branch_request("kill", self.sandbox_id, pid=self.pid)
+            except SandboxError:
+                pass  # the container is gone: so is the branch
+        self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        if self.channels is not None:
+            self.channels.close()
+            self.channels = None
+        self.root._live_branches.discard(self)
+        for name in (f"{self.sandbox_id}.json", f"{self.sandbox_id}.state"):
+            _remove(self.session_dir / name)
+        for n in range(1, 6):
+            _remove(self.session_dir / f"{self.sandbox_id}-{n}")
+        for close in reversed(self._on_close):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - a hook's failure must not keep the branch open
+                pass
+        self._on_close = []
+
+    def add_close_hook(self, fn: Callable[[], Any]) -> None:
+        """Call `fn()` when this branch closes or ends (e.g. to close its gateway session)."""
+        self._on_close = [*self._on_close, fn]
+
+    def _discard(self) -> None:
+        """A fork that failed half-way: nothing of it stays."""
+        if self.pid is not None:
+            try:
+                self.root._branch_request("kill", self.sandbox_id, pid=self.pid)
+            except SandboxError:
+                pass
+        self._close_quietly()
+        from lllm.sandbox.base import SandboxState
+
+        self._state = SandboxState.CLOSED
+
+
+class RootBranches:
+    """The root sandbox's side: the container-wide branch count and the supervisor's request channel.
+
+    Mixed into `DockerSandbox` with `Forkable`. Needs `container`, `session_dir`, `sandbox_id`, `limits`,
+    `start_timeout`, `_lock` from it.
+    """
+
+    RUN_DIR = "/run/lllm"
+    max_branches: int
+    _live_branches: weakref.WeakSet[BranchSandbox]
+    _fork_lock: threading.Lock
+
+    def _root_init(self, max_branches: int | None, pids: int) -> None:
+        self.max_branches = max_branches if max_branches is not None else default_max_branches(pids)
+        self._live_branches = weakref.WeakSet()
+        self._fork_lock = threading.Lock()
+
+    def _root_sandbox(self) -> Any:
+        return self
+
+    def _count_live_branches(self) -> int:
+        return sum(1 for b in list(self._live_branches) if b.state.value == "running")
+
+    def _branch_request(self, op: str, branch: str, **fields: Any) -> dict[str, Any]:
+        """Ask the container's supervisor (a request file, then SIGUSR1) and wait for its answer.
+
+        Raises:
+            SandboxForkError: it refused, or did not answer within `REQUEST_TIMEOUT`.
+        """
+        container = getattr(self, "container", None)
+        if container is None:
+            raise SandboxClosed(f"sandbox {getattr(self, 'sandbox_id', '?')!r} has no container", op=op)
+        session_dir: Path = self.session_dir  # type: ignore[attr-defined]
+        nonce = secrets.token_hex(8)
+        request = session_dir / f"branch-req-{nonce}.json"
+        fd = os.open(request, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({"op": op, "branch": branch, **fields}))
+        from lllm.sandbox import _docker
+
+        with _docker.translate_errors(f"signal the supervisor of sandbox {self.sandbox_id!r}"):  # type: ignore[attr-defined]
+            container.kill(signal="SIGUSR1")
+        reply_path = session_dir / f"branch-rep-{nonce}.json"
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        try:
+            while time.monotonic() < deadline:
+                reply = _read_json(reply_path)
+                if reply is not None:
+                    if not reply.get("ok"):
+                        raise SandboxForkError(f"the supervisor of sandbox {self.sandbox_id!r} refused to {op} "  # type: ignore[attr-defined]
+                                               f"branch {branch!r}: {str(reply.get('error'))[:300]}")
+                    return reply
+                time.sleep(0.002)
+        finally:
+            _remove(reply_path)
+            _remove(request)
+        raise SandboxForkError(f"the supervisor of sandbox {self.sandbox_id!r} did not answer a {op} request for "  # type: ignore[attr-defined]
+                               f"branch {branch!r} within {REQUEST_TIMEOUT:g}s (its image may predate branch "
+                               "kernels: rebuild it with `lllm sandbox build`)")
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A small JSON file the container may have written: a regular file only, never followed, never blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return None
+            data = json.loads(fh.read(65536) or b"null")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _remove(path: Path) -> None:
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+__all__ = ["BranchSandbox", "Forkable", "ForkHook", "RootBranches", "default_max_branches"]
