@@ -99,7 +99,7 @@ class Forkable:
             from lllm.sandbox.snapshot import fork_isolated
 
             return fork_isolated(self)
-        return _fork(self)  # type: ignore[arg-type]
+        return _fork(self)
 
     def _end_branches(self, why: str) -> list[str]:
         """Mark every branch below this one ended (`why`) and close it; return their ids, deepest last."""

@@ -100,6 +100,9 @@ class SandboxBlock(BaseModel):
             raise ValueError("a session sandbox is named when it starts, so it cannot come from a pool: drop "
                              "pool_size or use scope agent/tactic")
         return self
+    fork_with_dialog: bool = True
+    """`agent.fork(src, dst)` while the sandbox is in use forks the kernel too: `dst` gets a branch kernel with
+    `src`'s variables (`lllm/tools/_dialog_kernels.py`); False: every dialog shares one kernel."""
 
     @field_validator("backend")
     @classmethod
@@ -171,6 +174,10 @@ class ProxyTools:
         self.shared: SharedSandbox | None = None
         """The sandbox this agent shares with others (`scope: tactic` or `session`), else None."""
         self._note = ""
+        from lllm.tools._dialog_kernels import DialogKernels
+
+        self.dialogs = DialogKernels(self)
+        """The branch kernels of forked dialogs (`fork_with_dialog`)."""
 
     # ------------------------------------------------------------------ sandbox
     def ensure_sandbox(self) -> Any:
@@ -281,23 +288,25 @@ class ProxyTools:
                 sandbox.close()
 
     # ------------------------------------------------------------------ cells
-    def run(self, code: str) -> Any:
-        """Run one cell; return what the model should see (a str, or a ToolResult when there are images)."""
+    def run(self, code: str, *, dialog: str | None = None) -> Any:
+        """Run one cell in the kernel of `dialog` (its branch, or the main kernel); return what the model should
+        see (a str, or a ToolResult when there are images)."""
         with self._lock:
             if self.shared is not None:
                 with self.shared.lock:  # agents take turns; each cell runs with its own agent's options
                     sandbox = self.ensure_sandbox()
                     sandbox.configure(cell_timeout=self.config.timeout, max_output_chars=self.config.max_output_chars,
                                       tracer=self.tracer, agent=self.agent_name)
-                    result = self.notebook.run(code, timeout=self.config.timeout)
+                    _, notebook, note = self.dialogs.kernel_for(dialog)
+                    result = notebook.run(code, timeout=self.config.timeout)
             else:
                 self.ensure_sandbox()
-                result = self.notebook.run(code, timeout=self.config.timeout)
+                _, notebook, note = self.dialogs.kernel_for(dialog)
+                result = notebook.run(code, timeout=self.config.timeout)
             self.cells += 1
-            note, self._note = self._note, ""
-        text = self.view(result)
-        if note:
-            text = f"{note}\n{text}"
+            notes = [n for n in (self._note, note) if n]
+            self._note = ""
+        text = "\n".join([*notes, self.view(result)])
         images = [img.data for img in result.images if img.mime in _IMAGE_MIMES]
         if images:
             from lllm.core.prompt import ToolResult
@@ -335,6 +344,7 @@ class ProxyTools:
             if self._closed:
                 return
             self._closed = True
+            self.dialogs.close()
             sandbox, self.sandbox = self.sandbox, None
             try:
                 if sandbox is not None:
@@ -473,6 +483,9 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
     tools.shared = _shared_holder(agent.name, cfg.sandbox)
     agent.proxy_tools = tools
     agent.add_cleanup(tools.close)
+    add_dialog_hook = getattr(agent, "add_dialog_hook", None)
+    if callable(add_dialog_hook):
+        add_dialog_hook(tools.dialogs.on_dialog)
 
     prompt = agent.system_prompt
     extra = _system_text(cfg, manager.directory()).replace("{", "{{").replace("}", "}}")
@@ -492,7 +505,7 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
             prop_desc={"proxy_name": f"one of {manager.available()!r}"}))
     if cfg.exec_env == "interpreter":
         def run_python(code: str) -> Any:
-            return tools.run(code)
+            return tools.run(code, dialog=getattr(agent, "active_alias", None))
 
         agent.tools.append(Function.from_callable(
             run_python,
@@ -502,7 +515,7 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
                         "matplotlib figures come back as images.",
             prop_desc={"code": "Python source to execute"}))
     elif cfg.exec_env == "jupyter":
-        agent.add_answer_hook(_cell_runner(tools))
+        agent.add_answer_hook(_cell_runner(tools, agent))
     return tools
 
 
@@ -549,7 +562,7 @@ def _shared_holder(agent_name: str, block: SandboxBlock) -> SharedSandbox | None
     return joined
 
 
-def _cell_runner(tools: ProxyTools) -> Any:
+def _cell_runner(tools: ProxyTools, agent: Any = None) -> Any:
     """Jupyter mode, as an answer hook: run the `<python_cell>` blocks of an answer and send their outputs back
     (the Agent asks the model again, at most `max_interrupt_steps` times; an answer without a cell stands)."""
 
@@ -570,7 +583,7 @@ def _cell_runner(tools: ProxyTools) -> Any:
         images: list[Any] = []
         for code in cells:
             try:
-                out = tools.run(code)
+                out = tools.run(code, dialog=getattr(agent, "active_alias", None))
             except InfrastructureError:
                 raise
             except LLLMError as exc:
