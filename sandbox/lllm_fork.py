@@ -206,6 +206,12 @@ def _setup_branch(kernel: Any, info: dict[str, Any], conn: str, gateway: str, br
     except ImportError:
         pass
     install(shell)  # a branch can fork again
+    try:
+        import lllm_snapshot  # type: ignore[import-not-found]
+
+        lllm_snapshot.install(shell)  # and be saved
+    except ImportError:
+        pass
     os.write(ready, f"ready {os.getpid()}\n".encode())
     os.close(ready)
     new_kernel.start()

@@ -161,6 +161,9 @@ def load_ipython_extension(shell: Any) -> None:
         import lllm_fork  # type: ignore[import-not-found]
 
         lllm_fork.install(shell)  # sb.fork(): branch kernels
+        import lllm_snapshot  # type: ignore[import-not-found]
+
+        lllm_snapshot.install(shell)  # sb.save() / resume()
     except ImportError:
         pass
     try:

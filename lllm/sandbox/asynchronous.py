@@ -93,6 +93,8 @@ class AsyncSandbox:
             steps = sb.cell_steps(code, timeout=limit, listen=listeners if listeners.active else None)
             result = await adrive(steps, flush=listeners.aflush if listeners.active else None,
                                   on_cancel=sb.send_interrupt)  # type: ignore[attr-defined]
+        if sb._pending_notices:
+            result = sb._with_pending_notices(result)
         listeners.end(result.status, result.duration_s)
         if sb.tracer is not None:  # a LogStore waits for its commit: not on the loop
             await asyncio.to_thread(sb._record, code, result, started)

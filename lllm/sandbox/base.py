@@ -373,6 +373,8 @@ class BaseSandbox:
         else:  # a backend that cannot stream: its output reaches the listeners when the cell ends
             result = self._run_cell(code, timeout=limit)
             replay_output(result, listeners)
+        if self._pending_notices:
+            result = self._with_pending_notices(result)
         self._after_cell(code, result, started, listeners)
         return result
 
@@ -409,6 +411,20 @@ class BaseSandbox:
             cached = "listen" in inspect.signature(cls._run_cell).parameters
             cls._streams_cached = cached
         return bool(cached)
+
+    _pending_notices: list[str] = []
+
+    def add_notice(self, text: str) -> None:
+        """Put `text` first in the notices of the next cell's result (e.g. what a resume could not restore)."""
+        self._pending_notices = [*self._pending_notices, text]
+
+    def _with_pending_notices(self, result: CellResult) -> CellResult:
+        from lllm.sandbox.render import render_cell
+
+        notes, self._pending_notices = self._pending_notices, []
+        result.notices[:0] = notes
+        result.text = render_cell(result, max_chars=self.max_output_chars)
+        return result
 
     def _record(self, code: str, result: CellResult, started: float) -> None:
         """Send the cell's `CellRecord` to the tracer: its code, the model's view of its output (`CellResult.text`,

@@ -101,6 +101,17 @@ class Forkable:
             return fork_isolated(self)
         return _fork(self)
 
+    def save(self, path: str | os.PathLike[str], *, timeout: float = 600.0) -> Any:
+        """Write a snapshot of this kernel's variables and the workspace to `path` (see `lllm.sandbox.snapshot`);
+        return its `SnapshotInfo` (what was saved, what was not and why).
+
+        Raises:
+            SnapshotError: the kernel could not save (over the size limit, it ended), or `path` cannot be written.
+        """
+        from lllm.sandbox.snapshot import save
+
+        return save(self, path, timeout=timeout)
+
     def _end_branches(self, why: str) -> list[str]:
         """Mark every branch below this one ended (`why`) and close it; return their ids, deepest last."""
         ended: list[str] = []
@@ -146,33 +157,51 @@ def _fork(parent: Any) -> BranchSandbox:
 
 
 def _ask_parent_to_fork(parent: Any, branch: BranchSandbox) -> int:
-    channels: KernelChannels = parent.channels
-    channels.discard_pending()
     content = {"connection_file": f"{branch.run_dir}/{branch.sandbox_id}.json", "gateway": branch.gateway_name,
                "branch": branch.sandbox_id}
+    reply = kernel_request(parent, "lllm_fork_request", content, "lllm_fork_reply", timeout=FORK_TIMEOUT,
+                           error=SandboxForkError, what="fork its kernel")
+    if not isinstance(reply.get("pid"), int):
+        raise SandboxForkError(f"sandbox {parent.sandbox_id!r} sent a fork reply without a pid",
+                               sandbox_id=parent.sandbox_id)
+    return int(reply["pid"])
+
+
+def kernel_request(sandbox: Any, msg_type: str, content: dict[str, Any], reply_type: str, *, timeout: float,
+                   error: type[SandboxError], what: str) -> dict[str, Any]:
+    """Send one of lllm's own shell requests to `sandbox`'s kernel (call it under the sandbox's lock: it runs
+    between cells) and return the reply's content when its `status` is ok.
+
+    Raises:
+        error: the kernel did not take it, answered with an error, or not within `timeout` (its image may
+            predate the request: the message says to rebuild it).
+    """
+    channels: KernelChannels = sandbox.channels
+    channels.discard_pending()
     try:
-        msg_id = channels.send_shell("lllm_fork_request", content)
+        msg_id = channels.send_shell(msg_type, content)
     except ChannelError as exc:
-        raise SandboxForkError(f"the kernel of sandbox {parent.sandbox_id!r} did not take the fork request: {exc}",
-                               sandbox_id=parent.sandbox_id) from None
-    deadline = time.monotonic() + FORK_TIMEOUT
+        raise error(f"the kernel of sandbox {sandbox.sandbox_id!r} did not take the request to {what}: {exc}",
+                    sandbox_id=sandbox.sandbox_id) from None
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _, has_shell, has_control = channels.poll(0.05)
         for msg in channels.read(channels.shell if has_shell else None, msg_id):
-            if msg.get("foreign") or "malformed" in msg or msg.get("msg_type") != "lllm_fork_reply":
+            if msg.get("foreign") or "malformed" in msg or msg.get("msg_type") != reply_type:
                 continue
             reply = msg["content"]
-            if reply.get("status") != "ok" or not isinstance(reply.get("pid"), int):
-                raise SandboxForkError(f"sandbox {parent.sandbox_id!r} could not fork its kernel: "
-                                       f"{str(reply.get('error'))[:500]}", sandbox_id=parent.sandbox_id)
-            return int(reply["pid"])
+            if reply.get("status") != "ok":
+                raise error(f"sandbox {sandbox.sandbox_id!r} could not {what}: {str(reply.get('error'))[:500]}",
+                            sandbox_id=sandbox.sandbox_id)
+            return dict(reply)
         if has_control:
             channels.drain_control()
-        if parent.exit_status() is not None:
-            break
-    raise SandboxForkError(f"the kernel of sandbox {parent.sandbox_id!r} did not answer the fork request within "
-                           f"{FORK_TIMEOUT:g}s (its image may predate branch kernels: rebuild it with "
-                           "`lllm sandbox build`)", sandbox_id=parent.sandbox_id)
+        if sandbox.exit_status() is not None:
+            raise error(f"the kernel of sandbox {sandbox.sandbox_id!r} ended while asked to {what}",
+                        sandbox_id=sandbox.sandbox_id)
+    raise error(f"the kernel of sandbox {sandbox.sandbox_id!r} did not answer the request to {what} within "
+                f"{timeout:g}s (its image may predate this request: rebuild it with `lllm sandbox build`)",
+                sandbox_id=sandbox.sandbox_id)
 
 
 class BranchSandbox(Forkable, KernelSandbox):
@@ -402,6 +431,16 @@ class RootBranches:
 
     def _root_sandbox(self) -> Any:
         return self
+
+    @classmethod
+    def resume(cls, path: str | os.PathLike[str], **options: Any) -> Any:
+        """Start a new sandbox from the snapshot at `path` (`sb.save(path)`): its image and limits unless
+        `options` say otherwise, its workspace files, and every variable that unpickles (inside the sandbox,
+        never here). `sb.resume_notice` says which names were not restored; the first cell's notices repeat it.
+        See `lllm.sandbox.snapshot.resume` for the options and errors."""
+        from lllm.sandbox.snapshot import resume
+
+        return resume(cls, path, **options)
 
     def _count_live_branches(self) -> int:
         return sum(1 for b in list(self._live_branches) if b.state.value == "running")

@@ -1,0 +1,134 @@
+"""Save and restore the kernel's user namespace, variable by variable, with dill (`sb.save()`, `resume()`).
+
+Loaded by `lllm_kernel_init` (`install(shell)`), which registers two shell handlers (they run between cells):
+- `lllm_save_request` `{"file": name, "max_bytes": n}`: pickle every user variable on its own with dill and
+  write them to `$LLLM_RUN_DIR/<name>`; reply `{"status", "saved": [names], "skipped": {name: why},
+  "bytes"}`. A variable that does not pickle (a thread, a generator, a connection, a lock) is skipped with the
+  reason; more than `max_bytes` in all stops the save with an error.
+- `lllm_restore_request` `{"file": name}`: read that file and unpickle each variable into the namespace;
+  reply `{"status", "restored": [names], "failed": {name: why}}`.
+Unpickling happens only here, inside a sandbox: a snapshot is code (a pickle can run anything on load), so
+the host never unpickles one, it only carries the bytes.
+
+Functions defined in cells live in `__main__`; dill saves their globals as a reference to `__main__`'s dict,
+so a restored function reads the restored kernel's globals, as it read the saved kernel's (cloudpickle would
+give each function a private copy of its globals). Each variable is pickled alone, so two names for one
+object come back as two objects.
+
+File format: repeated records of `<u32 name length><name utf-8><u64 data length><dill bytes>`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+SAVE_REQUEST, SAVE_REPLY = "lllm_save_request", "lllm_save_reply"
+RESTORE_REQUEST, RESTORE_REPLY = "lllm_restore_request", "lllm_restore_reply"
+RUN_DIR = os.environ.get("LLLM_RUN_DIR", "/run/lllm")
+_SKIP = {"In", "Out", "get_ipython", "exit", "quit", "CALL_API", "query_api_doc", "CallAPIError"}
+_NAME = struct.Struct(">I")
+_SIZE = struct.Struct(">Q")
+
+
+def install(shell: Any) -> None:
+    """Register the save and restore handlers on the shell's kernel (a no-op outside an ipykernel)."""
+    kernel = getattr(shell, "kernel", None)
+    handlers = getattr(kernel, "shell_handlers", None)
+    if not isinstance(handlers, dict):
+        return
+
+    def handler(do: Any, reply_type: str) -> Any:
+        def handle(stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+            try:
+                content = parent.get("content") or {}
+                reply = do(shell, _path(content.get("file")), content)
+            except Exception as exc:  # noqa: BLE001 - every failure goes back to the host
+                reply = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+            kernel.session.send(stream, reply_type, reply, parent, ident=ident)
+
+        return handle
+
+    handlers[SAVE_REQUEST] = handler(save, SAVE_REPLY)
+    handlers[RESTORE_REQUEST] = handler(restore, RESTORE_REPLY)
+
+
+def _path(name: Any) -> str:
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise ValueError(f"file must be a plain name in {RUN_DIR}, got {name!r}")
+    return os.path.join(RUN_DIR, name)
+
+
+def user_variables(shell: Any) -> dict[str, Any]:
+    """The names the user made: not IPython's own (`_`, `In`, `Out`, ...), not the guest API."""
+    hidden = getattr(shell, "user_ns_hidden", {})
+    return {name: value for name, value in shell.user_ns.items()
+            if not name.startswith("_") and name not in _SKIP and name not in hidden}
+
+
+def _why(exc: BaseException, value: Any = None) -> str:
+    text = str(exc).strip().splitlines()
+    what = f"a {type(value).__module__}.{type(value).__qualname__}: " if value is not None else ""
+    return f"{what}{type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
+
+
+def save(shell: Any, path: str, content: dict[str, Any]) -> dict[str, Any]:
+    import dill  # type: ignore[import-not-found]
+
+    limit = int(content.get("max_bytes") or 0)
+    saved: list[str] = []
+    skipped: dict[str, str] = {}
+    total = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        for name, value in sorted(user_variables(shell).items()):
+            try:
+                data = dill.dumps(value)
+            except BaseException as exc:  # noqa: BLE001 - pickling can raise anything (RecursionError too)
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                skipped[name] = _why(exc, value)
+                continue
+            encoded = name.encode()
+            total += _NAME.size + len(encoded) + _SIZE.size + len(data)
+            if limit and total > limit:
+                fh.close()
+                os.unlink(path)
+                return {"status": "error", "error": f"the namespace is over {limit:,} bytes pickled (at {name!r}); "
+                                                    "delete large variables or save files in the workspace"}
+            fh.write(_NAME.pack(len(encoded)) + encoded + _SIZE.pack(len(data)))
+            fh.write(data)
+            saved.append(name)
+    return {"status": "ok", "saved": saved, "skipped": skipped, "bytes": total}
+
+
+def restore(shell: Any, path: str, content: dict[str, Any]) -> dict[str, Any]:
+    import dill  # type: ignore[import-not-found]
+
+    restored: list[str] = []
+    failed: dict[str, str] = {}
+    with open(path, "rb") as fh:
+        while True:
+            head = fh.read(_NAME.size)
+            if not head:
+                break
+            if len(head) != _NAME.size:
+                raise ValueError("the snapshot's namespace file is cut short")
+            name = fh.read(_NAME.unpack(head)[0]).decode("utf-8", "replace")
+            size_raw = fh.read(_SIZE.size)
+            if len(size_raw) != _SIZE.size:
+                raise ValueError("the snapshot's namespace file is cut short")
+            size = _SIZE.unpack(size_raw)[0]
+            data = fh.read(size)
+            if len(data) != size:
+                raise ValueError(f"the snapshot's namespace file is cut short (in {name!r})")
+            try:
+                shell.user_ns[name] = dill.loads(data)
+                restored.append(name)
+            except BaseException as exc:  # noqa: BLE001 - one bad variable must not stop the rest
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                failed[name] = _why(exc)
+    os.unlink(path)
+    return {"status": "ok", "restored": restored, "failed": failed}

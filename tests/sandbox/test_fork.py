@@ -1,0 +1,156 @@
+"""`sb.fork()`: branch kernels in the same container (lllm.sandbox.fork, sandbox/lllm_fork.py, the supervisor).
+
+One container for most tests (module fixture); each test closes the branches it made.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from lllm.errors import SandboxClosed, SandboxForkError
+from lllm.sandbox.base import SandboxLimits
+from lllm.sandbox.docker import DockerSandbox
+from lllm.sandbox.fork import default_max_branches
+
+pytestmark = pytest.mark.docker
+
+SETUP = """
+import numpy as np, threading
+arr = np.arange(5)
+x = 1
+def read_x():
+    return x
+gen = (i * i for i in range(100))
+first = next(gen)
+ticker = threading.Thread(target=lambda: threading.Event().wait(600), daemon=True)
+ticker.start()
+print("ready")
+"""
+
+
+@pytest.fixture(scope="module")
+def sb(sandbox_image: str):
+    sandbox = DockerSandbox(image=sandbox_image, cell_timeout=30, interrupt_grace=2, max_output_chars=2000,
+                            max_stored_chars=50_000)
+    sandbox.start()
+    assert sandbox.run_cell(SETUP).stdout == "ready\n"
+    yield sandbox
+    sandbox.close()
+
+
+def _out(sandbox, code: str) -> str:
+    result = sandbox.run_cell(code)
+    assert result.status == "ok", result.text
+    return result.stdout.strip()
+
+
+def test_a_branch_has_the_parents_state_and_then_evolves_on_its_own(sb: DockerSandbox) -> None:
+    branch = sb.fork()
+    try:
+        assert branch in sb.branches and branch.session_dir == sb.session_dir
+        assert branch._conn["key"] != sb._conn["key"]  # its own signing key and socket names
+        # variables, arrays, generators and functions that read their globals carry over; then diverge
+        assert _out(branch, "x = 2; arr[0] = 99; print(read_x(), arr[0], next(gen))") == "2 99 1"
+        assert _out(sb, "print(read_x(), arr[0], next(gen))") == "1 0 1"
+        assert _out(sb, "x = 3; print(read_x(), next(gen))") == "3 4"
+        assert _out(branch, "print(read_x(), next(gen))") == "2 4"
+        # threads do not survive a fork (documented); the parent's still runs
+        assert _out(branch, "print(ticker.is_alive(), threading.active_count() > 0)") == "False True"
+        assert _out(sb, "print(ticker.is_alive())") == "True"
+        # the workspace is shared
+        _out(branch, "open('from_branch.txt', 'w').write('hi')")
+        assert _out(sb, "print(open('from_branch.txt').read())") == "hi"
+        # a branch forks again; closing a branch ends its own branches
+        grand = branch.fork()
+        assert _out(grand, "print(read_x())") == "2"
+        assert branch.branches == [grand]
+    finally:
+        branch.close()
+    assert grand.state.value == "closed" and branch not in sb.branches
+    with pytest.raises(SandboxClosed, match="ended"):
+        grand.run_cell("1")
+    assert _out(sb, "print(read_x())") == "3"
+
+
+def test_a_branch_gets_the_parents_caps(sb: DockerSandbox) -> None:
+    branch = sb.fork()
+    try:
+        result = branch.run_cell("print('y' * 5_000_000)")
+        assert result.status == "ok"
+        assert len(result.text) <= 2000 and len(result.stdout) <= 50_000
+        assert result.truncated
+        assert branch.record_budget is sb.record_budget  # charged to the parent: a fork does not multiply it
+    finally:
+        branch.close()
+
+
+def test_a_timeout_kill_in_a_branch_leaves_the_parent_and_gives_the_branch_a_fresh_kernel(sb: DockerSandbox) -> None:
+    branch = sb.fork()
+    try:
+        sub = branch.fork()
+        result = branch.run_cell("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)",
+                                 timeout=1.5)
+        assert result.status == "timeout" and result.timeout_action == "restarted", result.text
+        assert "ended with it" in result.text  # its own branch went with the old kernel, and it says so
+        assert sub.state.value == "closed"
+        assert _out(branch, "print('x' in dir())") == "False"  # a fresh, empty kernel
+        assert _out(sb, "print(read_x())") == "3"  # the parent is untouched
+    finally:
+        branch.close()
+
+
+def test_a_fork_asked_for_while_a_cell_runs_waits_for_the_cell(sb: DockerSandbox) -> None:
+    done: dict[str, object] = {}
+
+    def long_cell() -> None:
+        done["cell"] = sb.run_cell("import time; time.sleep(1.5); late = 'set by the cell'")
+
+    worker = threading.Thread(target=long_cell)
+    worker.start()
+    time.sleep(0.3)
+    branch = sb.fork()  # queued behind the cell: the branch has what the cell made
+    try:
+        worker.join()
+        assert done["cell"].status == "ok"  # type: ignore[attr-defined]
+        assert _out(branch, "print(late)") == "set by the cell"
+    finally:
+        branch.close()
+
+
+def test_more_branches_than_allowed_is_a_clear_error_and_leaves_nothing(sandbox_image: str) -> None:
+    with DockerSandbox(image=sandbox_image, max_branches=2) as sandbox:
+        sandbox.run_cell("v = 7")
+        first, second = sandbox.fork(), sandbox.fork()
+        with pytest.raises(SandboxForkError, match=r"already has 2 live branch kernels.*max_branches") as err:
+            first.fork()
+        assert "close a branch" in str(err.value)
+        assert len(sandbox.branches) == 2 and first.branches == []
+        second.close()
+        third = first.fork()  # room again
+        assert _out(third, "print(v)") == "7"
+        # a restart of the root ends every branch and says so
+        sandbox.restart()
+        assert [b.state.value for b in (first, third)] == ["closed", "closed"]
+        assert "branch kernels" in sandbox.restart_note()
+        with pytest.raises(SandboxClosed, match="restarted"):
+            first.run_cell("1")
+        # nothing of them is left running in the container
+        procs = _out(sandbox, "import os\nprint(sum(1 for p in os.listdir('/proc') if p.isdigit() and "
+                              "'ipykernel' in open(f'/proc/{p}/cmdline').read()))")
+        assert procs == "1"
+    assert default_max_branches(256) >= 15
+
+
+def test_the_supervisor_reaps_a_branch_that_dies_and_the_branch_says_so(sandbox_image: str) -> None:
+    with DockerSandbox(image=sandbox_image, limits=SandboxLimits(pids=128)) as sandbox:
+        assert sandbox.max_branches == default_max_branches(128)
+        branch = sandbox.fork()
+        result = branch.run_cell("import os; os._exit(3)")
+        assert result.status == "died" and "exited with code 3" in result.text, result.text
+        assert _out(branch, "print('alive again')") == "alive again"
+        ppid = _out(branch, "import os; print(os.getppid())")
+        supervisor = _out(sandbox, "import os; print(os.getppid())")
+        assert ppid == supervisor  # the branch is the supervisor's child, not tini's
