@@ -1,0 +1,109 @@
+"""`sb.save(path)` and `DockerSandbox.resume(path)`; `sb.fork(isolated=True)`; bad snapshots."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from lllm.errors import SnapshotError
+from lllm.sandbox.base import SandboxLimits
+from lllm.sandbox.docker import DockerSandbox
+from lllm.sandbox.snapshot import META, NAMESPACE, WORKSPACE_TAR, read_meta
+
+pytestmark = pytest.mark.docker
+
+STATE = """
+import numpy as np, threading, sqlite3
+data = np.arange(10) * 1.5
+x = 5
+def twice():
+    return x * 2
+class Point:
+    def __init__(self, a): self.a = a
+p = Point(3)
+square = lambda v: v * v
+gen = (i for i in range(3))
+worker = threading.Thread(target=lambda: None)
+db = sqlite3.connect(':memory:')
+import os; os.makedirs('sub', exist_ok=True); open('sub/notes.txt', 'w').write('kept')
+"""
+
+
+@pytest.fixture(scope="module")
+def snapshot(sandbox_image: str, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("snap") / "state.snapshot"
+    with DockerSandbox(image=sandbox_image, limits=SandboxLimits(memory="512m")) as sb:
+        assert sb.run_cell(STATE).status == "ok"
+        info = sb.save(path)
+        # saving changes nothing in the kernel
+        assert sb.run_cell("print(next(gen), worker.is_alive())").stdout == "0 False\n"
+    assert info.meta.image == sandbox_image and info.meta.limits["memory"] == "512m"
+    assert {"data", "x", "twice", "Point", "p", "square", "np"} <= set(info.meta.saved)
+    assert set(info.meta.skipped) == {"gen", "worker", "db"}
+    assert "generator" in info.meta.skipped["gen"] and "sqlite3.Connection" in info.meta.skipped["db"]
+    return path
+
+
+def test_resume_restores_variables_functions_and_files_and_says_what_was_not(snapshot: Path) -> None:
+    with DockerSandbox.resume(snapshot) as sb:
+        assert sb.limits.memory == "512m"
+        assert sorted(sb.not_restored) == ["db", "gen", "worker"]
+        first = sb.run_cell("x = 7\nprint(twice(), data.sum(), p.a, square(4), open('sub/notes.txt').read())")
+        assert first.stdout == "14 67.5 3 16 kept\n", first.text  # twice() reads the resumed kernel's globals
+        assert "NOT restored" in first.text and "gen (" in first.text and "db (" in first.text
+        assert "NOT restored" not in sb.run_cell("print(1)").text  # told once
+
+
+def test_isolated_fork_is_a_new_container_with_the_same_state(sandbox_image: str) -> None:
+    with DockerSandbox(image=sandbox_image) as sb:
+        sb.run_cell("x = 41\nopen('f.txt', 'w').write('a')")
+        twin = sb.fork(isolated=True)
+        try:
+            assert twin.container.id != sb.container.id and twin.sandbox_id != sb.sandbox_id
+            assert twin.run_cell("x += 1; open('f.txt', 'a').write('b'); print(x)").stdout == "42\n"
+            assert sb.run_cell("print(x, open('f.txt').read())").stdout == "41 a\n"  # nothing shared
+        finally:
+            twin.close()
+
+
+def _rewrite(src: Path, dst: Path, **replace: bytes) -> Path:
+    with tarfile.open(src) as tar, tarfile.open(dst, "w") as out:
+        for member in tar.getmembers():
+            data = replace.get(member.name.replace(".", "_").replace("-", "_"), tar.extractfile(member).read())
+            member.size = len(data)
+            out.addfile(member, io.BytesIO(data))
+    return dst
+
+
+def test_bad_snapshots_are_refused_before_anything_starts(snapshot: Path, tmp_path: Path, sandbox_image: str) -> None:
+    import docker
+
+    before = {c.id for c in docker.from_env().containers.list(all=True)}
+    junk = tmp_path / "junk.snapshot"
+    junk.write_bytes(b"not a tar file at all" * 100)
+    with pytest.raises(SnapshotError, match="not an lllm sandbox snapshot"):
+        DockerSandbox.resume(junk)
+    cut = tmp_path / "cut.snapshot"
+    cut.write_bytes(snapshot.read_bytes()[:-20_000])
+    with pytest.raises(SnapshotError, match="corrupt|cut short|not an lllm"):
+        DockerSandbox.resume(cut)
+    meta = json.loads(_meta_bytes(snapshot))
+    other = _rewrite(snapshot, tmp_path / "other.snapshot",
+                     lllm_snapshot_json=json.dumps({**meta, "image": "lllm-sandbox:from-elsewhere"}).encode())
+    with pytest.raises(SnapshotError, match="saved from image 'lllm-sandbox:from-elsewhere'"):
+        DockerSandbox.resume(other)
+    with pytest.raises(SnapshotError, match=r"saved from image .* not 'python:3.12-slim'"):
+        DockerSandbox.resume(snapshot, image="python:3.12-slim")
+    with pytest.raises(SnapshotError, match="too large for the sandbox's limits.*workspace_size"):
+        DockerSandbox.resume(snapshot, limits=SandboxLimits(workspace_size="4k"))
+    assert read_meta(snapshot).namespace_bytes > 0
+    assert {c.id for c in docker.from_env().containers.list(all=True)} == before  # nothing was started
+
+
+def _meta_bytes(path: Path) -> bytes:
+    with tarfile.open(path) as tar:
+        return tar.extractfile(META).read()
