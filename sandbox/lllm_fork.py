@@ -183,7 +183,7 @@ def _setup_branch(kernel: Any, info: dict[str, Any], conn: str, gateway: str, br
     app.session.pid = os.getpid()  # jupyter_client's Session drops what a "fork" sends (check_pid)
     app.context = None
     app.init_sockets()
-    app.init_heartbeat()
+    app.heartbeat = None  # the host never uses the heartbeat channel (it watches the process instead)
     app._ports = {"shell": app.shell_port, "iopub": app.iopub_port, "stdin": app.stdin_port, "hb": app.hb_port,
                   "control": app.control_port}
     app.init_io()

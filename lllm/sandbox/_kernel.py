@@ -306,7 +306,7 @@ class KernelChannels:
                 "metadata": {}}
 
     def wait_ready(self, timeout: float, *, check_alive: Callable[[], None],
-                   resend_every: float = 0.2) -> dict[str, Any]:
+                   resend_every: float = 0.2, warm_up: bool = True) -> dict[str, Any]:
         """Block until the kernel answers kernel_info on shell AND its IOPub reaches us; return the reply.
 
         Args:
@@ -314,6 +314,7 @@ class KernelChannels:
             check_alive: raises `SandboxStartError` when the kernel process or container is gone.
             resend_every: seconds between kernel_info requests once one was answered but IOPub has not shown
                 its status yet (the subscription may not have reached the kernel's PUB socket in time).
+            warm_up: run one empty cell first (a branch kernel forked from a warm one needs none).
 
         Raises:
             SandboxStartError: no answer within `timeout`.
@@ -326,7 +327,8 @@ class KernelChannels:
         while True:
             now = time.monotonic()
             if reply is not None and iopub_seen:
-                self._warm_up(deadline)
+                if warm_up:
+                    self._warm_up(deadline)
                 self.take_problems()  # a start-up race (a socket not bound yet) is no news for the first cell
                 return reply
             if now >= deadline:

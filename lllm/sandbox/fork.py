@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from lllm.errors import SandboxClosed, SandboxError, SandboxForkError, SandboxStartError
 from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
 from lllm.sandbox._kernel import KernelChannels, connection_info, iopub_message_limit
-from lllm.sandbox._zmtp import ChannelError
+from lllm.sandbox._requests import kernel_request
 
 if TYPE_CHECKING:
     from lllm.sandbox.base import BaseSandbox
@@ -167,43 +167,6 @@ def _ask_parent_to_fork(parent: Any, branch: BranchSandbox) -> int:
     return int(reply["pid"])
 
 
-def kernel_request(sandbox: Any, msg_type: str, content: dict[str, Any], reply_type: str, *, timeout: float,
-                   error: type[SandboxError], what: str) -> dict[str, Any]:
-    """Send one of lllm's own shell requests to `sandbox`'s kernel (call it under the sandbox's lock: it runs
-    between cells) and return the reply's content when its `status` is ok.
-
-    Raises:
-        error: the kernel did not take it, answered with an error, or not within `timeout` (its image may
-            predate the request: the message says to rebuild it).
-    """
-    channels: KernelChannels = sandbox.channels
-    channels.discard_pending()
-    try:
-        msg_id = channels.send_shell(msg_type, content)
-    except ChannelError as exc:
-        raise error(f"the kernel of sandbox {sandbox.sandbox_id!r} did not take the request to {what}: {exc}",
-                    sandbox_id=sandbox.sandbox_id) from None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _, has_shell, has_control = channels.poll(0.05)
-        for msg in channels.read(channels.shell if has_shell else None, msg_id):
-            if msg.get("foreign") or "malformed" in msg or msg.get("msg_type") != reply_type:
-                continue
-            reply = msg["content"]
-            if reply.get("status") != "ok":
-                raise error(f"sandbox {sandbox.sandbox_id!r} could not {what}: {str(reply.get('error'))[:500]}",
-                            sandbox_id=sandbox.sandbox_id)
-            return dict(reply)
-        if has_control:
-            channels.drain_control()
-        if sandbox.exit_status() is not None:
-            raise error(f"the kernel of sandbox {sandbox.sandbox_id!r} ended while asked to {what}",
-                        sandbox_id=sandbox.sandbox_id)
-    raise error(f"the kernel of sandbox {sandbox.sandbox_id!r} did not answer the request to {what} within "
-                f"{timeout:g}s (its image may predate this request: rebuild it with `lllm sandbox build`)",
-                sandbox_id=sandbox.sandbox_id)
-
-
 class BranchSandbox(Forkable, KernelSandbox):
     """A branch kernel in its root sandbox's container (made by `sb.fork()`; see the module docstring).
 
@@ -276,15 +239,19 @@ class BranchSandbox(Forkable, KernelSandbox):
 
     def _attach(self, pid: int) -> None:
         self.pid = pid
-        reply = self.root._branch_request("adopt", self.sandbox_id, pid=pid)
+        adoption = self.root._branch_send("adopt", self.sandbox_id, pid=pid)  # answered while we connect
+        try:
+            self._connect()
+        finally:
+            reply = self.root._branch_wait(adoption, "adopt", self.sandbox_id)
         self._oom_at_start = _int(reply.get("oom_kills"))
-        self._connect()
 
     def _connect(self) -> None:
         if self.channels is not None:
             self.channels.close()
         self.channels = KernelChannels(self._conn, max_message_bytes=iopub_message_limit(self.max_display_bytes))
-        self.channels.wait_ready(self.root.start_timeout, check_alive=self._check_alive_for_start, resend_every=0.02)
+        self.channels.wait_ready(self.root.start_timeout, check_alive=self._check_alive_for_start, resend_every=0.02,
+                                 warm_up=False)
 
     def _check_alive_for_start(self) -> None:
         ended = self.exit_status()
@@ -451,6 +418,10 @@ class RootBranches:
         Raises:
             SandboxForkError: it refused, or did not answer within `REQUEST_TIMEOUT`.
         """
+        return self._branch_wait(self._branch_send(op, branch, **fields), op, branch)
+
+    def _branch_send(self, op: str, branch: str, **fields: Any) -> str:
+        """Write a request for the supervisor and signal it; return the nonce its answer will carry."""
         container = getattr(self, "container", None)
         if container is None:
             raise SandboxClosed(f"sandbox {getattr(self, 'sandbox_id', '?')!r} has no container", op=op)
@@ -462,8 +433,17 @@ class RootBranches:
             fh.write(json.dumps({"op": op, "branch": branch, **fields}))
         from lllm.sandbox import _docker
 
-        with _docker.translate_errors(f"signal the supervisor of sandbox {self.sandbox_id!r}"):  # type: ignore[attr-defined]
-            container.kill(signal="SIGUSR1")
+        try:
+            with _docker.translate_errors(f"signal the supervisor of sandbox {self.sandbox_id!r}"):  # type: ignore[attr-defined]
+                container.kill(signal="SIGUSR1")
+        except BaseException:
+            _remove(request)
+            raise
+        return nonce
+
+    def _branch_wait(self, nonce: str, op: str, branch: str) -> dict[str, Any]:
+        session_dir: Path = self.session_dir  # type: ignore[attr-defined]
+        request = session_dir / f"branch-req-{nonce}.json"
         reply_path = session_dir / f"branch-rep-{nonce}.json"
         deadline = time.monotonic() + REQUEST_TIMEOUT
         try:

@@ -81,7 +81,7 @@ def save(sandbox: Any, path: str | os.PathLike[str], *, timeout: float = 600.0) 
             or `path` cannot be written; nothing is left at `path` then.
         SandboxClosed: the sandbox is closed.
     """
-    from lllm.sandbox.fork import kernel_request
+    from lllm.sandbox._requests import kernel_request
 
     started = time.monotonic()
     sandbox._require_running("save")
@@ -295,7 +295,7 @@ def _check_fits(meta: SnapshotMeta, lim: SandboxLimits, path: Any) -> None:
 def _restore(sandbox: Any, meta: SnapshotMeta, namespace: bytes, workspace: bytes, timeout: float) -> None:
     from lllm.sandbox import _exec
     from lllm.sandbox._rundir import chown_for_sandbox, container_user
-    from lllm.sandbox.fork import kernel_request
+    from lllm.sandbox._requests import kernel_request
 
     uid, gid = container_user()
     if workspace:
