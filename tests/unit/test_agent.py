@@ -129,6 +129,39 @@ def test_fork_switch_close_make_independent_branches() -> None:
     inv.assert_complete()
 
 
+def test_dialog_hooks_see_forks_and_closes_and_a_refusing_hook_stops_the_fork() -> None:
+    agent, _ = make([{"content": None, "tool_calls": [{"name": "where", "arguments": {}}]}, "done"])
+    events: list[tuple[str, str, str | None]] = []
+    agent.add_dialog_hook(lambda event, alias, source: events.append((event, alias, source)))
+    seen: list[str | None] = []
+
+    def where() -> str:
+        """Say which dialog this tool acts for."""
+        seen.append(agent.active_alias)
+        return "ok"
+
+    agent.tools.append(Function.from_callable(where))
+    agent.open("base")
+    agent.fork("base", "b1")
+    agent.switch("base")
+    agent.receive("go", alias="b1")
+    agent.respond(alias="b1")  # not current: its tools still act for b1
+    assert seen == ["b1"] and agent.active_alias == "base"
+    agent.close("b1")
+    assert events == [("fork", "b1", "base"), ("close", "b1", None)]
+
+    def refuse(event: str, alias: str, source: str | None) -> None:
+        if event == "fork":
+            raise SandboxError("no room for another branch kernel")
+
+    agent.add_dialog_hook(refuse)
+    with pytest.raises(SandboxError, match="no room"):
+        agent.fork("base", "b2")
+    assert set(agent.dialogs) == {"base"} and agent.current_alias == "base"  # the fork did not happen
+    with pytest.raises(UsageError, match="callable"):
+        agent.add_dialog_hook("not a hook")  # type: ignore[arg-type]
+
+
 def test_open_or_fork_onto_an_open_alias_is_an_error_and_dialogs_is_read_only() -> None:
     agent, _ = make([])
     first = agent.open("a")
