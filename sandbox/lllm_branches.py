@@ -8,7 +8,9 @@ to `branch-rep-<nonce>.json` (`{"ok": true, ...}` or `{"ok": false, "error": ...
 - `adopt` (`pid`): track that child as the branch `id` (refused unless it is this supervisor's child);
 - `kill` (`pid`): SIGKILL the branch's process group (it is a session leader);
 - `spawn` (`connection_file`, `gateway`): start a fresh, empty kernel for the branch (after its kernel was
-  killed on a timeout or died), as a child of the supervisor.
+  killed on a timeout or died), as a child of the supervisor;
+- `kill_all`: kill every branch (a host process that re-attaches to the sandbox has no handle on the branches
+  of the process before it).
 When a branch ends, `<id>.state` says so (`pid`, `state`: exited, `rc`, `oom_kills`). A kernel restart or the
 supervisor's exit kills every branch first (`kill_all`). Kernel code can write request files too; it can kill
 and start processes of its own uid anyway, so this gives it nothing new. Only the standard library is used.
@@ -105,6 +107,8 @@ class Branches:
                 return {"ok": True, "pid": pid, "note": "not running"}
             self._kill(pid)
             return {"ok": True, "pid": pid}
+        if op == "kill_all":
+            return {"ok": True, "killed": self.kill_all()}
         if op == "spawn":
             conn = str(request.get("connection_file", ""))
             gateway = str(request.get("gateway", ""))

@@ -409,6 +409,15 @@ class RootBranches:
 
         return resume(cls, path, **options)
 
+    def end_leftover_branches(self) -> int:
+        """Kill the branch kernels this process has no handle on (those of a process that attached before);
+        return how many there were."""
+        reply = self._branch_request("kill_all", "all")
+        for branch in list(self._live_branches):
+            branch._ended("the sandbox's branches were ended by end_leftover_branches()")
+        killed = reply.get("killed")
+        return killed if isinstance(killed, int) else 0
+
     def _count_live_branches(self) -> int:
         return sum(1 for b in list(self._live_branches) if b.state.value == "running")
 

@@ -154,3 +154,6 @@ def test_the_supervisor_reaps_a_branch_that_dies_and_the_branch_says_so(sandbox_
         ppid = _out(branch, "import os; print(os.getppid())")
         supervisor = _out(sandbox, "import os; print(os.getppid())")
         assert ppid == supervisor  # the branch is the supervisor's child, not tini's
+        # a process that re-attaches has no handle on earlier branches: it can end them all
+        assert sandbox.end_leftover_branches() == 1
+        assert branch.state.value == "closed" and sandbox.branches == []
