@@ -112,13 +112,19 @@ class Forkable:
 
         return save(self, path, timeout=timeout)
 
-    def _end_branches(self, why: str) -> list[str]:
-        """Mark every branch below this one ended (`why`) and close it; return their ids, deepest last."""
+    def _end_branches(self, why: str, *, kill: bool = False) -> list[str]:
+        """Mark every branch below this one ended (`why`) and close it; return their ids, deepest last.
+
+        `kill`: also kill their processes (a branch of a branch runs in a session of its own, so killing the
+        branch does not take it along); not needed when the supervisor kills every branch (a root restart) or
+        the container goes."""
         ended: list[str] = []
         for branch in list(self._branches):
             if branch.state.value == "running":
                 ended.append(branch.sandbox_id)
-                ended.extend(branch._end_branches(why))
+                ended.extend(branch._end_branches(why, kill=kill))
+                if kill:
+                    branch._kill_process()
                 branch._ended(why)
         self._branches = []
         return ended
@@ -290,7 +296,7 @@ class BranchSandbox(Forkable, KernelSandbox):
         if self._end_reason:
             raise SandboxClosed(f"branch {self.sandbox_id!r} has ended: {self._end_reason}; fork its parent again",
                                 sandbox_id=self.sandbox_id)
-        ended = self._end_branches("the branch kernel they were forked from was restarted")
+        ended = self._end_branches("the branch kernel they were forked from was restarted", kill=True)
         old = self.pid
         if old is not None:
             self.root._branch_request("kill", self.sandbox_id, pid=old)
@@ -338,13 +344,18 @@ class BranchSandbox(Forkable, KernelSandbox):
         super()._check_not_closed(what)
 
     def _close(self) -> None:
-        self._end_branches("the branch kernel they were forked from was closed")
-        if self.pid is not None and not self._end_reason:
-            try:
-                self.root._branch_request("kill", self.sandbox_id, pid=self.pid)
-            except SandboxError:
-                pass  # the container is gone: so is the branch
+        self._end_branches("the branch kernel they were forked from was closed", kill=True)
+        if not self._end_reason:
+            self._kill_process()
         self._close_quietly()
+
+    def _kill_process(self) -> None:
+        if self.pid is None:
+            return
+        try:
+            self.root._branch_request("kill", self.sandbox_id, pid=self.pid)
+        except SandboxError:
+            pass  # the container is gone: so is the branch
 
     def _close_quietly(self) -> None:
         if self.channels is not None:

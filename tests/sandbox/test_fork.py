@@ -41,6 +41,18 @@ def sb(sandbox_image: str):
     sandbox.close()
 
 
+def _kernels(sandbox, expect: int) -> int:
+    """How many kernel processes run in the container (zombies not counted), once it is `expect` or after 5 s."""
+    deadline = time.monotonic() + 5
+    while True:
+        count = int(_out(sandbox, "import os\nprint(sum(1 for p in os.listdir('/proc') if p.isdigit() and "
+                                  "'ipykernel' in open(f'/proc/{p}/cmdline').read() and "
+                                  "open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'))"))
+        if count == expect or time.monotonic() > deadline:
+            return count
+        time.sleep(0.1)
+
+
 def _out(sandbox, code: str) -> str:
     result = sandbox.run_cell(code)
     assert result.status == "ok", result.text
@@ -70,6 +82,7 @@ def test_a_branch_has_the_parents_state_and_then_evolves_on_its_own(sb: DockerSa
     finally:
         branch.close()
     assert grand.state.value == "closed" and branch not in sb.branches
+    assert _kernels(sb, 1) == 1  # the branch of the branch was killed too (it runs in a session of its own)
     with pytest.raises(SandboxClosed, match="ended"):
         grand.run_cell("1")
     assert _out(sb, "print(read_x())") == "3"
@@ -96,6 +109,7 @@ def test_a_timeout_kill_in_a_branch_leaves_the_parent_and_gives_the_branch_a_fre
         assert result.status == "timeout" and result.timeout_action == "restarted", result.text
         assert "ended with it" in result.text  # its own branch went with the old kernel, and it says so
         assert sub.state.value == "closed"
+        assert _kernels(sb, 2) == 2  # the parent and the branch's fresh kernel: the old one's branch is gone
         assert _out(branch, "print('x' in dir())") == "False"  # a fresh, empty kernel
         assert _out(sb, "print(read_x())") == "3"  # the parent is untouched
     finally:
@@ -138,9 +152,7 @@ def test_more_branches_than_allowed_is_a_clear_error_and_leaves_nothing(sandbox_
         with pytest.raises(SandboxClosed, match="restarted"):
             first.run_cell("1")
         # nothing of them is left running in the container
-        procs = _out(sandbox, "import os\nprint(sum(1 for p in os.listdir('/proc') if p.isdigit() and "
-                              "'ipykernel' in open(f'/proc/{p}/cmdline').read()))")
-        assert procs == "1"
+        assert _kernels(sandbox, 1) == 1
     assert default_max_branches(256) >= 15
 
 
