@@ -11,6 +11,8 @@
 - `SandboxPool`: started sandboxes ready to hand out; `shared_pool()`: the process-wide cache of pools;
   `reap()`: remove orphans; `ensure_image()`: build the image.
 - `JupyterSession`: run cells on any sandbox and write a `.ipynb`.
+- `sb.fork()` -> `BranchSandbox` (`lllm.sandbox.fork`); `sb.save(path)` -> `SnapshotInfo` and
+  `DockerSandbox.resume(path)` (`lllm.sandbox.snapshot`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "TerminalEcho": "lllm.sandbox.live",
     "watch_cells": "lllm.sandbox.live",
     "BaseSandbox": "lllm.sandbox.base",
+    "BranchSandbox": "lllm.sandbox.fork",
     "CellImage": "lllm.sandbox.base",
     "CellResult": "lllm.sandbox.base",
     "DockerSandbox": "lllm.sandbox.docker",
@@ -38,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "SANDBOX_BACKENDS": "lllm.sandbox.backends",
     "SandboxPool": "lllm.sandbox.pool",
     "SandboxState": "lllm.sandbox.base",
+    "SnapshotInfo": "lllm.sandbox.snapshot",
     "close_shared_pools": "lllm.sandbox.pool",
     "create_sandbox": "lllm.sandbox.backends",
     "ensure_image": "lllm.sandbox.image",

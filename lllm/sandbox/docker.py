@@ -63,9 +63,9 @@ from lllm.sandbox.commands import CommandResult
 from lllm.sandbox._kernel import KernelChannels, iopub_message_limit, write_connection_file
 from lllm.sandbox._mounts import check_mounts, mount_specs
 from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
-from lllm.sandbox.fork import Forkable, RootBranches
 from lllm.sandbox.base import (DEFAULT_MAX_OUTPUT_CHARS, RecordLimits, SandboxLimits, SandboxState,
                                parse_size)
+from lllm.sandbox.fork import Forkable, RootBranches
 
 WORKSPACE = "/home/sandbox/work"
 HOME = "/home/sandbox"
