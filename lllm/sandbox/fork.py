@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from lllm.sandbox.base import BaseSandbox
 
 PIDS_PER_KERNEL = 12
-"""Processes and threads one idle branch kernel holds (measured: ~10: main, IOPub, control, heartbeat, two
-output watchers, ZMQ's I/O threads), with a margin; `max_branches` defaults from it."""
+"""Processes and threads one idle branch kernel holds (measured: 7: main, IOPub, control, two output watchers,
+ZMQ's two threads), with room for what its cells start; `max_branches` defaults from it."""
 PIDS_RESERVED = 48
 """Left for the parent kernel, the supervisor, file helpers and what cells start."""
 FORK_TIMEOUT = 30.0

@@ -169,3 +169,29 @@ def test_the_supervisor_reaps_a_branch_that_dies_and_the_branch_says_so(sandbox_
         # a process that re-attaches has no handle on earlier branches: it can end them all
         assert sandbox.end_leftover_branches() == 1
         assert branch.state.value == "closed" and sandbox.branches == []
+
+
+def test_a_dialog_whose_branch_ended_with_the_main_kernel_gets_a_new_branch_and_is_told(sandbox_image: str,
+                                                                                       tmp_path) -> None:
+    from lllm.core.agent import Agent
+    from lllm.core.config import AgentBuildContext
+    from lllm.invokers.scripted import ScriptedInvoker
+    from lllm.tools.code import attach
+
+    agent = Agent(name="explorer", system_prompt="You explore.", model="scripted", llm_invoker=ScriptedInvoker([]))
+    ctx = AgentBuildContext(session_id="forkdialog", tracer=lambda r: None, workdir_base=tmp_path)
+    tools = attach(agent, {"timeout": 2.0, "sandbox": {"backend": "docker", "image": sandbox_image}}, ctx)
+    try:
+        agent.open("base")
+        tools.run("x = 1", dialog="base")
+        agent.fork("base", "side")
+        assert "1 2" in tools.run("y = 2; print(x, y)", dialog="side")
+        stuck = tools.run("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)",
+                          dialog="base")
+        assert "timeout" in stuck and "branch kernel" in stuck, stuck  # the restart says the branch went too
+        out = tools.run("print('x' in dir(), 'y' in dir())", dialog="side")
+        assert "had ended" in out and "False False" in out, out
+        again = tools.run("print('x' in dir(), 'y' in dir())", dialog="side")
+        assert "False False" in again and "had ended" not in again  # told once
+    finally:
+        agent.shutdown()
