@@ -15,7 +15,8 @@ the branch's next cell comes back `died` with the reason, and the restart notice
 container; one more is a `SandboxForkError`.
 
 Shared by every kernel of a container, and documented as such: the workspace files, OS file offsets of files
-open at the fork, and the memory, CPU and PID limits. Threads do not survive a fork. Kernels of one container
+open at the fork (sockets and pipes stay the parent's: the branch's copies point at /dev/null), and the memory,
+CPU and PID limits. Threads do not survive a fork. Kernels of one container
 are ONE TRUST DOMAIN: a branch can read its parent's and siblings' memory and files. `sb.fork(isolated=True)`
 gives a branch in a container of its own instead (save + resume, `lllm.sandbox.snapshot`).
 
