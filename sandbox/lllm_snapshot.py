@@ -21,6 +21,7 @@ File format: repeated records of `<u32 name length><name utf-8><u64 data length>
 from __future__ import annotations
 
 import os
+import re
 import struct
 from typing import Any
 
@@ -60,11 +61,16 @@ def _path(name: Any) -> str:
     return os.path.join(RUN_DIR, name)
 
 
+_IPYTHON_NAMES = re.compile(r"^(_+|_i+|_i\d+|_\d+|_oh|_dh|_ih|__\w+__)$")
+"""IPython's history and output cache (`_`, `__`, `_i3`, `_12`, `_oh`, ...) and dunder names."""
+
+
 def user_variables(shell: Any) -> dict[str, Any]:
-    """The names the user made: not IPython's own (`_`, `In`, `Out`, ...), not the guest API."""
+    """The names the user made: not IPython's own (`In`, `Out`, `_12`, ...), not the guest API. Private names
+    of the user's (`_cache`) are kept."""
     hidden = getattr(shell, "user_ns_hidden", {})
     return {name: value for name, value in shell.user_ns.items()
-            if not name.startswith("_") and name not in _SKIP and name not in hidden}
+            if not _IPYTHON_NAMES.match(name) and name not in _SKIP and name not in hidden}
 
 
 def _why(exc: BaseException, value: Any = None) -> str:

@@ -20,6 +20,7 @@ STATE = """
 import numpy as np, threading, sqlite3
 data = np.arange(10) * 1.5
 x = 5
+_cache = {"k": 1}
 def twice():
     return x * 2
 class Point:
@@ -42,7 +43,8 @@ def snapshot(sandbox_image: str, tmp_path_factory) -> Path:
         # saving changes nothing in the kernel
         assert sb.run_cell("print(next(gen), worker.is_alive())").stdout == "0 False\n"
     assert info.meta.image == sandbox_image and info.meta.limits["memory"] == "512m"
-    assert {"data", "x", "twice", "Point", "p", "square", "np"} <= set(info.meta.saved)
+    assert {"data", "x", "_cache", "twice", "Point", "p", "square", "np"} <= set(info.meta.saved)
+    assert not [n for n in info.meta.saved if n.startswith("__") or n in ("In", "Out", "_", "_i1", "_oh")]
     assert set(info.meta.skipped) == {"gen", "worker", "db"}
     assert "generator" in info.meta.skipped["gen"] and "sqlite3.Connection" in info.meta.skipped["db"]
     return path
