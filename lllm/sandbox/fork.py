@@ -316,10 +316,19 @@ class BranchSandbox(Forkable, KernelSandbox):
     def restart_note(self) -> str:
         return self._restart_note
 
-    # -- files: the root's workspace ------------------------------------------------------------------------------
-    def upload(self, src: str | Path | bytes, dest: str) -> str:
+    # -- files and commands: the root's workspace and container ----------------------------------------------------
+    def upload(self, src: str | Path | bytes, dest: str | None = None) -> str:
         self._require_running("upload")
         return str(self.root.upload(src, dest))
+
+    def download_dir(self, path: str, dest: str | Path) -> Path:
+        self._require_running("download_dir")
+        return Path(self.root.download_dir(path, dest))
+
+    def _run_command(self, argv: list[str], *, cwd: str | None, env: dict[str, str], timeout: float | None,
+                     stdin: bytes | None, listen: Any = None) -> Any:
+        # a command runs beside the kernels, in the one container: the root runs it (a branch has its caps)
+        return self.root._run_command(argv, cwd=cwd, env=env, timeout=timeout, stdin=stdin, listen=listen)
 
     def download(self, path: str) -> bytes:
         self._require_running("download")

@@ -46,7 +46,7 @@ def _kernels(sandbox, expect: int) -> int:
     deadline = time.monotonic() + 5
     while True:
         count = int(_out(sandbox, "import os\nprint(sum(1 for p in os.listdir('/proc') if p.isdigit() and "
-                                  "'ipykernel' in open(f'/proc/{p}/cmdline').read() and "
+                                  "'lllm_kernel_boot' in open(f'/proc/{p}/cmdline').read() and "
                                   "open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] != 'Z'))"))
         if count == expect or time.monotonic() > deadline:
             return count
@@ -100,6 +100,18 @@ def test_a_branch_gets_the_parents_caps(sb: DockerSandbox) -> None:
         branch.close()
 
 
+def test_a_branch_runs_commands_and_folders_in_the_one_container(sb: DockerSandbox, tmp_path) -> None:
+    branch = sb.fork()
+    try:
+        result = branch.run_command("echo made-by-branch > cmd.txt && cat cmd.txt")
+        assert (result.status, result.stdout) == ("ok", "made-by-branch\n")
+        assert _out(sb, "print(open('cmd.txt').read().strip())") == "made-by-branch"
+        _out(sb, "import os; os.makedirs('tree', exist_ok=True); open('tree/a.txt', 'w').write('a')")
+        assert (branch.download_dir("tree", tmp_path / "tree") / "a.txt").read_text() == "a"
+    finally:
+        branch.close()
+
+
 def test_a_timeout_kill_in_a_branch_leaves_the_parent_and_gives_the_branch_a_fresh_kernel(sb: DockerSandbox) -> None:
     branch = sb.fork()
     try:
@@ -145,8 +157,14 @@ def test_more_branches_than_allowed_is_a_clear_error_and_leaves_nothing(sandbox_
         second.close()
         third = first.fork()  # room again
         assert _out(third, "print(v)") == "7"
-        # a restart of the root ends every branch and says so
+        # a restart of the root ends every branch and says so, and spares a command running beside the kernels
+        done: list = []
+        runner = threading.Thread(target=lambda: done.append(sandbox.run_command("sleep 2; echo survived")))
+        runner.start()
+        time.sleep(0.8)
         sandbox.restart()
+        runner.join(30)
+        assert done and (done[0].status, done[0].stdout) == ("ok", "survived\n")
         assert [b.state.value for b in (first, third)] == ["closed", "closed"]
         assert "branch kernels" in sandbox.restart_note()
         with pytest.raises(SandboxClosed, match="restarted"):
