@@ -95,3 +95,17 @@ def test_a_cancelled_cell_is_interrupted_and_the_sandbox_goes_on() -> None:
 
     after, took = asyncio.run(main())
     assert after.result == "'yes'" and took < 10, took  # the endless cell was interrupted, not waited for
+
+
+def test_a_pending_notice_reaches_the_next_awaited_cell_once() -> None:
+    # what a resume could not restore is told to the next cell (BaseSandbox.add_notice), awaited or not
+    async def main() -> Any:
+        async with AsyncLocalSandbox(cell_timeout=20) as sb:
+            sb.sandbox.add_notice("'conn' was not restored: a socket cannot be pickled")
+            first = await sb.run_cell("print(1)")
+            second = await sb.run_cell("print(2)")
+            return first, second
+
+    first, second = asyncio.run(main())
+    assert first.notices[0].startswith("'conn' was not restored") and "'conn' was not restored" in first.text
+    assert first.stdout == "1\n" and not any("restored" in n for n in second.notices)
