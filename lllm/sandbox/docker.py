@@ -821,7 +821,8 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         state = self._read_state()
         gen = state.get("gen") if state else None
         self._gen = gen if isinstance(gen, int) else int(record.get("gen") or 1)
-        if not _owner_alive(record.get("owner")):
+        owner_gone = not _owner_alive(record.get("owner"))
+        if owner_gone:
             for stale in ("gateway.sock", "gateway.token"):  # its gateway went with its process
                 _remove_entry(self._session_dir / stale)
         try:
@@ -837,6 +838,8 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         self._state = SandboxState.RUNNING
         _live.add(self)
         self._started()
+        if owner_gone:  # its branch kernels went on running, but only that process held their keys
+            self.end_leftover_branches()
         return self
 
 

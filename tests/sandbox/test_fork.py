@@ -213,3 +213,39 @@ def test_a_dialog_whose_branch_ended_with_the_main_kernel_gets_a_new_branch_and_
         assert "False False" in again and "had ended" not in again  # told once
     finally:
         agent.shutdown()
+
+
+def test_attaching_to_a_kept_sandbox_whose_owner_is_gone_ends_the_branches_it_left(sandbox_image: str,
+                                                                                  tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    import docker
+
+    from lllm.sandbox._docker import LABEL, LABEL_NAME, LABEL_TEST_RUN
+
+    name = f"fork-{os.environ['LLLM_TEST_RUN']}"
+    owner = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os
+        from lllm.sandbox import DockerSandbox
+        sb = DockerSandbox(image={sandbox_image!r}, name={name!r})
+        sb.start()
+        sb.run_cell("kept = 5")
+        first, second = sb.fork(), sb.fork()
+        print(second.run_cell("print(kept)").stdout.strip(), flush=True)
+        os._exit(0)  # gone without closing anything: the kept sandbox and its branches stay
+        """)], capture_output=True, text=True, timeout=120)
+    try:
+        assert owner.returncode == 0 and owner.stdout.strip() == "5", owner.stderr
+        sandbox = DockerSandbox.attach(name)
+        assert _kernels(sandbox, 1) == 1  # the two branches of the process that is gone were ended
+        assert _out(sandbox, "print(kept)") == "5"
+        branch = sandbox.fork()  # and the new owner forks as before
+        assert _out(branch, "print(kept + 1)") == "6"
+        sandbox.close()
+    finally:
+        filters = [f"{LABEL}=1", f"{LABEL_TEST_RUN}={os.environ['LLLM_TEST_RUN']}", f"{LABEL_NAME}={name}"]
+        for container in docker.from_env().containers.list(all=True, filters={"label": filters}):
+            container.remove(force=True)
