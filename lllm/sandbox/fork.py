@@ -316,6 +316,20 @@ class BranchSandbox(Forkable, KernelSandbox):
     def restart_note(self) -> str:
         return self._restart_note
 
+    def cell_steps(self, code: str, *, timeout: float | None, listen: Any = None) -> Any:
+        # A branch's cell is use of the one container: counted on the root, whose idle_timeout (its watchdog,
+        # the supervisor, the reaper) would otherwise end the sandbox under a branch that is busy.
+        root = self.root
+        if not hasattr(root, "_busy"):
+            return (yield from super().cell_steps(code, timeout=timeout, listen=listen))
+        root._busy += 1
+        root._touch()
+        try:
+            return (yield from super().cell_steps(code, timeout=timeout, listen=listen))
+        finally:
+            root._busy -= 1
+            root._touch()
+
     # -- files and commands: the root's workspace and container ----------------------------------------------------
     def upload(self, src: str | Path | bytes, dest: str | None = None) -> str:
         self._require_running("upload")

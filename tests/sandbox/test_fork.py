@@ -249,3 +249,11 @@ def test_attaching_to_a_kept_sandbox_whose_owner_is_gone_ends_the_branches_it_le
         filters = [f"{LABEL}=1", f"{LABEL_TEST_RUN}={os.environ['LLLM_TEST_RUN']}", f"{LABEL_NAME}={name}"]
         for container in docker.from_env().containers.list(all=True, filters={"label": filters}):
             container.remove(force=True)
+
+
+def test_a_busy_branch_is_use_of_its_sandbox_for_the_idle_timeout(sandbox_image: str) -> None:
+    with DockerSandbox(image=sandbox_image, idle_timeout=3) as sandbox:
+        branch = sandbox.fork()
+        result = branch.run_cell("import time\nfor i in range(7):\n    time.sleep(1)\nprint('slept')")
+        assert (result.status, result.stdout) == ("ok", "slept\n"), result.text
+        assert sandbox.state.value == "running" and _out(sandbox, "print(1)") == "1"
