@@ -83,7 +83,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         tasks += loaded
     if not tasks:
         raise UsageError("no task: give --task TEXT (repeatable) or --tasks-file FILE")
-    load_package(args.package)
+    load_package(args.package, strict=True)
     runtime = get_default_runtime()
     config = _pick_config(runtime, args.target)
     store = None

@@ -100,7 +100,7 @@ def run_demo(*, task: str = DEFAULT_TASK, backend: str = "docker", db: str | Pat
     from lllm.sandbox.live import TerminalEcho, watch_cells
 
     out = safe_writer(out or sys.stdout)  # the transcript carries sandbox text: no terminal controls
-    load_package(EXAMPLE_PACKAGE)
+    load_package(EXAMPLE_PACKAGE, strict=True)
     config = _config(get_default_runtime(), backend=backend, model=model)
     config["workdir"] = str(Path(workdir).resolve())
     Path(db).parent.mkdir(parents=True, exist_ok=True)

@@ -170,6 +170,8 @@ class Runtime:
         """Context manager classes by `name` (`register_context_manager`; "default" is built in)."""
         self.discovery_done = False
         """Whether this runtime has loaded a package (explicitly, or by discovering one on first lookup)."""
+        self.missing_packages: list[Path] = []
+        """Paths a lenient `load_package(path)` found no lllm.toml at (named again when a lookup fails)."""
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -398,10 +400,13 @@ class Runtime:
         return None
 
     def _loaded_hint(self, kind: str) -> str:
+        missing = "".join(f" load_package({str(p)!r}) loaded nothing: no {TOML_NAME} there."
+                          for p in self.missing_packages)
         if not self.packages:
-            return f"No package is loaded: call lllm.load_package() (it reads lllm.toml and discovers {kind})."
+            return (f"No package is loaded: call lllm.load_package() (it reads lllm.toml and discovers {kind})."
+                    + missing)
         names = ", ".join(repr(p.name) for p in self.packages.values())
-        return f"Loaded packages: {names}."
+        return f"Loaded packages: {names}." + missing
 
     def reset(self) -> None:
         """Forget everything registered (discovery on first lookup does not run again)."""
@@ -409,6 +414,7 @@ class Runtime:
             for table in (self.prompts, self.configs, self.tactics, self.proxies, self.packages,
                           self.context_managers):
                 table.clear()
+            self.missing_packages.clear()
 
     def _discover_once(self) -> None:
         """The default runtime's discovery on first lookup (see the module docstring)."""
@@ -441,7 +447,7 @@ class Runtime:
     # -- packages ---------------------------------------------------------------------------------------
 
     def load_package(self, path: str | os.PathLike[str] | None = None, *,
-                     origins: dict[Path, Path] | None = None) -> PackageInfo:
+                     origins: dict[Path, Path] | None = None, strict: bool = False) -> PackageInfo | None:
         """Load a package (and its dependencies) into this runtime; loading it again does nothing.
 
         Args:
@@ -451,11 +457,30 @@ class Runtime:
                 `{lllm.toml of a copy: the lllm.toml it is a copy of}`, for the package and its dependencies.
                 Their modules are named as where they came from, and `[dependencies]` paths are followed there
                 and found among the copies.
+            strict: a `path` with no lllm.toml is a ConfigError. By default (lllm-core's behaviour, which its
+                docs rely on) it loads nothing and returns None, with a RuntimeWarning; the path is named again
+                in the error of any lookup that then finds nothing. `$LLLM_CONFIG` naming a missing file, a
+                missing dependency and no lllm.toml above the working folder are errors either way.
         """
+        if not strict and path is not None:
+            wanted = Path(path).expanduser().resolve()
+            if not (wanted / TOML_NAME if wanted.is_dir() else wanted).is_file():
+                self._note_missing(wanted)
+                return None
         toml_path = find_package_toml(path)
         with self._lock:
             self.discovery_done = True  # explicit loading: no discovery on first lookup
             return self._load(toml_path, alias=None, stack=(), root=True, origins=origins or {})
+
+    def _note_missing(self, wanted: Path) -> None:
+        # lllm-core loads nothing for a path that does not exist, and its docs rely on it; a typo must still be
+        # visible, so warn now and name the path again in the "not found" error of any later lookup.
+        with self._lock:
+            if wanted not in self.missing_packages:
+                self.missing_packages.append(wanted)
+        warnings.warn(f"runtime {self.name!r}: no {TOML_NAME} at {str(wanted)!r}, so nothing was loaded from it "
+                      f"(check the path; load_package(path, strict=True) makes this an error)",
+                      RuntimeWarning, stacklevel=3)
 
     def add_package(self, path: str | os.PathLike[str]) -> PackageInfo:
         """Load a package as an installed one (its bare keys only where free), after the default runtime's
@@ -884,10 +909,12 @@ def get_default_runtime() -> Runtime:
     return _runtime_named("default")
 
 
-def load_runtime(path: str | os.PathLike[str] | None = None, name: str = "default") -> Runtime:
-    """Load the package at `path` (see `load_package`) into the runtime `name` (made if new) and return it."""
+def load_runtime(path: str | os.PathLike[str] | None = None, name: str = "default", *,
+                 strict: bool = False) -> Runtime:
+    """Load the package at `path` (see `Runtime.load_package`, also for `strict`) into the runtime `name` (made
+    if new) and return it."""
     runtime = _runtime_named(name)
-    runtime.load_package(path)
+    runtime.load_package(path, strict=strict)
     return runtime
 
 
@@ -923,10 +950,12 @@ def load_config(path: str | os.PathLike[str], *, runtime: Runtime | None = None)
     return (runtime or get_default_runtime()).get_config(path)
 
 
-def load_package(path: str | os.PathLike[str] | None = None, *, runtime: Runtime | None = None) -> PackageInfo:
+def load_package(path: str | os.PathLike[str] | None = None, *, runtime: Runtime | None = None,
+                 strict: bool = False) -> PackageInfo | None:
     """Read `lllm.toml` (from `path`, `$LLLM_CONFIG`, or the working directory upward) and register what the
-    package and its dependencies declare into the runtime (default: the default runtime)."""
-    return (runtime or get_default_runtime()).load_package(path)
+    package and its dependencies declare into the runtime (default: the default runtime). A `path` with no
+    lllm.toml loads nothing, with a warning, unless `strict` (see `Runtime.load_package`)."""
+    return (runtime or get_default_runtime()).load_package(path, strict=strict)
 
 
 def load_prompt(path: str, *, runtime: Runtime | None = None) -> Any:

@@ -156,5 +156,5 @@ def load_shipment(manifest: dict[str, Any] | None, base: str | os.PathLike[str] 
     runtime = get_runtime(manifest["runtime"])
     for entry in manifest["packages"]:
         if entry["root"]:
-            runtime.load_package(root / entry["dir"], origins=origins)
+            runtime.load_package(root / entry["dir"], origins=origins, strict=True)
     _LOADED.add(manifest["id"])

@@ -133,6 +133,33 @@ def test_get_runtime_gives_the_default_or_a_loaded_one(tmp_path: Path) -> None:
     assert get_runtime("compat-exp") is rt
 
 
+def test_a_path_without_lllm_toml_loads_nothing_with_a_warning_that_lookups_repeat(tmp_path: Path) -> None:
+    # core/runtime.md and Lesson 6 name runtimes after packages the reader has not written yet: lllm-core
+    # loads nothing and goes on; the typo stays visible here in the warning and in the next "not found".
+    with pytest.warns(RuntimeWarning, match=r"runtime 'compat-typo': no lllm.toml at .*experiment_a.*nothing was "
+                                            r"loaded from it .*strict=True"):
+        rt = load_runtime(tmp_path / "experiment_a" / "lllm.toml", name="compat-typo")
+    assert get_runtime("compat-typo") is rt and not rt.packages
+    with pytest.raises(ConfigError, match=r"load_package\('.*experiment_a.*lllm.toml'\) loaded nothing: no "
+                                          r"lllm.toml there"):
+        rt.get_prompt("greeter/system")
+    with pytest.warns(RuntimeWarning, match="no lllm.toml at"):
+        assert rt.load_package(tmp_path) is None  # a folder without one: the same
+    rt.load_package(project(tmp_path / "p"))  # a later real package loads normally
+    assert rt.get_prompt("greeter/system") is not None
+
+
+def test_strict_loading_keeps_a_missing_lllm_toml_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no lllm.toml at .*: pass the folder that holds the package's lllm.toml"):
+        load_runtime(tmp_path / "nowhere", name="compat-strict", strict=True)
+
+
+def test_lllm_run_keeps_a_missing_package_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lllm.cli import main
+    assert main(["run", "default", "--package", str(tmp_path / "nowhere"), "--task", "x"]) == 1
+    assert "lllm: error: no lllm.toml at" in capsys.readouterr().err  # named on purpose: strict, no warning
+
+
 def test_keys_has_and_get_node(tmp_path: Path) -> None:
     rt = Runtime("nodes")
     rt.load_package(project(tmp_path / "p"))
