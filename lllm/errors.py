@@ -8,6 +8,7 @@ LLLMError
 ├── ParseError                  a model's answer broke the prompt's format (the handler retries it)
 ├── AgentException              an agent gave up after its retries (carries the retry transcript)
 ├── InfrastructureError         MARKER: lllm's own machinery failed; ends the run, never handed to the model
+│   └── ToolBugError            one of lllm's own tools failed with an exception it did not mean (a bug in lllm)
 ├── InvokerError                anything between lllm and a model provider
 │   ├── ModelAPIError           the provider answered with an error (status_code, model)
 │   │   ├── RateLimitError
@@ -50,7 +51,9 @@ provide what the model was promised (a sandbox, the gateway, a browser): the Age
 call instead of returning "Error: ..." to the model, the tactic call ends with it and is logged as an error,
 and `lllm run`/`lllm demo` exit non-zero with its message. What the model's own code did (an exception, a
 timeout, running out of memory, a refused CALL_API) is not infrastructure: it goes back to the model.
-`isinstance(exc, InfrastructureError)` is the test.
+`isinstance(exc, InfrastructureError)` is the test. One of lllm's own tools failing inside lllm with an
+exception that is not an LLLMError (an AttributeError, a KeyError...) is a bug in lllm: `ToolBugError`, also
+infrastructure. A user's tool that raises is the model's to read.
 
 Rules: a message says what happened, shows the bad value with `!r` and says what to do next. Facts go in
 attributes; errors stay picklable (every constructor argument is kept in `self.args`); constructors never log.
@@ -86,6 +89,12 @@ class InfrastructureError(LLLMError):
     """A marker base: lllm's own machinery failed (the Docker engine, the sandbox image or start, the CALL_API
     gateway, the browser launch). Such an error ends the agent call and the tactic call; it is never given to
     the model as a tool result (see the module docstring)."""
+
+
+class ToolBugError(InfrastructureError):
+    """One of lllm's own tools (run_python, the browser, ...) raised an exception that is not an `LLLMError`
+    from lllm's own code: a bug in lllm, not something the model did, so it ends the run instead of asking the
+    model to work around it. `tool` names the tool; the original exception is the `__cause__`."""
 
 
 class ConfigError(LLLMError):

@@ -10,7 +10,8 @@ One `respond()`:
    `max_interrupt_steps` rounds the handler's `on_interrupt_final` prompt asks for the final answer.
    The exception: a tool that raises an `InfrastructureError` (no Docker engine, no sandbox image, a gateway
    or a browser that cannot start) ends the respond() with that error. The model is not asked to work around
-   a broken machine; the failed call keeps `error_message` ("not run: ...") and gets no tool message;
+   a broken machine; the failed call keeps `error_message` ("not run: ...") and gets no tool message. So does
+   one of lllm's own tools failing inside lllm with an exception lllm did not mean (a `ToolBugError`);
 3. otherwise parses the answer with the prompt's parser / `format`; a `ParseError` is retried through the
    handler's `on_exception` prompt at most `max_exception_retry` times, then `AgentException`. Rejected
    answers never enter the dialog; they stay in the `AgentCallSession` (`agent.last_session`) and in the
@@ -37,7 +38,8 @@ from lllm.core._images import ImageData, load_image
 from lllm.core.dialog import ContextManager, Dialog, Message, Roles
 from lllm.core.prompt import Prompt
 from lllm.records import AgentCallRecord, InvokeCost, ModelCallRecord, ToolCallRecord, Tracer, cap, null_tracer
-from lllm.errors import AgentException, ConfigError, InfrastructureError, InvokerError, ParseError, UsageError
+from lllm.errors import (AgentException, ConfigError, InfrastructureError, InvokerError, LLLMError, ParseError,
+                         ToolBugError, UsageError)
 from lllm.invokers.base import BaseStreamHandler, InvokeContext, InvokeResult, check_api_type
 
 __all__ = ["Agent"]
@@ -691,6 +693,10 @@ def _execute(call: FunctionCall, functions: dict[str, Function]) -> tuple[str, l
     except InfrastructureError:
         raise  # not the model's doing: it ends the call (lllm.errors, "the rule of the tool loop")
     except Exception as exc:  # noqa: BLE001 - a failing tool is reported to the model, not raised
+        if _is_lllm_bug(fn.function, exc):
+            raise ToolBugError(f"lllm's own tool {name!r} failed with {type(exc).__name__}: {exc}. This is a bug "
+                               "in lllm, not something the model did, so the run ends here; please report it with "
+                               "the traceback", tool=name) from exc
         raise _CallFailed(f"{name!r} raised {type(exc).__name__}: {exc}") from None
     try:
         text, images = _tool_output(out)
@@ -701,6 +707,22 @@ def _execute(call: FunctionCall, functions: dict[str, Function]) -> tuple[str, l
         return text, images
     except Exception as exc:  # noqa: BLE001 - e.g. an image that cannot be loaded
         raise _CallFailed(f"{name!r} returned a result that cannot be sent: {type(exc).__name__}: {exc}") from None
+
+
+def _is_lllm_bug(function: Callable[..., Any], exc: BaseException) -> bool:
+    """An exception lllm did not mean, raised in lllm's own code by one of lllm's own tools. A user's tool, a
+    proxy's code or a library (Playwright...) raising stays the model's to read; so does any LLLMError, which
+    lllm raises on purpose with a message for the reader."""
+    if isinstance(exc, LLLMError) or not _in_lllm(getattr(function, "__module__", None)):
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and _in_lllm(tb.tb_frame.f_globals.get("__name__"))
+
+
+def _in_lllm(module: object) -> bool:
+    return isinstance(module, str) and (module == "lllm" or module.startswith("lllm."))
 
 
 def _tool_output(out: Any) -> tuple[str, list[ImageData] | None]:

@@ -26,7 +26,8 @@ from lllm.core.prompt import (
 )
 from lllm.core.trace import AgentCallRecord, ModelCallRecord
 from lllm.errors import (AgentException, BrowserLaunchError, ConfigError, GatewayStartError, InfrastructureError,
-                         RateLimitError, SandboxEngineError, SandboxError, SandboxStartError, ScriptError, UsageError)
+                         RateLimitError, SandboxEngineError, SandboxError, SandboxStartError, ScriptError,
+                         ToolBugError, UsageError)
 from lllm.invokers.base import RecordingStreamHandler
 from lllm.invokers.scripted import ScriptedInvoker
 
@@ -320,6 +321,49 @@ def test_a_sandbox_error_that_is_not_infrastructure_still_goes_back_to_the_model
     agent.receive("go")
     assert agent.respond().content == "ok, another path"
     assert "raised SandboxError: upload of 'x' refused" in agent.current_dialog.messages[3].content
+
+
+def _tool_in_module(module: str, source: str) -> Any:
+    """A tool function compiled as if it were defined in `module` (its frames report that module's name)."""
+    namespace: dict[str, Any] = {"__name__": module}
+    exec(compile(source, f"<{module}>", "exec"), namespace)  # noqa: S102 - test-only, fixed source
+    return namespace["run_python"]
+
+
+LLLM_TOOL_WITH_A_BUG = (
+    "def run_python(code: str) -> str:\n"
+    "    'Run code.'\n"
+    "    session = None\n"
+    "    return session.run_cell(code)\n")  # AttributeError inside lllm's own code
+
+
+def test_a_bug_in_one_of_lllms_own_tools_ends_the_call_instead_of_reaching_the_model() -> None:
+    run_python = _tool_in_module("lllm.tools.fake_builtin", LLLM_TOOL_WITH_A_BUG)
+    agent, inv = make([{"tool_calls": [{"name": "run_python", "arguments": {"code": "1"}}]}, "worked around it"],
+                      tools=[run_python])
+    agent.open("p")
+    agent.receive("go")
+    with pytest.raises(ToolBugError, match=r"lllm's own tool 'run_python' failed with AttributeError: .*bug in "
+                                           r"lllm") as info:
+        agent.respond()
+    assert isinstance(info.value, InfrastructureError) and isinstance(info.value.__cause__, AttributeError)
+    assert info.value.tool == "run_python" and inv.steps_remaining == 1  # the model was not asked
+
+
+@pytest.mark.parametrize("module, source", [
+    ("my_project.tools", LLLM_TOOL_WITH_A_BUG),  # a user's tool with the same bug: the model reads it
+    ("lllm.tools.fake_builtin", "def run_python(code: str) -> str:\n    'Run code.'\n"
+                                "    raise __import__('lllm.errors').errors.UsageError('no such file: x.csv')\n"),
+    ("lllm.tools.fake_builtin", "def run_python(code: str) -> str:\n    'Run code.'\n"
+                                "    return __import__('json').loads(code)\n"),  # raised in a library, by its input
+], ids=["user-tool", "lllm-error", "library"])
+def test_other_tool_exceptions_still_go_back_to_the_model(module: str, source: str) -> None:
+    agent, inv = make([{"tool_calls": [{"name": "run_python", "arguments": {"code": "{"}}]}, "ok"],
+                      tools=[_tool_in_module(module, source)])
+    agent.open("p")
+    agent.receive("go")
+    assert agent.respond().content == "ok"
+    assert "'run_python' raised" in agent.current_dialog.messages[3].content
 
 
 def test_tool_images_reach_the_model_after_the_tool_messages() -> None:
