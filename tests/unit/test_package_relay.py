@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,15 @@ def relay(index: Any) -> Any:
     shutil.rmtree(session_dir, ignore_errors=True)
 
 
+def records_once_settled(records: list[PackageRecord], count: int, timeout: float = 10.0) -> list[PackageRecord]:
+    """The relay records a file after writing its last byte, so the client can hold the whole file a moment before
+    the record exists (seen at load average 14)."""
+    deadline = time.monotonic() + timeout
+    while len(records) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(records)
+
+
 def test_pages_lead_back_through_the_relay_and_files_come_whole(relay: Any, index: Any) -> None:
     assert relay.guest_index_url() == "http://127.0.0.1:3141/0/simple/"
     page = relay.http.get("/0/simple/tinypkg/")
@@ -59,7 +69,7 @@ def test_pages_lead_back_through_the_relay_and_files_come_whole(relay: Any, inde
     wheel = relay.http.get(link.split("#")[0])
     assert wheel.status_code == 200
     assert wheel.content == (index.files_dir / "tinypkg-1.0-py3-none-any.whl").read_bytes()
-    (record,) = relay.records
+    (record,) = records_once_settled(relay.records, 1)
     assert (record.package, record.version, record.status, record.bytes) == ("tinypkg", "1.0", "ok", len(wheel.content))
     assert record.sandbox_id == "sb1" and record.index_url == index.simple
 
