@@ -1,4 +1,4 @@
-"""`lllm sandbox build|gc|ls|rm`: the sandbox commands, registered into the main CLI by `register(subparsers)`."""
+"""`lllm sandbox build|gc|ls|rm|save|resume`: the sandbox commands, registered into the main CLI by `register(subparsers)`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from lllm.errors import LLLMError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `sandbox` command group (build, gc, ls) to the main parser's subparsers."""
+    """Add the `sandbox` command group (build, gc, ls, rm, save, resume) to the main parser's subparsers."""
     parser = subparsers.add_parser("sandbox", help="build sandbox images, list, remove and garbage-collect sandboxes",
                                    description="Manage lllm's Docker sandboxes.")
     parser.set_defaults(func=lambda args: parser.print_help() or 0)
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(subparsers: argparse._SubParsersAction) -> None:
-    """Add `build`, `gc`, `ls` and `rm` to a subparsers object (the `sandbox` group's)."""
+    """Add `build`, `gc`, `ls`, `rm`, `save` and `resume` to a subparsers object (the `sandbox` group's)."""
     build = subparsers.add_parser(
         "build", help="build the sandbox image, or one with extra packages (--pip, --requirements)",
         description="Build the sandbox image lllm-sandbox:<content hash> from Dockerfile.sandbox and sandbox/ and "
@@ -60,6 +60,33 @@ def add_arguments(subparsers: argparse._SubParsersAction) -> None:
                                            "and records, by the name of a kept sandbox (sandbox_session) or by id.")
     rm.add_argument("sandboxes", nargs="+", metavar="ID", help="a name or sandbox id (`lllm sandbox ls`)")
     rm.set_defaults(func=cmd_rm)
+
+    save = subparsers.add_parser(
+        "save", help="save a kept sandbox's variables and workspace files to a snapshot file; it goes on running",
+        description="Attach to a running sandbox of yours (by the name of a kept sandbox or its id), write a "
+                    "snapshot of its kernel's variables (pickled with dill inside the sandbox) and its workspace "
+                    "files to PATH, and let go of it: it goes on running, unchanged. Waits for a running cell to "
+                    "end. Prints what was saved and the variables that could not be, with the reason.")
+    save.add_argument("sandbox", metavar="ID", help="a name or sandbox id (`lllm sandbox ls`)")
+    save.add_argument("path", metavar="PATH", help="the snapshot file to write (replaced if it exists)")
+    save.set_defaults(func=cmd_save)
+
+    resume = subparsers.add_parser(
+        "resume", help="start a kept sandbox restored from a snapshot file (`lllm sandbox save`, sb.save())",
+        description="Start a new sandbox in the snapshot's image and limits, restore its variables (unpickled "
+                    "inside the sandbox, never on this host) and workspace files, and keep it running under a "
+                    "name (scope session) for DockerSandbox.attach(NAME), a tactic call with "
+                    "sandbox_session=NAME, `lllm sandbox ls` and `lllm sandbox rm NAME`. Prints its name and id "
+                    "and the variables that were not restored (the first cell run in it tells the model too). "
+                    "A snapshot that is corrupt, from another image or too large for the limits is refused "
+                    "before anything starts.")
+    resume.add_argument("path", metavar="PATH", help="a snapshot file")
+    resume.add_argument("--name", metavar="NAME", help="the kept sandbox's name (default: resumed-<random>)")
+    resume.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                        help="remove the sandbox after this long without use (default: kept until `lllm sandbox rm`)")
+    resume.add_argument("--allow-other-image", action="store_true",
+                        help="resume in the current build of the snapshot's image even if it was rebuilt since")
+    resume.set_defaults(func=cmd_resume)
 
 
 def _fail(exc: LLLMError) -> int:
@@ -148,6 +175,52 @@ def cmd_rm(args: argparse.Namespace) -> int:
             continue
         print(f"removed {sandbox} ({name})")
     return status
+
+
+def cmd_save(args: argparse.Namespace) -> int:
+    """`lllm sandbox save ID PATH`."""
+    from lllm.sandbox.docker import DockerSandbox
+
+    try:
+        sandbox = DockerSandbox.attach(args.sandbox)
+    except LLLMError as exc:
+        return _fail(exc)
+    try:
+        info = sandbox.save(args.path)
+    except LLLMError as exc:
+        return _fail(exc)
+    finally:
+        sandbox.detach()  # it goes on running for its owner, or for the next attach
+    meta = info.meta
+    print(f"saved sandbox {meta.sandbox_id} to {info.path} in {info.seconds:.1f} s: {len(meta.saved)} "
+          f"variable{'s' if len(meta.saved) != 1 else ''} ({meta.namespace_bytes / 1e6:.1f} MB), workspace files "
+          f"({meta.workspace_bytes / 1e6:.1f} MB)")
+    for name, why in sorted(meta.skipped.items()):
+        print(f"not saved: {name} ({why})")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """`lllm sandbox resume PATH`."""
+    import secrets
+
+    from lllm.sandbox.docker import DockerSandbox
+
+    name = args.name or f"resumed-{secrets.token_hex(4)}"
+    try:
+        sandbox = DockerSandbox.resume(args.path, name=name, scope="session", idle_timeout=args.idle_timeout,
+                                       allow_other_image=args.allow_other_image)
+    except LLLMError as exc:
+        return _fail(exc)
+    sandbox_id, restored, missing = sandbox.sandbox_id, sandbox.restored_names, dict(sandbox.not_restored)
+    sandbox.detach()  # kept: its record carries the notice for the first cell, whichever process runs it
+    print(f"resumed {args.path} as sandbox {sandbox_id} named {name!r}: {len(restored)} "
+          f"variable{'s' if len(restored) != 1 else ''} and the workspace files restored")
+    for var, why in sorted(missing.items()):
+        print(f"not restored: {var} ({why})")
+    print(f"attach with DockerSandbox.attach({name!r}) or a tactic call with sandbox_session={name!r}; "
+          f"`lllm sandbox rm {name}` removes it")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -654,6 +654,9 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
             "packages": "index" if self.packages == "index" else None,
             "idle_timeout": self.idle_timeout, "max_lifetime": self.max_lifetime, "created": self.created,
             "last_used": self._last_used, "kernel": self._conn, "gen": self._gen,
+            # what the next cell must tell the model (e.g. what a resume did not restore), for whichever process
+            # runs that cell: `lllm sandbox resume` starts a sandbox and lets go of it before any cell
+            "notices": list(self._pending_notices),
             "owner": {"pid": os.getpid(), "start": process_start_time(os.getpid()), "host": host_id(),
                       "uid": os.geteuid()},
         }
@@ -818,6 +821,7 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         self._session_dir = Path(record["session_dir"])
         self._conn = dict(record["kernel"])
         self.created = float(record["created"])
+        self._pending_notices = [str(note) for note in record.get("notices") or [] if isinstance(note, str)]
         state = self._read_state()
         gen = state.get("gen") if state else None
         self._gen = gen if isinstance(gen, int) else int(record.get("gen") or 1)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -109,3 +112,64 @@ def test_bad_snapshots_are_refused_before_anything_starts(snapshot: Path, tmp_pa
 def _meta_bytes(path: Path) -> bytes:
     with tarfile.open(path) as tar:
         return tar.extractfile(META).read()
+
+
+# -- `lllm sandbox save ID PATH`, `lllm sandbox resume PATH` -------------------------------------------------------
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lllm.cli", "sandbox", *args], capture_output=True, text=True,
+                          timeout=180)
+
+
+def test_cli_saves_a_kept_sandbox_and_resumes_it_as_a_kept_one(sandbox_image: str, tmp_path: Path) -> None:
+    run = os.environ["LLLM_TEST_RUN"]
+    kept, resumed = f"save-{run}", f"resumed-{run}"
+    path = tmp_path / "kept.snapshot"
+    owner = DockerSandbox(image=sandbox_image, limits=SandboxLimits(memory="256m"), name=kept)
+    try:
+        with owner:
+            owner.run_cell("x = 41\ngen = (i for i in range(3))\nopen('f.txt', 'w').write('files too')")
+            saved = _cli("save", kept, str(path))
+            assert saved.returncode == 0, saved.stderr
+            assert f"saved sandbox {owner.sandbox_id} to {path}" in saved.stdout
+            assert "not saved: gen (" in saved.stdout and "generator" in saved.stdout
+            # the CLI let go of it: it runs on, unchanged, for its owner
+            assert owner.run_cell("print(x, next(gen))").stdout == "41 0\n"
+        out = _cli("resume", str(path), "--name", resumed)
+        assert out.returncode == 0, out.stderr
+        assert f"named {resumed!r}" in out.stdout and "not restored: gen (" in out.stdout, out.stdout
+        listed = _cli("ls")
+        assert resumed in listed.stdout and "session" in listed.stdout, listed.stdout
+        later = DockerSandbox.attach(resumed)  # another process started it and let go of it
+        first = later.run_cell("x += 1\nprint(x, open('f.txt').read())")
+        assert first.stdout == "42 files too\n", first.text
+        assert "NOT restored: gen (" in first.text  # the model is told, in whichever process runs the first cell
+        assert "NOT restored" not in later.run_cell("print(1)").text
+        assert later.sandbox_id in out.stdout
+        later.detach()
+        removed = _cli("rm", resumed)
+        assert removed.returncode == 0, removed.stderr
+    finally:
+        for name in (kept, resumed):
+            subprocess.run([sys.executable, "-m", "lllm.cli", "sandbox", "rm", name], capture_output=True, timeout=120)
+
+
+def test_cli_errors_are_clear_and_start_nothing(snapshot: Path, tmp_path: Path) -> None:
+    import docker
+
+    before = {c.id for c in docker.from_env().containers.list(all=True)}
+    missing = _cli("save", "no-such-sandbox-anywhere", str(tmp_path / "x.snapshot"))
+    assert missing.returncode == 1 and "no sandbox named 'no-such-sandbox-anywhere'" in missing.stderr
+    assert not (tmp_path / "x.snapshot").exists()
+    junk = tmp_path / "junk.snapshot"
+    junk.write_bytes(b"junk" * 1000)
+    corrupt = _cli("resume", str(junk))
+    assert corrupt.returncode == 1 and "is not an lllm sandbox snapshot" in corrupt.stderr, corrupt.stderr
+    meta = json.loads(_meta_bytes(snapshot))
+    other = _rewrite(snapshot, tmp_path / "other.snapshot",
+                     lllm_snapshot_json=json.dumps({**meta, "image": "lllm-sandbox:from-elsewhere"}).encode())
+    assert "saved from image 'lllm-sandbox:from-elsewhere'" in _cli("resume", str(other)).stderr
+    small = _rewrite(snapshot, tmp_path / "small.snapshot", lllm_snapshot_json=json.dumps(
+        {**meta, "limits": {**meta["limits"], "workspace_size": "4k"}}).encode())
+    too_large = _cli("resume", str(small))
+    assert too_large.returncode == 1 and "too large for the sandbox's limits" in too_large.stderr
+    assert {c.id for c in docker.from_env().containers.list(all=True)} == before  # nothing was started
