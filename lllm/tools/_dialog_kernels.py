@@ -116,23 +116,20 @@ class DialogKernels:
                               title=f"{tools.agent_name} (dialog {alias}): session {tools.session_id}")
 
     def _hook_gateway(self, root: Any) -> None:
-        """Open a gateway session for every branch of `root` (forked here or by anyone else)."""
-        if id(root) in self._hooked or self.tools.gateway_session is None:
+        """Open a gateway session for every branch of `root` (forked here or by anyone else). A shared sandbox's
+        holder does that itself (its gateway session is the holder's, not this agent's)."""
+        tools = self.tools
+        if id(root) in self._hooked or tools.shared is not None or tools.gateway_session is None:
             return
         self._hooked.add(id(root))
         root.add_fork_hook(self._open_gateway)
 
     def _open_gateway(self, parent: Any, branch: Any) -> None:
-        from lllm.proxies.gateway import get_gateway
+        from lllm.tools._shared_sandbox import open_branch_gateway
 
-        tools = self.tools
-        main = tools.gateway_session
-        if main is None:
-            return
-        session = get_gateway().open_session(
-            branch.session_dir, tools.manager, session_id=tools.session_id, tracer=tools.tracer,
-            limits=main.limits, token_owner=branch.guest_uid, agent=tools.agent_name, name=branch.gateway_name)
-        branch.add_close_hook(session.close)
+        main = self.tools.gateway_session
+        if main is not None:
+            open_branch_gateway(main, branch)
 
 
 def _descendants(branch: Any) -> list[Any]:

@@ -5,7 +5,8 @@ One `SharedSandbox` holds the sandbox and its CALL_API gateway session. Agents t
 a time: `lock`), each with its own notebook and its own per-use options (tracer, agent name, timeout, output
 cap), so one agent's variables are the next one's. The gateway serves every proxy any of them activated; a
 call goes to the manager of the (first) agent that activated its proxy, with that agent's budget
-(`SharedManager`).
+(`SharedManager`). Branch kernels forked from it (dialog forks, `fork_with_dialog`) get gateway sessions of
+their own from the holder, on that same manager: a fork does not multiply the budgets.
 
 `scope: tactic`: the tactic call keeps the holder (`TacticCallSession.shared`) and closes it when the call ends.
 `scope: session`: the holder lives in this process under its name (`session_holder`); a call that ends only
@@ -61,6 +62,7 @@ class SharedSandbox:
         self.replaced = ""
         """Why the sandbox was replaced by a new one (its time was up), until an agent reports it."""
         self._calls = 0
+        self._hooked: Any = None
 
     def ensure(self, tools: Any, start: Callable[[], Any]) -> Any:
         """The running sandbox (started by `start()` when there is none, or when the last one ended), with a
@@ -78,7 +80,17 @@ class SharedSandbox:
             if self.gateway_session is None:
                 self.gateway_session = open_gateway(sandbox, self.manager, tools,
                                                     replace_stale=self.scope == "session")
+            if self._hooked is not sandbox and callable(getattr(sandbox, "add_fork_hook", None)):
+                # once per sandbox object, whichever agent forks: its branches call the APIs through the
+                # gateway session the holder has when they are forked (the calls' one, on the same budgets)
+                self._hooked = sandbox
+                sandbox.add_fork_hook(self._open_branch_gateway)
             return sandbox
+
+    def _open_branch_gateway(self, parent: Any, branch: Any) -> None:
+        main = self.gateway_session
+        if main is not None:
+            open_branch_gateway(main, branch)
 
     def _find_or_start(self, start: Callable[[], Any]) -> Any:
         if self.name is None:
@@ -178,6 +190,18 @@ def open_gateway(sandbox: Any, manager: ProxyManager, tools: Any, *, replace_sta
             f"{getattr(sandbox, 'sandbox_id', '?')!r}: {type(exc).__name__}: {exc}. This is a fault of the host, "
             "not of the model's code: check that the run directory is writable and not full.",
             agent=tools.agent_name) from exc
+
+
+def open_branch_gateway(main: Any, branch: Any) -> Any:
+    """Open the gateway session of a branch kernel (`sb.fork()`) like `main`, its root's: the same manager (so
+    the same budgets: a fork does not multiply them), limits, tracer and agent; closed with the branch."""
+    from lllm.proxies.gateway import get_gateway
+
+    session = get_gateway().open_session(branch.session_dir, main.manager, session_id=main.session_id,
+                                         tracer=main.tracer, limits=main.limits, token_owner=branch.guest_uid,
+                                         agent=main.agent, name=branch.gateway_name)
+    branch.add_close_hook(session.close)
+    return session
 
 
 def _remove_stale_token(session_dir: Path) -> None:

@@ -78,6 +78,59 @@ def test_forks_share_the_parents_api_budget(sandbox_image: str, fake_api, tmp_pa
         agent.shutdown()
 
 
+
+@pytest.mark.parametrize("scope", ["tactic", "session"])
+def test_branches_of_a_shared_sandbox_call_apis_on_the_shared_budget(scope: str, sandbox_image: str, fake_api,
+                                                                    tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sandbox shared by a tactic call (or kept as a session) keeps its gateway session in the holder, not in
+    the agent's tools: a dialog fork there must still give the branch a session, charged to the same budget."""
+    import os
+
+    from lllm import Tactic
+
+    api = fake_api(quote_route)
+    monkeypatch.setenv("FMP_API_KEY", "host-only-key-0123456789")
+    monkeypatch.setenv("FMP_BASE_URL", api.url + "/stable")
+
+    class Forker(Tactic, register=False):
+        name = "shared_forker"
+        agent_group = ["brancher"]
+
+        def call(self, task: str, **kwargs: Any) -> list[dict]:
+            agent = self.agents["brancher"]
+            tools = agent.proxy_tools
+
+            def run(dialog: str, n: int) -> dict:
+                return json.loads(str(tools.run(LOOP.format(n=n), dialog=dialog)).strip().splitlines()[-1])
+
+            agent.open("base")
+            out = [run("base", 4)]
+            agent.fork("base", "one")
+            agent.fork("base", "two")
+            assert all(tools.dialogs.kernels[d].kind == "docker-branch" for d in ("one", "two"))
+            out += [run("one", 10), run("two", 10), run("base", 1)]
+            return out
+
+    block = {"backend": "docker", "image": sandbox_image, "scope": scope}
+    config = {"invoker": "scripted", "invoker_config": {"steps": []}, "workdir": str(tmp_path / "runs"),
+              "agent_configs": [{"name": "brancher", "model_name": "gpt-4o", "system_prompt": "You fork.",
+                                 "proxy": {"activate_proxies": ["fmp"], "source": "live", "timeout": 60,
+                                           "budgets": {"fmp": {"calls": 10}}, "sandbox": block}}]}
+    name = f"forkbudget-{os.environ['LLLM_TEST_RUN']}"
+    try:
+        results = Forker(config)("go", **({"sandbox_session": name} if scope == "session" else {}))
+        # before the fix the branches had no gateway session at all (CALL_API could not connect)
+        assert results == [{"ok": 4, "refused": []}, {"ok": 6, "refused": ["ApiBudgetExceeded"]},
+                           {"ok": 0, "refused": ["ApiBudgetExceeded"]}, {"ok": 0, "refused": ["ApiBudgetExceeded"]}]
+        assert len(api.requests) == 10
+    finally:
+        if scope == "session":
+            from lllm.tools._shared_sandbox import close_session_sandboxes
+
+            close_session_sandboxes()
+
+
 def _hostile_snapshot(src: Path, dst: Path, code: str) -> Path:
     class Evil:
         def __reduce__(self):
