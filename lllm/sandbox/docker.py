@@ -329,6 +329,7 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
 
     def _destroy(self) -> None:
         self._end_branches(f"sandbox {self.sandbox_id!r}, which they were forked from, was closed")
+        self._drop_supervisor_pidfd()
         from lllm.sandbox import lifetime
 
         lifetime.forget(self)
@@ -761,6 +762,7 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
                 self.channels.close()
                 self.channels = None
             _live.discard(self)
+            self._drop_supervisor_pidfd()
             self._closed_reason = "it was detached from this process"
             self._state = SandboxState.CLOSED
 

@@ -430,6 +430,8 @@ class RootBranches:
         self.max_branches = max_branches if max_branches is not None else default_max_branches(pids)
         self._live_branches = weakref.WeakSet()
         self._fork_lock = threading.Lock()
+        self._init_pidfd: int | None = None
+        self._init_pidfd_tried = False
 
     def _root_sandbox(self) -> Any:
         return self
@@ -475,15 +477,71 @@ class RootBranches:
         fd = os.open(request, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps({"op": op, "branch": branch, **fields}))
-        from lllm.sandbox import _docker
-
         try:
-            with _docker.translate_errors(f"signal the supervisor of sandbox {self.sandbox_id!r}"):  # type: ignore[attr-defined]
-                container.kill(signal="SIGUSR1")
+            self._signal_supervisor(container)
         except BaseException:
             _remove(request)
             raise
         return nonce
+
+    def _signal_supervisor(self, container: Any) -> None:
+        """SIGUSR1 to the container's init, which hands it to the supervisor. Sent from this host through a pidfd
+        of that process when it can be (runc, same PID namespace as the engine): the engine's API costs a round
+        trip of 10-30 ms, and a fork or a close waits for it. Else, or once that process is gone (the container
+        restarted), through the engine, which does the same."""
+        import signal as signals
+
+        pidfd = self._supervisor_pidfd(container)
+        if pidfd is not None:
+            try:
+                signals.pidfd_send_signal(pidfd, signals.SIGUSR1)
+                return
+            except OSError:
+                self._drop_supervisor_pidfd()
+        from lllm.sandbox import _docker
+
+        with _docker.translate_errors(f"signal the supervisor of sandbox {self.sandbox_id!r}"):  # type: ignore[attr-defined]
+            container.kill(signal="SIGUSR1")
+
+    def _supervisor_pidfd(self, container: Any) -> int | None:
+        if self._init_pidfd is not None or self._init_pidfd_tried:
+            return self._init_pidfd
+        self._init_pidfd_tried = True
+        if getattr(self, "runtime", "runc") != "runc" or not hasattr(os, "pidfd_open"):
+            return None  # under gVisor the engine's pid is the sandbox kernel's, not the container's init
+        try:
+            container.reload()
+            pid = int(container.attrs["State"]["Pid"])
+            if pid <= 0:
+                return None
+            pidfd = os.pidfd_open(pid)
+        except Exception:  # noqa: BLE001 - the engine's way stays
+            return None
+        try:
+            # the pidfd holds that process from here on; it must be this container's (its cgroup names the
+            # container), not a process of ours that took a pid freed by a container that died, nor one of
+            # another PID namespace (this process in a container of its own, talking to the host's engine)
+            with open(f"/proc/{pid}/cgroup", encoding="utf-8") as fh:
+                mine = str(container.id) in fh.read()
+            import signal as signals
+
+            signals.pidfd_send_signal(pidfd, 0)
+        except OSError:
+            mine = False
+        if not mine:
+            os.close(pidfd)
+            return None
+        self._init_pidfd = pidfd
+        return pidfd
+
+    def _drop_supervisor_pidfd(self) -> None:
+        """Close the pidfd (the sandbox is closing or detaching, or its init is gone)."""
+        pidfd, self._init_pidfd = self._init_pidfd, None
+        if pidfd is not None:
+            try:
+                os.close(pidfd)
+            except OSError:
+                pass
 
     def _branch_wait(self, nonce: str, op: str, branch: str) -> dict[str, Any]:
         session_dir: Path = self.session_dir  # type: ignore[attr-defined]
