@@ -101,7 +101,9 @@ def _fork(kernel: Any, info: dict[str, Any], conn: str, gateway: str, branch: st
     if not message.startswith("ready "):
         why = message[6:] if message.startswith("error ") else (message or "it ended before it was ready")
         return {"status": "error", "error": f"the branch kernel did not start: {why}"}
-    return {"status": "ok", "pid": int(message.split()[1]), "fork_s": time.monotonic() - started}
+    words = message.split(" ", 2)
+    phases = json.loads(words[2]) if len(words) > 2 else {}
+    return {"status": "ok", "pid": int(words[1]), "fork_s": time.monotonic() - started, "phases": phases}
 
 
 def _read_line(fd: int, timeout: float) -> str:
@@ -155,6 +157,7 @@ def _setup_branch(kernel: Any, info: dict[str, Any], conn: str, gateway: str, br
     from ipykernel.ipkernel import IPythonKernel
     from tornado.ioloop import IOLoop
 
+    marks = [("start", time.monotonic())]
     app = kernel.parent
     shell = kernel.shell
     # fds 1 and 2: back to the container's own (ipykernel pointed them at pipes the parent's threads read)
@@ -172,6 +175,7 @@ def _setup_branch(kernel: Any, info: dict[str, Any], conn: str, gateway: str, br
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     IOLoop.current()
+    marks.append(("loop", time.monotonic()))
 
     # the branch's identity: its connection file's socket names and key
     app.connection_file = conn
@@ -183,13 +187,16 @@ def _setup_branch(kernel: Any, info: dict[str, Any], conn: str, gateway: str, br
     app.session.pid = os.getpid()  # jupyter_client's Session drops what a "fork" sends (check_pid)
     app.context = None
     app.init_sockets()
+    marks.append(("sockets", time.monotonic()))
     app.heartbeat = None  # the host never uses the heartbeat channel (it watches the process instead)
     app._ports = {"shell": app.shell_port, "iopub": app.iopub_port, "stdin": app.stdin_port, "hb": app.hb_port,
                   "control": app.control_port}
     app.init_io()
     app.init_signal()
+    marks.append(("io", time.monotonic()))
     IPythonKernel.clear_instance()
     app.init_kernel()
+    marks.append(("kernel", time.monotonic()))
     new_kernel = app.kernel
     shell.kernel = new_kernel
     new_kernel.shell = shell
@@ -212,7 +219,9 @@ def _setup_branch(kernel: Any, info: dict[str, Any], conn: str, gateway: str, br
         lllm_snapshot.install(shell)  # and be saved
     except ImportError:
         pass
-    os.write(ready, f"ready {os.getpid()}\n".encode())
+    marks.append(("hooks", time.monotonic()))
+    phases = {name: round(t - marks[i][1], 4) for i, (name, t) in enumerate(marks[1:])}
+    os.write(ready, f"ready {os.getpid()} {json.dumps(phases, separators=(',', ':'))}\n".encode())
     os.close(ready)
     new_kernel.start()
     IOLoop.current().start()
