@@ -30,6 +30,7 @@ class Point:
     def __init__(self, a): self.a = a
 p = Point(3)
 square = lambda v: v * v
+holder = {"fn": twice, "rows": [1, 2]}
 gen = (i for i in range(3))
 worker = threading.Thread(target=lambda: None)
 db = sqlite3.connect(':memory:')
@@ -46,7 +47,7 @@ def snapshot(sandbox_image: str, tmp_path_factory) -> Path:
         # saving changes nothing in the kernel
         assert sb.run_cell("print(next(gen), worker.is_alive())").stdout == "0 False\n"
     assert info.meta.image == sandbox_image and info.meta.limits["memory"] == "512m"
-    assert {"data", "x", "_cache", "twice", "Point", "p", "square", "np"} <= set(info.meta.saved)
+    assert {"data", "x", "_cache", "twice", "Point", "p", "square", "np", "holder"} <= set(info.meta.saved)
     assert not [n for n in info.meta.saved if n.startswith("__") or n in ("In", "Out", "_", "_i1", "_oh")]
     assert set(info.meta.skipped) == {"gen", "worker", "db"}
     assert "generator" in info.meta.skipped["gen"] and "sqlite3.Connection" in info.meta.skipped["db"]
@@ -61,6 +62,10 @@ def test_resume_restores_variables_functions_and_files_and_says_what_was_not(sna
         assert first.stdout == "14 67.5 3 16 kept\n", first.text  # twice() reads the resumed kernel's globals
         assert "NOT restored" in first.text and "gen (" in first.text and "db (" in first.text
         assert "NOT restored" not in sb.run_cell("print(1)").text  # told once
+        # an array (saved out of band by the C pickler) comes back writable; a function held in a dict (saved
+        # by dill, which a cell's function anywhere in a variable calls for) reads the resumed kernel's globals
+        assert sb.run_cell("data[0] = 9.5\nprint(data[:2], holder['fn'](), holder['rows'])").stdout == \
+            "[9.5 1.5] 14 [1, 2]\n"
 
 
 def test_isolated_fork_is_a_new_container_with_the_same_state(sandbox_image: str) -> None:
@@ -75,6 +80,16 @@ def test_isolated_fork_is_a_new_container_with_the_same_state(sandbox_image: str
             twin.close()
 
 
+def _ours() -> set[str]:
+    """This test run's containers (the engine is shared: other runs' come and go meanwhile)."""
+    import docker
+
+    from lllm.sandbox._docker import LABEL_TEST_RUN
+
+    run = os.environ["LLLM_TEST_RUN"]
+    return {c.id for c in docker.from_env().containers.list(all=True, filters={"label": f"{LABEL_TEST_RUN}={run}"})}
+
+
 def _rewrite(src: Path, dst: Path, **replace: bytes) -> Path:
     with tarfile.open(src) as tar, tarfile.open(dst, "w") as out:
         for member in tar.getmembers():
@@ -85,9 +100,7 @@ def _rewrite(src: Path, dst: Path, **replace: bytes) -> Path:
 
 
 def test_bad_snapshots_are_refused_before_anything_starts(snapshot: Path, tmp_path: Path, sandbox_image: str) -> None:
-    import docker
-
-    before = {c.id for c in docker.from_env().containers.list(all=True)}
+    before = _ours()
     junk = tmp_path / "junk.snapshot"
     junk.write_bytes(b"not a tar file at all" * 100)
     with pytest.raises(SnapshotError, match="not an lllm sandbox snapshot"):
@@ -106,7 +119,7 @@ def test_bad_snapshots_are_refused_before_anything_starts(snapshot: Path, tmp_pa
     with pytest.raises(SnapshotError, match="too large for the sandbox's limits.*workspace_size"):
         DockerSandbox.resume(snapshot, limits=SandboxLimits(workspace_size="4k"))
     assert read_meta(snapshot).namespace_bytes > 0
-    assert {c.id for c in docker.from_env().containers.list(all=True)} == before  # nothing was started
+    assert _ours() == before  # nothing was started
 
 
 def _meta_bytes(path: Path) -> bytes:
@@ -154,9 +167,7 @@ def test_cli_saves_a_kept_sandbox_and_resumes_it_as_a_kept_one(sandbox_image: st
 
 
 def test_cli_errors_are_clear_and_start_nothing(snapshot: Path, tmp_path: Path) -> None:
-    import docker
-
-    before = {c.id for c in docker.from_env().containers.list(all=True)}
+    before = _ours()
     missing = _cli("save", "no-such-sandbox-anywhere", str(tmp_path / "x.snapshot"))
     assert missing.returncode == 1 and "no sandbox named 'no-such-sandbox-anywhere'" in missing.stderr
     assert not (tmp_path / "x.snapshot").exists()
@@ -172,4 +183,4 @@ def test_cli_errors_are_clear_and_start_nothing(snapshot: Path, tmp_path: Path) 
         {**meta, "limits": {**meta["limits"], "workspace_size": "4k"}}).encode())
     too_large = _cli("resume", str(small))
     assert too_large.returncode == 1 and "too large for the sandbox's limits" in too_large.stderr
-    assert {c.id for c in docker.from_env().containers.list(all=True)} == before  # nothing was started
+    assert _ours() == before  # nothing was started
