@@ -20,7 +20,8 @@ arrays, the blocks of a data frame, bytes-like objects) out of band: written to 
 object's memory, and read back into fresh buffers, with no copy through a pickle stream (100 MB of floats: about
 15 ms instead of about a second through dill's pure-Python pickler). Whatever that pickler would save by
 reference to `__main__` (functions and classes defined in cells, and everything holding one) or cannot pickle at
-all (lambdas, modules) goes through dill instead, so dill's meaning holds for every variable.
+all (lambdas) goes through dill instead, so dill's meaning holds for every variable. Modules are saved by name,
+as dill saves them; dill is imported only when a variable needs it.
 
 File format: `LLNS2\n`, then repeated records of `<u32 name length><name utf-8><u8 kind><u64 data length><data>`;
 kind 0: dill bytes; kind 1: standard pickle bytes, then `<u32 buffer count>` and per buffer `<u64 length><bytes>`.
@@ -97,14 +98,21 @@ class _RefersToMain(Exception):
 
 def _fast_pickle(value: Any) -> tuple[bytes, list[memoryview]] | None:
     """`value` pickled by the C pickler with out-of-band buffers, or None when dill must do it."""
+    import importlib
     import io
     import pickle
+    import sys
     import types
 
     class Pickler(pickle.Pickler):
         def reducer_override(self, obj: Any) -> Any:
             if isinstance(obj, (type, types.FunctionType)) and getattr(obj, "__module__", None) == "__main__":
                 raise _RefersToMain
+            if isinstance(obj, types.ModuleType):  # `import numpy as np`: by name, as dill does
+                name = obj.__name__
+                if name == "__main__" or sys.modules.get(name) is not obj:
+                    raise _RefersToMain
+                return importlib.import_module, (name,)
             return NotImplemented
 
     buffers: list[memoryview] = []
@@ -123,8 +131,6 @@ def _fast_pickle(value: Any) -> tuple[bytes, list[memoryview]] | None:
 
 
 def save(shell: Any, path: str, content: dict[str, Any]) -> dict[str, Any]:
-    import dill  # type: ignore[import-not-found]
-
     limit = int(content.get("max_bytes") or 0)
     saved: list[str] = []
     skipped: dict[str, str] = {}
@@ -139,6 +145,8 @@ def save(shell: Any, path: str, content: dict[str, Any]) -> dict[str, Any]:
                 kind, (data, buffers) = PICKLE5, fast
             else:
                 try:
+                    import dill  # type: ignore[import-not-found]  # only when needed: its import takes a while
+
                     kind, data = DILL, dill.dumps(value)
                 except BaseException as exc:  # noqa: BLE001 - pickling can raise anything (RecursionError too)
                     if isinstance(exc, KeyboardInterrupt):
@@ -185,8 +193,6 @@ def _read_buffer(fh: Any, size: int, name: str) -> bytearray:
 def restore(shell: Any, path: str, content: dict[str, Any]) -> dict[str, Any]:
     import pickle
 
-    import dill  # type: ignore[import-not-found]
-
     restored: list[str] = []
     failed: dict[str, str] = {}
     with open(path, "rb") as fh:
@@ -209,7 +215,12 @@ def restore(shell: Any, path: str, content: dict[str, Any]) -> dict[str, Any]:
             elif kind != DILL:
                 raise ValueError(f"the snapshot's namespace file is corrupt (record kind {kind} in {name!r})")
             try:
-                shell.user_ns[name] = pickle.loads(data, buffers=buffers) if kind == PICKLE5 else dill.loads(data)
+                if kind == PICKLE5:
+                    shell.user_ns[name] = pickle.loads(data, buffers=buffers)
+                else:
+                    import dill  # type: ignore[import-not-found]
+
+                    shell.user_ns[name] = dill.loads(data)
                 restored.append(name)
             except BaseException as exc:  # noqa: BLE001 - one bad variable must not stop the rest
                 if isinstance(exc, KeyboardInterrupt):

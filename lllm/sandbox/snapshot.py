@@ -30,6 +30,7 @@ import secrets
 import stat
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,19 @@ def save(sandbox: Any, path: str | os.PathLike[str], *, timeout: float = 600.0) 
             raise SnapshotError(f"the kernel of sandbox {sandbox.sandbox_id!r} is not running; nothing to save",
                                 sandbox_id=sandbox.sandbox_id)
         try:
-            reply = kernel_request(sandbox, "lllm_save_request", {"file": name, "max_bytes": limit - (1 << 20)},
-                                   "lllm_save_reply", timeout=timeout, error=SnapshotError,
-                                   what="save its variables")
-            namespace = _take_file(host_file)
+            # the workspace is archived by `tar` in the container while the kernel pickles (both between cells)
+            archiver = _Background(_workspace_archive, root)
+            try:
+                reply = kernel_request(sandbox, "lllm_save_request", {"file": name, "max_bytes": limit - (1 << 20)},
+                                       "lllm_save_reply", timeout=timeout, error=SnapshotError,
+                                       what="save its variables")
+                namespace = _take_file(host_file)
+            except BaseException:
+                archiver.wait()  # the kernel's failure is the one to report
+                raise
+            workspace = archiver.result()
         finally:
             _unlink(host_file)
-        workspace = _workspace_archive(root)
     meta = SnapshotMeta(format=FORMAT, image=str(root.image), image_id=_image_id(str(root.image)),
                         limits=root.limits.model_dump(), saved=list(reply.get("saved") or []),
                         skipped=dict(reply.get("skipped") or {}), namespace_bytes=len(namespace),
@@ -265,16 +272,65 @@ def resume(cls: Any, path: str | os.PathLike[str], *, image: str | None = None, 
             raise SnapshotError(f"the snapshot {str(path)!r} has limits this lllm does not take: {exc}") from None
         _check_fits(meta, lim, path)
         members = _members(tar, path)
-        namespace = _read(tar, members[NAMESPACE], path)
-        workspace = _read(tar, members[WORKSPACE_TAR], path)
-    sandbox = cls(image=use_image, limits=lim, **options)
-    sandbox.start()
+        _check_complete(members, path)
+        # every check passed: the container starts while the two members are read (a cold start is most of a
+        # resume); a read that fails after all ends the sandbox it started
+        starter = _Background(_started, cls, dict(image=use_image, limits=lim, **options))
+        try:
+            namespace = _read(tar, members[NAMESPACE], path)
+            workspace = _read(tar, members[WORKSPACE_TAR], path)
+        except BaseException:
+            try:
+                starter.result().close()
+            except BaseException:  # noqa: BLE001 - the read's error is the one to report
+                pass
+            raise
+    sandbox = starter.result()
     try:
         _restore(sandbox, meta, namespace, workspace, restore_timeout)
     except BaseException:
         sandbox.close()
         raise
     return sandbox
+
+
+def _started(cls: Any, options: dict[str, Any]) -> Any:
+    sandbox = cls(**options)
+    sandbox.start()
+    return sandbox
+
+
+def _check_complete(members: dict[str, tarfile.TarInfo], path: Any) -> None:
+    """Every member's data is in the file (a snapshot cut short is refused before anything starts)."""
+    size = os.path.getsize(path)
+    for member in members.values():
+        if member.offset_data + member.size > size:
+            raise SnapshotError(f"the snapshot {str(path)!r} is cut short ({member.name})")
+
+
+class _Background:
+    """`fn(*args)` in a thread; `result()` waits for it and returns its value or raises its exception."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Any, args: tuple[Any, ...]) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to result()
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _check_fits(meta: SnapshotMeta, lim: SandboxLimits, path: Any) -> None:
