@@ -171,6 +171,11 @@ def _ask_parent_to_fork(parent: Any, branch: BranchSandbox) -> int:
     if not isinstance(reply.get("pid"), int):
         raise SandboxForkError(f"sandbox {parent.sandbox_id!r} sent a fork reply without a pid",
                                sandbox_id=parent.sandbox_id)
+    phases = reply.get("phases")
+    branch.fork_timing = {str(k): float(v) for k, v in (phases.items() if isinstance(phases, dict) else ())
+                          if isinstance(v, (int, float))}
+    if isinstance(reply.get("fork_s"), (int, float)):
+        branch.fork_timing["guest_total"] = float(reply["fork_s"])
     return int(reply["pid"])
 
 
@@ -208,6 +213,9 @@ class BranchSandbox(Forkable, KernelSandbox):
         self._end_reason = ""
         self._restart_note = ""
         self.forked_at = 0.0
+        self.fork_timing: dict[str, float] = {}
+        """Seconds the guest took to fork this branch (`guest_total`) and to set it up, by phase (`loop`,
+        `sockets`, `io`, `kernel`, `hooks`), as the parent kernel measured them (for bench/bench_fork.py)."""
         self.image = getattr(self.root, "image", None)
         self._on_close: list[Callable[[], Any]] = []
 

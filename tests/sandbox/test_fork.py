@@ -257,3 +257,32 @@ def test_a_busy_branch_is_use_of_its_sandbox_for_the_idle_timeout(sandbox_image:
         result = branch.run_cell("import time\nfor i in range(7):\n    time.sleep(1)\nprint('slept')")
         assert (result.status, result.stdout) == ("ok", "slept\n"), result.text
         assert sandbox.state.value == "running" and _out(sandbox, "print(1)") == "1"
+
+
+def test_the_supervisor_is_signalled_through_a_pidfd_and_through_the_engine_when_that_is_gone(sb: DockerSandbox,
+                                                                                              monkeypatch) -> None:
+    import os
+
+    calls: list[str] = []
+    kill = type(sb.container).kill
+
+    def engine_kill(container, *args, **kwargs):
+        calls.append(str(kwargs.get("signal")))
+        return kill(container, *args, **kwargs)
+
+    monkeypatch.setattr(type(sb.container), "kill", engine_kill)
+    sb.run_cell("signalled = 7")
+    branch = sb.fork()
+    assert branch.run_cell("print(signalled)").stdout == "7\n"
+    assert branch.fork_timing["guest_total"] > 0 and "sockets" in branch.fork_timing
+    if sb.runtime == "runc":  # the engine's pid of the container's init is this host's: no API round trip
+        assert calls == [] and sb._init_pidfd is not None
+        # a pidfd that no longer works (as when the container's init is gone): the engine's way, and it works
+        sb._drop_supervisor_pidfd()
+        sb._init_pidfd = os.open("/dev/null", os.O_RDONLY)  # not a pidfd: pidfd_send_signal fails
+    branch.close()
+    assert "SIGUSR1" in calls
+    assert sb._init_pidfd is None  # dropped after the failure, not retried
+    again = sb.fork()
+    assert again.run_cell("print(signalled)").stdout == "7\n"
+    again.close()
