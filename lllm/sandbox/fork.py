@@ -440,6 +440,7 @@ class RootBranches:
         self._fork_lock = threading.Lock()
         self._init_pidfd: int | None = None
         self._init_pidfd_tried = False
+        self._pidfd_lock = threading.Lock()
 
     def _root_sandbox(self) -> Any:
         return self
@@ -512,9 +513,13 @@ class RootBranches:
             container.kill(signal="SIGUSR1")
 
     def _supervisor_pidfd(self, container: Any) -> int | None:
-        if self._init_pidfd is not None or self._init_pidfd_tried:
+        with self._pidfd_lock:  # kernels of one container fork at once (a root and its branches)
+            if self._init_pidfd is None and not self._init_pidfd_tried:
+                self._init_pidfd_tried = True
+                self._init_pidfd = self._open_supervisor_pidfd(container)
             return self._init_pidfd
-        self._init_pidfd_tried = True
+
+    def _open_supervisor_pidfd(self, container: Any) -> int | None:
         if getattr(self, "runtime", "runc") != "runc" or not hasattr(os, "pidfd_open"):
             return None  # under gVisor the engine's pid is the sandbox kernel's, not the container's init
         try:
@@ -539,12 +544,12 @@ class RootBranches:
         if not mine:
             os.close(pidfd)
             return None
-        self._init_pidfd = pidfd
         return pidfd
 
     def _drop_supervisor_pidfd(self) -> None:
         """Close the pidfd (the sandbox is closing or detaching, or its init is gone)."""
-        pidfd, self._init_pidfd = self._init_pidfd, None
+        with self._pidfd_lock:
+            pidfd, self._init_pidfd = self._init_pidfd, None
         if pidfd is not None:
             try:
                 os.close(pidfd)
