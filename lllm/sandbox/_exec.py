@@ -58,7 +58,7 @@ class ExecSession:
                  what: str = "the helper") -> None:
         self.container = container
         self.what = what
-        self.api = _docker.client().api
+        self.api = getattr(container, "client", None) and container.client.api or _docker.client().api
         with _docker.translate_errors(f"start {what} in the sandbox"):
             self.exec_id = self.api.exec_create(container.id, cmd, stdout=True, stderr=True, stdin=stdin, user=user,
                                                 workdir=workdir)["Id"]

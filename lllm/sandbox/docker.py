@@ -131,6 +131,13 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         max_lifetime: seconds after its start after which the sandbox is removed, busy or not (None: never).
         max_branches: the most live branch kernels (`fork()`, `lllm.sandbox.fork`) the container may hold;
             None: what its PID limit leaves room for (`default_max_branches`).
+        docker_host: the Docker engine, as DOCKER_HOST spells it (`tcp://10.0.0.5:2376`, `ssh://user@box`);
+            None: `$DOCKER_HOST`, else the local engine.
+        tls: TLS to that engine: True (`$DOCKER_CERT_PATH`'s ca.pem, cert.pem, key.pem), a folder with those
+            files, or `{"ca": ..., "cert": ..., "key": ...}`; None: `$DOCKER_TLS_VERIFY` decides.
+        transport: how host and container talk: `mount` (the session directory bind-mounted at /run/lllm: the
+            engine must be on this machine), `relay` (everything over the Docker API: `lllm.sandbox.remote`), or
+            None/`auto` (`$LLLM_SANDBOX_TRANSPORT`, else `relay` for an engine elsewhere, `mount` for a local one).
     """
 
     kind = "docker"
@@ -150,7 +157,8 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
                  mounts: dict[str | Path, str] | None = None,
                  packages: str | Sequence[str] | None = None, name: str | None = None, scope: str | None = None,
                  idle_timeout: float | None = None, max_lifetime: float | None = None,
-                 max_branches: int | None = None) -> None:
+                 max_branches: int | None = None, docker_host: str | None = None, tls: Any = None,
+                 transport: str | None = None) -> None:
         super().__init__(cell_timeout=cell_timeout, max_output_chars=max_output_chars, tracer=tracer, agent=agent)
         bad = sorted(set(env or {}) & _RESERVED_ENV)
         if bad:
@@ -191,19 +199,38 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         self._last_used = 0.0
         self._record_written = 0.0
         self._closed_reason = ""
+        self.engine = _docker.engine_from(docker_host, tls)
+        transport = transport or os.environ.get("LLLM_SANDBOX_TRANSPORT") or "auto"
+        if transport not in ("auto", "mount", "relay"):
+            raise UsageError(f"transport={transport!r} must be 'mount', 'relay' or 'auto'")
+        self.transport = transport
+        self._host_relay: Any = None
         self._fork_init()
         self._root_init(max_branches, self.limits.pids)
+
+    def _client(self) -> Any:
+        return _docker.client(self.engine)
+
+    @property
+    def relayed(self) -> bool:
+        """Whether this sandbox talks to its container over the relay (no bind mount; `lllm.sandbox.remote`)."""
+        if self.transport == "auto":
+            self.transport = "mount" if _docker.is_local(self._client()) else "relay"
+        return self.transport == "relay"
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def _start(self) -> None:
         check_mounts(self.mounts)  # a folder removed since the constructor: fail before anything exists
         self.sandbox_id = new_sandbox_id()
+        if self.relayed and self.mounts:
+            raise UsageError("mounts= shows host folders in the sandbox, which a Docker engine on another machine "
+                             "cannot see; upload them (sb.upload(folder)) instead")
         image = self._resolve_image()
         self.image = image
         if self.name:
             _claim_name(self.name)
         # A tmpfs as large as the workspace: uploads and downloads pass through it, nothing more is needed.
-        size = max(16 << 20, parse_size(self.limits.workspace_size))
+        size = 16 << 20 if self.relayed else max(16 << 20, parse_size(self.limits.workspace_size))
         self._session_dir = make_session_dir(self.sandbox_id, size=size, keep=bool(self.name))
         try:
             if self.packages == "index":
@@ -220,9 +247,11 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
             host_side.start()
             try:
                 with _docker.translate_errors(f"create the sandbox container from {image!r}"):
-                    self.container = _docker.client().containers.create(image, **self._create_options())
+                    self.container = self._client().containers.create(image, **self._create_options())
                 with _docker.translate_errors("start the sandbox container"):
                     self.container.start()
+                if self.relayed:
+                    self._start_host_relay()
             except SandboxError as exc:
                 if self.name and "already in use" in str(exc):  # another process claimed the name just now
                     raise UsageError(f"a sandbox named {self.name!r} is already running: attach to it with "
@@ -262,12 +291,21 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
             from lllm.sandbox.derived import derived_image
 
             return derived_image(self.packages, base=self.image)
+        if self.engine is not None or not _docker.is_local(self._client()):
+            from lllm.sandbox.image import image_name
+
+            image = self.image or image_name()  # built here, loaded there: never built on another machine
+            check_guest(image, self.engine or _docker.engine_from_env())
+            return image
         image = self.image or ensure_image()
         check_guest(image)
         return image
 
     def _create_options(self) -> dict[str, Any]:
         options = self._kernel_options()
+        run_tmpfs = options.pop("tmpfs_run", None)
+        if run_tmpfs:
+            options["tmpfs"][RUN_DIR] = run_tmpfs
         self._lifetime_options(options)
         return options
 
@@ -299,8 +337,7 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
             # Kernel code can write to the supervisor's stdout (os.write(1, ...)), which the engine stores on the
             # host's disk: capped, else a loop fills /var/lib/docker. The last lines stay for start-up errors.
             "log_config": _log_config(),
-            "volumes": {str(self._session_dir): {"bind": RUN_DIR, "mode": "rw"}},
-            "mounts": mount_specs(self.mounts),
+            **self._run_dir_options(),
             "environment": env,
             "working_dir": WORKSPACE,
             "labels": _docker.owner_labels(self.sandbox_id, self.session_dir, self.labels),
@@ -309,6 +346,28 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
             "ipc_mode": "private",
             "name": f"lllm-{self.sandbox_id}",
         }
+
+    def _run_dir_options(self) -> dict[str, Any]:
+        """/run/lllm: the session directory bind-mounted, or (relay) a tmpfs the relay keeps like it."""
+        if not self.relayed:
+            return {"volumes": {str(self._session_dir): {"bind": RUN_DIR, "mode": "rw"}},
+                    "mounts": mount_specs(self.mounts)}
+        from lllm.sandbox import remote
+
+        uid, gid = container_user()
+        return {"tmpfs_run": f"rw,nosuid,nodev,size={remote.RUN_DIR_SIZE},uid={uid},gid={gid},mode=700",
+                "command": remote.wait_for_connection_file(RUN_DIR, self.start_timeout)}
+
+    def _start_host_relay(self) -> None:
+        from lllm.sandbox import remote
+
+        if self._host_relay is not None:
+            self._host_relay.close()
+        container = getattr(self.container, "_container", self.container)
+        uid, gid = container_user()
+        self._host_relay = remote.HostRelay(container, self.session_dir, user=f"{uid}:{gid}",
+                                            run_dir=RUN_DIR).start(self.start_timeout)
+        self.container = remote.SyncedContainer(container, self._host_relay)
 
     def _connect(self) -> None:
         if self.channels is not None:
@@ -341,6 +400,9 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         if self.channels is not None:
             self.channels.close()
             self.channels = None
+        if self._host_relay is not None:
+            self._host_relay.close()
+            self._host_relay = None
         if self.container is not None:
             try:
                 with _docker.translate_errors("remove the sandbox container"):
@@ -421,7 +483,7 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
 
     def _oom_events_since(self, since: float) -> bool:
         try:
-            events = _docker.client().events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
+            events = self._client().events(since=int(since) - 1, until=int(time.time()) + 1, decode=True,
                                              filters={"container": self.container.id, "event": "oom"})
             return any(True for _ in events)
         except Exception:  # noqa: BLE001 - no events API: trust OOMKilled
@@ -448,6 +510,8 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
             else:
                 _remove_entry(self.session_dir / "kernel.state")  # whatever kernel code left there
                 self.container.start()
+                if self.relayed:
+                    self._start_host_relay()  # the old one ended with the container, and /run/lllm is empty
                 self._gen = 0
         self._gen += 1
         deadline = time.monotonic() + self.start_timeout
@@ -546,6 +610,14 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         limit = min(files.MAX_TRANSFER_BYTES, self._workspace_bytes())
         if files.is_folder(src):
             return self._upload_folder(Path(src), rel, limit)  # type: ignore[arg-type]
+        if self.relayed:  # on the helper's stdin: no host directory is shared with the container
+            import io
+
+            data = files.read_source(src, limit=limit)
+            reply = self._exec_files("put", send=io.BytesIO(data), rel=rel, size=str(len(data)))
+            if not reply.ok:
+                raise SandboxFileError(f"upload to {dest!r} refused: {reply.error}", path=dest)
+            return rel
         name = files.host_write_xfer(self.session_dir, files.read_source(src, limit=limit))
         try:
             reply = self._exec_files("put", xfer=name, rel=rel)
@@ -569,6 +641,15 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
     def download(self, path: str) -> bytes:
         self._require_running("download")
         rel = files.clean_relative(path, workspace=WORKSPACE)
+        if self.relayed:  # on the helper's stdout, capped
+            import io
+
+            sink = io.BytesIO()
+            reply = self._exec_files("get", sink=sink, max_sink=min(files.MAX_TRANSFER_BYTES,
+                                                                    self._workspace_bytes() * 2), rel=rel)
+            if not reply.ok:
+                raise SandboxFileError(f"download of {path!r} refused: {reply.error}", path=path)
+            return sink.getvalue()
         name = files.xfer_name()
         try:
             reply = self._exec_files("get", rel=rel, xfer=name)

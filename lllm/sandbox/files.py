@@ -379,7 +379,8 @@ except Exception:
 req = json.loads(sys.stdin.buffer.readline(1 << 16))
 nonce = req["nonce"]; ws = os.path.realpath(req["ws"]); run = os.path.realpath(req["run"]); op = req["op"]
 LIMIT = %(limit)d
-OUT = sys.stderr if op == "getdir" else sys.stdout  # getdir's stdout is the archive
+STREAM = not req.get("xfer")  # put/get without a transfer file: the file's bytes are on stdin/stdout
+OUT = sys.stderr if op == "getdir" or (op == "get" and STREAM) else sys.stdout  # then stdout is the data
 def reply(**kw):
     OUT.write(nonce + " " + json.dumps(kw) + "\n"); OUT.flush(); os._exit(0)
 def fail(msg): reply(ok=False, error=msg[:1000])
@@ -395,10 +396,13 @@ def open_regular(path, flags, what, mode=0o600):
         os.close(fd); fail(what + " is not a regular file (a FIFO, device or directory)")
     os.set_blocking(fd, True)
     return fd
-def copy(src, dst):
+def copy(src, dst, size=None):
     done = 0
     while True:
-        chunk = os.read(src, 1 << 20)
+        if size is not None:
+            chunk = sys.stdin.buffer.read(min(1 << 20, size - done)) if size > done else b""
+        else:
+            chunk = os.read(src, 1 << 20)
         if not chunk: return
         done += len(chunk)
         if done > LIMIT: fail("the file is over the %%d-byte transfer limit" %% LIMIT)
@@ -412,17 +416,17 @@ try:
         os.makedirs(parent, exist_ok=True)
         final = os.path.join(parent, os.path.basename(target))
         if os.path.islink(final): fail("the destination is a symlink; refusing to write through it")
-        src = open_regular(os.path.join(run, req["xfer"]), os.O_RDONLY, "the transfer file")
+        src = None if STREAM else open_regular(os.path.join(run, req["xfer"]), os.O_RDONLY, "the transfer file")
         dst = open_regular(final, os.O_WRONLY | os.O_CREAT, "the destination", 0o644)
         os.ftruncate(dst, 0)
-        copy(src, dst)
-        os.unlink(os.path.join(run, req["xfer"]))
+        copy(src, dst, int(req["size"]) if STREAM else None)
+        if not STREAM: os.unlink(os.path.join(run, req["xfer"]))
         reply(ok=True)
     elif op == "get":
         real = os.path.realpath(os.path.join(ws, req["rel"]))
         if not inside(real): fail("it resolves to %%r, outside the workspace (a symlink)" %% real)
         src = open_regular(real, os.O_RDONLY, "it")
-        dst = os.open(os.path.join(run, req["xfer"]), os.O_WRONLY | os.O_CREAT | os.O_EXCL | NB, 0o600)
+        dst = 1 if STREAM else os.open(os.path.join(run, req["xfer"]), os.O_WRONLY | os.O_CREAT | os.O_EXCL | NB, 0o600)
         copy(src, dst)
         reply(ok=True)
     elif op == "putdir":

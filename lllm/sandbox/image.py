@@ -25,7 +25,7 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from lllm.errors import SandboxStartError
 from lllm.sandbox import _docker
@@ -37,7 +37,7 @@ LATEST = f"{IMAGE_REPO}:latest"
 GUEST_LABEL = "lllm.guest"
 """Set by Dockerfile.sandbox (and so on every image built FROM it): the image has lllm's guest code."""
 _build_lock = threading.Lock()
-_guest_checked: set[str] = set()
+_guest_checked: set[tuple[str, Any]] = set()
 
 
 PACKAGED_SOURCE = Path(__file__).resolve().parent / "image_source"
@@ -142,20 +142,25 @@ def tag_latest(name: str) -> None:
         _docker.client().images.get(name).tag(IMAGE_REPO, "latest")
 
 
-def check_guest(image: str) -> None:
+def check_guest(image: str, engine: Any = None) -> None:
     """Refuse an image without lllm's guest code (no `lllm.guest` label); remembered per image for this process.
 
     Raises:
         SandboxStartError: the image is missing, or it has no guest code (the message says how to make one).
     """
-    if image in _guest_checked:
+    if (image, engine) in _guest_checked:
         return
     import docker.errors
 
-    with _docker.translate_errors(f"inspect image {image!r}"):
+    with _docker.translate_errors(f"inspect image {image!r}", engine=engine):
         try:
-            labels = _docker.client().images.get(image).labels or {}
+            labels = _docker.client(engine).images.get(image).labels or {}
         except docker.errors.ImageNotFound:
+            if engine is not None and not _docker.is_local(_docker.client(engine)):
+                raise SandboxStartError(
+                    f"the sandbox image {image!r} is not on the Docker engine at {engine.describe()}; load it there "
+                    f"from this machine with `docker save {image} | docker {engine.cli_flags()} load` (build it "
+                    "here first with `lllm sandbox build`)", image=image) from None
             raise SandboxStartError(f"the sandbox image {image!r} does not exist on the Docker engine; build it (for "
                                     "extra packages: `lllm sandbox build --pip PACKAGE`) or fix the name",
                                     image=image) from None
@@ -165,7 +170,7 @@ def check_guest(image: str) -> None:
             "Dockerfile.sandbox sets): a sandbox runs lllm's kernel supervisor inside the container. Build your "
             f"image FROM {LATEST} (`lllm sandbox build` makes that tag), or let lllm add packages to its own "
             "image with `lllm sandbox build --pip PACKAGE` or `sandbox: {packages: [...]}`.", image=image)
-    _guest_checked.add(image)
+    _guest_checked.add((image, engine))
 
 
 def resolve_base(base_image: str | None, say: Callable[[str], None]) -> str:
