@@ -146,14 +146,13 @@ def client(engine: Engine | None = None) -> Any:
             tls_config = TLSConfig(ca_cert=engine.ca, verify=engine.ca or True,
                                    client_cert=(engine.cert, engine.key) if engine.cert and engine.key else None)
         with translate_errors(f"connect to the Docker engine at {engine.describe()}", engine=engine):
-            made = docker.DockerClient(base_url=engine.host, tls=tls_config, timeout=120,
-                                       use_ssh_client=False)
+            # The oldest API version first, so that the constructor asks the engine nothing before the CA is
+            # fixed; then the engine's own version, which is also the first contact (within PING_TIMEOUT).
+            made = docker.DockerClient(base_url=engine.host, tls=tls_config, timeout=PING_TIMEOUT,
+                                       version=docker.constants.MINIMUM_DOCKER_API_VERSION, use_ssh_client=False)
             _own_ca_only(made.api)
-            made.api.timeout = PING_TIMEOUT
-            try:
-                made.ping()
-            finally:
-                made.api.timeout = 120
+            made.api._version = made.api._retrieve_server_version()
+            made.api.timeout = 120
     clients[engine] = made
     return made
 
@@ -197,7 +196,7 @@ def translate_errors(action: str, engine: Engine | None = None) -> Iterator[None
             raise SandboxEngineError(f"cannot {action}: {exc.explanation}; the container is gone (removed by "
                                      "someone else, or by `lllm sandbox gc`)") from exc
         where = f" at {engine.describe()}" if engine is not None else ""
-        if isinstance(exc, requests.exceptions.SSLError) or "SSL" in type(exc).__name__:
+        if isinstance(exc, requests.exceptions.SSLError) or "SSLError" in str(exc):
             raise SandboxStartError(f"cannot {action}: the engine{where} refused TLS or could not be verified "
                                     f"({exc}); check the CA and the client certificate and key (tls=..., "
                                     "DOCKER_CERT_PATH)") from exc

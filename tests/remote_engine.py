@@ -1,0 +1,130 @@
+"""A second Docker engine for tests, on loopback TCP with TLS, sharing no files with the client.
+
+`RemoteEngine.start()` makes a CA, a server certificate for 127.0.0.1 and a client certificate (openssl), then
+runs `dockerd` with its own data root, exec root, pidfile and containerd namespaces, `--bridge=none
+--iptables=false` (it must not touch the host's network), under `unshare --mount` with empty tmpfs over /tmp,
+/var/tmp and /dev/shm: the engine cannot see the client's session directories, so a sandbox that worked through
+a bind mount would fail there. `load(image)` copies an image over with `docker save | docker -H ... load`.
+`stop()` ends the engine (and the containers it ran) and removes its folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+BASE = Path("/var/lib/lllm-test-engines")
+"""Not under /tmp: the engine's own mount namespace hides /tmp."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """ca.pem, server (cert/key for 127.0.0.1) and client (cert.pem, key.pem) under `folder`, via openssl."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=lllm test CA")
+    (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    (folder / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for who in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{who}-key.pem", "-out", f"{who}.csr",
+            "-subj", f"/CN=lllm test {who}")
+        run("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+            "-out", f"{who}-cert.pem", "-days", "2", "-extfile", f"{who}.ext")
+    client = folder / "client"
+    client.mkdir(exist_ok=True)
+    shutil.copy(folder / "ca.pem", client / "ca.pem")
+    shutil.copy(folder / "client-cert.pem", client / "cert.pem")
+    shutil.copy(folder / "client-key.pem", client / "key.pem")
+    return {"ca": folder / "ca.pem", "cert": folder / "server-cert.pem", "key": folder / "server-key.pem",
+            "client": client}
+
+
+class RemoteEngine:
+    def __init__(self) -> None:
+        BASE.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="engine-", dir=BASE))
+        self.port = _free_port()
+        self.host = f"tcp://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.certs: dict[str, Path] = {}
+
+    @property
+    def client_certs(self) -> Path:
+        """The folder with ca.pem, cert.pem, key.pem for `tls=` / DOCKER_CERT_PATH."""
+        return self.certs["client"]
+
+    def cli(self, *args: str) -> list[str]:
+        c = self.client_certs
+        return ["docker", "-H", self.host, "--tlsverify", "--tlscacert", str(c / "ca.pem"), "--tlscert",
+                str(c / "cert.pem"), "--tlskey", str(c / "key.pem"), *args]
+
+    def start(self, timeout: float = 60.0) -> RemoteEngine:
+        self.certs = make_certificates(self.root / "certs")
+        (self.root / "daemon.json").write_text("{}")
+        name = self.root.name
+        dockerd = (f"dockerd --config-file {self.root}/daemon.json --data-root {self.root}/data "
+                   f"--exec-root {self.root}/exec --pidfile {self.root}/exec/docker.pid -H {self.host} "
+                   f"--tlsverify --tlscacert {self.certs['ca']} --tlscert {self.certs['cert']} "
+                   f"--tlskey {self.certs['key']} --bridge=none --iptables=false --ip-masq=false "
+                   f"--containerd-namespace {name} --containerd-plugins-namespace {name}-plugins")
+        hide = "mount -t tmpfs none /tmp && mount -t tmpfs none /var/tmp && mount -t tmpfs none /dev/shm"
+        log = open(self.root / "dockerd.log", "wb")  # noqa: SIM115 - the engine's own log, kept with it
+        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                      f"{hide} && exec {dockerd}"], stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the test engine exited: {self.log_tail()}")
+            if subprocess.run(self.cli("info", "--format", "{{.ServerVersion}}"), capture_output=True,
+                              timeout=20).returncode == 0:
+                return self
+            time.sleep(0.5)
+        raise RuntimeError(f"the test engine did not answer within {timeout:g}s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        try:
+            return (self.root / "dockerd.log").read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def load(self, image: str) -> None:
+        """`docker save IMAGE | docker -H ... load`, unless the engine has it already."""
+        if subprocess.run(self.cli("image", "inspect", image), capture_output=True, timeout=30).returncode == 0:
+            return
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        loaded = subprocess.run(self.cli("load", "-q"), stdin=save.stdout, capture_output=True, timeout=600)
+        save.wait(timeout=60)
+        if loaded.returncode != 0 or save.returncode != 0:
+            raise RuntimeError(f"loading {image} into the test engine failed: {loaded.stderr.decode()[-500:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            subprocess.run(self.cli("rm", "-f", *self.containers()), capture_output=True, timeout=60)
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        # The engine's mounts lived in its own namespace, gone with it: nothing of the data root is mounted here.
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def containers(self) -> list[str]:
+        out = subprocess.run(self.cli("ps", "-aq"), capture_output=True, text=True, timeout=30)
+        return out.stdout.split()
