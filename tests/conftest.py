@@ -105,6 +105,22 @@ def sandbox_image(require_docker: None) -> str:
     return ensure_image(log=lambda line: print(line, file=sys.stderr))
 
 
+@pytest.fixture(scope="session")
+def remote_engine(sandbox_image: str, require_root: None) -> Any:
+    """A second Docker engine on loopback TCP with TLS that shares no files with this process, the sandbox
+    image loaded into it (tests/remote_engine.py); stopped, and its folder removed, when the run ends."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from remote_engine import RemoteEngine
+
+    engine = RemoteEngine()
+    try:
+        engine.start()
+        engine.load(sandbox_image)
+        yield engine
+    finally:
+        engine.stop()
+
+
 # -- loopback fakes of external HTTP APIs (the built-in proxies are tested against these) ------------------
 Route = Callable[[str, dict[str, str], dict[str, str], Any], tuple[int, Any]]
 

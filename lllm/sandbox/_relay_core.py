@@ -8,9 +8,9 @@ and tells the other what changed there, so that code on either side keeps using 
 - a unix socket that appears on one side (the kernel's `kernel-1..5`, a branch's `b<id>-1..5`, the host
   gateway's `gateway.sock`, a branch gateway's socket) is listened on under the same name on the other side; a
   connection there becomes a channel over the stream, and the side that has the real socket connects to it;
-- a small regular file (`kernel.json`, `gateway.token`, `kernel.state`, a branch request or reply, the mtime of
-  `last_used`) is copied, with its mode and mtime; a deletion is repeated. Symlinks, FIFOs, folders and files
-  over `MAX_FILE` are not mirrored.
+- a regular file (`kernel.json`, `gateway.token`, `kernel.state`, a branch request or reply, the mtime of
+  `last_used`, a snapshot's namespace) is copied, in frames of `CHUNK` bytes, with its mode and mtime; a
+  deletion is repeated. Symlinks, FIFOs, folders and files over `max_file` are not mirrored.
 
 Order: a side reads its watcher again after it reads bytes from a local socket and before it forwards them, so
 a file written before a message was sent arrives before that message. `flush()` is a round trip that also
@@ -43,7 +43,8 @@ import time
 
 HEADER = struct.Struct(">IBI")
 MAX_FRAME = 64 << 10
-MAX_FILE = 60 << 10
+CHUNK = 60 << 10
+MAX_FILE = 256 << 20
 WINDOW = 1 << 20
 CREDIT_EVERY = 128 << 10
 OPEN, DATA, CLOSE, CREDIT, LISTEN, UNLISTEN, PUT, DELETE, SYNC, SYNCED = range(1, 11)
@@ -86,10 +87,9 @@ class Watcher:
                     found.add(name.decode("utf-8", "replace"))
 
     def close(self) -> None:
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class Channel:
@@ -203,6 +203,8 @@ class Relay:
         self.known: dict[str, tuple[int, ...] | None] = {}
         """name -> what this side last saw or wrote there (None: absent), so changes are told once."""
         self.from_peer: set[str] = set()
+        self.parts: dict[str, tuple[int, str, int]] = {}
+        """A file arriving in chunks: token -> (fd, temporary path, bytes so far)."""
         self.lock = threading.RLock()
         self.sync_waiters: dict[bytes, threading.Event] = {}
         self.watcher = Watcher(directory)
@@ -212,7 +214,11 @@ class Relay:
 
     # -- the stream ----------------------------------------------------------------------------------------------
     def send(self, cid: int, kind: int, payload: bytes = b"") -> None:
-        self._send_bytes(HEADER.pack(cid, kind, len(payload)) + payload)  # type: ignore[operator]
+        """Write a frame; once the stream is gone, nothing (its owner sees the end and calls `close()`)."""
+        try:
+            self._send_bytes(HEADER.pack(cid, kind, len(payload)) + payload)  # type: ignore[operator]
+        except OSError:
+            pass
 
     def feed(self, data: bytes) -> None:
         """Bytes from the stream, in order; complete frames are handled here (in the stream reader's thread)."""
@@ -276,10 +282,7 @@ class Relay:
             return
         channel.close()
         if tell:
-            try:
-                self.send(cid, CLOSE)
-            except OSError:
-                pass
+            self.send(cid, CLOSE)
 
     def _accept(self, name: str, listener: socket.socket) -> None:
         while not self.closed:
@@ -310,6 +313,8 @@ class Relay:
     def sync_local(self, names: set[str] | None = None) -> None:
         """Tell the other side what changed here since the last look (from the watcher, or `names`)."""
         with self.lock:
+            if self.closed:
+                return
             changed = self.watcher.names() if names is None else names
             if changed is None:
                 changed = set(os.listdir(self.dir)) | set(self.known)
@@ -332,17 +337,27 @@ class Relay:
                 elif now[0] == 2 and now[1] <= self.max_file:
                     if name in self.from_peer and self.authoritative:
                         continue  # the container's file, read here; never sent back
-                    try:
-                        fd = os.open(os.path.join(self.dir, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                        with os.fdopen(fd, "rb") as fh:
-                            body = fh.read(self.max_file + 1)
-                    except OSError:
-                        continue
-                    if len(body) > self.max_file:
-                        continue
-                    head = json.dumps({"name": name, "mode": now[3], "mtime_ns": now[2]}).encode()
-                    self.send(0, PUT, head + b"\n" + body)
+                    self._send_file(name, now)
                     self.from_peer.discard(name)
+
+    def _send_file(self, name: str, now: tuple[int, ...]) -> None:
+        try:
+            fd = os.open(os.path.join(self.dir, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return
+        token = secrets.token_hex(6)
+        sent = 0
+        with os.fdopen(fd, "rb") as fh:
+            body = fh.read(CHUNK)
+            while True:
+                following = fh.read(CHUNK) if len(body) == CHUNK else b""
+                sent += len(body)
+                last = not following or sent + len(following) > self.max_file
+                head = {"name": name, "mode": now[3], "mtime_ns": now[2], "part": token, "last": last}
+                self.send(0, PUT, json.dumps(head).encode() + b"\n" + body)
+                if last:
+                    return
+                body = following
 
     def _change(self, kind: int, payload: bytes) -> None:
         """A change the other side saw in its directory, made here."""
@@ -357,6 +372,19 @@ class Relay:
             name, mode, body, meta = payload.decode("utf-8", "replace"), 0, b"", {}
         if not NAME.fullmatch(name):
             return
+        tmp = ""
+        if kind == PUT:
+            if not self._piece(meta, body):
+                return  # more of the file to come (or it was dropped)
+            fd, tmp, _size = self.parts.pop(str(meta.get("part")))
+            os.close(fd)
+        try:
+            self._apply(kind, name, mode, meta, tmp)
+        finally:
+            if tmp:
+                _unlink(tmp)  # renamed into place, or not wanted
+
+    def _apply(self, kind: int, name: str, mode: int, meta: dict, tmp: str) -> None:
         self.sync_local()  # first what changed here: so `known` tells our own names from the other side's
         path = os.path.join(self.dir, name)
         if self.authoritative and name not in self.from_peer and self.known.get(name) is not None:
@@ -366,22 +394,15 @@ class Relay:
         if kind == DELETE or kind == UNLISTEN:
             _unlink(path)
         elif kind == PUT:
-            if len(body) > self.max_file:
-                return
-            tmp = os.path.join(self.dir, _TMP + secrets.token_hex(6))
+            if (self._look(name) or (2,))[0] not in (1, 2):
+                return  # a folder or something else of this side's: left alone
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode & 0o666 or 0o600)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(body)
+                os.chmod(tmp, mode & 0o666 or 0o600)
                 mtime = int(meta.get("mtime_ns") or 0)
                 if mtime > 0:
                     os.utime(tmp, ns=(mtime, mtime))
-                if self._look(name) not in (None,) and (self._look(name) or (0,))[0] not in (1, 2):
-                    _unlink(tmp)  # a folder or something else of this side's: left alone
-                    return
                 os.rename(tmp, path)
             except OSError:
-                _unlink(tmp)
                 return
         elif kind == LISTEN:
             if name in self.listeners:
@@ -400,6 +421,33 @@ class Relay:
                              name=f"relay-accept-{name}").start()
         self.known[name] = self._look(name)
         self.from_peer.add(name)
+
+    def _piece(self, meta: dict, body: bytes) -> bool:
+        """Add a chunk of a file to its temporary file; True when it was the last one (then `_change` renames)."""
+        token = str(meta.get("part"))
+        fd, tmp, size = self.parts.get(token, (-1, "", 0))
+        if fd < 0:
+            if len(self.parts) >= 64:
+                return False  # that many files at once is no mirror's work: drop it
+            tmp = os.path.join(self.dir, _TMP + secrets.token_hex(6))
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except OSError:
+                return False
+        size += len(body)
+        try:
+            if size > self.max_file:
+                raise OSError(errno.EFBIG, "over the mirror's size limit")
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            os.close(fd)
+            _unlink(tmp)
+            self.parts.pop(token, None)
+            return False
+        self.parts[token] = (fd, tmp, size)
+        return bool(meta.get("last"))
 
     def watch(self) -> None:
         """Tell changes as the watcher sees them, until `close()` (a thread of its own)."""
@@ -434,7 +482,10 @@ class Relay:
 
     def close(self) -> None:
         """End every channel and remove the mirror sockets made here (files stay)."""
-        self.closed = True
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
         os.write(self.wake_w, b"x")
         for cid in list(self.channels):
             self.end(cid, tell=False)
@@ -465,6 +516,7 @@ def guest_main() -> None:
     except Exception:  # noqa: BLE001
         pass
     directory = sys.argv[1] if len(sys.argv) > 1 else "/run/lllm"
+    max_file = int(sys.argv[2]) if len(sys.argv) > 2 else MAX_FILE
     out_lock = threading.Lock()
 
     def write(data: bytes) -> None:
@@ -473,7 +525,7 @@ def guest_main() -> None:
             while view:
                 view = view[os.write(1, view):]
 
-    relay = Relay(directory, write, odd=False)
+    relay = Relay(directory, write, odd=False, max_file=max_file)
     relay.start()
     while True:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from lllm.errors import LLLMError
@@ -46,6 +47,10 @@ def add_arguments(subparsers: argparse._SubParsersAction) -> None:
                     "host is gone, and their session directories.")
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     gc.add_argument("--all-hosts", action="store_true", help="also remove containers owned by other hosts")
+    gc.add_argument("--docker-host", metavar="URL", help="the Docker engine to clean (tcp://HOST:2376, ssh://...; "
+                                                         "default: $DOCKER_HOST, else the local one)")
+    gc.add_argument("--tls", metavar="CERT_DIR", help="TLS to that engine: a folder with ca.pem, cert.pem, key.pem "
+                                                      "(default: $DOCKER_TLS_VERIFY/$DOCKER_CERT_PATH)")
     gc.set_defaults(func=cmd_gc)
 
     ls = subparsers.add_parser("ls", help="list sandboxes: id, name, scope, status, age, idle time, owner, image",
@@ -124,8 +129,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
     """`lllm sandbox gc`."""
     from lllm.sandbox.reaper import reap
 
+    from lllm.sandbox._docker import engine_from
+
     try:
-        report = reap(dry_run=args.dry_run, all_hosts=args.all_hosts)
+        tls: object = args.tls
+        if tls is None and args.docker_host and os.environ.get("DOCKER_TLS_VERIFY") not in (None, "", "0"):
+            tls = True
+        engine = engine_from(args.docker_host, tls) if args.docker_host or args.tls else None
+        report = reap(dry_run=args.dry_run, all_hosts=args.all_hosts, engine=engine)
     except LLLMError as exc:
         return _fail(exc)
     verb = "would remove" if args.dry_run else "removed"

@@ -230,7 +230,7 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         if self.name:
             _claim_name(self.name)
         # A tmpfs as large as the workspace: uploads and downloads pass through it, nothing more is needed.
-        size = 16 << 20 if self.relayed else max(16 << 20, parse_size(self.limits.workspace_size))
+        size = self._run_dir_bytes()
         self._session_dir = make_session_dir(self.sandbox_id, size=size, keep=bool(self.name))
         try:
             if self.packages == "index":
@@ -355,8 +355,13 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         from lllm.sandbox import remote
 
         uid, gid = container_user()
-        return {"tmpfs_run": f"rw,nosuid,nodev,size={remote.RUN_DIR_SIZE},uid={uid},gid={gid},mode=700",
+        return {"tmpfs_run": f"rw,nosuid,nodev,size={self._run_dir_bytes()},uid={uid},gid={gid},mode=700",
                 "command": remote.wait_for_connection_file(RUN_DIR, self.start_timeout)}
+
+    def _run_dir_bytes(self) -> int:
+        """The session directory's size (and with the relay, the container's /run/lllm): as large as the
+        workspace, for the files that pass through it (a snapshot's namespace, a resume's)."""
+        return max(16 << 20, parse_size(self.limits.workspace_size))
 
     def _start_host_relay(self) -> None:
         from lllm.sandbox import remote
@@ -365,8 +370,8 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
             self._host_relay.close()
         container = getattr(self.container, "_container", self.container)
         uid, gid = container_user()
-        self._host_relay = remote.HostRelay(container, self.session_dir, user=f"{uid}:{gid}",
-                                            run_dir=RUN_DIR).start(self.start_timeout)
+        self._host_relay = remote.HostRelay(container, self.session_dir, user=f"{uid}:{gid}", run_dir=RUN_DIR,
+                                            max_file=self._run_dir_bytes()).start(self.start_timeout)
         self.container = remote.SyncedContainer(container, self._host_relay)
 
     def _connect(self) -> None:

@@ -41,9 +41,9 @@ class ReapReport:
     """Container name -> why it was removed."""
 
 
-def _sandbox_containers() -> list[Any]:
-    with _docker.translate_errors("list sandbox containers"):
-        return list(_docker.client().containers.list(all=True, filters={"label": f"{_docker.LABEL}=1"},
+def _sandbox_containers(engine: Any = None) -> list[Any]:
+    with _docker.translate_errors("list sandbox containers", engine=engine):
+        return list(_docker.client(engine).containers.list(all=True, filters={"label": f"{_docker.LABEL}=1"},
                                                       ignore_removed=True))  # one may vanish meanwhile
 
 
@@ -124,14 +124,18 @@ def remove_container(container: Any) -> None:
 _remove = remove_container  # the old private name
 
 
-def reap(*, dry_run: bool = False, all_hosts: bool = False) -> ReapReport:
-    """Remove orphaned or expired sandbox containers and stale session directories; see the module docstring."""
+def reap(*, dry_run: bool = False, all_hosts: bool = False, engine: Any = None) -> ReapReport:
+    """Remove orphaned or expired sandbox containers and stale session directories; see the module docstring.
+
+    `engine` (`lllm.sandbox._docker.Engine`): reap that engine's containers (`lllm sandbox gc --docker-host`);
+    then only the session directories of dead owner processes go with them, and the records of sandboxes on
+    other engines are left alone."""
     from lllm.sandbox.lifetime import records, remove_record
 
     report = ReapReport()
     now = time.time()
     known = records()
-    containers = _sandbox_containers()
+    containers = _sandbox_containers(engine)
     for container in containers:
         labels = container.labels or {}
         why = verdict(container, known.get(labels.get(_docker.LABEL_SESSION, "")), now=now, all_hosts=all_hosts)
@@ -144,6 +148,9 @@ def reap(*, dry_run: bool = False, all_hosts: bool = False) -> ReapReport:
             remove_container(container)
     alive = {(c.labels or {}).get(_docker.LABEL_SESSION) for c in containers
              if c.name not in report.containers}
+    if engine is not None:  # this engine's containers only: what lives on others is not ours to judge
+        report.session_dirs = reap_session_dirs(dry_run=dry_run)
+        return report
     if not dry_run:
         for sandbox_id in set(known) - alive:
             remove_record(sandbox_id)

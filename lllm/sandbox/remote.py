@@ -30,8 +30,6 @@ from lllm.sandbox._relay_core import Relay
 GUEST_SOURCE = Path(__file__).with_name("_relay_core.py").read_text(encoding="utf-8")
 _MUX = struct.Struct(">BxxxL")
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-RUN_DIR_SIZE = "16m"
-"""The container's /run/lllm with this transport: sockets and small files only (files go over streams)."""
 
 
 def wait_for_connection_file(run_dir: str, timeout: float) -> list[str]:
@@ -52,11 +50,13 @@ class HostRelay:
         SandboxStartError: the engine refused the exec, or the guest relay did not answer.
     """
 
-    def __init__(self, container: Any, session_dir: Path, *, user: str, run_dir: str = "/run/lllm") -> None:
+    def __init__(self, container: Any, session_dir: Path, *, user: str, run_dir: str = "/run/lllm",
+                 max_file: int = 256 << 20) -> None:
         self.container = container
         self.session_dir = session_dir
         self.user = user
         self.run_dir = run_dir
+        self.max_file = max_file
         self.relay: Relay | None = None
         self.conn: Any = None
         self.sock: Any = None
@@ -71,14 +71,15 @@ class HostRelay:
     def start(self, timeout: float = 30.0) -> HostRelay:
         api = self.container.client.api
         with _docker.translate_errors("start the sandbox's relay"):
-            exec_id = api.exec_create(self.container.id, ["python3", "-I", "-c", GUEST_SOURCE, self.run_dir],
+            exec_id = api.exec_create(self.container.id, ["python3", "-I", "-c", GUEST_SOURCE, self.run_dir,
+                                                                 str(self.max_file)],
                                       stdout=True, stderr=True, stdin=True, user=self.user)["Id"]
             self.conn = api.exec_start(exec_id, socket=True)
         self.exec_id = exec_id
         self.sock = getattr(self.conn, "_sock", self.conn)
         self.sock.setblocking(False)
         self._alive = True
-        self.relay = Relay(str(self.session_dir), self._send, odd=True, authoritative=True)
+        self.relay = Relay(str(self.session_dir), self._send, odd=True, authoritative=True, max_file=self.max_file)
         self._thread = threading.Thread(target=self._pump, daemon=True, name="lllm-relay-pump")
         self._thread.start()
         self.relay.start()
@@ -166,9 +167,10 @@ class HostRelay:
         except (OSError, ValueError):
             pass
         self._alive = False
-        if self.relay is not None:
+        if self.relay is not None:  # the container (or its relay) ended: its mirrors here go too
             for waiter in list(self.relay.sync_waiters.values()):
                 waiter.set()
+            self.relay.close()
 
     def close(self) -> None:
         self._alive = False
@@ -201,9 +203,8 @@ class SyncedContainer:
         object.__setattr__(self, "_transport", transport)
 
     def kill(self, signal: Any = None) -> Any:
-        relay = self._transport.relay
-        if relay is not None and signal not in (None, "SIGKILL", 9):
-            relay.flush()
+        if signal not in (None, "SIGKILL", 9):
+            self._transport.flush()
         return self._container.kill(signal=signal) if signal is not None else self._container.kill()
 
     def __getattr__(self, name: str) -> Any:

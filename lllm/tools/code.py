@@ -93,6 +93,11 @@ class SandboxBlock(BaseModel):
     """Seconds without use after which the sandbox is removed (default: none; `session` scope: 3600)."""
     max_lifetime: float | None = Field(default=None, gt=0)
     """Seconds after its start after which the sandbox is removed (default: none; `session` scope: 86400)."""
+    docker_host: str | None = None
+    """Docker: the engine, as DOCKER_HOST spells it (`tcp://10.0.0.5:2376`); default `$DOCKER_HOST` or local."""
+    tls: bool | str | dict[str, str] | None = None
+    """Docker: TLS to that engine: true (`$DOCKER_CERT_PATH`), a folder with ca.pem, cert.pem, key.pem, or
+    `{ca, cert, key}` paths (`docs/scaling.md`)."""
 
     @model_validator(mode="after")
     def _scope_and_pool(self) -> SandboxBlock:
@@ -254,7 +259,8 @@ class ProxyTools:
         if block.scope == "session":
             idle = SESSION_IDLE_TIMEOUT if idle is None else idle
             lifetime = SESSION_MAX_LIFETIME if lifetime is None else lifetime
-        for key, value in (("packages", block.packages), ("idle_timeout", idle), ("max_lifetime", lifetime)):
+        for key, value in (("packages", block.packages), ("idle_timeout", idle), ("max_lifetime", lifetime),
+                           ("docker_host", block.docker_host), ("tls", block.tls)):
             if value is not None and key in takes:  # given to a backend without them: refused by attach()
                 options[key] = value
         if "scope" in takes:
@@ -457,7 +463,7 @@ def attach(agent: Any, block: dict[str, Any], ctx: Any = None) -> ProxyTools:
         except LLLMError as exc:
             raise ConfigError(f"agent {agent.name!r}: proxy.sandbox.packages is 'index', but {exc}",
                               key="proxy.sandbox.packages") from None
-    for key in ("packages", "idle_timeout", "max_lifetime"):
+    for key in ("packages", "idle_timeout", "max_lifetime", "docker_host", "tls"):
         if getattr(cfg.sandbox, key) is not None and key not in takes:
             raise ConfigError(f"agent {agent.name!r}: proxy.sandbox.{key} needs the docker backend (backend "
                               f"{cfg.sandbox.backend!r} has no such option)", key=f"proxy.sandbox.{key}")

@@ -1,0 +1,200 @@
+"""Sandboxes on a second Docker engine (loopback TCP, TLS, no files shared with this process): the relay transport.
+
+The engine (tests/remote_engine.py, the `remote_engine` fixture) runs in a mount namespace where /tmp is an
+empty tmpfs, so it cannot see this process's session directories: everything here works only because the
+kernel's sockets, CALL_API, files, kernel.state and the branch kernels' requests travel over the Docker API.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lllm.core.agent import Agent
+from lllm.core.config import AgentBuildContext
+from lllm.errors import SandboxStartError
+from lllm.invokers.scripted import ScriptedInvoker
+from lllm.proxies import BaseProxy, ProxyManager
+from lllm.proxies.gateway import Gateway
+from lllm.sandbox import SandboxLimits, _docker
+from lllm.sandbox._rundir import container_user, host_id
+from lllm.sandbox.docker import DockerSandbox
+from lllm.tools.code import attach
+
+pytestmark = pytest.mark.docker
+
+
+def remote(engine: Any, **kw: Any) -> DockerSandbox:
+    opts: dict[str, Any] = {"limits": SandboxLimits(memory="384m", pids=128), "cell_timeout": 20,
+                            "interrupt_grace": 1.5}
+    opts.update(kw)
+    return DockerSandbox(docker_host=engine.host, tls=str(engine.client_certs), **opts)
+
+
+@pytest.fixture(scope="module")
+def sb(remote_engine: Any) -> Any:
+    with remote(remote_engine) as sandbox:
+        yield sandbox
+
+
+class Toy(BaseProxy):
+    _proxy_name = "Toy"
+    _proxy_description = "Endpoints for remote-engine tests."
+
+    @BaseProxy.endpoint(category="t", endpoint="echo", description="Echo.", params={"x": (int, 1)})
+    def echo(self, x: int = 0) -> dict:
+        return {"x": x}
+
+
+def test_the_container_has_no_bind_mount_and_its_run_dir_is_a_tmpfs(sb: DockerSandbox) -> None:
+    assert sb.relayed and sb.transport == "relay"
+    attrs = sb.container.attrs
+    assert attrs["Mounts"] == [] and not attrs["HostConfig"].get("Binds") and not attrs["HostConfig"].get("Mounts")
+    assert "/run/lllm" in attrs["HostConfig"]["Tmpfs"]
+    assert attrs["HostConfig"]["NetworkMode"] == "none"
+    out = sb.run_cell("import os\nprint(sorted(n for n in os.listdir('/run/lllm') if n.startswith('kernel')))")
+    assert out.status == "ok" and "kernel.json" in out.stdout and "kernel-1" in out.stdout
+
+
+def test_cells_files_and_commands_over_the_relay(sb: DockerSandbox, tmp_path: Path) -> None:
+    assert sb.run_cell("x = 41").status == "ok"
+    assert sb.run_cell("print(x + 1)").stdout == "42\n"
+    blob = os.urandom(300_000)  # more than one relay frame, more than one exec read
+    sb.upload(blob, "data/blob.bin")
+    assert sb.download("data/blob.bin") == blob
+    folder = tmp_path / "tree"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "a.txt").write_text("alpha")
+    sb.upload(folder, "tree")
+    assert {"data/blob.bin", "tree/sub/a.txt"} <= set(sb.list_files())
+    back = sb.download_dir("tree", tmp_path / "back")
+    assert (back / "sub" / "a.txt").read_text() == "alpha"
+    done = sb.run_command(["sh", "-c", "cat tree/sub/a.txt; echo err >&2"])
+    assert done.exit_code == 0 and done.stdout == "alpha" and done.stderr == "err\n"
+
+
+def test_call_api_through_the_gateway(sb: DockerSandbox) -> None:
+    records: list = []
+    with Gateway() as gateway, gateway.open_session(sb.session_dir, ProxyManager(proxies={"toy": Toy()}),
+                                                   session_id="remote-1", tracer=records.append,
+                                                   token_owner=container_user()[0]):
+        out = sb.run_cell('r = CALL_API("toy/echo", {"x": 41})\nprint(r["x"] + 1)')
+        assert out.stdout == "42\n", out.text
+    assert records  # the call was recorded on the host
+
+
+def test_timeout_oom_and_restarts(remote_engine: Any) -> None:
+    with remote(remote_engine, limits=SandboxLimits(memory="256m", pids=128)) as sb:
+        sb.run_cell("kept = 1")
+        timed = sb.run_cell("import time\ntime.sleep(30)", timeout=1.0)
+        assert timed.status == "timeout" and timed.timeout_action == "interrupted"
+        assert sb.run_cell("print(kept)").stdout == "1\n"
+        stuck = sb.run_cell("import signal\nsignal.signal(signal.SIGINT, lambda *a: None)\nwhile True: pass",
+                            timeout=1.0)
+        assert stuck.timeout_action == "restarted" and stuck.state_lost
+        oom = sb.run_cell("import time\nhog = []\nwhile True:\n    hog.append(b'x' * (4 << 20))\n"
+                          "    time.sleep(0.005)", timeout=60)
+        assert oom.status == "oom" and oom.restarted, oom.text
+        sb.upload(b"survives a kernel restart", "note.txt")
+        died = sb.run_cell("import os\nos._exit(3)")
+        assert died.status == "died" and died.restarted
+        assert sb.download("note.txt") == b"survives a kernel restart"
+        # the whole container stopped: started again, with a new relay (and an empty /run/lllm to fill)
+        sb.container.kill()
+        again = sb.run_cell("print('back')")
+        assert again.stdout == "back\n" or (again.restarted and sb.run_cell("print('back')").stdout == "back\n")
+
+
+def test_a_fork_uses_call_api_from_its_branch_and_the_config_block_takes_the_engine(
+        remote_engine: Any, tmp_path: Path, fake_api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = fake_api(lambda path, q, h, body: (200, [{"symbol": "AAPL", "price": 201.08}]))
+    monkeypatch.setenv("FMP_API_KEY", "host-only-key-0123456789")
+    monkeypatch.setenv("FMP_BASE_URL", api.url + "/stable")
+    agent = Agent(name="brancher", system_prompt="You fork.", model="scripted", llm_invoker=ScriptedInvoker([]))
+    ctx = AgentBuildContext(session_id="remotefork", tracer=lambda r: None, workdir_base=tmp_path)
+    tools = attach(agent, {"activate_proxies": ["fmp"], "source": "live", "timeout": 60.0,
+                           "sandbox": {"backend": "docker", "docker_host": remote_engine.host,
+                                       "tls": str(remote_engine.client_certs)}}, ctx)
+    quote = 'print(v, CALL_API("fmp/quote", {"symbol": "AAPL"}))'
+    try:
+        agent.open("base")
+        tools.run("v = 'base'", dialog="base")
+        assert tools.sandbox.relayed
+        agent.fork("base", "one")
+        assert tools.dialogs.kernels["one"].kind == "docker-branch"
+        tools.run("v = 'branch'", dialog="one")
+        from_branch, from_base = str(tools.run(quote, dialog="one")), str(tools.run(quote, dialog="base"))
+        assert from_branch.startswith("branch ") and "201.08" in from_branch, from_branch
+        assert from_base.startswith("base ") and "201.08" in from_base, from_base
+        assert len(api.requests) == 2
+    finally:
+        agent.shutdown()
+
+
+def test_save_and_resume_over_the_relay(remote_engine: Any, tmp_path: Path) -> None:
+    with remote(remote_engine) as sb:
+        sb.run_cell("import numpy as np\ndata = np.arange(200_000)\ndef twice():\n    return 2 * len(data)")
+        sb.upload(b"kept", "notes.txt")
+        info = sb.save(tmp_path / "s.snapshot")
+    assert {"data", "twice"} <= set(info.meta.saved) and info.meta.namespace_bytes > 1_000_000
+    with DockerSandbox.resume(tmp_path / "s.snapshot", docker_host=remote_engine.host,
+                              tls=str(remote_engine.client_certs)) as back:
+        assert back.relayed
+        out = back.run_cell("print(twice(), open('notes.txt').read())")
+        assert out.stdout == "400000 kept\n", out.text
+
+
+def test_gc_with_docker_host_removes_orphans_there(remote_engine: Any, sandbox_image: str) -> None:
+    client = _docker.client(_docker.engine_from(remote_engine.host, str(remote_engine.client_certs)))
+    orphan = client.containers.create(sandbox_image, ["sleep", "300"], network_mode="none", labels={
+        _docker.LABEL: "1", _docker.LABEL_PID: "999999", _docker.LABEL_START: "0", _docker.LABEL_HOST: host_id(),
+        _docker.LABEL_SESSION: "orphan-remote", _docker.LABEL_UID: str(os.geteuid()),
+        **({_docker.LABEL_TEST_RUN: os.environ["LLLM_TEST_RUN"]} if os.environ.get("LLLM_TEST_RUN") else {})})
+    out = subprocess.run([sys.executable, "-m", "lllm", "sandbox", "gc", "--docker-host", remote_engine.host,
+                          "--tls", str(remote_engine.client_certs)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert orphan.name in out.stdout
+    assert orphan.id[:12] not in " ".join(remote_engine.containers())
+
+
+def test_tls_trusts_the_engines_ca_whatever_the_environment_says(remote_engine: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # these machines set REQUESTS_CA_BUNDLE to the system bundle, which does not hold the engine's private CA;
+    # requests used to take it over the CA docker-py's TLSConfig gave, and every call failed verification
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setattr(_docker._local, "clients", {}, raising=False)
+    engine = _docker.engine_from(remote_engine.host, str(remote_engine.client_certs))
+    assert _docker.client(engine).version()["ApiVersion"]
+    # the environment's variables name the same engine: the same client rules apply
+    monkeypatch.setenv("DOCKER_HOST", remote_engine.host)
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(remote_engine.client_certs))
+    monkeypatch.setattr(_docker._local, "clients", {}, raising=False)
+    assert _docker.client().containers.list() is not None
+
+
+def test_bad_engines_are_clear_errors_before_anything_runs(remote_engine: Any, tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from remote_engine import _free_port, make_certificates
+
+    before = set(remote_engine.containers())
+    started = time.monotonic()
+    with pytest.raises(SandboxStartError, match="no Docker engine answers at tcp://127.0.0.1"):
+        DockerSandbox(docker_host=f"tcp://127.0.0.1:{_free_port()}").start()
+    assert time.monotonic() - started < 15
+    other = make_certificates(tmp_path / "other")  # a CA the engine does not know, and one that is not its own
+    with pytest.raises(SandboxStartError, match="refused TLS or could not be verified"):
+        DockerSandbox(docker_host=remote_engine.host, tls=str(other["client"])).start()
+    with pytest.raises(SandboxStartError) as missing:
+        remote(remote_engine, image="lllm-sandbox:not-loaded-here").start()
+    text = str(missing.value)
+    assert "is not on the Docker engine at" in text
+    assert f"docker save lllm-sandbox:not-loaded-here | docker -H {remote_engine.host} --tlsverify" in text
+    assert set(remote_engine.containers()) == before  # nothing was created, nothing is left running
