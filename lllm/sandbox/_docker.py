@@ -200,8 +200,9 @@ def translate_errors(action: str, engine: Engine | None = None) -> Iterator[None
             raise SandboxStartError(f"cannot {action}: the engine{where} refused TLS or could not be verified "
                                     f"({exc}); check the CA and the client certificate and key (tls=..., "
                                     "DOCKER_CERT_PATH)") from exc
-        if engine is not None and isinstance(exc, (requests.exceptions.ConnectionError,
-                                                   requests.exceptions.Timeout)):
+        if engine is not None and isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                                                   docker.errors.DockerException)) and not isinstance(
+                exc, docker.errors.APIError):
             raise SandboxStartError(f"cannot {action}: no Docker engine answers{where} ({exc}); check the "
                                     "address and that the engine listens there") from exc
         if isinstance(exc, (requests.exceptions.ConnectionError, docker.errors.DockerException)) and not isinstance(

@@ -156,7 +156,7 @@ def test_gc_with_docker_host_removes_orphans_there(remote_engine: Any, sandbox_i
         _docker.LABEL: "1", _docker.LABEL_PID: "999999", _docker.LABEL_START: "0", _docker.LABEL_HOST: host_id(),
         _docker.LABEL_SESSION: "orphan-remote", _docker.LABEL_UID: str(os.geteuid()),
         **({_docker.LABEL_TEST_RUN: os.environ["LLLM_TEST_RUN"]} if os.environ.get("LLLM_TEST_RUN") else {})})
-    out = subprocess.run([sys.executable, "-m", "lllm", "sandbox", "gc", "--docker-host", remote_engine.host,
+    out = subprocess.run([sys.executable, "-m", "lllm.sandbox.cli", "gc", "--docker-host", remote_engine.host,
                           "--tls", str(remote_engine.client_certs)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert orphan.name in out.stdout
