@@ -105,6 +105,21 @@ def sandbox_image(require_docker: None) -> str:
     return ensure_image(log=lambda line: print(line, file=sys.stderr))
 
 
+@pytest.fixture(scope="module", params=["mount", "relay"])
+def each_transport(request: pytest.FixtureRequest) -> Any:
+    """Run a module's Docker tests once per transport (`DockerSandbox(transport=...)` through
+    LLLM_SANDBOX_TRANSPORT): the session directory bind-mounted, and the relay over the Docker API that remote
+    engines use (`lllm.sandbox.remote`), here on the local engine. Use it with
+    `pytest.mark.usefixtures("each_transport")` where what a test checks depends on the transport."""
+    before = os.environ.get("LLLM_SANDBOX_TRANSPORT")
+    os.environ["LLLM_SANDBOX_TRANSPORT"] = request.param
+    yield request.param
+    if before is None:
+        os.environ.pop("LLLM_SANDBOX_TRANSPORT", None)
+    else:
+        os.environ["LLLM_SANDBOX_TRANSPORT"] = before
+
+
 @pytest.fixture(scope="session")
 def remote_engine(sandbox_image: str, require_root: None) -> Any:
     """A second Docker engine on loopback TCP with TLS that shares no files with this process, the sandbox

@@ -1,8 +1,8 @@
 """A directory mirrored over one byte stream: the sandbox's `/run/lllm` without a shared filesystem.
 
 Standard library only: the same source runs on the host (imported by `lllm.sandbox.remote`) and in the
-container (sent to `python3 -I -c` through a `docker exec` with stdin attached; `python3 -I` ignores the
-workspace and the user site, where kernel code could plant modules). Each side watches its directory (inotify)
+container (read from the stdin of a `docker exec` by `remote.BOOTSTRAP`, then that stdin is the stream;
+`python3 -I` ignores the workspace and the user site, where kernel code could plant modules). Each side watches its directory (inotify)
 and tells the other what changed there, so that code on either side keeps using plain names in a directory:
 
 - a unix socket that appears on one side (the kernel's `kernel-1..5`, a branch's `b<id>-1..5`, the host
@@ -40,6 +40,7 @@ import struct
 import sys
 import threading
 import time
+from typing import Any
 
 HEADER = struct.Struct(">IBI")
 MAX_FRAME = 64 << 10
@@ -300,6 +301,8 @@ class Relay:
 
     # -- the directory ---------------------------------------------------------------------------------------------
     def _look(self, name: str) -> tuple[int, ...] | None:
+        """(1, mode) a socket, (2, size, mtime, mode, inode) a regular file, (3,) a folder, (0, inode) anything
+        else (a symlink, a FIFO: never mirrored, and replaced by what the other side sends); None: nothing."""
         try:
             st = os.lstat(os.path.join(self.dir, name))
         except OSError:
@@ -308,7 +311,7 @@ class Relay:
             return (1, stat.S_IMODE(st.st_mode))
         if stat.S_ISREG(st.st_mode):
             return (2, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), st.st_ino)
-        return (0,)
+        return (3,) if stat.S_ISDIR(st.st_mode) else (0, st.st_ino)
 
     def sync_local(self, names: set[str] | None = None) -> None:
         """Tell the other side what changed here since the last look (from the watcher, or `names`)."""
@@ -394,8 +397,8 @@ class Relay:
         if kind == DELETE or kind == UNLISTEN:
             _unlink(path)
         elif kind == PUT:
-            if (self._look(name) or (2,))[0] not in (1, 2):
-                return  # a folder or something else of this side's: left alone
+            if (self._look(name) or (2,))[0] == 3:
+                return  # a folder: left alone (a symlink or FIFO is replaced: rename never follows it)
             try:
                 os.chmod(tmp, mode & 0o666 or 0o600)
                 mtime = int(meta.get("mtime_ns") or 0)
@@ -518,6 +521,7 @@ def guest_main() -> None:
     directory = sys.argv[1] if len(sys.argv) > 1 else "/run/lllm"
     max_file = int(sys.argv[2]) if len(sys.argv) > 2 else MAX_FILE
     out_lock = threading.Lock()
+    stream: Any = sys.stdin.buffer  # its buffer may hold the first frames, read with this source
 
     def write(data: bytes) -> None:
         with out_lock:
@@ -529,7 +533,7 @@ def guest_main() -> None:
     relay.start()
     while True:
         try:
-            data = os.read(0, 1 << 16)
+            data = stream.read1(1 << 16)
         except InterruptedError:
             continue
         except OSError as exc:

@@ -366,12 +366,16 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
     def _start_host_relay(self) -> None:
         from lllm.sandbox import remote
 
+        peer_names: set[str] = set()
         if self._host_relay is not None:
             self._host_relay.close()
+            if self._host_relay.relay is not None:
+                peer_names = set(self._host_relay.relay.from_peer)
         container = getattr(self.container, "_container", self.container)
         uid, gid = container_user()
         self._host_relay = remote.HostRelay(container, self.session_dir, user=f"{uid}:{gid}", run_dir=RUN_DIR,
-                                            max_file=self._run_dir_bytes()).start(self.start_timeout)
+                                            max_file=self._run_dir_bytes(),
+                                            peer_names=peer_names).start(self.start_timeout)
         self.container = remote.SyncedContainer(container, self._host_relay)
 
     def _connect(self) -> None:
@@ -519,6 +523,9 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
                     self._start_host_relay()  # the old one ended with the container, and /run/lllm is empty
                 self._gen = 0
         self._gen += 1
+        if self.relayed and not self._host_relay.flush(2.0):
+            # kernel code can stop or kill the relay (the same uid): start another, the restart cleans up after it
+            self._start_host_relay()
         deadline = time.monotonic() + self.start_timeout
         while True:
             state = self._read_state()

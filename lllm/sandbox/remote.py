@@ -27,7 +27,10 @@ from lllm.errors import SandboxStartError
 from lllm.sandbox import _docker
 from lllm.sandbox._relay_core import Relay
 
-GUEST_SOURCE = Path(__file__).with_name("_relay_core.py").read_text(encoding="utf-8")
+GUEST_SOURCE = Path(__file__).with_name("_relay_core.py").read_text(encoding="utf-8").encode()
+BOOTSTRAP = ("import sys; n = int(sys.stdin.buffer.readline(32)); "
+             "exec(compile(sys.stdin.buffer.read(n), 'lllm_relay', 'exec'))")
+"""The guest relay's command line: its source comes first on stdin (not in argv, which /proc shows)."""
 _MUX = struct.Struct(">BxxxL")
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -51,12 +54,14 @@ class HostRelay:
     """
 
     def __init__(self, container: Any, session_dir: Path, *, user: str, run_dir: str = "/run/lllm",
-                 max_file: int = 256 << 20) -> None:
+                 max_file: int = 256 << 20, peer_names: set[str] | None = None) -> None:
         self.container = container
         self.session_dir = session_dir
         self.user = user
         self.run_dir = run_dir
         self.max_file = max_file
+        self.peer_names = set(peer_names or ())
+        """Names the container made, known to the relay before this one: still the container's."""
         self.relay: Relay | None = None
         self.conn: Any = None
         self.sock: Any = None
@@ -71,15 +76,17 @@ class HostRelay:
     def start(self, timeout: float = 30.0) -> HostRelay:
         api = self.container.client.api
         with _docker.translate_errors("start the sandbox's relay"):
-            exec_id = api.exec_create(self.container.id, ["python3", "-I", "-c", GUEST_SOURCE, self.run_dir,
-                                                                 str(self.max_file)],
+            exec_id = api.exec_create(self.container.id, ["python3", "-I", "-c", BOOTSTRAP, self.run_dir,
+                                                          str(self.max_file), "lllm-relay"],
                                       stdout=True, stderr=True, stdin=True, user=self.user)["Id"]
             self.conn = api.exec_start(exec_id, socket=True)
         self.exec_id = exec_id
         self.sock = getattr(self.conn, "_sock", self.conn)
         self.sock.setblocking(False)
         self._alive = True
+        self._send(b"%d\n" % len(GUEST_SOURCE) + GUEST_SOURCE)
         self.relay = Relay(str(self.session_dir), self._send, odd=True, authoritative=True, max_file=self.max_file)
+        self.relay.from_peer |= self.peer_names
         self._thread = threading.Thread(target=self._pump, daemon=True, name="lllm-relay-pump")
         self._thread.start()
         self.relay.start()
@@ -204,7 +211,7 @@ class SyncedContainer:
 
     def kill(self, signal: Any = None) -> Any:
         if signal not in (None, "SIGKILL", 9):
-            self._transport.flush()
+            self._transport.flush(5.0)
         return self._container.kill(signal=signal) if signal is not None else self._container.kill()
 
     def __getattr__(self, name: str) -> Any:

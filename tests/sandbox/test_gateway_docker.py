@@ -11,7 +11,7 @@ from lllm.proxies import BaseProxy, ProxyManager
 from lllm.proxies.gateway import Gateway, GatewayLimits
 from lllm.sandbox._rundir import container_user
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("each_transport")]
 
 
 class Toy(BaseProxy):

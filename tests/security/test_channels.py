@@ -20,7 +20,7 @@ from lllm.sandbox import DockerSandbox, SandboxLimits
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import bench_hostile_kernel as hostile  # noqa: E402
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("each_transport")]
 
 LIMIT = 50 << 20
 """The issue's target for host RSS growth per sandbox, whatever the kernel sends."""

@@ -19,7 +19,7 @@ import pytest
 from lllm.errors import SandboxFileError
 from lllm.sandbox import DockerSandbox, SandboxLimits
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("each_transport")]
 
 RUNTIME = os.environ.get("LLLM_SANDBOX_RUNTIME", "runc")
 # Under gVisor (LLLM_SANDBOX_RUNTIME=runsc) the PID limit also counts gVisor's own threads.

@@ -23,7 +23,7 @@ from lllm.proxies.gateway import Gateway
 from lllm.sandbox import DockerSandbox, SandboxLimits
 from lllm.sandbox._rundir import container_user
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("each_transport")]
 
 RUNTIME = os.environ.get("LLLM_SANDBOX_RUNTIME", "runc")
 LIMITS = SandboxLimits(memory="256m", pids=64 if RUNTIME == "runc" else 256, workspace_size="32m",
