@@ -16,23 +16,29 @@ from lllm.core.trace import CellRecord
 from lllm.errors import SandboxClosed, SandboxFileError
 from lllm.sandbox import DockerSandbox, LocalSandbox, Sandbox, SandboxLimits, SandboxState
 
-BACKENDS = [pytest.param("docker", marks=pytest.mark.docker), "local"]
+BACKENDS = [pytest.param("docker", marks=pytest.mark.docker), "local",
+            pytest.param("docker-remote", marks=pytest.mark.docker)]
+"""docker-remote: a second engine on loopback TCP with TLS (tests/remote_engine.py), the relay transport."""
 
 
-def make(kind: str, **kw: Any) -> Any:
+def make(kind: str, request: pytest.FixtureRequest | None = None, **kw: Any) -> Any:
     opts: dict[str, Any] = {"cell_timeout": 10, "interrupt_grace": 1.5}
     opts.update(kw)
-    if kind == "docker":
+    if kind == "docker-remote":
+        assert request is not None
+        engine = request.getfixturevalue("remote_engine")
+        opts.update(docker_host=engine.host, tls=str(engine.client_certs))
+    if kind.startswith("docker"):
+        if request is not None:
+            request.getfixturevalue("sandbox_image")
         return DockerSandbox(limits=SandboxLimits(memory="384m", pids=128), **opts)
     return LocalSandbox(**opts)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def sb(request: pytest.FixtureRequest) -> Iterator[Any]:
-    if request.param == "docker":
-        request.getfixturevalue("sandbox_image")
     records: list[CellRecord] = []
-    sandbox = make(request.param, env={"LLLM_TEST_VALUE": "forty-two"}, tracer=records.append, agent="tester")
+    sandbox = make(request.param, request, env={"LLLM_TEST_VALUE": "forty-two"}, tracer=records.append, agent="tester")
     sandbox.records = records
     with sandbox:
         yield sandbox
@@ -221,17 +227,13 @@ def test_cell_records_keep_output_images_and_notices(sb: Any) -> None:
 
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_closed_sandbox_refuses_work_and_cleans_up(kind: str, request: pytest.FixtureRequest) -> None:
-    if kind == "docker":
-        request.getfixturevalue("sandbox_image")
-    sandbox = make(kind)
+    sandbox = make(kind, request)
     with sandbox:
         session_dir = sandbox.session_dir
         assert sandbox.run_cell("1").result == "1"
     assert sandbox.state is SandboxState.CLOSED and not session_dir.exists()
     with pytest.raises(SandboxClosed):
         sandbox.run_cell("1")
-    if kind == "docker":
-        import docker
-
-        names = [c.name for c in docker.from_env().containers.list(all=True)]
+    if kind.startswith("docker"):
+        names = [c.name for c in sandbox._client().containers.list(all=True)]
         assert f"lllm-{sandbox.sandbox_id}" not in names
