@@ -198,3 +198,28 @@ def test_bad_engines_are_clear_errors_before_anything_runs(remote_engine: Any, t
     assert "is not on the Docker engine at" in text
     assert f"docker save lllm-sandbox:not-loaded-here | docker -H {remote_engine.host} --tlsverify" in text
     assert set(remote_engine.containers()) == before  # nothing was created, nothing is left running
+
+
+def test_lllm_test_runs_a_projects_tests_on_the_remote_engine(remote_engine: Any, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from lllm.ci import run_tests
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "test_here.py").write_text("import os\n\ndef test_in_a_sandbox():\n"
+                                          "    assert os.getcwd().startswith('/home/sandbox/work')\n\n"
+                                          "def test_fails():\n    assert 1 == 2\n")
+    # the standard variables select the engine, as for any docker client
+    monkeypatch.setenv("DOCKER_HOST", remote_engine.host)
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(remote_engine.client_certs))
+    monkeypatch.setattr(_docker._local, "clients", {}, raising=False)
+    before, since = set(remote_engine.containers()), int(time.time()) - 1
+    report = run_tests(project, timeout=300, limits=SandboxLimits(memory="384m", pids=128))
+    got = {t.nodeid.split("::")[-1]: t.outcome for t in report.tests}
+    assert got == {"test_in_a_sandbox": "passed", "test_fails": "failed"}, report.notes + report.setup_problems
+    created = subprocess.run(remote_engine.cli("events", "--since", str(since), "--until", str(int(time.time()) + 1),
+                                               "--filter", "event=create", "--filter", "label=lllm.ci=1",
+                                               "--format", "{{.ID}}"), capture_output=True, text=True, timeout=60)
+    assert created.stdout.split(), "the shard's sandbox did not run on the remote engine"
+    assert set(remote_engine.containers()) == before  # and it is gone
