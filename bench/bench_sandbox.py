@@ -15,6 +15,13 @@
 - memory per idle sandbox (the container's cgroup usage) vs a plain local ipykernel's RSS.
 
 `--runtime runsc` measures the same under gVisor (registered with dockerd; see lllm/sandbox/docker.py).
+
+`--remote` measures the relay transport instead (`lllm.sandbox.remote`, issue 15): it starts a second Docker
+engine on loopback TCP with TLS (tests/remote_engine.py; needs root, loads the image into it, about a minute),
+then, in rounds that take turns so the machine's load hits all alike, `run_cell("1+1")` p50 and the p50 of a
+CALL_API round trip timed inside the kernel, for a sandbox on the local engine with the bind-mounted session
+directory (the baseline), the same local engine over the relay, and the remote engine over the relay (target:
+<= 2 ms added per round trip).
 """
 
 from __future__ import annotations
@@ -166,7 +173,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--runtime", default=None, help="OCI runtime for the sandboxes (runc, runsc)")
+    parser.add_argument("--remote", action="store_true", help="the relay transport and a remote TLS engine "
+                                                              "against the bind-mounted local transport")
     args = parser.parse_args()
+    if args.remote:
+        remote_main(quick=args.quick)
+        return
     if args.runtime:
         import os
 
@@ -297,6 +309,88 @@ def main() -> None:
         print("memory per idle sandbox: cgroup memory files not found on this host")
     if failures:
         raise SystemExit(f"{len(failures)} cells failed in the fleet run, first: {failures[0][:300]}")
+
+
+
+CALL_API_LOOP = """
+import time
+lat = []
+for i in range({n}):
+    t0 = time.perf_counter(); CALL_API("bench/ping", {{"i": i}}); lat.append(time.perf_counter() - t0)
+lat.sort()
+print(lat[len(lat) // 2])
+"""
+
+
+def remote_main(*, quick: bool) -> None:
+    """`--remote`: cell and CALL_API round trips over the relay (local and remote TLS engine) vs the bind mount."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from remote_engine import RemoteEngine
+
+    from lllm.proxies import BaseProxy, ProxyManager
+    from lllm.proxies.gateway import Gateway
+    from lllm.sandbox._rundir import container_user
+
+    class Bench(BaseProxy):
+        _proxy_name = "Bench"
+        _proxy_description = "A trivial endpoint."
+
+        @BaseProxy.endpoint(category="b", endpoint="ping", description="Returns its input.", params={"i": (int, 1)})
+        def ping(self, i: int = 0) -> dict:
+            return {"i": i}
+
+    rounds, cells, calls = (3, 50, 100) if quick else (5, 100, 300)
+    image = ensure_image()
+    print(f"load average {Path('/proc/loadavg').read_text().split()[0]} on {os_cpus()} cores")
+    t0 = time.perf_counter()
+    engine = RemoteEngine().start()
+    print(f"second engine {engine.host} (TLS) up in {time.perf_counter() - t0:.1f} s", end="; ", flush=True)
+    t0 = time.perf_counter()
+    try:
+        engine.load(image)
+        print(f"image loaded in {time.perf_counter() - t0:.1f} s")
+        print(f"{rounds} rounds x ({cells} cells + {calls} CALL_APIs) per transport, taking turns\n")
+        made = {"mount (local engine)": DockerSandbox(image=image, limits=LIMITS, transport="mount"),
+                "relay (local engine)": DockerSandbox(image=image, limits=LIMITS, transport="relay"),
+                "relay (remote TLS engine)": DockerSandbox(limits=LIMITS, docker_host=engine.host,
+                                                           tls=str(engine.client_certs))}
+        starts: dict[str, float] = {}
+        cell_t: dict[str, list[float]] = {k: [] for k in made}
+        call_t: dict[str, list[float]] = {k: [] for k in made}
+        with Gateway() as gateway:
+            sessions = []
+            for name, sb in made.items():
+                t0 = time.perf_counter()
+                sb.start()
+                starts[name] = time.perf_counter() - t0
+                sessions.append(gateway.open_session(sb.session_dir, ProxyManager(proxies={"bench": Bench()}),
+                                                     session_id=f"bench-{len(sessions)}",
+                                                     token_owner=container_user()[0]))
+                sandbox_cell_times(sb, 20)  # warm
+            try:
+                for _ in range(rounds):
+                    for name, sb in made.items():
+                        cell_t[name] += sandbox_cell_times(sb, cells)
+                        out = sb.run_cell(CALL_API_LOOP.format(n=calls))
+                        assert out.status == "ok", out.text
+                        call_t[name].append(float(out.stdout.strip()))
+            finally:
+                for session in sessions:
+                    session.close()
+                for sb in made.values():
+                    sb.close()
+        base = "mount (local engine)"
+        for name in made:
+            row(f"start, {name}", f"{starts[name]:8.2f} s", base, f"{starts[base]:8.2f} s",
+                starts[name] / starts[base])
+        for name in made:
+            c, b = p(cell_t[name], 0.5), p(cell_t[base], 0.5)
+            row(f"run_cell p50, {name}", ms(c), base, ms(b), c / b, f"added {1000 * (c - b):+.2f} ms (target <= 2)")
+        for name in made:
+            c, b = statistics.median(call_t[name]), statistics.median(call_t[base])
+            row(f"CALL_API p50, {name}", ms(c), base, ms(b), c / b, f"added {1000 * (c - b):+.2f} ms (target <= 2)")
+    finally:
+        engine.stop()
 
 
 if __name__ == "__main__":
