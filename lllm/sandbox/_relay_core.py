@@ -51,6 +51,7 @@ CREDIT_EVERY = 128 << 10
 OPEN, DATA, CLOSE, CREDIT, LISTEN, UNLISTEN, PUT, DELETE, SYNC, SYNCED = range(1, 11)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _TMP = ".relay-"
+NAMES_FILE = ".relay-names"
 
 _IN_ATTRIB, _IN_CLOSE_WRITE, _IN_MOVED_FROM, _IN_MOVED_TO = 0x4, 0x8, 0x40, 0x80
 _IN_CREATE, _IN_DELETE, _IN_NONBLOCK, _IN_CLOEXEC = 0x100, 0x200, 0x800, 0x80000
@@ -204,6 +205,7 @@ class Relay:
         self.known: dict[str, tuple[int, ...] | None] = {}
         """name -> what this side last saw or wrote there (None: absent), so changes are told once."""
         self.from_peer: set[str] = set()
+        self._saved: set[str] = set()
         self.parts: dict[str, tuple[int, str, int]] = {}
         """A file arriving in chunks: token -> (fd, temporary path, bytes so far)."""
         self.lock = threading.RLock()
@@ -342,6 +344,7 @@ class Relay:
                         continue  # the container's file, read here; never sent back
                     self._send_file(name, now)
                     self.from_peer.discard(name)
+            self._save_names()
 
     def _send_file(self, name: str, now: tuple[int, ...]) -> None:
         try:
@@ -424,6 +427,7 @@ class Relay:
                              name=f"relay-accept-{name}").start()
         self.known[name] = self._look(name)
         self.from_peer.add(name)
+        self._save_names()
 
     def _piece(self, meta: dict, body: bytes) -> bool:
         """Add a chunk of a file to its temporary file; True when it was the last one (then `_change` renames)."""
@@ -479,7 +483,33 @@ class Relay:
         self.sync_waiters.pop(token, None)
         return done
 
+    def _save_names(self) -> None:
+        """The authoritative side keeps the other side's names in `.relay-names`, so that a relay started later
+        (after a container restart, by another process attaching) tells them from its own side's."""
+        if not self.authoritative or self.from_peer == self._saved:
+            return
+        self._saved = set(self.from_peer)
+        tmp = os.path.join(self.dir, _TMP + secrets.token_hex(6))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(sorted(self.from_peer), fh)
+            os.rename(tmp, os.path.join(self.dir, NAMES_FILE))
+        except OSError:
+            _unlink(tmp)
+
     def start(self) -> None:
+        if self.authoritative:
+            try:
+                fd = os.open(os.path.join(self.dir, NAMES_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+                with os.fdopen(fd) as fh:
+                    names = {n for n in json.load(fh) if isinstance(n, str) and NAME.fullmatch(n)}
+            except (OSError, ValueError, TypeError):
+                names = set()
+            self.from_peer |= names
+            for name in names:  # the mirrors of a relay before this one: the other side announces them again
+                if (self._look(name) or (0,))[0] == 1:
+                    _unlink(os.path.join(self.dir, name))
         self.sync_local(set(os.listdir(self.dir)))
         threading.Thread(target=self.watch, daemon=True, name="relay-watch").start()
 

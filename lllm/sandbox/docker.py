@@ -228,7 +228,7 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         image = self._resolve_image()
         self.image = image
         if self.name:
-            _claim_name(self.name)
+            _claim_name(self.name, self.engine)
         # A tmpfs as large as the workspace: uploads and downloads pass through it, nothing more is needed.
         size = self._run_dir_bytes()
         self._session_dir = make_session_dir(self.sandbox_id, size=size, keep=bool(self.name))
@@ -759,7 +759,7 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
             "sandbox_id": self.sandbox_id, "name": self.name, "scope": self.scope,
             "container": getattr(self.container, "id", None), "container_name": getattr(self.container, "name", ""),
             "session_dir": str(self.session_dir), "image": self.image, "network": self.network,
-            "runtime": self.runtime, "limits": self.limits.model_dump(),
+            "runtime": self.runtime, "limits": self.limits.model_dump(), "transport": self.transport,
             "packages": "index" if self.packages == "index" else None,
             "idle_timeout": self.idle_timeout, "max_lifetime": self.max_lifetime, "created": self.created,
             "last_used": self._last_used, "kernel": self._conn, "gen": self._gen,
@@ -869,6 +869,9 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
             if self.channels is not None:
                 self.channels.close()
                 self.channels = None
+            if self._host_relay is not None:
+                self._host_relay.close()
+                self._host_relay = None
             _live.discard(self)
             self._drop_supervisor_pidfd()
             self._closed_reason = "it was detached from this process"
@@ -884,12 +887,13 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         super().__del__()
 
     @classmethod
-    def attach(cls, sandbox: str, **use: Any) -> DockerSandbox:
+    def attach(cls, sandbox: str, *, docker_host: str | None = None, tls: Any = None, **use: Any) -> DockerSandbox:
         """Reconnect to a live sandbox of this user on this host, by name or sandbox id (`lllm sandbox ls`),
         from any process: the kernel's state is as it was (variables, files, installed packages).
 
         Args:
             sandbox: the name (`DockerSandbox(name=...)`, a tactic call's `sandbox_session=`) or sandbox id.
+            docker_host, tls: the engine it runs on, as for the constructor (default: the environment's).
             **use: per-use options (`cell_timeout`, `max_output_chars`, `tracer`, `agent`).
 
         Raises:
@@ -900,7 +904,7 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         from lllm.sandbox import lifetime
         from lllm.sandbox._rundir import host_id
 
-        container = lifetime.find_container(sandbox)
+        container = lifetime.find_container(sandbox, _docker.engine_from(docker_host, tls))
         if container is None:
             raise SandboxError(f"no sandbox named {sandbox!r} (nor with that id) on this Docker engine; `lllm "
                                "sandbox ls` lists them. Start one with DockerSandbox(name=...) or a tactic call "
@@ -925,7 +929,8 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         self = cls(image=record["image"], limits=SandboxLimits(**record["limits"]), network=record["network"],
                    runtime=record["runtime"], name=record.get("name"), scope=record.get("scope"),
                    idle_timeout=record.get("idle_timeout"), max_lifetime=record.get("max_lifetime"),
-                   packages=record.get("packages"), **use)
+                   packages=record.get("packages"), docker_host=docker_host, tls=tls,
+                   transport=record.get("transport"), **use)
         self.sandbox_id = sandbox_id
         self.container = container
         self._session_dir = Path(record["session_dir"])
@@ -942,8 +947,12 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         try:
             if self.packages == "index":
                 self._start_relay()
+            if self.relayed:  # a relay of our own: the one of the process before ended with it
+                self._start_host_relay()
             self._connect()
         except BaseException:
+            if self._host_relay is not None:
+                self._host_relay.close()
             if self.channels is not None:
                 self.channels.close()
             if self._relay is not None:
@@ -957,11 +966,11 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         return self
 
 
-def _claim_name(name: str) -> None:
+def _claim_name(name: str, engine: Any = None) -> None:
     """Make sure no live sandbox has `name`; a stopped one of this user (its time was up) is removed."""
     from lllm.sandbox.lifetime import find_container
 
-    container = find_container(name)
+    container = find_container(name, engine)
     if container is None or (container.labels or {}).get(_docker.LABEL_NAME) != name:
         return
     if container.status == "running":

@@ -124,9 +124,10 @@ def touch_file(session_dir: Path) -> None:
         return
 
 
-def find_container(sandbox: str) -> Any:
-    """The sandbox container named `sandbox` (a kept sandbox's name) or with that sandbox id, or None."""
-    client = _docker.client()
+def find_container(sandbox: str, engine: Any = None) -> Any:
+    """The sandbox container named `sandbox` (a kept sandbox's name) or with that sandbox id, or None; on
+    `engine` (`lllm.sandbox._docker.Engine`) when given, else the environment's engine."""
+    client = _docker.client(engine)
     for label in (_docker.LABEL_NAME, _docker.LABEL_SESSION):
         with _docker.translate_errors("list sandbox containers"):
             found = client.containers.list(all=True, ignore_removed=True,

@@ -187,10 +187,11 @@ class HostRelay:
             pass
         if self.relay is not None:
             self.relay.close()
-        try:
-            self.conn.close()
-        except (OSError, AttributeError):
-            pass
+        for closing in (lambda: self.sock.shutdown(2), self.sock.close, self.conn.close):
+            try:  # the socket itself, not only the SDK's wrapper: the guest relay must see its stdin end
+                closing()
+            except (OSError, AttributeError, ValueError):
+                pass
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
         for fd in (self._wake_r, self._wake_w):

@@ -223,3 +223,18 @@ def test_lllm_test_runs_a_projects_tests_on_the_remote_engine(remote_engine: Any
                                                "--format", "{{.ID}}"), capture_output=True, text=True, timeout=60)
     assert created.stdout.split(), "the shard's sandbox did not run on the remote engine"
     assert set(remote_engine.containers()) == before  # and it is gone
+
+
+def test_a_kept_remote_sandbox_is_attached_again_over_a_new_relay(remote_engine: Any) -> None:
+    first = remote(remote_engine, name="remote-kept", idle_timeout=300)
+    first.start()
+    try:
+        first.run_cell("answer = 42")
+        first.detach()
+        again = DockerSandbox.attach("remote-kept", docker_host=remote_engine.host, tls=str(remote_engine.client_certs))
+        assert again.relayed
+        assert again.run_cell("print(answer)").stdout == "42\n"
+        again.close()
+    finally:
+        first.close()
+        subprocess.run(remote_engine.cli("rm", "-f", "lllm-s-remote-kept"), capture_output=True, timeout=60)
