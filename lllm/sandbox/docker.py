@@ -21,6 +21,10 @@ and the session directory (see `lllm.sandbox.files`).
 The session directory itself is a tmpfs as large as the workspace when the host runs as root, since it is the
 one host directory the container can write to.
 
+On an engine elsewhere (`docker_host=`, `tls=`, or `DOCKER_HOST`/`DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`) nothing
+is bind-mounted: `/run/lllm` is a tmpfs in the container, kept like the host's session directory by a relay
+over one `docker exec` (`lllm.sandbox.remote`), and files stream over the helpers' stdin and stdout.
+
 gVisor: `runtime="runsc"` (or `LLLM_SANDBOX_RUNTIME=runsc`) runs the same image under gVisor's user-space
 kernel. Tested here with gVisor 2022-12 (Debian's `runsc`) registered in /etc/docker/daemon.json as
 `{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none", "--host-uds=all"]}}}`
