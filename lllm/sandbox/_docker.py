@@ -123,8 +123,8 @@ def client(engine: Engine | None = None) -> Any:
     Raises:
         SandboxStartError: the SDK is missing, no engine answers, or TLS failed.
     """
-    if engine is None and os.environ.get("DOCKER_HOST"):
-        engine = engine_from_env()
+    if engine is None and os.environ.get("DOCKER_TLS_VERIFY") not in (None, "", "0"):
+        engine = engine_from_env()  # TLS from the environment: the same client rules (its CA only)
     clients = getattr(_local, "clients", None)
     if clients is None:
         clients = _local.clients = {}

@@ -238,3 +238,15 @@ def test_a_kept_remote_sandbox_is_attached_again_over_a_new_relay(remote_engine:
     finally:
         first.close()
         subprocess.run(remote_engine.cli("rm", "-f", "lllm-s-remote-kept"), capture_output=True, timeout=60)
+
+
+def test_the_scaling_guides_example_runs_on_the_remote_engine(remote_engine: Any, tmp_path: Path) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "scaling.md").read_text()
+    (block,) = re.findall(r"```py\n(.*?)```", text, flags=re.S)
+    block = block.replace("tcp://10.0.0.5:2376", remote_engine.host).replace("/home/me/.docker/box",
+                                                                            str(remote_engine.client_certs))
+    out = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "'kernel.json'" in out.stdout and "'kernel-1'" in out.stdout, out.stdout
