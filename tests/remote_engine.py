@@ -2,10 +2,14 @@
 
 `RemoteEngine.start()` makes a CA, a server certificate for 127.0.0.1 and a client certificate (openssl), then
 runs `dockerd` with its own data root, exec root, pidfile and containerd namespaces, `--bridge=none
---iptables=false` (it must not touch the host's network), under `unshare --mount` with empty tmpfs over /tmp,
-/var/tmp and /dev/shm: the engine cannot see the client's session directories, so a sandbox that worked through
-a bind mount would fail there. `load(image)` copies an image over with `docker save | docker -H ... load`.
-`stop()` ends the engine (and the containers it ran) and removes its folder.
+--iptables=false`, under `unshare --mount --net` with empty tmpfs over /tmp, /var/tmp and /dev/shm: the engine
+cannot see the client's session directories, so a sandbox that worked through a bind mount would fail there.
+Its own network namespace matters: a dockerd started with `--bridge=none` deletes the `docker0` interface it
+finds (moby's removeDefaultBridgeInterface), which in the host's namespace is the main engine's bridge, and
+every later `docker build` with a RUN step then fails with "could not find bridge docker0". A small forwarder
+(`FORWARDER`) listens on the host's 127.0.0.1:PORT and carries each connection's bytes, TLS and all, to the
+engine's 127.0.0.1:PORT inside its namespace. `load(image)` copies an image over with
+`docker save | docker -H ... load`. `stop()` ends the engine (and the containers it ran) and removes its folder.
 """
 
 from __future__ import annotations
@@ -15,12 +19,54 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 BASE = Path("/var/lib/lllm-test-engines")
 """Not under /tmp: the engine's own mount namespace hides /tmp."""
+
+FORWARDER = r"""
+import ctypes, os, socket, sys, threading
+port, netns = int(sys.argv[1]), sys.argv[2]
+server = socket.create_server(("127.0.0.1", port))  # made before setns: it stays in the host's namespace
+fd = os.open(netns, os.O_RDONLY)
+if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:  # CLONE_NEWNET (os.setns is 3.12+)
+    sys.exit(f"setns {netns}: {os.strerror(ctypes.get_errno())}")
+os.close(fd)  # threads started from now on connect inside the engine's namespace
+print("ready", flush=True)
+
+def pump(src, dst):
+    try:
+        while data := src.recv(1 << 16):
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)  # hijacked exec streams half-close: pass it on
+    except OSError:
+        pass
+
+def serve(client):
+    try:
+        upstream = socket.create_connection(("127.0.0.1", port), timeout=10)
+        upstream.settimeout(None)
+    except OSError:
+        client.close()
+        return
+    back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+    back.start()
+    pump(client, upstream)
+    back.join()
+    client.close()
+    upstream.close()
+
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+"""Host 127.0.0.1:PORT -> the engine's 127.0.0.1:PORT in its own network namespace (stdlib only)."""
 
 
 def _free_port() -> int:
@@ -61,6 +107,7 @@ class RemoteEngine:
         self.port = _free_port()
         self.host = f"tcp://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.forwarder: subprocess.Popen[str] | None = None
         self.certs: dict[str, Path] = {}
 
     @property
@@ -82,11 +129,21 @@ class RemoteEngine:
                    f"--tlsverify --tlscacert {self.certs['ca']} --tlscert {self.certs['cert']} "
                    f"--tlskey {self.certs['key']} --bridge=none --iptables=false --ip-masq=false "
                    f"--containerd-namespace {name} --containerd-plugins-namespace {name}-plugins")
-        hide = "mount -t tmpfs none /tmp && mount -t tmpfs none /var/tmp && mount -t tmpfs none /dev/shm"
+        hide = ("mount -t tmpfs none /tmp && mount -t tmpfs none /var/tmp && mount -t tmpfs none /dev/shm "
+                "&& ip link set lo up")
         log = open(self.root / "dockerd.log", "wb")  # noqa: SIM115 - the engine's own log, kept with it
-        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+        self.proc = subprocess.Popen(["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c",
                                       f"{hide} && exec {dockerd}"], stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        # unshare and sh exec in place: the engine's pid is this one, and its namespace is there from the start
+        self.forwarder = subprocess.Popen([sys.executable, "-I", "-c", FORWARDER, str(self.port),
+                                           f"/proc/{self.proc.pid}/ns/net"], stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                          start_new_session=True)
+        assert self.forwarder.stdout is not None
+        ready = self.forwarder.stdout.readline().strip()
+        if ready != "ready":
+            raise RuntimeError(f"the test engine's forwarder did not start: {ready} {self.forwarder.stdout.read()}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -122,6 +179,9 @@ class RemoteEngine:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+        if self.forwarder is not None and self.forwarder.poll() is None:
+            self.forwarder.kill()
+            self.forwarder.wait(timeout=10)
         # The engine's mounts lived in its own namespace, gone with it: nothing of the data root is mounted here.
         shutil.rmtree(self.root, ignore_errors=True)
 

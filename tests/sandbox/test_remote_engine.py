@@ -52,6 +52,15 @@ class Toy(BaseProxy):
         return {"x": x}
 
 
+def test_the_second_engine_leaves_the_main_engines_bridge_alone(remote_engine: Any, sandbox_image: str) -> None:
+    # dockerd --bridge=none deletes the docker0 it sees: in the host's network namespace that was the main
+    # engine's bridge, and every later `docker build` with a RUN step failed ("could not find bridge docker0")
+    assert Path("/sys/class/net/docker0").exists(), "the main engine's docker0 bridge is gone"
+    run = subprocess.run(["docker", "run", "--rm", "--entrypoint", "true", sandbox_image], capture_output=True,
+                         text=True, timeout=120)  # the default network: the bridge
+    assert run.returncode == 0, run.stderr
+
+
 def test_the_container_has_no_bind_mount_and_its_run_dir_is_a_tmpfs(sb: DockerSandbox) -> None:
     assert sb.relayed and sb.transport == "relay"
     attrs = sb.container.attrs
