@@ -522,6 +522,8 @@ class RootBranches:
     def _open_supervisor_pidfd(self, container: Any) -> int | None:
         if getattr(self, "runtime", "runc") != "runc" or not hasattr(os, "pidfd_open"):
             return None  # under gVisor the engine's pid is the sandbox kernel's, not the container's init
+        if getattr(self, "relayed", False):
+            return None  # the request file must reach the container first: the engine's way waits for the relay
         try:
             container.reload()
             pid = int(container.attrs["State"]["Pid"])
