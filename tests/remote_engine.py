@@ -55,6 +55,8 @@ def serve(client):
     except OSError:
         client.close()
         return
+    for sock in (client, upstream):  # a relayed cell is many small writes: Nagle + delayed ACKs cost ~80 ms
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
     back.start()
     pump(client, upstream)
