@@ -46,6 +46,7 @@ lives or not (`lllm.sandbox.lifetime`).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import posixpath
@@ -56,7 +57,7 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -794,10 +795,17 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
     def cell_steps(self, code: str, *, timeout: float | None, listen: Listen | None = None) -> CellSteps:
         # Wrapping the steps (not `_run_cell`) counts async cells as use too, and keeps `_run_cell`'s signature,
         # by which the base class knows this backend streams (`listen=`).
+        with self.in_use():
+            return (yield from super().cell_steps(code, timeout=timeout, listen=listen))
+
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Count what runs inside as use of this sandbox (its own cells, its branches' cells): the watchdog, the
+        supervisor and the reaper do not end a sandbox that is busy, and its idle time starts when it ends."""
         self._busy += 1
         self._touch()
         try:
-            return (yield from super().cell_steps(code, timeout=timeout, listen=listen))
+            yield
         finally:
             self._busy -= 1
             self._touch()

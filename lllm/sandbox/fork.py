@@ -327,16 +327,11 @@ class BranchSandbox(Forkable, KernelSandbox):
     def cell_steps(self, code: str, *, timeout: float | None, listen: Any = None) -> Any:
         # A branch's cell is use of the one container: counted on the root, whose idle_timeout (its watchdog,
         # the supervisor, the reaper) would otherwise end the sandbox under a branch that is busy.
-        root = self.root
-        if not hasattr(root, "_busy"):
+        in_use = getattr(self.root, "in_use", None)
+        if in_use is None:
             return (yield from super().cell_steps(code, timeout=timeout, listen=listen))
-        root._busy += 1
-        root._touch()
-        try:
+        with in_use():
             return (yield from super().cell_steps(code, timeout=timeout, listen=listen))
-        finally:
-            root._busy -= 1
-            root._touch()
 
     # -- files and commands: the root's workspace and container ----------------------------------------------------
     def upload(self, src: str | Path | bytes, dest: str | None = None) -> str:
