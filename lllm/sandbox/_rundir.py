@@ -10,6 +10,7 @@ reaper checks: a container or directory whose owner process is gone is an orphan
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -188,3 +189,21 @@ def owner_alive(pid: int, start: str, host: str) -> bool:
     if start and process_start_time(pid) not in ("", start):
         return False  # the pid was reused by another process
     return True
+
+
+def read_guest_json(path: Path, *, limit: int = 65536) -> dict[str, Any] | None:
+    """A small JSON object the container may have written in a session directory, or None. Kernel code can write
+    there, so the name may hold a symlink, a FIFO, a directory or junk: only a regular file is read (never
+    followed, never blocking), and at most `limit` bytes of it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return None
+            data = json.loads(fh.read(limit) or b"null")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

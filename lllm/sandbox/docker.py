@@ -67,7 +67,8 @@ from lllm.sandbox._cell_loop import CellSteps, ExitStatus, KernelSandbox, Listen
 from lllm.sandbox.commands import CommandResult
 from lllm.sandbox._kernel import KernelChannels, iopub_message_limit, write_connection_file
 from lllm.sandbox._mounts import check_mounts, mount_specs
-from lllm.sandbox._rundir import container_user, make_session_dir, new_sandbox_id, remove_session_dir
+from lllm.sandbox._rundir import (container_user, make_session_dir, new_sandbox_id, read_guest_json,
+                                 remove_session_dir)
 from lllm.sandbox.base import (DEFAULT_MAX_OUTPUT_CHARS, RecordLimits, SandboxLimits, SandboxState,
                                parse_size)
 from lllm.sandbox.fork import Forkable, RootBranches
@@ -437,21 +438,8 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
 
     # -- the kernel handle used by the cell loop -----------------------------------------------------------------
     def _read_state(self) -> dict[str, Any] | None:
-        """The supervisor's state file, or None. Kernel code can write /run/lllm, so the name may hold a symlink,
-        a FIFO, a directory or junk: only a regular file is read (never followed, never blocking)."""
-        try:
-            fd = os.open(self.session_dir / "kernel.state", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return None
-        try:
-            with os.fdopen(fd, "rb") as fh:
-                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                    return None
-                raw = fh.read(4096)
-            state = json.loads(raw or b"")
-        except (OSError, ValueError):
-            return None
-        return state if isinstance(state, dict) else None
+        """The supervisor's state file, or None (kernel code can write /run/lllm: see `read_guest_json`)."""
+        return read_guest_json(self.session_dir / "kernel.state", limit=4096)
 
     def exit_status(self, *, force_container: bool = False) -> ExitStatus | None:
         """None while the kernel lives; else how it ended (from the supervisor's state file or the container)."""

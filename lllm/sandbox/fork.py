@@ -39,6 +39,7 @@ from lllm.errors import SandboxClosed, SandboxError, SandboxForkError, SandboxSt
 from lllm.sandbox._cell_loop import ExitStatus, KernelSandbox
 from lllm.sandbox._kernel import KernelChannels, connection_info, iopub_message_limit
 from lllm.sandbox._requests import kernel_request
+from lllm.sandbox._rundir import read_guest_json
 
 if TYPE_CHECKING:
     from lllm.sandbox.base import BaseSandbox
@@ -285,7 +286,7 @@ class BranchSandbox(Forkable, KernelSandbox):
         if root_end is not None:
             return ExitStatus(None, detail=f"its parent sandbox's kernel ended ({root_end.describe()})",
                               container=root_end.container)
-        state = _read_json(self.session_dir / f"{self.sandbox_id}.state")
+        state = read_guest_json(self.session_dir / f"{self.sandbox_id}.state")
         if state and state.get("pid") == self.pid and state.get("state") == "exited":
             rc = state.get("rc")
             oom_now = state.get("oom_kills", -1)
@@ -560,7 +561,7 @@ class RootBranches:
         deadline = time.monotonic() + REQUEST_TIMEOUT
         try:
             while time.monotonic() < deadline:
-                reply = _read_json(reply_path)
+                reply = read_guest_json(reply_path)
                 if reply is not None:
                     if not reply.get("ok"):
                         raise SandboxForkError(f"the supervisor of sandbox {self.sandbox_id!r} refused to {op} "  # type: ignore[attr-defined]
@@ -579,20 +580,6 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """A small JSON file the container may have written: a regular file only, never followed, never blocking."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                return None
-            data = json.loads(fh.read(65536) or b"null")
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _remove(path: Path) -> None:
