@@ -407,17 +407,9 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         from lllm.sandbox import lifetime
 
         lifetime.forget(self)
-        if self._relay is not None:
-            self._relay.close()
-            self._relay = None
         if self.sandbox_id:
             lifetime.remove_record(self.sandbox_id)
-        if self.channels is not None:
-            self.channels.close()
-            self.channels = None
-        if self._host_relay is not None:
-            self._host_relay.close()
-            self._host_relay = None
+        self._close_connections()
         if self.container is not None:
             try:
                 with _docker.translate_errors("remove the sandbox container"):
@@ -851,6 +843,19 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
                                    else ""), sandbox_id=self.sandbox_id, reason=self._closed_reason)
         super()._check_not_closed(what)
 
+    def _close_connections(self) -> None:
+        """This process's links to the sandbox: the package relay, the kernel channels, the host side of the relay
+        transport (closing and detaching both end them; only closing removes the container)."""
+        if self._relay is not None:
+            self._relay.close()
+            self._relay = None
+        if self.channels is not None:
+            self.channels.close()
+            self.channels = None
+        if self._host_relay is not None:
+            self._host_relay.close()
+            self._host_relay = None
+
     def detach(self) -> None:
         """Let go of the sandbox without removing it: this process closes its connections (and its package
         relay); the container, its session directory and its record stay, for `DockerSandbox.attach` from this
@@ -863,15 +868,7 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
         with self._lock:
             lifetime.forget(self)
             self._touch(force=True)
-            if self._relay is not None:
-                self._relay.close()
-                self._relay = None
-            if self.channels is not None:
-                self.channels.close()
-                self.channels = None
-            if self._host_relay is not None:
-                self._host_relay.close()
-                self._host_relay = None
+            self._close_connections()
             _live.discard(self)
             self._drop_supervisor_pidfd()
             self._closed_reason = "it was detached from this process"
