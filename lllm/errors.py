@@ -8,7 +8,8 @@ LLLMError
 ├── ParseError                  a model's answer broke the prompt's format (the handler retries it)
 ├── AgentException              an agent gave up after its retries (carries the retry transcript)
 ├── InfrastructureError         MARKER: lllm's own machinery failed; ends the run, never handed to the model
-│   └── ToolBugError            one of lllm's own tools failed with an exception it did not mean (a bug in lllm)
+│   ├── ToolBugError            one of lllm's own tools failed with an exception it did not mean (a bug in lllm)
+│   └── LogWriterError          the log store's writer process died: writes were lost, so the run ends
 ├── InvokerError                anything between lllm and a model provider
 │   ├── ModelAPIError           the provider answered with an error (status_code, model)
 │   │   ├── RateLimitError
@@ -95,6 +96,11 @@ class ToolBugError(InfrastructureError):
     """One of lllm's own tools (run_python, the browser, ...) raised an exception that is not an `LLLMError`
     from lllm's own code: a bug in lllm, not something the model did, so it ends the run instead of asking the
     model to work around it. `tool` names the tool; the original exception is the `__cause__`."""
+
+
+class LogWriterError(InfrastructureError):
+    """The log store's writer process died or could not be reached, so writes were lost: the run ends rather
+    than go on without a record. `path` is the log file, `exit_status` the process's (None if unknown)."""
 
 
 class ConfigError(LLLMError):

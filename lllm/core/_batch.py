@@ -221,6 +221,9 @@ class BatchRun:
         started = False
         try:
             if pending:
+                use_writer_process = getattr(self.tactic.log_store, "use_writer_process", None)
+                if use_writer_process is not None and self.max_workers > 1 and len(pending) > 1:
+                    use_writer_process()  # the tasks' log writes are committed on another core than the tasks
                 # before any task: what cannot work (no cluster, a package that cannot ship) fails here
                 execute = self.executor.start(self)
                 started = True

@@ -30,6 +30,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from lllm.errors import UsageError
+from lllm.logging._commit import commit
 
 __all__ = ["GroupWriter"]
 
@@ -38,7 +39,7 @@ _HANDOVER_ROUNDS = 4  # a leader whose own write is done hands over after this m
 
 
 class _Op:
-    __slots__ = ("data", "done", "error", "wake", "lead", "at")
+    __slots__ = ("data", "done", "error", "wake", "lead", "at", "seq")
 
     def __init__(self, data: Any, wait: bool) -> None:
         self.data = data
@@ -46,6 +47,7 @@ class _Op:
         self.done = False
         self.error: BaseException | None = None
         self.lead = False
+        self.seq = 0
         # a waiting writer sleeps on its own lock (the leader releases it), not on a shared condition: waking
         # 50 threads to find the one whose write is done costs more than the write
         self.wake: threading.Lock | None = None
@@ -60,12 +62,13 @@ class GroupWriter:
     Args:
         conn: the connection (opened with `check_same_thread=False`, `isolation_level=None`).
         lock: the lock that readers of the same connection hold.
-        apply: executes a list of operations (in submission order) inside the open transaction.
+        apply: executes a list of operations (in submission order) inside the open transaction
+            (`_commit.apply_ops`).
         name: a name for error messages.
         max_pending: the most writes that may wait in the queue; records past it are dropped and counted.
     """
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock, apply: Callable[[list[Any]], None], *,
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock, apply: Callable[[sqlite3.Connection, list[Any]], None], *,
                  name: str, max_pending: int = 100_000) -> None:
         self._conn = conn
         self._lock = lock
@@ -197,19 +200,7 @@ class GroupWriter:
                 self._closed = True
 
     def _apply(self, batch: list[_Op]) -> None:
-        if all(op.data is None for op in batch):
-            return  # only flush markers: nothing to commit
         with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._apply_ops([op.data for op in batch if op.data is not None])
-                self._conn.execute("COMMIT")
-                return
-            except BaseException as exc:  # noqa: BLE001 - handed back to the callers below
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                if len(batch) == 1:
-                    batch[0].error = exc
-                    return
-        for op in batch:  # one write failed: run each alone so that only its caller gets the error
-            self._apply([op])
+            failures = commit(self._conn, [op.data for op in batch], self._apply_ops)
+        for i, exc in failures:
+            batch[i].error = exc

@@ -26,7 +26,6 @@ logs of a newer lllm are refused, and readers (`readonly=True`) never change a f
 from __future__ import annotations
 
 import importlib
-from itertools import chain
 import json
 import os
 import re
@@ -46,7 +45,9 @@ from lllm import records as trace
 from lllm.errors import UsageError
 from lllm.logging._core_api import CoreLogApi, parse_since
 from lllm.logging._schema import SCHEMA_VERSION, check_log, connect_readonly, schema_version
+from lllm.logging._commit import apply_ops, last_event
 from lllm.logging._writer import GroupWriter
+from lllm.logging._writer_process import ProcessWriter
 from lllm.logging.backends import LogBackend
 from lllm.logging.models import CostRow, DialogRow, SessionDetail, SessionRow
 from lllm.records import TraceRecordAdapter, task_fingerprint, task_text
@@ -70,26 +71,10 @@ _SESSION_COLUMNS: dict[str, type] = {
     "pid": int,
 }
 _SESSION_JSON = ("tags", "metadata", "result")
-_START_COLUMNS = ("id", "tactic", "state", "started_at", "updated_at", "cost", "prompt_tokens", "completion_tokens",
-                  "model_calls", "agent_calls", "tags", "metadata", "task", "task_hash", "last_event", "batch_id",
-                  "task_index", "parent_id", "pid")
-_START_SQL = (f"INSERT OR REPLACE INTO sessions ({', '.join(_START_COLUMNS)}) "
-              f"VALUES ({', '.join('?' for _ in _START_COLUMNS)})")
-_TOTALS_SQL = ("UPDATE sessions SET cost = cost + ?, prompt_tokens = prompt_tokens + ?, "
-               "completion_tokens = completion_tokens + ?, model_calls = model_calls + ?, agent_calls = agent_calls + ?, "
-               "updated_at = ?, last_event = COALESCE(?, last_event) WHERE id = ?")
-_DIALOG_SQL = ("INSERT OR REPLACE INTO dialogs (session_id, agent, alias, parent, messages, data) VALUES (?1, ?2, ?3, "
-               "CASE WHEN json_valid(?4) THEN json_extract(?4, '$.parent') END, "
-               "CASE WHEN json_valid(?4) THEN COALESCE(json_array_length(?4, '$.messages'), 0) ELSE 0 END, ?4)")
 _END_BASE = ("state", "ended_at", "updated_at", "last_event", "error", "traceback")
 _END_COST = ("cost", "prompt_tokens", "completion_tokens")
 _END_RESULT = ("result",)
 _END_METADATA = ("metadata",)
-_WHOLE_COLUMNS = (*_START_COLUMNS, "ended_at", "duration_s", "error", "traceback", "result")
-_WHOLE_SQL = (f"INSERT OR REPLACE INTO sessions ({', '.join(_WHOLE_COLUMNS)}) "
-              f"VALUES ({', '.join('?' for _ in _WHOLE_COLUMNS)})")
-_META_SQL = ("UPDATE sessions SET metadata = json_patch(CASE WHEN json_valid(metadata) THEN metadata ELSE '{}' END, ?) "
-             "WHERE id = ?")
 _TASK_TEXT_LIMIT = 10_000
 _END_SQL: dict[tuple[str, ...], str] = {}
 
@@ -205,22 +190,16 @@ def decode_result(text: str | None, *, strict: bool = False) -> Any:
     return _NOT_RESTORABLE if strict else data.get("value")
 
 
-def _last_event(record: Any) -> str:
-    fields = record.__dict__  # not getattr: a missing field goes through pydantic's slow __getattr__
-    parts = [fields.get("kind") or "event"]
-    agent = fields.get("agent")
-    if agent:
-        dialog = fields.get("dialog")
-        parts.append(f"{agent}/{dialog}" if dialog else str(agent))
-    for attr in ("endpoint", "action", "sandbox_id"):
-        value = fields.get(attr)
-        if value:
-            parts.append(str(value))
-            break
-    status = fields.get("status")
-    if status:
-        parts.append(str(status))
-    return " ".join(parts)
+_PID = os.getpid()
+"""This process's pid, kept up to date in forked children (a syscall less on every write of a batch)."""
+
+
+def _after_fork() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class LogStore(CoreLogApi):
@@ -249,8 +228,13 @@ class LogStore(CoreLogApi):
 
     def __init__(self, path: str | os.PathLike[str] | LogBackend = ":memory:", partition: str | None = None,
                  runtime: Any = None, *, backend: LogBackend | None = None, busy_timeout: float = 30.0,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, writer: Literal["auto", "thread", "process"] = "auto") -> None:
         import sqlite_utils
+
+        if writer not in ("auto", "thread", "process"):
+            raise UsageError(f"writer={writer!r}: expected 'auto' (the default: in this process, and in a writer "
+                             "process during a batch), 'thread' (always in this process) or 'process' (always in "
+                             "a writer process)", value=writer)
 
         self.path = self._init_core(path, backend, partition, runtime)
         self.readonly = readonly
@@ -272,7 +256,11 @@ class LogStore(CoreLogApi):
         self._lock = threading.RLock()
         self.db = sqlite_utils.Database(self._conn)
         """The sqlite-utils `Database` (for ad-hoc queries: `store.db.query("select ...")`)."""
-        self._parents: dict[str, str | None] = {}
+        self._parents: dict[str, str] = {}  # session -> the session it runs inside (only those with one)
+        self._writer_mode = writer
+        self._busy_timeout = busy_timeout
+        self._retired: list[GroupWriter] = []  # the in-process writer, once a writer process took over
+        self._switch = threading.Lock()
         self._columns: dict[str, set[str]] = {}
         self._plans: dict[type, tuple[str, tuple[str, ...], tuple[int, ...], str | None]] = {}
         self._closed = False
@@ -283,7 +271,7 @@ class LogStore(CoreLogApi):
             existing = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             self._columns = {t: {r[1] for r in self._conn.execute(f"PRAGMA table_info({t})")}
                              for t in KIND_TABLES.values() if t in existing}
-            self._writer: GroupWriter | None = None
+            self._writer: GroupWriter | ProcessWriter | None = None
             return
         try:
             # before anything is written: a file that is not an lllm log, or is from a newer lllm, stays as it was
@@ -296,8 +284,29 @@ class LogStore(CoreLogApi):
             self._conn.close()
             raise
         self.schema_version = SCHEMA_VERSION
-        self._writer = GroupWriter(self._conn, self._lock, self._apply,
+        self._writer = GroupWriter(self._conn, self._lock, apply_ops,
                                    name=f"lllm-logstore-{Path(self.path).name}")
+        if writer == "process":
+            self.use_writer_process()
+
+    def use_writer_process(self) -> bool:
+        """Commit from now on in a writer process (`_writer_process.py`), so that committing runs on another
+        core instead of taking the GIL from the threads that work; a batch calls this as it starts (with the
+        default `writer="auto"`). What was written before is committed first. Returns whether a writer process
+        is in use: not for `":memory:"`, a read-only store, or `writer="thread"`."""
+        self._check_open()
+        if self._writer is None or self._memory or self._writer_mode == "thread":
+            return False
+        with self._switch:
+            if isinstance(self._writer, ProcessWriter):
+                return True
+            old = self._writer
+            old.flush()
+            self._writer = ProcessWriter(self.path, busy_timeout=self._busy_timeout,
+                                         name=f"lllm-logwriter-{Path(self.path).name}")
+            self._retired.append(old)
+            old.flush()  # a write that took the old writer just before the switch is committed before any new one
+        return True
 
     # -- schema ---------------------------------------------------------------------------------------
 
@@ -350,7 +359,7 @@ class LogStore(CoreLogApi):
     def _check_open(self) -> None:
         if self._closed:
             raise UsageError(f"the LogStore {self.path!r} is closed; open a new one with sqlite_store(path)")
-        if os.getpid() != self._pid:
+        if _PID != self._pid:
             raise UsageError(f"the LogStore {self.path!r} was opened in process {self._pid} and cannot be used in "
                              f"a forked child ({os.getpid()}); open sqlite_store(path) in the child")
 
@@ -367,10 +376,12 @@ class LogStore(CoreLogApi):
         """
         now = started_at if started_at is not None else time.time()
         metadata = self._mark(metadata)  # the partition (the same dict back when the store has none)
-        # the values in _START_COLUMNS order, built directly: this runs once per task of a batch
+        # the values in _commit.START_COLUMNS order, built directly: this runs once per task of a batch
         values = (session_id, tactic, "running", now, now, 0.0, 0, 0, 0, 0, _to_sql(tags) if tags else "{}",
                   _to_sql(metadata) if metadata else "{}", None if task is None else task_text(task), task_hash,
                   "started", batch_id, task_index, parent_id, self._pid)
+        if parent_id is not None:
+            self._parents[session_id] = parent_id
         self._write(("start", session_id, parent_id, values), wait=wait)
 
     def _write(self, op: tuple[Any, ...], *, wait: bool = True) -> None:
@@ -392,13 +403,18 @@ class LogStore(CoreLogApi):
         the notebook an agent's sandbox writes. Queued like a record, committed before the session's end."""
         self._write(("meta", session_id, to_json_text(values)), wait=False)
 
-    def _chain(self, session_id: str) -> list[str]:
-        chain = [session_id]
+    def _chain(self, session_id: str | None) -> tuple[str, ...]:
+        """The session and every session it runs inside, innermost first (what its records add up to)."""
+        if not session_id:
+            return ()
         parent = self._parents.get(session_id)
+        if parent is None:
+            return (session_id,)
+        chain = [session_id]
         while parent is not None and parent not in chain:
             chain.append(parent)
             parent = self._parents.get(parent)
-        return chain
+        return tuple(chain)
 
     def record(self, record: Any) -> None:
         """Write one trace record (a `lllm.records` model, or its dict) and update its session's row.
@@ -425,13 +441,15 @@ class LogStore(CoreLogApi):
                     values[i] = "[]" if isinstance(value, list) else "{}"
                 elif value is not None:
                     values[i] = to_json_text(value)
+            event = None  # what the session was doing: worked out from the columns where it is committed
         else:
             data = record.model_dump()
             values = [data.get("session_id"), kind, data.get("started_at"), _to_sql(data)]
+            event = last_event(data.get)
         sid = data.get("session_id")
-        self._writer.submit(("record", sql, values, sid, kind, data.get("cost") or 0.0,
-                             data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0, record,
-                             time.time()), wait=False, key=sid)
+        self._writer.submit(("record", sql, values, self._chain(sid), kind, data.get("cost") or 0.0,
+                             data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0,
+                             event, time.time()), wait=False, key=sid)
 
     def _plan(self, record: Any) -> tuple[str, tuple[str, ...], tuple[int, ...], str | None]:
         """How a record class is written: its INSERT, columns, JSON columns and kind (new tables and columns
@@ -453,82 +471,6 @@ class LogStore(CoreLogApi):
                     json_at, kind)
         self._plans[cls] = plan
         return plan
-
-    def _apply(self, ops: list[tuple[Any, ...]]) -> None:
-        """Apply queued writes inside the writer's transaction, grouped into a few `executemany` calls.
-
-        Order within a batch: session starts, trace records, the session totals they add up to, session ends (a
-        session whose end is in the batch and sets its final cost gets its counts in the end's UPDATE instead, and
-        one whose start is in the batch too is written as one finished row).
-        """
-        # A session that starts and ends (with its final totals) in this batch -- most of a bcall's, whose tasks
-        # are shorter than a commit round -- is written as one row with its end, not an INSERT then an UPDATE.
-        final_ends = {op[1]: op for op in ops if op[0] == "end" and op[5]}
-        starts: list[tuple[Any, ...]] = []
-        whole: list[tuple[Any, ...]] = []
-        for op in ops:
-            if op[0] == "start":
-                self._parents[op[1]] = op[2]
-                (whole if op[1] in final_ends else starts).append(op)
-        if starts:
-            _insert_many(self._conn, _START_SQL, [op[3] for op in starts])
-        inserts: dict[str, list[tuple[Any, ...]]] = {}
-        totals: dict[str, list[Any]] = {}
-        for op in ops:
-            if op[0] != "record":
-                continue
-            _, sql, values, sid, kind, cost, prompt, completion, record, now = op
-            inserts.setdefault(sql, []).append(values)
-            if not sid:
-                continue
-            for i, target in enumerate(self._chain(sid)):
-                t = totals.setdefault(target, [0.0, 0, 0, 0, 0, now, None])
-                if kind == "model_call":
-                    t[0] += cost
-                    t[1] += prompt
-                    t[2] += completion
-                    t[3] += 1
-                elif kind == "agent_call":
-                    t[4] += 1
-                t[5] = max(t[5], now)
-                if i == 0:
-                    t[6] = record
-        dialogs: list[tuple[Any, ...]] = []
-        if whole:
-            rows = []
-            for op in whole:
-                end = final_ends.pop(op[1])
-                rows.append(_whole_row(op[3], end[6], end[3], totals.pop(op[1], None)))
-                dialogs.extend(end[4])
-                self._parents.pop(op[1], None)
-            _insert_many(self._conn, _WHOLE_SQL, rows)
-        for sql, rows in inserts.items():
-            _insert_many(self._conn, sql, rows)
-        notes = [(op[2], op[1]) for op in ops if op[0] == "meta"]
-        if notes:  # after the starts, before the ends (an end writes the whole metadata, these keys included)
-            self._conn.executemany(_META_SQL, notes)
-        ends: dict[str, list[tuple[Any, ...]]] = {}
-        for op in ops:
-            if op[0] == "end":
-                _, sid, sql, values, rows, final_totals, _columns = op
-                if final_totals and sid not in final_ends:
-                    continue  # written whole, above
-                counts = (0, 0)
-                own = totals.get(sid) if final_totals else None
-                if own is not None:  # the end sets the final cost and tokens: fold the counts into it, one UPDATE
-                    del totals[sid]
-                    counts = (own[3], own[4])
-                ends.setdefault(sql, []).append((*values[:-2], *counts, *values[-2:]))
-                dialogs.extend(rows)
-                self._parents.pop(sid, None)
-        if totals:  # before the ends: an end's last_event ("ended ok") must win
-            for t in totals.values():
-                t[6] = _last_event(t[6]) if t[6] is not None else None
-            _update_many(self._conn, _TOTALS_SQL, [(*t, sid) for sid, t in totals.items()])
-        for sql, rows in ends.items():
-            _update_many(self._conn, sql, rows)
-        if dialogs:
-            _insert_many(self._conn, _DIALOG_SQL, dialogs)
 
     def end_session(self, session_id: str, *, state: Literal["ok", "error"], ended_at: float | None = None,
                     cost: float | None = None, prompt_tokens: int | None = None,
@@ -553,7 +495,10 @@ class LogStore(CoreLogApi):
         if store_result and state == "ok":
             columns += _END_RESULT
             values.append(encode_result(result))
-        dropped = self._writer.dropped_by.pop(session_id, 0) if self._writer is not None else 0
+        self._parents.pop(session_id, None)
+        dropped = 0
+        if self._writer is not None and (self._writer.dropped or any(w.dropped for w in self._retired)):
+            dropped = sum(w.dropped_by.pop(session_id, 0) for w in self._writers())
         if dropped:  # the record queue was full: say how many of this session's records are missing
             metadata = {**(metadata or self.get_session(session_id).metadata), "dropped_records": dropped}
         if metadata is not None:
@@ -780,11 +725,15 @@ class LogStore(CoreLogApi):
     @property
     def writer_stats(self) -> dict[str, Any]:
         """How the writer keeps up: records `dropped` (queue full), writes that `failed`, and `max_wait_s`, the
-        longest a write waited from its submission to its commit (what a crash could have lost at worst)."""
-        w = self._writer
-        if w is None:
-            return {"dropped": 0, "failed": 0, "max_wait_s": 0.0}
-        return {"dropped": w.dropped, "failed": w.failed, "max_wait_s": w.max_wait_s}
+        longest a write waited from its submission to its commit (what a crash could have lost at worst);
+        `writer_process` is the pid of the writer process, if one commits (see `use_writer_process`)."""
+        writers = self._writers()
+        process = next((w.pid for w in writers if isinstance(w, ProcessWriter)), None)
+        return {"dropped": sum(w.dropped for w in writers), "failed": sum(w.failed for w in writers),
+                "max_wait_s": max((w.max_wait_s for w in writers), default=0.0), "writer_process": process}
+
+    def _writers(self) -> list[GroupWriter | ProcessWriter]:
+        return [*self._retired, *([self._writer] if self._writer is not None else [])]
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -793,10 +742,14 @@ class LogStore(CoreLogApi):
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
-            self._writer.close()
-        with self._lock:
-            self._conn.close()
+        try:
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            for old in self._retired:
+                old.close()
+            with self._lock:
+                self._conn.close()
 
     def __enter__(self) -> LogStore:
         return self
@@ -806,79 +759,6 @@ class LogStore(CoreLogApi):
 
     def __repr__(self) -> str:
         return f"LogStore({self.path!r})"
-
-
-_CHUNKS = (256, 64, 16, 4)
-_MULTI_SQL: dict[tuple[str, int], str] = {}
-
-
-def _insert_many(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
-    """`executemany(sql, rows)` for an `INSERT ... VALUES (...)`, as multi-row INSERTs of a few fixed sizes.
-
-    SQLite runs a statement with the GIL released and the committing thread must take it back after each one;
-    under a batch's 50 busy threads that wait dominates, so many rows a statement beat one row a statement.
-    """
-    i, n = 0, len(rows)
-    width = len(rows[0]) if rows else 0
-    for size in _CHUNKS:
-        if size * width > 32_000:  # SQLite's limit is 32,766 parameters a statement
-            continue
-        while n - i >= size:
-            multi = _MULTI_SQL.get((sql, size))
-            if multi is None:
-                head, _, one = sql.rpartition(" VALUES ")
-                if "?1" in one:  # numbered parameters (a value used twice is bound once): number each row's own
-                    rows_sql = [_renumber(one, k * width) for k in range(size)]
-                else:
-                    rows_sql = [one] * size
-                multi = _MULTI_SQL[(sql, size)] = f"{head} VALUES {', '.join(rows_sql)}"
-            conn.execute(multi, list(chain.from_iterable(rows[i:i + size])))
-            i += size
-    if i < n:
-        conn.executemany(sql, rows[i:])
-
-
-def _whole_row(start: tuple[Any, ...], end_columns: tuple[str, ...], end_values: list[Any],
-               own: list[Any] | None) -> tuple[Any, ...]:
-    """A session's row (`_WHOLE_COLUMNS`) from its start's values, its end's (the end's columns win) and the
-    counts of its records in the same batch (`own`: the totals entry; cost and tokens come from the end)."""
-    row = dict(zip(_START_COLUMNS, start))
-    row.update(zip(end_columns, end_values))
-    row["model_calls"], row["agent_calls"] = (own[3], own[4]) if own is not None else (0, 0)
-    row["duration_s"] = end_values[-2] - row["started_at"]
-    return tuple(map(row.get, _WHOLE_COLUMNS))
-
-
-def _renumber(sql: str, shift: int) -> str:
-    """`sql` with every numbered parameter `?N` made `?N+shift` (the k-th row of a multi-row statement)."""
-    return re.sub(r"\?(\d+)", lambda m: f"?{int(m.group(1)) + shift}", sql)
-
-
-def _update_many(conn: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
-    """`executemany(sql, rows)` for this module's `UPDATE sessions SET ... = <expr with ?> ... WHERE id = ?`, as
-    `UPDATE ... FROM (VALUES ...)` statements of a few fixed sizes (see `_insert_many`); ids are distinct."""
-    i, n = 0, len(rows)
-    width = len(rows[0]) if rows else 0
-    for size in _CHUNKS:
-        if size * width > 32_000:
-            continue
-        while n - i >= size:
-            multi = _MULTI_SQL.get((sql, size))
-            if multi is None:
-                multi = _MULTI_SQL[(sql, size)] = _update_from_values(sql, width, size)
-            conn.execute(multi, list(chain.from_iterable(rows[i:i + size])))
-            i += size
-    if i < n:
-        conn.executemany(sql, rows[i:])
-
-
-def _update_from_values(sql: str, width: int, size: int) -> str:
-    head, _, where = sql.rpartition(" WHERE id = ?")
-    assert not where, sql
-    count = iter(range(1, width))
-    sets = re.sub(r"\?", lambda _: f"v.column{next(count)}", head)  # the k-th ? is the k-th VALUES column
-    one = "(" + ", ".join("?" * width) + ")"
-    return f"{sets} FROM (VALUES {', '.join([one] * size)}) AS v WHERE sessions.id = v.column{width}"
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:

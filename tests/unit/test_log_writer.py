@@ -74,10 +74,10 @@ def test_a_full_record_queue_drops_and_counts_into_the_session(tmp_path: Path) -
     leading = threading.Event()
     real_apply = writer._apply_ops
 
-    def slow_apply(ops: list[object]) -> None:  # hold the commit in flight while records pile up
+    def slow_apply(conn: sqlite3.Connection, ops: list[object]) -> None:  # hold the commit while records pile up
         leading.set()
         release.wait(30)
-        real_apply(ops)
+        real_apply(conn, ops)
 
     writer._apply_ops = slow_apply
     blocker = threading.Thread(target=store.record,
@@ -103,10 +103,10 @@ def test_a_write_nobody_waited_for_fails_at_the_next_flush(tmp_path: Path) -> No
     assert writer is not None
     real_apply = writer._apply_ops
 
-    def apply(ops: list[tuple[object, ...]]) -> None:
+    def apply(conn: sqlite3.Connection, ops: list[tuple[object, ...]]) -> None:
         if any(op[0] == "end" and op[1] == "doomed" for op in ops):
             raise sqlite3.OperationalError("disk I/O error")
-        real_apply(ops)
+        real_apply(conn, ops)
 
     writer._apply_ops = apply
     store.start_session("doomed", tactic="t")

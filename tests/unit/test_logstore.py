@@ -251,11 +251,11 @@ def test_a_session_that_starts_and_ends_in_one_commit_round_is_the_same_row(tmp_
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch's short sessions are written as one finished row when their start and end share a commit round;
     the row must be what a start, its records and an end committed one by one make."""
-    import lllm.logging.store as store_module
+    import lllm.logging._commit as commit_module
 
     whole_rows: list[str] = []
-    real = store_module._whole_row
-    monkeypatch.setattr(store_module, "_whole_row", lambda *a: whole_rows.append(a[0][0]) or real(*a))
+    real = commit_module._whole_row
+    monkeypatch.setattr(commit_module, "_whole_row", lambda *a: whole_rows.append(a[0][0]) or real(*a))
     store = sqlite_store(tmp_path / "runs.db")
     dialog = {"name": "main", "messages": [{"role": "user"}, {"role": "assistant"}]}
 
