@@ -17,7 +17,7 @@ Names load on first use, so that `lllm.logging.sinks` (which every tactic call s
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from lllm._lazy import lazy_getattr
 
@@ -43,7 +43,8 @@ __getattr__ = lazy_getattr(__name__, {
 
 
 def sqlite_store(path: str | os.PathLike[str] = ":memory:", partition: str = "default", runtime: Any = None, *,
-                 busy_timeout: float = 30.0, readonly: bool = False) -> LogStore:
+                 busy_timeout: float = 30.0, readonly: bool = False,
+                 writer: Literal["auto", "thread", "process"] = "auto") -> LogStore:
     """Open (or create) a SQLite log store.
 
     Args:
@@ -53,13 +54,16 @@ def sqlite_store(path: str | os.PathLike[str] = ":memory:", partition: str = "de
         runtime: the `Runtime` that resolves `list_sessions(tactic_path=...)` ("pkg::name", "pkg:name", ...).
         busy_timeout: seconds a write waits while another process holds the database.
         readonly: open an existing log read-only (for readers; nothing can be written, nothing is migrated).
+        writer: who commits: "auto" (the threads that write, and a writer process while a batch runs, so
+            that committing does not take the GIL from its tasks), "thread" (always this process) or
+            "process" (always a writer process).
 
     Returns:
         The `LogStore`; pass it to a tactic: `MyTactic(config, log_store=store)`.
     """
     from lllm.logging.store import LogStore
 
-    return LogStore(_expand(path), partition, runtime, busy_timeout=busy_timeout, readonly=readonly)
+    return LogStore(_expand(path), partition, runtime, busy_timeout=busy_timeout, readonly=readonly, writer=writer)
 
 
 def local_store(path: str | os.PathLike[str], partition: str = "default", runtime: Any = None) -> LogStore:

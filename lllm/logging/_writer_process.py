@@ -79,7 +79,8 @@ class ProcessWriter:
         self._owner_pid = os.getpid()
         self._proc = subprocess.Popen(
             [sys.executable, "-I", "-S", _commit.__file__, path, str(int(busy_timeout * 1000))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True,
+            process_group=0)  # a terminal's Ctrl-C goes to our process group: the writer outlives it and commits
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to_child = self._proc.stdin.fileno()
         self._from_child = self._proc.stdout.fileno()

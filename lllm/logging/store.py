@@ -32,6 +32,7 @@ import re
 import sqlite3
 import threading
 import time
+import warnings
 from datetime import datetime, timedelta
 from json.encoder import encode_basestring_ascii as _encode_ascii
 from pathlib import Path
@@ -216,6 +217,9 @@ class LogStore(CoreLogApi):
         busy_timeout: seconds a write waits for another process holding the database.
         readonly: open the file read-only (`mode=ro`): for readers (`lllm logs`, the explorer), which must
             never change a log; an older log is read as it is (not migrated), writes raise `UsageError`.
+        writer: who commits the writes: `"auto"` (the default) commits in the threads that write, and in a
+            writer process from the first batch on (`use_writer_process`); `"thread"` always in this
+            process; `"process"` always in a writer process. The log is the same either way.
 
     Raises:
         UsageError: the file is not an lllm log, is locked, or was written by a newer lllm (nothing is written).
@@ -302,8 +306,15 @@ class LogStore(CoreLogApi):
                 return True
             old = self._writer
             old.flush()
-            self._writer = ProcessWriter(self.path, busy_timeout=self._busy_timeout,
-                                         name=f"lllm-logwriter-{Path(self.path).name}")
+            try:
+                new = ProcessWriter(self.path, busy_timeout=self._busy_timeout,
+                                    name=f"lllm-logwriter-{Path(self.path).name}")
+            except OSError as exc:  # no interpreter to start (an embedded Python): commit here, as before
+                warnings.warn(f"LogStore {self.path!r}: could not start a log writer process ({exc}); writes are "
+                              f"committed in this process", RuntimeWarning, stacklevel=2)
+                self._writer_mode = "thread"
+                return False
+            self._writer = new
             self._retired.append(old)
             old.flush()  # a write that took the old writer just before the switch is committed before any new one
         return True
