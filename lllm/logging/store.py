@@ -10,14 +10,15 @@ Tables (plain enough to query with `sqlite3 runs.db`):
   version does not know goes to `events` as JSON, so nothing is dropped.
 - `dialogs`: the dialog tree of every agent at the end of its session (`Dialog.to_dict()` as JSON).
 
-Concurrency: one connection; writes are group-committed by the writing threads themselves (leader commit,
-`_writer.py`): the thread that finds no commit running commits its write and every write queued meanwhile in
-one `BEGIN IMMEDIATE` transaction; readers share the connection under a lock; WAL journal and a busy timeout
-for other processes. So 50 threads of one process (and several processes on one file) never lose a row or see
-"database is locked". `start_session` and `end_session` return once committed; a trace record is committed
-before `record` returns when no other thread is writing, else in the next round of the commit in flight
-(milliseconds later) and always before its session's end. The record queue is bounded: records past it are
-dropped, counted, and the count is written into their session's metadata (`dropped_records`).
+Concurrency: one connection; writes are committed in groups, in order, by one of two writers: the writing threads
+themselves (leader commit, `_writer.py`: the thread that finds no commit running commits its write and every
+write queued meanwhile in one `BEGIN IMMEDIATE` transaction), or, from a batch on, a writer process
+(`_writer_process.py`) that commits on another core; readers share the connection under a lock; WAL journal and
+a busy timeout for other processes. So 50 threads of one process (and several processes on one file) never
+lose a row or see "database is locked". `start_session` and `end_session` return once committed; a trace record
+is committed before `record` returns when no other thread is writing in-process, else within milliseconds, and
+always before its session's end. The record queue is bounded: records past it are dropped, counted, and the
+count is written into their session's metadata (`dropped_records`).
 
 The file carries a schema version (`_schema.py`): older logs are migrated in place when opened for writing,
 logs of a newer lllm are refused, and readers (`readonly=True`) never change a file.
