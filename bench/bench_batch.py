@@ -2,7 +2,7 @@
 SQLite log store, against a bare ThreadPoolExecutor making the same invoker calls, and against lllm-core (the
 LLLM framework's own package) running the same trivial tactic with its SQLite store, all in the same run.
 
-    .venv/bin/python bench/bench_batch.py [--tasks 1000] [--workers 50] [--repeat 3] [--no-core]
+    .venv/bin/python bench/bench_batch.py [--tasks 1000] [--workers 50] [--repeat 5] [--no-core]
     .venv/bin/python bench/bench_batch.py --ray [--cells 100] [--ray-address HOST:PORT]   # threads vs Ray
 
 lllm-core is installed by this script (pip, from the package registry) into its own venv under
@@ -10,7 +10,8 @@ lllm-core is installed by this script (pip, from the package registry) into its 
 Prints tasks/s for each (the best of --repeat runs, and every run with the machine's load average) and the
 ratios the targets are about: with the store, at least 50% of our own throughput without a store (also run by
 run, each store run against the no-store run just before it), and at least 3x lllm-core's throughput with its
-store.
+store. With the store, a batch's log writes are committed by the store's writer process (the default
+`writer="auto"`); the CPU line counts this process only, not the writer process.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each (50 threads on a shared 2-core machine "
+                                                                 "vary by up to 2x from run to run)")
     parser.add_argument("--no-core", action="store_true", help="skip lllm-core (no venv, no install)")
     parser.add_argument("--ray", action="store_true", help="threads vs a local Ray cluster (bench/_batch_ray.py)")
     parser.add_argument("--ray-address", help="with --ray: join this cluster instead of starting a local one")

@@ -247,10 +247,15 @@ class TacticCallSession:
         if self._sinks:
             notify(self._sinks, "session_ended", self.info())
         if self.store is not None:
-            total = self.total_cost
+            if self.sub_tactic_sessions:
+                total = self.total_cost
+                cost, prompt, completion = total.cost, total.prompt_tokens, total.completion_tokens
+            else:  # the usual case: this call's own totals, without building an InvokeCost (once per task)
+                own = self._own
+                prompt, completion, cost = int(own[0]), int(own[1]), float(own[2])
             self.store.end_session(
                 self.session_id, state="ok" if self.state == "ok" else "error", ended_at=self.ended_at,
-                cost=total.cost, prompt_tokens=total.prompt_tokens, completion_tokens=total.completion_tokens,
+                cost=cost, prompt_tokens=prompt, completion_tokens=completion,
                 result=self.delivery, store_result=self.parent is None, error=self.error,
                 traceback=self.traceback, dialogs=dialogs, metadata=self.metadata, wait=self.batch_id is None)
 

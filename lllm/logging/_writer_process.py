@@ -21,6 +21,7 @@ with the last write it committed and the writes that failed.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import pickle
 import subprocess
@@ -42,7 +43,8 @@ _LIVE: weakref.WeakSet[ProcessWriter] = weakref.WeakSet()
 _STDERR_TAIL = 2000
 _SHIP_EVERY_S = 0.010  # under load, the longest a write not waited for stays here before it is shipped
 _SHIP_AT = 1000  # ... unless this many are queued
-_IDLE_POLL_S = 0.25  # an idle sender looks anyway this often
+_IDLE_POLL_S = 0.25
+_PIPE_BYTES = 1 << 20  # an idle sender looks anyway this often
 
 
 class ProcessWriter:
@@ -84,6 +86,7 @@ class ProcessWriter:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._to_child = self._proc.stdin.fileno()
         self._from_child = self._proc.stdout.fileno()
+        _widen_pipe(self._to_child)
         self._sender = threading.Thread(target=self._send_loop, name=f"{name}-send", daemon=True)
         self._receiver = threading.Thread(target=self._receive_loop, name=f"{name}-acks", daemon=True)
         self._sender.start()
@@ -292,6 +295,15 @@ class ProcessWriter:
                     stream.close()
             except OSError:
                 pass
+
+
+def _widen_pipe(fd: int) -> None:
+    """Give the pipe to the child room for a few frames (1 MiB, not 64 KiB), so that shipping a frame does not
+    wait for the child to read while it commits the last one."""
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
+    except OSError:  # above /proc/sys/fs/pipe-max-size for this user: the default size works, only slower
+        pass
 
 
 @atexit.register

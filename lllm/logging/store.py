@@ -419,7 +419,7 @@ class LogStore(CoreLogApi):
         """The session and every session it runs inside, innermost first (what its records add up to)."""
         if not session_id:
             return ()
-        parent = self._parents.get(session_id)
+        parent = self._parents.get(session_id) if self._parents else None
         if parent is None:
             return (session_id,)
         chain = [session_id]
@@ -437,8 +437,10 @@ class LogStore(CoreLogApi):
         """
         if isinstance(record, dict):
             record = TraceRecordAdapter.validate_python(record)
-        self._check_open()
-        if self._writer is None:
+        if self._closed or _PID != self._pid:
+            self._check_open()
+        writer = self._writer
+        if writer is None:
             raise UsageError(f"the LogStore {self.path!r} was opened read-only; open sqlite_store(path) to write")
         plan = self._plans.get(type(record))
         if plan is None:
@@ -459,7 +461,7 @@ class LogStore(CoreLogApi):
             values = [data.get("session_id"), kind, data.get("started_at"), _to_sql(data)]
             event = last_event(data.get)
         sid = data.get("session_id")
-        self._writer.submit(("record", sql, values, self._chain(sid), kind, data.get("cost") or 0.0,
+        writer.submit(("record", sql, values, self._chain(sid), kind, data.get("cost") or 0.0,
                              data.get("prompt_tokens") or 0, data.get("completion_tokens") or 0,
                              event, time.time()), wait=False, key=sid)
 
