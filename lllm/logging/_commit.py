@@ -8,6 +8,7 @@ A write ("op") is a tuple of plain values made by the `LogStore`:
 - `("start", session_id, parent_id, values)`: a session's row (`START_COLUMNS`);
 - `("record", insert_sql, values, chain, kind, cost, prompt_tokens, completion_tokens, last_event, time)`:
   a trace record, and what it adds to every session of `chain` (its own, then the ones it runs inside);
+  `last_event` None means: work it out from the INSERT's columns (`_record_event`), here, not in the caller;
 - `("meta", session_id, json_patch)`: metadata merged into a running session;
 - `("end", session_id, update_sql, values, dialog_rows, sets_final_totals, columns)`: a session's end;
 - `None`: nothing (a flush marker).

@@ -1,5 +1,7 @@
 """The LogStore's group commit: many writes per transaction, run by the threads that write (leader commit).
 
+(During a batch a `writer="auto"` store commits in a writer process instead: `_writer_process.py`.)
+
 A thread that writes while nobody else is writing becomes the leader: it runs its write, and every write that
 queues meanwhile, inside one `BEGIN IMMEDIATE` ... `COMMIT`, and keeps going until the queue is empty; the
 others' writes ride along. No writer thread means no hand-over between threads for a write that meets no
