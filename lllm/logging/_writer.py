@@ -34,7 +34,7 @@ from typing import Any, Callable
 from lllm.errors import UsageError
 from lllm.logging._commit import commit
 
-__all__ = ["GroupWriter"]
+__all__ = ["FlushingWriter", "GroupWriter"]
 
 _MAX_BATCH = 1000
 _HANDOVER_ROUNDS = 4  # a leader whose own write is done hands over after this many rounds if others wait
@@ -58,7 +58,37 @@ class _Op:
             self.wake.acquire()
 
 
-class GroupWriter:
+class FlushingWriter:
+    """What both writers share: `flush()` commits what is queued, then raises the first error of the writes
+    nobody waited for since the last flush."""
+
+    _mutex: threading.Lock
+    _unclaimed: list[BaseException]
+
+    def submit(self, data: Any, *, wait: bool = True, key: Any = None, droppable: bool = True) -> bool:
+        raise NotImplementedError
+
+    def _idle(self) -> bool:
+        """Nothing queued or in flight (holding `_mutex`)."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Commit every write queued so far (returns once they are committed); then raise the first error of
+        the writes nobody waited for, if any failed since the last flush."""
+        with self._mutex:
+            idle = self._idle()
+        if not idle:
+            self.submit(None)
+        with self._mutex:
+            errors, self._unclaimed = self._unclaimed, []
+        if errors:
+            first = errors[0]
+            if len(errors) > 1:
+                first.add_note(f"{len(errors) - 1} more log write(s) failed since the last flush")
+            raise first
+
+
+class GroupWriter(FlushingWriter):
     """Runs writes inside `BEGIN IMMEDIATE` ... `COMMIT`, holding `lock` meanwhile.
 
     Args:
@@ -175,20 +205,8 @@ class GroupWriter:
             nxt.lead = True
             nxt.wake.release()  # type: ignore[union-attr]
 
-    def flush(self) -> None:
-        """Commit every write queued so far (returns once they are committed); then raise the first error of
-        the writes nobody waited for, if any failed since the last flush."""
-        with self._mutex:
-            idle = not self._pending and not self._busy
-        if not idle:
-            self.submit(None)
-        with self._mutex:
-            errors, self._unclaimed = self._unclaimed, []
-        if errors:
-            first = errors[0]
-            if len(errors) > 1:
-                first.add_note(f"{len(errors) - 1} more log write(s) failed since the last flush")
-            raise first
+    def _idle(self) -> bool:
+        return not self._pending and not self._busy
 
     def close(self) -> None:
         """Commit what is queued, then refuse further writes (idempotent)."""

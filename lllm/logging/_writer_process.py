@@ -35,7 +35,7 @@ from typing import Any
 from lllm.errors import LogWriterError, UsageError
 from lllm.logging import _commit
 from lllm.logging._commit import FrameReader, write_frame
-from lllm.logging._writer import _Op
+from lllm.logging._writer import FlushingWriter, _Op
 
 __all__ = ["ProcessWriter"]
 
@@ -47,7 +47,7 @@ _IDLE_POLL_S = 0.25
 _PIPE_BYTES = 1 << 20  # an idle sender looks anyway this often
 
 
-class ProcessWriter:
+class ProcessWriter(FlushingWriter):
     """Commits writes in a child process; the interface of `GroupWriter` (`submit`, `flush`, `close`, the
     counters).
 
@@ -128,20 +128,8 @@ class ProcessWriter:
             raise op.error
         return True
 
-    def flush(self) -> None:
-        """Commit every write queued so far; then raise the first error of the writes nobody waited for, if any
-        failed since the last flush."""
-        with self._mutex:
-            idle = not self._queue and not self._in_flight and self._error is None
-        if not idle:
-            self.submit(None)
-        with self._mutex:
-            errors, self._unclaimed = self._unclaimed, []
-        if errors:
-            first = errors[0]
-            if len(errors) > 1:
-                first.add_note(f"{len(errors) - 1} more log write(s) failed since the last flush")
-            raise first
+    def _idle(self) -> bool:
+        return not self._queue and not self._in_flight and self._error is None
 
     def close(self) -> None:
         """Commit what is queued, end the writer process, refuse further writes (idempotent)."""

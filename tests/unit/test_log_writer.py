@@ -148,9 +148,32 @@ def test_ccall_hands_out_a_result_only_once_its_session_is_committed(tmp_path: P
     store.close()
 
 
+TASKS = 2000  # enough that the batch is still running when its first 30 sessions are committed
+
+
+def _wait_for_orphaned_writers(db: Path, timeout: float = 30.0) -> None:
+    """Until no log writer process (`_commit.py`) of `db` is left."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for proc in Path("/proc").iterdir():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(arg.endswith(b"_commit.py") for arg in cmdline) and str(db).encode() in cmdline:
+                alive.append(proc.name)
+        if not alive:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"log writer processes of {db} still running after {timeout} s: {alive}")
+
+
 def test_a_batch_killed_mid_run_loses_only_uncommitted_tasks_and_resume_runs_exactly_those(tmp_path: Path) -> None:
-    """What a crash can lose: the writes queued behind the commit in flight. A session is committed with its
-    records before (or together with) its end, so every session the log calls `ok` is whole, and
+    """What a crash can lose: the writes the batch's writer process had not received. A session is committed
+    with its records before (or together with) its end, so every session the log calls `ok` is whole, and
     `bcall(resume=...)` re-runs exactly the tasks the log does not hold as succeeded."""
     import subprocess
     import sys
@@ -182,16 +205,17 @@ def test_a_batch_killed_mid_run_loses_only_uncommitted_tasks_and_resume_runs_exa
 
         config = {{"invoker": "scripted", "invoker_config": {{"responder": responder}},
                    "agent_configs": [{{"name": "w", "model_name": "gpt-4o", "system_prompt": "Work."}}]}}
-        Work(config, log_store=sqlite_store({str(db)!r})).bcall([f"t{{i}}" for i in range(300)], max_workers=20)
+        Work(config, log_store=sqlite_store({str(db)!r})).bcall([f"t{{i}}" for i in range({TASKS})], max_workers=20)
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 9, proc.stderr
+    _wait_for_orphaned_writers(db)  # it commits what it had received, then exits: the log is final after that
     store = sqlite_store(db)
     batch_id = store.query("SELECT DISTINCT batch_id FROM sessions")[0]["batch_id"]
     ok = store.query("SELECT s.id, s.model_calls, (SELECT COUNT(*) FROM model_calls m WHERE m.session_id = s.id) AS m, "
                      "(SELECT COUNT(*) FROM dialogs d WHERE d.session_id = s.id) AS d FROM sessions s "
                      "WHERE s.state = 'ok'")
-    assert 30 <= len(ok) < 300
+    assert 30 <= len(ok) < TASKS
     assert all(r["model_calls"] == 1 and r["m"] == 1 and r["d"] == 1 for r in ok)  # an ok session is whole
     ran: list[str] = []
 
@@ -208,10 +232,10 @@ def test_a_batch_killed_mid_run_loses_only_uncommitted_tasks_and_resume_runs_exa
 
     config = {"invoker": "scripted", "invoker_config": {"responder": lambda m: "done " + m[-1]["content"]},
               "agent_configs": [{"name": "w", "model_name": "gpt-4o", "system_prompt": "Work."}]}
-    tasks = [f"t{i}" for i in range(300)]
+    tasks = [f"t{i}" for i in range(TASKS)]
     results = Work(config, log_store=store).bcall(tasks, max_workers=20, resume=batch_id)
-    assert list(results) == [f"done t{i}" for i in range(300)]
-    assert results.skipped == len(ok) and len(ran) == 300 - len(ok)
+    assert list(results) == [f"done t{i}" for i in range(TASKS)]
+    assert results.skipped == len(ok) and len(ran) == TASKS - len(ok)
     assert store.query("SELECT COUNT(*) AS n FROM sessions WHERE batch_id = ? AND state = 'ok'",
-                       [batch_id])[0]["n"] == 300
+                       [batch_id])[0]["n"] == TASKS
     store.close()
