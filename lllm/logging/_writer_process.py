@@ -43,8 +43,8 @@ _LIVE: weakref.WeakSet[ProcessWriter] = weakref.WeakSet()
 _STDERR_TAIL = 2000
 _SHIP_EVERY_S = 0.010  # under load, the longest a write not waited for stays here before it is shipped
 _SHIP_AT = 1000  # ... unless this many are queued
-_IDLE_POLL_S = 0.25
-_PIPE_BYTES = 1 << 20  # an idle sender looks anyway this often
+_IDLE_POLL_S = 0.25  # an idle sender looks anyway this often
+_PIPE_BYTES = 1 << 20
 
 
 class ProcessWriter(FlushingWriter):
@@ -123,7 +123,12 @@ class ProcessWriter(FlushingWriter):
         self._urgent = True
         self._wake.set()
         assert op.wake is not None
-        op.wake.acquire()  # until the writer process has committed it, or is gone
+        while not op.wake.acquire(timeout=0.5):  # until the writer process has committed it, or is gone
+            if op.seq == 0 and (self._error is not None or not self._sender.is_alive()):
+                # never shipped: the writer failed or was closed as this write came in
+                if self._error is not None:
+                    raise LogWriterError(self._error.message, **self._error.facts)
+                raise UsageError("the LogStore was closed while this write was being made")
         if op.error is not None:
             raise op.error
         return True
