@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
+from typing import TYPE_CHECKING, Any
 
 from lllm.errors import LLLMError
+
+if TYPE_CHECKING:
+    from lllm.sandbox._docker import Engine
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,23 +52,23 @@ def add_arguments(subparsers: argparse._SubParsersAction) -> None:
                     "host is gone, and their session directories.")
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     gc.add_argument("--all-hosts", action="store_true", help="also remove containers owned by other hosts")
-    gc.add_argument("--docker-host", metavar="URL", help="the Docker engine to clean (tcp://HOST:2376, ssh://...; "
-                                                         "default: $DOCKER_HOST, else the local one)")
-    gc.add_argument("--tls", metavar="CERT_DIR", help="TLS to that engine: a folder with ca.pem, cert.pem, key.pem "
-                                                      "(default: $DOCKER_TLS_VERIFY/$DOCKER_CERT_PATH)")
+    add_engine_options(gc, "to clean")
     gc.set_defaults(func=cmd_gc)
 
     ls = subparsers.add_parser("ls", help="list sandboxes: id, name, scope, status, age, idle time, owner, image",
                                description="List every lllm sandbox container on the Docker engine: its id, the "
                                            "name of a kept one, its scope (agent, tactic, session), status, age, "
-                                           "time since its last use, its owner process (or 'gone') and image.")
+                                           "time since its last use, its owner process (or 'gone'; PID@HOST for "
+                                           "an owner on another machine, which this one cannot check) and image.")
     ls.add_argument("--json", action="store_true", help="print JSON")
+    add_engine_options(ls, "to list")
     ls.set_defaults(func=cmd_ls)
 
     rm = subparsers.add_parser("rm", help="remove sandboxes of yours by name or id",
                                description="Remove sandbox containers of this user, with their session directories "
                                            "and records, by the name of a kept sandbox (sandbox_session) or by id.")
     rm.add_argument("sandboxes", nargs="+", metavar="ID", help="a name or sandbox id (`lllm sandbox ls`)")
+    add_engine_options(rm, "to remove them from")
     rm.set_defaults(func=cmd_rm)
 
     save = subparsers.add_parser(
@@ -74,6 +79,7 @@ def add_arguments(subparsers: argparse._SubParsersAction) -> None:
                     "end. Prints what was saved and the variables that could not be, with the reason.")
     save.add_argument("sandbox", metavar="ID", help="a name or sandbox id (`lllm sandbox ls`)")
     save.add_argument("path", metavar="PATH", help="the snapshot file to write (replaced if it exists)")
+    add_engine_options(save, "the sandbox runs on")
     save.set_defaults(func=cmd_save)
 
     resume = subparsers.add_parser(
@@ -91,7 +97,42 @@ def add_arguments(subparsers: argparse._SubParsersAction) -> None:
                         help="remove the sandbox after this long without use (default: kept until `lllm sandbox rm`)")
     resume.add_argument("--allow-other-image", action="store_true",
                         help="resume in the current build of the snapshot's image even if it was rebuilt since")
+    add_engine_options(resume, "to start the sandbox on (it must have the snapshot's image)")
     resume.set_defaults(func=cmd_resume)
+
+
+def add_engine_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--docker-host URL` and `--tls CERT_DIR` on a command that works on a Docker engine (`engine_options`)."""
+    parser.add_argument("--docker-host", metavar="URL", help=f"the Docker engine {what} (tcp://HOST:2376, "
+                                                             "ssh://...; default: $DOCKER_HOST, else the local one)")
+    parser.add_argument("--tls", metavar="CERT_DIR", help="TLS to that engine: a folder with ca.pem, cert.pem, "
+                                                          "key.pem (default: $DOCKER_TLS_VERIFY/$DOCKER_CERT_PATH)")
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`docker_host=` and `tls=` for DockerSandbox from `--docker-host`/`--tls`. With `--docker-host` and no
+    `--tls`, TLS comes from $DOCKER_TLS_VERIFY/$DOCKER_CERT_PATH, as the `docker` command takes them."""
+    tls: Any = args.tls
+    if tls is None and args.docker_host and os.environ.get("DOCKER_TLS_VERIFY") not in (None, "", "0"):
+        tls = True
+    return {"docker_host": args.docker_host, "tls": tls}
+
+
+def engine_from_args(args: argparse.Namespace) -> Engine | None:
+    """The engine `--docker-host`/`--tls` name; None: the environment's.
+
+    Raises:
+        UsageError: a malformed address, or a TLS folder without ca.pem, cert.pem, key.pem.
+    """
+    from lllm.sandbox._docker import engine_from
+
+    return engine_from(**engine_options(args))
+
+
+def _engine_flags(args: argparse.Namespace) -> str:
+    """The same options again, for the commands a message suggests (' --docker-host ... --tls ...', or '')."""
+    return "".join(f" {flag} {shlex.quote(value)}" for flag, value in (("--docker-host", args.docker_host),
+                                                                        ("--tls", args.tls)) if value)
 
 
 def _fail(exc: LLLMError) -> int:
@@ -129,14 +170,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     """`lllm sandbox gc`."""
     from lllm.sandbox.reaper import reap
 
-    from lllm.sandbox._docker import engine_from
-
     try:
-        tls: object = args.tls
-        if tls is None and args.docker_host and os.environ.get("DOCKER_TLS_VERIFY") not in (None, "", "0"):
-            tls = True
-        engine = engine_from(args.docker_host, tls) if args.docker_host or args.tls else None
-        report = reap(dry_run=args.dry_run, all_hosts=args.all_hosts, engine=engine)
+        report = reap(dry_run=args.dry_run, all_hosts=args.all_hosts, engine=engine_from_args(args))
     except LLLMError as exc:
         return _fail(exc)
     verb = "would remove" if args.dry_run else "removed"
@@ -155,31 +190,48 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from lllm.sandbox.reaper import format_age, list_sandboxes
 
     try:
-        rows = list_sandboxes()
+        engine = engine_from_args(args)
+        rows = list_sandboxes(engine)
     except LLLMError as exc:
         return _fail(exc)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print("no sandbox containers")
+        print("no sandbox containers" + (f" on the Docker engine at {engine.describe()}" if engine else ""))
         return 0
-    print(f"{'ID':<13} {'NAME':<16} {'SCOPE':<8} {'STATUS':<8} {'AGE':>6} {'IDLE':>6} {'OWNER':<8} IMAGE")
-    for row in rows:
-        owner = "gone" if row["orphan"] else row["owner_pid"]
+    owners = [_owner(row) for row in rows]
+    width = max(8, *(len(owner) for owner in owners))
+    print(f"{'ID':<13} {'NAME':<16} {'SCOPE':<8} {'STATUS':<8} {'AGE':>6} {'IDLE':>6} {'OWNER':<{width}} IMAGE")
+    for row, owner in zip(rows, owners):
         print(f"{row['id']:<13} {row['sandbox_name'] or '-':<16} {row['scope']:<8} {row['status']:<8} "
-              f"{format_age(row['age_s']):>6} {format_age(row['idle_s']):>6} {owner:<8} {row['image']}")
+              f"{format_age(row['age_s']):>6} {format_age(row['idle_s']):>6} {owner:<{width}} {row['image']}")
     return 0
+
+
+def _owner(row: dict[str, Any]) -> str:
+    """The OWNER column: the pid, `gone`, or PID@HOST for a process on another machine (not checked from here)."""
+    if row["orphan"]:
+        return "gone"
+    if row.get("owner_here", True):
+        return str(row["owner_pid"])
+    return f"{row['owner_pid']}@{str(row['owner_host']).rpartition(':')[0] or '?'}"
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
     """`lllm sandbox rm`."""
+    from lllm.sandbox import _docker
     from lllm.sandbox.reaper import remove_sandbox
 
+    try:
+        engine = engine_from_args(args)
+        _docker.client(engine)  # an engine given by address is asked once here, not once per sandbox
+    except LLLMError as exc:
+        return _fail(exc)
     status = 0
     for sandbox in args.sandboxes:
         try:
-            name = remove_sandbox(sandbox)
+            name = remove_sandbox(sandbox, engine)
         except LLLMError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
@@ -193,7 +245,7 @@ def cmd_save(args: argparse.Namespace) -> int:
     from lllm.sandbox.docker import DockerSandbox
 
     try:
-        sandbox = DockerSandbox.attach(args.sandbox)
+        sandbox = DockerSandbox.attach(args.sandbox, **engine_options(args))
     except LLLMError as exc:
         return _fail(exc)
     try:
@@ -220,7 +272,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     name = args.name or f"resumed-{secrets.token_hex(4)}"
     try:
         sandbox = DockerSandbox.resume(args.path, name=name, scope="session", idle_timeout=args.idle_timeout,
-                                       allow_other_image=args.allow_other_image)
+                                       allow_other_image=args.allow_other_image, **engine_options(args))
     except LLLMError as exc:
         return _fail(exc)
     sandbox_id, restored, missing = sandbox.sandbox_id, sandbox.restored_names, dict(sandbox.not_restored)
@@ -229,8 +281,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
           f"variable{'s' if len(restored) != 1 else ''} and the workspace files restored")
     for var, why in sorted(missing.items()):
         print(f"not restored: {var} ({why})")
-    print(f"attach with DockerSandbox.attach({name!r}) or a tactic call with sandbox_session={name!r}; "
-          f"`lllm sandbox rm {name}` removes it")
+    where = "".join(f", {key}={value!r}" for key, value in engine_options(args).items() if value is not None)
+    print(f"attach with DockerSandbox.attach({name!r}{where}) or a tactic call with sandbox_session={name!r}; "
+          f"`lllm sandbox rm {shlex.quote(name)}{_engine_flags(args)}` removes it")
     return 0
 
 

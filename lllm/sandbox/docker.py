@@ -977,7 +977,7 @@ def _claim_name(name: str, engine: Any = None) -> None:
         raise UsageError(f"the name {name!r} is taken by another user's sandbox; choose another", name=name)
     from lllm.sandbox.reaper import remove_container
 
-    remove_container(container)
+    remove_container(container, engine)
 
 
 def _owner_alive(owner: Any) -> bool:

@@ -129,7 +129,7 @@ def find_container(sandbox: str, engine: Any = None) -> Any:
     `engine` (`lllm.sandbox._docker.Engine`) when given, else the environment's engine."""
     client = _docker.client(engine)
     for label in (_docker.LABEL_NAME, _docker.LABEL_SESSION):
-        with _docker.translate_errors("list sandbox containers"):
+        with _docker.translate_errors("list sandbox containers", engine=engine):
             found = client.containers.list(all=True, ignore_removed=True,
                                            filters={"label": [f"{_docker.LABEL}=1", f"{label}={sandbox}"]})
         if found:

@@ -101,12 +101,13 @@ def verdict(container: Any, record: dict[str, Any] | None, *, now: float, all_ho
     return "its owner process is gone"
 
 
-def remove_container(container: Any) -> None:
-    """Force-remove a sandbox container with its session directory and record."""
+def remove_container(container: Any, engine: Any = None) -> None:
+    """Force-remove a sandbox container (on `engine`, an `lllm.sandbox._docker.Engine`, when it came from one)
+    with its session directory and record, which only exist on the host that started it."""
     from lllm.sandbox.lifetime import remove_record
 
     labels = container.labels or {}
-    with _docker.translate_errors(f"remove container {container.name!r}"):
+    with _docker.translate_errors(f"remove container {container.name!r}", engine=engine):
         try:
             container.remove(force=True)
         except Exception as exc:  # noqa: BLE001 - already being removed / gone
@@ -114,6 +115,8 @@ def remove_container(container: Any) -> None:
 
             if not isinstance(exc, docker.errors.NotFound) and "already in progress" not in str(exc):
                 raise
+    if labels.get(_docker.LABEL_HOST) != host_id():
+        return  # another machine's sandbox (an engine both use): its directory and record are over there
     session_dir = labels.get(_docker.LABEL_DIR)
     if session_dir:
         remove_session_dir(Path(session_dir))
@@ -145,7 +148,7 @@ def reap(*, dry_run: bool = False, all_hosts: bool = False, engine: Any = None) 
         report.containers.append(container.name)
         report.reasons[container.name] = why
         if not dry_run:
-            remove_container(container)
+            remove_container(container, engine)
     alive = {(c.labels or {}).get(_docker.LABEL_SESSION) for c in containers
              if c.name not in report.containers}
     if engine is not None:  # this engine's containers only: what lives on others is not ours to judge
@@ -193,23 +196,26 @@ def remove_labelled(label: str, value: str) -> int:
     return count
 
 
-def remove_sandbox(sandbox: str) -> str:
-    """`lllm sandbox rm`: remove this user's sandbox named `sandbox` (or with that id); return its container name.
+def remove_sandbox(sandbox: str, engine: Any = None) -> str:
+    """`lllm sandbox rm`: remove this user's sandbox named `sandbox` (or with that id) from `engine` (an
+    `lllm.sandbox._docker.Engine`; None: the environment's); return its container name.
 
     Raises:
         SandboxError: no such sandbox, or another user's (the message says so).
+        SandboxStartError: no engine answers at `engine`, or TLS failed.
     """
     from lllm.errors import SandboxError
     from lllm.sandbox.lifetime import find_container
 
-    container = find_container(sandbox)
+    container = find_container(sandbox, engine)
     if container is None:
-        raise SandboxError(f"no sandbox named {sandbox!r} (nor with that id); `lllm sandbox ls` lists them",
+        where = f" on the Docker engine at {engine.describe()}" if engine is not None else ""
+        raise SandboxError(f"no sandbox named {sandbox!r} (nor with that id){where}; `lllm sandbox ls` lists them",
                            sandbox=sandbox, reason="missing")
     if (container.labels or {}).get(_docker.LABEL_UID, str(os.geteuid())) != str(os.geteuid()):
         raise SandboxError(f"sandbox {sandbox!r} belongs to another user; only its owner may remove it",
                            sandbox=sandbox, reason="foreign")
-    remove_container(container)
+    remove_container(container, engine)
     return str(container.name)
 
 
@@ -221,14 +227,20 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
-def list_sandboxes() -> list[dict[str, Any]]:
-    """Every sandbox container on the engine: ids, name, scope, status, age, idle time, owner, image, limits."""
+def list_sandboxes(engine: Any = None) -> list[dict[str, Any]]:
+    """Every sandbox container on `engine` (an `lllm.sandbox._docker.Engine`; None: the environment's): ids, name,
+    scope, status, age, idle time, owner, image, limits.
+
+    `orphan` is True only when this host can tell that the owner process is gone: an owner on another machine
+    (`owner_here` False, on an engine several machines use) is never judged from here, as for `reap()` without
+    `all_hosts`."""
     from lllm.sandbox.lifetime import records
 
     known = records()
     now = time.time()
+    me = host_id()
     rows = []
-    for container in _sandbox_containers():
+    for container in _sandbox_containers(engine):
         labels = container.labels or {}
         sandbox_id = labels.get(_docker.LABEL_SESSION, "")
         record = known.get(sandbox_id)
@@ -250,6 +262,7 @@ def list_sandboxes() -> list[dict[str, Any]]:
             "max_lifetime": _number(labels.get(_docker.LABEL_LIFETIME)) or None,
             "owner_pid": owner_pid,
             "owner_host": labels.get(_docker.LABEL_HOST, ""),
+            "owner_here": labels.get(_docker.LABEL_HOST, "") == me,
             "owner_uid": labels.get(_docker.LABEL_UID, ""),
             "orphan": orphan,
             "image": (container.attrs.get("Config") or {}).get("Image", ""),

@@ -112,7 +112,7 @@ def save(sandbox: Any, path: str | os.PathLike[str], *, timeout: float = 600.0) 
             workspace = archiver.result()
         finally:
             _unlink(host_file)
-    meta = SnapshotMeta(format=FORMAT, image=str(root.image), image_id=_image_id(str(root.image)),
+    meta = SnapshotMeta(format=FORMAT, image=str(root.image), image_id=_image_id(str(root.image), root.engine),
                         limits=root.limits.model_dump(), saved=list(reply.get("saved") or []),
                         skipped=dict(reply.get("skipped") or {}), namespace_bytes=len(namespace),
                         workspace_bytes=len(workspace), created=time.time(), sandbox_id=sandbox.sandbox_id)
@@ -151,11 +151,16 @@ def _workspace_archive(root: Any) -> bytes:
     return data
 
 
-def _image_id(image: str) -> str | None:
+def _image_id(image: str, engine: Any = None) -> str | None:
+    """The id of `image` on `engine` (`lllm.sandbox._docker.Engine`; None: the environment's), None if it has none.
+
+    Raises:
+        SandboxStartError: no engine answers there, or TLS failed (not an absent image)."""
     from lllm.sandbox import _docker
 
+    client = _docker.client(engine)
     try:
-        return str(_docker.client().images.get(image).id)
+        return str(client.images.get(image).id)
     except Exception:  # noqa: BLE001 - only for the metadata
         return None
 
@@ -257,11 +262,16 @@ def resume(cls: Any, path: str | os.PathLike[str], *, image: str | None = None, 
                 "were pickled against that image's libraries. Resume it in that image (leave image= out), or pass "
                 "allow_other_image=True to try anyway", image=meta.image)
         if image is None:
-            current = _image_id(use_image)
+            from lllm.sandbox import _docker
+
+            # the engine the sandbox will start on, which may be another machine's (docker_host=, tls=)
+            engine = _docker.engine_from(options.get("docker_host"), options.get("tls"))
+            current = _image_id(use_image, engine)
             if current is None:
-                raise SnapshotError(f"the snapshot {str(path)!r} was saved from image {meta.image!r}, which this "
-                                    "Docker engine does not have; build or load it, or pass image= and "
-                                    "allow_other_image=True", image=meta.image)
+                where = f"the Docker engine at {engine.describe()}" if engine is not None else "this Docker engine"
+                raise SnapshotError(f"the snapshot {str(path)!r} was saved from image {meta.image!r}, which {where} "
+                                    "does not have; build or load it, or pass image= and allow_other_image=True",
+                                    image=meta.image)
             if meta.image_id and current != meta.image_id and not allow_other_image:
                 raise SnapshotError(f"the snapshot {str(path)!r} was saved from another build of {meta.image!r} "
                                     f"({meta.image_id[:19]}, now {current[:19]}); pass allow_other_image=True to "
