@@ -259,3 +259,144 @@ def test_the_scaling_guides_example_runs_on_the_remote_engine(remote_engine: Any
     out = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "'kernel.json'" in out.stdout and "'kernel-1'" in out.stdout, out.stdout
+
+
+# -- `lllm sandbox ls|rm|save|resume --docker-host ... --tls ...` -------------------------------------------------
+def _sandbox_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lllm.cli", "sandbox", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def _on(engine: Any) -> list[str]:
+    return ["--docker-host", engine.host, "--tls", str(engine.client_certs)]
+
+
+def _labels(**extra: str) -> dict[str, str]:
+    run = os.environ.get("LLLM_TEST_RUN")
+    return {_docker.LABEL: "1", _docker.LABEL_UID: str(os.geteuid()), **extra,
+            **({_docker.LABEL_TEST_RUN: run} if run else {})}
+
+
+def _rows(out: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
+    import json
+
+    assert out.returncode == 0, out.stderr
+    return {row["id"]: row for row in json.loads(out.stdout)}
+
+
+def test_ls_and_rm_with_docker_host_work_on_that_engine_only(remote_engine: Any, sandbox_image: str) -> None:
+    import secrets
+
+    import docker
+
+    from lllm.sandbox._rundir import process_start_time
+    from lllm.sandbox.lifetime import read_record
+
+    name = f"cli-remote-{secrets.token_hex(3)}"
+    kept = remote(remote_engine, name=name, idle_timeout=300)
+    # on the local engine, a sandbox of the same name (owned by this live process, so no reaper takes it): `rm`
+    # on the remote engine must not find it, plain `ls` must
+    decoy = docker.from_env().containers.create(sandbox_image, ["sleep", "300"], network_mode="none", labels=_labels(**{
+        _docker.LABEL_NAME: name, _docker.LABEL_SESSION: f"decoy-{name}", _docker.LABEL_SCOPE: "session",
+        _docker.LABEL_PID: str(os.getpid()), _docker.LABEL_START: process_start_time(os.getpid()),
+        _docker.LABEL_HOST: host_id()}))
+    # on the remote engine, one of another machine's (an engine two machines use): its pid means nothing here
+    elsewhere = _docker.client(_docker.engine_from(remote_engine.host, str(remote_engine.client_certs))).containers.create(
+        sandbox_image, ["sleep", "300"], network_mode="none", labels=_labels(**{
+            _docker.LABEL_SESSION: f"elsewhere-{name}", _docker.LABEL_PID: "999999", _docker.LABEL_START: "0",
+            _docker.LABEL_HOST: "otherbox:0badc0de"}))
+    try:
+        kept.start()
+        kept.run_cell("x = 1")
+        kept.detach()
+
+        local = _rows(_sandbox_cli("ls", "--json"))
+        assert kept.sandbox_id not in local and f"decoy-{name}" in local
+        there = _rows(_sandbox_cli("ls", "--json", *_on(remote_engine)))
+        assert f"decoy-{name}" not in there
+        row = there[kept.sandbox_id]
+        assert (row["sandbox_name"], row["scope"], row["status"]) == (name, "session", "running")
+        assert row["owner_pid"] == str(os.getpid()) and row["owner_here"] and row["orphan"] is False
+        other = there[f"elsewhere-{name}"]
+        assert other["owner_here"] is False and other["orphan"] is False  # not known to be gone: not "gone"
+        table = _sandbox_cli("ls", *_on(remote_engine))
+        assert table.returncode == 0, table.stderr
+        (line,) = [ln for ln in table.stdout.splitlines() if ln.startswith(kept.sandbox_id)]
+        assert name in line and f" {os.getpid()} " in line
+        (line,) = [ln for ln in table.stdout.splitlines() if ln.startswith(f"elsewhere-{name}"[:13])]
+        assert "999999@otherbox" in line and "gone" not in line
+
+        removed = _sandbox_cli("rm", name, *_on(remote_engine))
+        assert removed.returncode == 0, removed.stderr
+        assert f"removed {name} (lllm-s-{name})" in removed.stdout
+        assert kept.container.id[:12] not in remote_engine.containers()
+        assert not kept.session_dir.exists() and read_record(kept.sandbox_id) is None  # this host's side of it
+        decoy.reload()  # still there (NotFound otherwise)
+        again = _sandbox_cli("rm", name, *_on(remote_engine))
+        assert again.returncode == 1 and f"no sandbox named {name!r}" in again.stderr
+        assert f"on the Docker engine at {remote_engine.host} (TLS)" in again.stderr
+    finally:
+        kept.close()
+        for container in (decoy, elsewhere):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:  # what a wrong `rm` would have done
+                pass
+        subprocess.run(remote_engine.cli("rm", "-f", f"lllm-s-{name}"), capture_output=True, timeout=60)
+
+
+def test_engine_commands_give_the_same_clear_errors_as_gc(remote_engine: Any, tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parents[1]))
+    from remote_engine import _free_port
+
+    nobody = f"tcp://127.0.0.1:{_free_port()}"
+    snapshot = tmp_path / "s.snapshot"
+    snapshot.write_bytes(b"")
+    for command in (["gc"], ["ls"], ["rm", "x"], ["save", "x", str(tmp_path / "out.snapshot")]):
+        out = _sandbox_cli(*command, "--docker-host", nobody)
+        assert out.returncode == 1 and f"no Docker engine answers at {nobody}" in out.stderr, (command, out.stderr)
+        assert "Traceback" not in out.stderr
+        out = _sandbox_cli(*command, "--docker-host", remote_engine.host, "--tls", str(tmp_path / "none"))
+        assert out.returncode == 1 and "no such file" in out.stderr and "ca.pem" in out.stderr, (command, out.stderr)
+        out = _sandbox_cli(*command, "--docker-host", "10.0.0.5:2376")
+        assert out.returncode == 1 and "give it as DOCKER_HOST spells it" in out.stderr, (command, out.stderr)
+        assert "Traceback" not in out.stderr
+
+
+def test_save_and_resume_by_cli_on_the_remote_engine(remote_engine: Any, sandbox_image: str, tmp_path: Path) -> None:
+    import secrets
+
+    suffix = secrets.token_hex(3)
+    # an image only the remote engine has: the snapshot's image is looked for there, not on this machine's engine
+    image = f"lllm-remote-only:{suffix}"
+    subprocess.run(remote_engine.cli("tag", sandbox_image, image), check=True, capture_output=True, timeout=60)
+    name, resumed = f"cli-save-{suffix}", f"cli-resumed-{suffix}"
+    first = remote(remote_engine, image=image, name=name, idle_timeout=300)
+    try:
+        first.start()
+        first.run_cell("data = list(range(1000))")
+        first.upload(b"kept", "notes.txt")
+        first.detach()
+        saved = _sandbox_cli("save", name, str(tmp_path / "s.snapshot"), *_on(remote_engine))
+        assert saved.returncode == 0, saved.stderr
+        assert f"saved sandbox {first.sandbox_id}" in saved.stdout
+        back = _sandbox_cli("resume", str(tmp_path / "s.snapshot"), "--name", resumed, *_on(remote_engine))
+        assert back.returncode == 0, back.stderr
+        assert f"lllm sandbox rm {resumed} --docker-host {remote_engine.host} --tls" in back.stdout
+        rows = {row["sandbox_name"]: row for row in _rows(_sandbox_cli("ls", "--json", *_on(remote_engine))).values()}
+        assert rows[resumed]["image"] == image and rows[resumed]["scope"] == "session"
+        assert resumed not in {row["sandbox_name"] for row in _rows(_sandbox_cli("ls", "--json")).values()}
+        attached = DockerSandbox.attach(resumed, docker_host=remote_engine.host, tls=str(remote_engine.client_certs))
+        try:
+            out = attached.run_cell("print(sum(data), open('notes.txt').read())")
+            assert out.stdout == "499500 kept\n", out.text
+        finally:
+            attached.detach()
+        removed = _sandbox_cli("rm", resumed, name, *_on(remote_engine))
+        assert removed.returncode == 0, removed.stderr
+        assert not [c for c in remote_engine.containers() if c in (first.container.id[:12], attached.container.id[:12])]
+    finally:
+        first.close()
+        subprocess.run(remote_engine.cli("rm", "-f", f"lllm-s-{name}", f"lllm-s-{resumed}"), capture_output=True,
+                       timeout=60)
+        subprocess.run(remote_engine.cli("rmi", image), capture_output=True, timeout=60)
