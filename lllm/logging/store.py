@@ -34,6 +34,7 @@ import sqlite3
 import threading
 import time
 import warnings
+import weakref
 from datetime import datetime, timedelta
 from json.encoder import encode_basestring_ascii as _encode_ascii
 from pathlib import Path
@@ -196,6 +197,14 @@ _PID = os.getpid()
 """This process's pid, kept up to date in forked children (a syscall less on every write of a batch)."""
 
 
+def _close_quietly(writer: ProcessWriter) -> None:
+    """Close the writer process of a store that was garbage-collected without `close()`."""
+    try:
+        writer.close()
+    except Exception as exc:  # noqa: BLE001 - nobody is left to raise to
+        warnings.warn(f"a LogStore dropped without close(): its last log writes failed: {exc}", RuntimeWarning)
+
+
 def _after_fork() -> None:
     global _PID
     _PID = os.getpid()
@@ -316,6 +325,8 @@ class LogStore(CoreLogApi):
                 self._writer_mode = "thread"
                 return False
             self._writer = new
+            # a store dropped without close() must not leave its writer process and threads behind
+            weakref.finalize(self, _close_quietly, new)
             self._retired.append(old)
             old.flush()  # a write that took the old writer just before the switch is committed before any new one
         return True

@@ -273,3 +273,18 @@ def test_where_a_writer_process_is_used(tmp_path: Path) -> None:
     with sqlite_store(tmp_path / "one.db") as one_worker:
         Outer(_config(), log_store=one_worker, runtime=Runtime("one")).bcall(["good", "bad"], max_workers=1)
         assert one_worker.writer_stats["writer_process"] is None  # nothing to take off the worker's core
+
+
+def test_a_store_dropped_without_close_ends_its_writer_process(tmp_path: Path) -> None:
+    import gc
+
+    db = tmp_path / "dropped.db"
+    store = sqlite_store(db)
+    _batch(store)
+    pid = store.writer_stats["writer_process"]
+    os.kill(pid, 0)
+    del store
+    gc.collect()
+    with pytest.raises(ProcessLookupError):  # ended (after committing) and reaped, not left for the process's life
+        os.kill(pid, 0)
+    assert _table(db, "SELECT COUNT(*) FROM sessions") == [(79,)]
