@@ -59,11 +59,23 @@ class _Op:
 
 
 class FlushingWriter:
-    """What both writers share: `flush()` commits what is queued, then raises the first error of the writes
-    nobody waited for since the last flush."""
+    """What both writers share: the counters, and `flush()`, which commits what is queued, then raises the
+    first error of the writes nobody waited for since the last flush."""
 
-    _mutex: threading.Lock
-    _unclaimed: list[BaseException]
+    def __init__(self, name: str, max_pending: int) -> None:
+        self.name = name
+        self.max_pending = max_pending
+        self._mutex = threading.Lock()
+        self.dropped = 0
+        """Records dropped because the queue was full."""
+        self.dropped_by: Counter[Any] = Counter()
+        """The same, by the `key` given to `submit` (the LogStore passes the session id)."""
+        self.failed = 0
+        """Writes that failed (a waited write re-raises its error; the others' go to the next `flush()`)."""
+        self._unclaimed: list[BaseException] = []
+        self.max_wait_s = 0.0
+        """The longest a write has waited from `submit` to its commit, in seconds: what a crash could have
+        lost at worst, so far."""
 
     def submit(self, data: Any, *, wait: bool = True, key: Any = None, droppable: bool = True) -> bool:
         raise NotImplementedError
@@ -105,22 +117,10 @@ class GroupWriter(FlushingWriter):
         self._conn = conn
         self._lock = lock
         self._apply_ops = apply
-        self._mutex = threading.Lock()
+        super().__init__(name, max_pending)
         self._pending: list[_Op] = []
         self._busy = False
         self._closed = False
-        self.name = name
-        self.max_pending = max_pending
-        self.dropped = 0
-        """Records dropped because the queue was full."""
-        self.dropped_by: Counter[Any] = Counter()
-        """The same, by the `key` given to `submit` (the LogStore passes the session id)."""
-        self.failed = 0
-        """Writes that failed (a waited write re-raises its error; the others' go to the next `flush()`)."""
-        self._unclaimed: list[BaseException] = []
-        self.max_wait_s = 0.0
-        """The longest a write has waited from `submit` to its commit, in seconds: what a crash could have
-        lost at worst, so far."""
 
     def submit(self, data: Any, *, wait: bool = True, key: Any = None, droppable: bool = True) -> bool:
         """Write `data` (see the module docstring); returns False when a record was dropped (queue full).

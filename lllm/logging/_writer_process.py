@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import weakref
-from collections import Counter, deque
+from collections import deque
 from typing import Any
 
 from lllm.errors import LogWriterError, UsageError
@@ -59,14 +59,8 @@ class ProcessWriter(FlushingWriter):
     """
 
     def __init__(self, path: str, *, busy_timeout: float, name: str, max_pending: int = 100_000) -> None:
-        self.name = name
+        super().__init__(name, max_pending)
         self.path = path
-        self.max_pending = max_pending
-        self.dropped = 0
-        self.dropped_by: Counter[Any] = Counter()
-        self.failed = 0
-        self.max_wait_s = 0.0
-        self._mutex = threading.Lock()
         self._wake = threading.Event()
         self._urgent = False  # a write somebody waits for is queued
         self._queue: deque[Any] = deque()  # writes not shipped yet; a write somebody waits for is its _Op
@@ -74,7 +68,6 @@ class ProcessWriter(FlushingWriter):
         self._next_seq = 1  # the sequence number the next write shipped gets
         self._waiting: deque[_Op] = deque()  # waited writes, in sequence order
         self._in_flight: deque[tuple[int, float]] = deque()  # (last write of a frame, its oldest write's time at most)
-        self._unclaimed: list[BaseException] = []
         self._error: LogWriterError | None = None
         self._closed = False
         self._stopping = False
