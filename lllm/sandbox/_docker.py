@@ -237,6 +237,13 @@ def owner_labels(sandbox_id: str, session_dir: Path, extra: dict[str, str] | Non
     return labels
 
 
+def owned_elsewhere(labels: dict[str, str]) -> bool:
+    """True when a sandbox container was started by a process on another machine (see `_rundir.other_machine`)."""
+    from lllm.sandbox._rundir import other_machine
+
+    return other_machine(labels.get(LABEL_HOST, ""))
+
+
 def cgroup_oom_kills(container_id: str) -> int | None:
     """The container's OOM-kill counter read from the host's cgroup tree (v1 or v2), None when not found
     (a remote engine, another cgroup layout): the in-container supervisor's count is used then."""

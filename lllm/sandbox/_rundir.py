@@ -174,9 +174,21 @@ def process_start_time(pid: int) -> str:
     return fields[19] if len(fields) > 19 else ""
 
 
+def other_machine(host: str) -> bool:
+    """True when `host` (an owner's `host_id()`; '' when unknown) is not this machine: on an engine several machines
+    use, its owner process can neither be checked from here nor its session directory and record reached. The one
+    test of "another machine's sandbox" for the reaper, `ls`, `rm` and `attach`."""
+    return host != host_id()
+
+
+def machine_name(host: str) -> str:
+    """The hostname in an owner's host id (`host_id()`), '?' when it does not say."""
+    return host.rpartition(":")[0] or "?"
+
+
 def owner_alive(pid: int, start: str, host: str) -> bool:
     """True when the owning process may still be running. Owners on other hosts always count as alive."""
-    if host != host_id():
+    if other_machine(host):
         return True
     if pid <= 0:
         return False

@@ -66,8 +66,13 @@ def add_arguments(subparsers: argparse._SubParsersAction) -> None:
 
     rm = subparsers.add_parser("rm", help="remove sandboxes of yours by name or id",
                                description="Remove sandbox containers of this user, with their session directories "
-                                           "and records, by the name of a kept sandbox (sandbox_session) or by id.")
+                                           "and records, by the name of a kept sandbox (sandbox_session) or by id. "
+                                           "One another user or a process on another machine started (an engine "
+                                           "several machines use) is refused, the others named are removed, and "
+                                           "the exit status is 1.")
     rm.add_argument("sandboxes", nargs="+", metavar="ID", help="a name or sandbox id (`lllm sandbox ls`)")
+    rm.add_argument("--force", action="store_true", help="remove them even when another user or another machine's "
+                                                         "process started them (whose owner may still use them)")
     add_engine_options(rm, "to remove them from")
     rm.set_defaults(func=cmd_rm)
 
@@ -215,7 +220,9 @@ def _owner(row: dict[str, Any]) -> str:
         return "gone"
     if row.get("owner_here", True):
         return str(row["owner_pid"])
-    return f"{row['owner_pid']}@{str(row['owner_host']).rpartition(':')[0] or '?'}"
+    from lllm.sandbox._rundir import machine_name
+
+    return f"{row['owner_pid']}@{machine_name(str(row['owner_host']))}"
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
@@ -231,7 +238,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     status = 0
     for sandbox in args.sandboxes:
         try:
-            name = remove_sandbox(sandbox, engine)
+            name = remove_sandbox(sandbox, engine, force=args.force, cli_flags=_engine_flags(args))
         except LLLMError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1

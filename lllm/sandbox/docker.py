@@ -899,7 +899,6 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
                 says what to do). Nothing is started or left behind.
         """
         from lllm.sandbox import lifetime
-        from lllm.sandbox._rundir import host_id
 
         container = lifetime.find_container(sandbox, _docker.engine_from(docker_host, tls))
         if container is None:
@@ -907,7 +906,7 @@ class DockerSandbox(RootBranches, Forkable, KernelSandbox):
                                "sandbox ls` lists them. Start one with DockerSandbox(name=...) or a tactic call "
                                "with sandbox_session=...", sandbox=sandbox, reason="missing")
         labels = container.labels or {}
-        if labels.get(_docker.LABEL_UID) != str(os.geteuid()) or labels.get(_docker.LABEL_HOST) != host_id():
+        if labels.get(_docker.LABEL_UID) != str(os.geteuid()) or _docker.owned_elsewhere(labels):
             raise SandboxError(f"sandbox {sandbox!r} belongs to another user or host (uid "
                                f"{labels.get(_docker.LABEL_UID, '?')}, host {labels.get(_docker.LABEL_HOST, '?')}); "
                                "only its owner can attach to it: start a sandbox of your own", sandbox=sandbox,

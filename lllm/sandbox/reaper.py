@@ -19,13 +19,14 @@ alone unless `all_hosts=True`.
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lllm.sandbox import _docker
-from lllm.sandbox._rundir import host_id, owner_alive, remove_session_dir, run_root
+from lllm.sandbox._rundir import host_id, machine_name, owner_alive, remove_session_dir, run_root
 
 
 @dataclass
@@ -53,10 +54,9 @@ def is_orphan(labels: dict[str, str], *, all_hosts: bool = False) -> bool:
         pid = int(labels.get(_docker.LABEL_PID, "0"))
     except ValueError:
         return True
-    host = labels.get(_docker.LABEL_HOST, "")
-    if all_hosts and host != host_id():
+    if all_hosts and _docker.owned_elsewhere(labels):
         return True
-    return not owner_alive(pid, labels.get(_docker.LABEL_START, ""), host)
+    return not owner_alive(pid, labels.get(_docker.LABEL_START, ""), labels.get(_docker.LABEL_HOST, ""))
 
 
 def _number(value: Any) -> float:
@@ -84,8 +84,7 @@ def last_used(labels: dict[str, str], record: dict[str, Any] | None) -> float:
 def verdict(container: Any, record: dict[str, Any] | None, *, now: float, all_hosts: bool = False) -> str | None:
     """Why the reaper removes this container, or None to keep it (see the module docstring)."""
     labels = container.labels or {}
-    here = labels.get(_docker.LABEL_HOST, "") == host_id()
-    if here or all_hosts:
+    if all_hosts or not _docker.owned_elsewhere(labels):
         created = _number(labels.get(_docker.LABEL_CREATED))
         lifetime = _number(labels.get(_docker.LABEL_LIFETIME))
         idle = _number(labels.get(_docker.LABEL_IDLE))
@@ -115,7 +114,7 @@ def remove_container(container: Any, engine: Any = None) -> None:
 
             if not isinstance(exc, docker.errors.NotFound) and "already in progress" not in str(exc):
                 raise
-    if labels.get(_docker.LABEL_HOST) != host_id():
+    if _docker.owned_elsewhere(labels):
         return  # another machine's sandbox (an engine both use): its directory and record are over there
     session_dir = labels.get(_docker.LABEL_DIR)
     if session_dir:
@@ -196,12 +195,17 @@ def remove_labelled(label: str, value: str) -> int:
     return count
 
 
-def remove_sandbox(sandbox: str, engine: Any = None) -> str:
+def remove_sandbox(sandbox: str, engine: Any = None, *, force: bool = False, cli_flags: str = "") -> str:
     """`lllm sandbox rm`: remove this user's sandbox named `sandbox` (or with that id) from `engine` (an
     `lllm.sandbox._docker.Engine`; None: the environment's); return its container name.
 
+    A sandbox another user started, or a process on another machine (an engine several machines use, whose
+    process this one cannot check, as `reap()` and `DockerSandbox.attach` see it), is refused unless `force`.
+    `cli_flags`: the engine options of the command line, repeated in the commands the message suggests.
+
     Raises:
-        SandboxError: no such sandbox, or another user's (the message says so).
+        SandboxError: no such sandbox (`reason` `missing`), another user's (`foreign`) or another machine's
+            (`other_host`); the message says whose and what to do.
         SandboxStartError: no engine answers at `engine`, or TLS failed.
     """
     from lllm.errors import SandboxError
@@ -212,8 +216,27 @@ def remove_sandbox(sandbox: str, engine: Any = None) -> str:
         where = f" on the Docker engine at {engine.describe()}" if engine is not None else ""
         raise SandboxError(f"no sandbox named {sandbox!r} (nor with that id){where}; `lllm sandbox ls` lists them",
                            sandbox=sandbox, reason="missing")
-    if (container.labels or {}).get(_docker.LABEL_UID, str(os.geteuid())) != str(os.geteuid()):
-        raise SandboxError(f"sandbox {sandbox!r} belongs to another user; only its owner may remove it",
+    labels = container.labels or {}
+    uid = labels.get(_docker.LABEL_UID, str(os.geteuid()))
+    elsewhere = _docker.owned_elsewhere(labels)
+    if not force and (elsewhere or uid != str(os.geteuid())):
+        what = (f"container {container.name}, scope {labels.get(_docker.LABEL_SCOPE, 'agent')}, "
+                f"{container.status}")
+        pid = labels.get(_docker.LABEL_PID, "")
+        who = f"process {pid}" if pid else "a process"
+        again = f"`lllm sandbox rm {shlex.quote(sandbox)} --force{cli_flags}`"
+        if elsewhere:
+            host = labels.get(_docker.LABEL_HOST) or "unknown"
+            machine = machine_name(host)
+            user = f" of another user (uid {uid})" if uid != str(os.geteuid()) else ""
+            raise SandboxError(
+                f"sandbox {sandbox!r} ({what}) belongs to {who}{user} on another machine"
+                f"{', ' + machine if machine != '?' else ''} (host id {host}), which this one cannot check: it may "
+                f"still be in use there. Remove it from that machine; if you are sure it is not in use, {again}; "
+                f"if that machine is gone, `lllm sandbox gc --all-hosts{cli_flags}` removes what it left",
+                sandbox=sandbox, reason="other_host")
+        raise SandboxError(f"sandbox {sandbox!r} ({what}) belongs to another user (uid {uid}, {who} on this "
+                           f"machine); only its owner should remove it (as that user); if you are sure, {again}",
                            sandbox=sandbox, reason="foreign")
     remove_container(container, engine)
     return str(container.name)
@@ -238,7 +261,6 @@ def list_sandboxes(engine: Any = None) -> list[dict[str, Any]]:
 
     known = records()
     now = time.time()
-    me = host_id()
     rows = []
     for container in _sandbox_containers(engine):
         labels = container.labels or {}
@@ -262,7 +284,7 @@ def list_sandboxes(engine: Any = None) -> list[dict[str, Any]]:
             "max_lifetime": _number(labels.get(_docker.LABEL_LIFETIME)) or None,
             "owner_pid": owner_pid,
             "owner_host": labels.get(_docker.LABEL_HOST, ""),
-            "owner_here": labels.get(_docker.LABEL_HOST, "") == me,
+            "owner_here": not _docker.owned_elsewhere(labels),
             "owner_uid": labels.get(_docker.LABEL_UID, ""),
             "orphan": orphan,
             "image": (container.attrs.get("Config") or {}).get("Image", ""),

@@ -147,9 +147,59 @@ def test_attach_refuses_missing_dead_and_foreign_sandboxes(sandbox_image: str) -
             DockerSandbox.attach(f"foreign-{RUN}")
         assert info.value.reason == "foreign"
         rm = _cli("sandbox", "rm", f"foreign-{RUN}")
-        assert rm.returncode == 1 and "belongs to another user" in rm.stderr
+        assert rm.returncode == 1 and "of another user (uid 4242) on another machine (host id x)" in rm.stderr, rm.stderr
+        assert f"lllm sandbox rm foreign-{RUN} --force" in rm.stderr
+        foreign.reload()  # still there (NotFound otherwise)
+        forced = _cli("sandbox", "rm", f"foreign-{RUN}", "--force")
+        assert forced.returncode == 0 and f"removed foreign-{RUN}" in forced.stdout, forced.stderr
+        assert _containers(**{LABEL_NAME: f"foreign-{RUN}"}) == []
     finally:
-        foreign.remove(force=True)
+        try:
+            foreign.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+
+def test_rm_refuses_another_machines_sandbox_unless_forced(sandbox_image: str) -> None:
+    """On an engine several machines use, a sandbox whose owner runs on another machine (same uid: root on both)
+    is not `rm`'s to judge, as for `attach` and `gc`; one of this machine whose owner is gone is removed as ever."""
+    from lllm.sandbox._rundir import host_id
+
+    client = docker.from_env()
+
+    def planted(name: str, host: str, uid: int = os.geteuid(), pid: str = "999999") -> Any:
+        return client.containers.create(sandbox_image, command=["true"], network_mode="none", labels={
+            LABEL: "1", LABEL_TEST_RUN: RUN, LABEL_NAME: name, LABEL_SESSION: f"s-{name}", LABEL_SCOPE: "session",
+            LABEL_UID: str(uid), "lllm.owner.pid": pid, "lllm.owner.start": "0", "lllm.owner.host": host})
+
+    other, gone, users = f"otherbox-{RUN}", f"gone-{RUN}", f"users-{RUN}"
+    elsewhere, here = planted(other, "otherbox:0badc0de"), planted(gone, host_id())
+    another_user = planted(users, host_id(), uid=4242, pid="1")
+    try:
+        rm = _cli("sandbox", "rm", users)  # this machine, another user: refused, as before
+        assert rm.returncode == 1 and f"sandbox {users!r} (container {another_user.name}, scope session, created) " \
+               "belongs to another user (uid 4242, process 1 on this machine)" in rm.stderr, rm.stderr
+        another_user.reload()
+        with pytest.raises(SandboxError, match="belongs to another user or host") as info:
+            DockerSandbox.attach(other)
+        assert info.value.reason == "foreign"
+        rm = _cli("sandbox", "rm", other, gone)
+        assert rm.returncode == 1, rm.stderr
+        assert f"removed {gone} " in rm.stdout and _containers(**{LABEL_NAME: gone}) == []  # the others still go
+        assert f"sandbox {other!r} (container {elsewhere.name}, scope session, created) belongs to process 999999 " \
+               "on another machine, otherbox (host id otherbox:0badc0de)" in rm.stderr, rm.stderr
+        assert f"`lllm sandbox rm {other} --force`" in rm.stderr and "`lllm sandbox gc --all-hosts`" in rm.stderr
+        assert "Traceback" not in rm.stderr and other not in rm.stdout
+        elsewhere.reload()  # still there (NotFound otherwise)
+        forced = _cli("sandbox", "rm", "--force", other)
+        assert forced.returncode == 0 and f"removed {other} ({elsewhere.name})" in forced.stdout, forced.stderr
+        assert _containers(**{LABEL_NAME: other}) == []
+    finally:
+        for container in (elsewhere, here, another_user):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
 
 
 def test_idle_timeout_removes_an_unused_sandbox_but_not_a_busy_one(sandbox_image: str) -> None:
