@@ -326,9 +326,19 @@ def test_ls_and_rm_with_docker_host_work_on_that_engine_only(remote_engine: Any,
         (line,) = [ln for ln in table.stdout.splitlines() if ln.startswith(f"elsewhere-{name}"[:13])]
         assert "999999@otherbox" in line and "gone" not in line
 
-        removed = _sandbox_cli("rm", name, *_on(remote_engine))
-        assert removed.returncode == 0, removed.stderr
-        assert f"removed {name} (lllm-s-{name})" in removed.stdout
+        # rm: the other machine's one (same uid) is refused, as attach and gc refuse it; the kept one still goes
+        removed = _sandbox_cli("rm", f"elsewhere-{name}", name, *_on(remote_engine))
+        assert removed.returncode == 1 and f"removed {name} (lllm-s-{name})" in removed.stdout, removed.stderr
+        flags = f" --docker-host {remote_engine.host} --tls {remote_engine.client_certs}"
+        assert f"sandbox 'elsewhere-{name}' (container {elsewhere.name}, scope agent, created) belongs to process " \
+               "999999 on another machine, otherbox (host id otherbox:0badc0de)" in removed.stderr, removed.stderr
+        assert f"`lllm sandbox rm elsewhere-{name} --force{flags}`" in removed.stderr
+        assert f"`lllm sandbox gc --all-hosts{flags}`" in removed.stderr
+        elsewhere.reload()  # still there (NotFound otherwise)
+        forced = _sandbox_cli("rm", "--force", f"elsewhere-{name}", *_on(remote_engine))
+        assert forced.returncode == 0 and f"removed elsewhere-{name} ({elsewhere.name})" in forced.stdout, forced.stderr
+        with pytest.raises(docker.errors.NotFound):
+            elsewhere.reload()
         assert kept.container.id[:12] not in remote_engine.containers()
         assert not kept.session_dir.exists() and read_record(kept.sandbox_id) is None  # this host's side of it
         decoy.reload()  # still there (NotFound otherwise)
