@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lllm.errors import LLLMError
@@ -288,10 +289,35 @@ def cmd_resume(args: argparse.Namespace) -> int:
           f"variable{'s' if len(restored) != 1 else ''} and the workspace files restored")
     for var, why in sorted(missing.items()):
         print(f"not restored: {var} ({why})")
-    where = "".join(f", {key}={value!r}" for key, value in engine_options(args).items() if value is not None)
-    print(f"attach with DockerSandbox.attach({name!r}{where}) or a tactic call with sandbox_session={name!r}; "
-          f"`lllm sandbox rm {shlex.quote(name)}{_engine_flags(args)}` removes it")
+    engine = _engine_for_config(args)
+    where = "".join(f", {key}={value!r}" for key, value in engine.items())
+    print(f"attach with DockerSandbox.attach({name!r}{where}); `lllm sandbox rm {shlex.quote(name)}"
+          f"{_engine_flags(args)}` removes it")
+    call = f"a tactic call with sandbox_session={name!r} (`lllm run ... --sandbox-session {shlex.quote(name)}`)"
+    if not engine:
+        print(f"{call} runs in it when its agents' config has `proxy: {{sandbox: {{scope: session}}}}`")
+        return 0
+    keys = " and ".join(engine)
+    print(f"{call} runs in it when its agents' config has this block (without {keys} there, the tactic looks for "
+          f"{name!r} on the default engine, $DOCKER_HOST or this machine's, and starts a new, empty one):")
+    print("\n".join(f"  {line}" for line in _session_block(engine)))
     return 0
+
+
+def _engine_for_config(args: argparse.Namespace) -> dict[str, Any]:
+    """`--docker-host`/`--tls` as `docker_host`/`tls` settings that mean the same from any directory (an absolute
+    certificate folder); empty without them."""
+    options = {key: value for key, value in engine_options(args).items() if value is not None}
+    if isinstance(options.get("tls"), str):
+        options["tls"] = str(Path(options["tls"]).expanduser().absolute())
+    return options
+
+
+def _session_block(engine: dict[str, Any]) -> list[str]:
+    """The agents' `proxy:` config block for a tactic to run in a kept sandbox on that engine (YAML lines; JSON
+    scalars are YAML too, so an address or folder with odd characters stays one string)."""
+    return ["proxy:", "  sandbox:", "    scope: session"] + [f"    {key}: {json.dumps(value)}"
+                                                            for key, value in engine.items()]
 
 
 def main(argv: list[str] | None = None) -> int:

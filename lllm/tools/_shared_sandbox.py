@@ -75,7 +75,7 @@ class SharedSandbox:
                 self._close_gateway()
                 self.sandbox = sandbox = None
             if sandbox is None:
-                sandbox = self._find_or_start(start)
+                sandbox = self._find_or_start(start, tools.config.sandbox)
                 self.sandbox = sandbox
             if self.gateway_session is None:
                 self.gateway_session = open_gateway(sandbox, self.manager, tools,
@@ -92,13 +92,15 @@ class SharedSandbox:
         if main is not None:
             open_branch_gateway(main, branch)
 
-    def _find_or_start(self, start: Callable[[], Any]) -> Any:
+    def _find_or_start(self, start: Callable[[], Any], block: Any) -> Any:
+        """Attach to the sandbox named `self.name` on the engine of `block` (the `proxy.sandbox` block: a kept
+        sandbox on a remote engine is looked for there, not on the local one), else start one."""
         if self.name is None:
             return start()
         from lllm.sandbox.docker import DockerSandbox
 
-        try:
-            return DockerSandbox.attach(self.name)  # kept by an earlier process
+        try:  # kept by an earlier process
+            return DockerSandbox.attach(self.name, docker_host=block.docker_host, tls=block.tls)
         except SandboxError as exc:
             if getattr(exc, "reason", None) not in ("missing", "dead"):
                 raise SandboxStartError(f"sandbox session {self.name!r}: {exc}", sandbox=self.name) from exc

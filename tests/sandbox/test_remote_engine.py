@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from lllm.core.agent import Agent
 from lllm.core.config import AgentBuildContext
@@ -373,6 +374,26 @@ def test_engine_commands_give_the_same_clear_errors_as_gc(remote_engine: Any, tm
         assert "Traceback" not in out.stderr
 
 
+def _tactic_in(tmp_path: Path, sandbox: dict[str, Any], code: str) -> Any:
+    """A one-agent tactic whose scripted model runs `code` in the sandbox its `proxy.sandbox` block gives."""
+    from lllm import Tactic
+
+    class One(Tactic, register=False):
+        name = "remote_session_team"
+        agent_group = ["analyst"]
+
+        def call(self, task: str, **kwargs: Any) -> str:
+            agent = self.agents["analyst"]
+            agent.open("main")
+            agent.receive(task)
+            return agent.respond().content
+
+    steps = [{"tool_calls": [{"name": "run_python", "arguments": {"code": code}}]}, "done"]
+    return One({"invoker": "scripted", "invoker_config": {"steps": steps}, "workdir": str(tmp_path / "runs"),
+                "agent_configs": [{"name": "analyst", "model_name": "gpt-4o", "system_prompt": "You compute.",
+                                   "proxy": {"activate_proxies": [], "timeout": 60, "sandbox": sandbox}}]})
+
+
 def test_save_and_resume_by_cli_on_the_remote_engine(remote_engine: Any, sandbox_image: str, tmp_path: Path) -> None:
     import secrets
 
@@ -393,6 +414,11 @@ def test_save_and_resume_by_cli_on_the_remote_engine(remote_engine: Any, sandbox
         back = _sandbox_cli("resume", str(tmp_path / "s.snapshot"), "--name", resumed, *_on(remote_engine))
         assert back.returncode == 0, back.stderr
         assert f"lllm sandbox rm {resumed} --docker-host {remote_engine.host} --tls" in back.stdout
+        # the hint shows the `proxy:` block a tactic's agents need to find it on this engine; that block works
+        hint = back.stdout.split("runs in it when its agents' config has this block", 1)[1]
+        block = yaml.safe_load(hint.split("\n", 1)[1])
+        assert block == {"proxy": {"sandbox": {"scope": "session", "docker_host": remote_engine.host,
+                                               "tls": str(remote_engine.client_certs)}}}, hint
         rows = {row["sandbox_name"]: row for row in _rows(_sandbox_cli("ls", "--json", *_on(remote_engine))).values()}
         assert rows[resumed]["image"] == image and rows[resumed]["scope"] == "session"
         assert resumed not in {row["sandbox_name"] for row in _rows(_sandbox_cli("ls", "--json")).values()}
@@ -402,6 +428,9 @@ def test_save_and_resume_by_cli_on_the_remote_engine(remote_engine: Any, sandbox
             assert out.stdout == "499500 kept\n", out.text
         finally:
             attached.detach()
+        called = _tactic_in(tmp_path, block["proxy"]["sandbox"], 'print(sum(data), open("notes.txt").read())')(
+            "go", sandbox_session=resumed, return_session=True)
+        assert [r.result for r in called.records if r.kind == "tool_call"] == ["499500 kept"]
         removed = _sandbox_cli("rm", resumed, name, *_on(remote_engine))
         assert removed.returncode == 0, removed.stderr
         assert not [c for c in remote_engine.containers() if c in (first.container.id[:12], attached.container.id[:12])]

@@ -150,6 +150,8 @@ def test_cli_saves_a_kept_sandbox_and_resumes_it_as_a_kept_one(sandbox_image: st
         out = _cli("resume", str(path), "--name", resumed)
         assert out.returncode == 0, out.stderr
         assert f"named {resumed!r}" in out.stdout and "not restored: gen (" in out.stdout, out.stdout
+        assert f"a tactic call with sandbox_session={resumed!r}" in out.stdout
+        assert "config has `proxy: {sandbox: {scope: session}}`" in out.stdout, out.stdout  # the local engine's
         listed = _cli("ls")
         assert resumed in listed.stdout and "session" in listed.stdout, listed.stdout
         later = DockerSandbox.attach(resumed)  # another process started it and let go of it
