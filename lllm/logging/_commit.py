@@ -22,6 +22,7 @@ the parent queued must still be committed; it ends at `None` or when its stdin c
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -322,8 +323,6 @@ class _PlainValue:
 
 
 def _lenient_loads(data: bytes) -> Any:
-    import io
-
     return _Lenient(io.BytesIO(data)).load()
 
 
